@@ -1,0 +1,95 @@
+//! What does picking a backend cost on the data path while the router keeps swapping
+//! the table, with `ArcSwap` (what switchyard does) compared with an `RwLock` around
+//! the same table?
+//!
+//! Run: `cargo bench --bench routing_pick`. One background thread publishes a new
+//! table as fast as it can during the whole measurement.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use switchyard::backend::Backend;
+use switchyard::config::{self, Policy};
+use switchyard::pool::{Member, Pool};
+use switchyard::routing::{select, Routing, RoutingTable};
+
+fn members() -> (Arc<Pool>, Vec<Arc<Member>>) {
+    let addrs: Vec<SocketAddr> = (0..4).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
+    let config = config::forward("127.0.0.1:0".parse().unwrap(), &addrs, None);
+    let backends: Vec<_> = config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(id, b)| Arc::new(Backend::new(id, b)))
+        .collect();
+    let pool = Arc::new(Pool::new(0, &config.pools[0], &backends));
+    let members = pool.members.clone();
+    (pool, members)
+}
+
+/// Runs `swap` in a loop on another thread for as long as `bench` runs.
+fn with_swapper(swap: impl Fn(u64) + Send + 'static, bench: impl FnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let writer = thread::spawn(move || {
+        let mut generation = 0;
+        while !flag.load(Ordering::Relaxed) {
+            generation += 1;
+            swap(generation);
+        }
+    });
+    bench();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+}
+
+fn pick(c: &mut Criterion) {
+    let (pool, members) = members();
+    let mut group = c.benchmark_group("pick_under_swaps");
+
+    let routing = Arc::new(Routing::new(RoutingTable::new(0, vec![members.clone()])));
+    let (writer, swap_members) = (routing.clone(), members.clone());
+    with_swapper(
+        move |g| writer.publish(RoutingTable::new(g, vec![swap_members.clone()])),
+        || {
+            group.bench_function("arcswap_round_robin", |b| {
+                b.iter(|| {
+                    let table = routing.load();
+                    black_box(select::order(
+                        Policy::RoundRobin,
+                        table.routable(0),
+                        &pool.cursor,
+                        |n| fastrand::usize(..n),
+                    ))
+                })
+            });
+        },
+    );
+
+    let locked = Arc::new(RwLock::new(Arc::new(RoutingTable::new(0, vec![members.clone()]))));
+    let (writer, swap_members) = (locked.clone(), members.clone());
+    with_swapper(
+        move |g| *writer.write().unwrap() = Arc::new(RoutingTable::new(g, vec![swap_members.clone()])),
+        || {
+            group.bench_function("rwlock_round_robin", |b| {
+                b.iter(|| {
+                    let table = locked.read().unwrap().clone();
+                    black_box(select::order(
+                        Policy::RoundRobin,
+                        table.routable(0),
+                        &pool.cursor,
+                        |n| fastrand::usize(..n),
+                    ))
+                })
+            });
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, pick);
+criterion_main!(benches);

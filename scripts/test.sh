@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, installing what it needs if it is missing.
+# Usage: scripts/test.sh            (CI runs exactly this through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# --- system packages the integration tests drive (real peers, real clients) ---
+need_pkgs=()
+for pair in "mariadbd:mariadb-server" "mariadb:mariadb-client"; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing: ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- one crypto provider only (two make rustls panic at run time) ---
+for forbidden in aws-lc-rs openssl-sys; do
+  if cargo tree -q -i "$forbidden" >/dev/null 2>&1; then
+    echo "dependency check failed: $forbidden is in the tree (use ring only)" >&2
+    exit 1
+  fi
+done
+
+# --- the tests: unit, integration, and every bench compiled and run once ---
+cargo test --all-targets "$@"

@@ -1,0 +1,189 @@
+//! One switchyard process: [`start`] binds every port (after validation, before any
+//! task runs, so a bad address fails fast), spawns one checker per backend, the
+//! router, the listeners and the admin server; [`Running::shutdown`] drains.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::health::Checker;
+use crate::listener::Listener;
+use crate::pool::Pool;
+use crate::proxy::SessionContext;
+use crate::routing::{Router, Routing};
+use crate::{metrics, tcp};
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot bind {what} on {address}: {source}")]
+    Bind {
+        what: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started process.
+pub struct Running {
+    listeners: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
+    routing: Arc<Routing>,
+    state: Arc<AdminState>,
+    grace: Duration,
+    stop_accepting: CancellationToken,
+    kill_sessions: CancellationToken,
+    stop_background: CancellationToken,
+    sessions: TaskTracker,
+    background: TaskTracker,
+}
+
+/// Binds and starts everything `config` describes.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let metrics = metrics::install();
+    let mut bound = Vec::new();
+    for listener in &config.listeners {
+        let tcp = tcp::bind(listener.listen).map_err(|source| StartError::Bind {
+            what: format!("listener {}", listener.name),
+            address: listener.listen,
+            source,
+        })?;
+        bound.push(tcp);
+    }
+    let admin_tcp = match &config.admin {
+        Some(admin) => Some(tcp::bind(admin.listen).map_err(|source| StartError::Bind {
+            what: "admin".into(),
+            address: admin.listen,
+            source,
+        })?),
+        None => None,
+    };
+
+    let backends: Vec<_> = config
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(id, b)| Arc::new(Backend::new(id, b)))
+        .collect();
+    let pools: Vec<_> = config
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(id, p)| Arc::new(Pool::new(id, p, &backends)))
+        .collect();
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let router = Router::new(backends.clone(), pools.clone(), events_rx);
+    let routing = router.routing();
+
+    let stop_accepting = CancellationToken::new();
+    let kill_sessions = CancellationToken::new();
+    let stop_background = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    let background = TaskTracker::new();
+
+    background.spawn(router.run(stop_background.clone()));
+    for (backend, config) in backends.iter().zip(&config.backends) {
+        let checker = Checker::new(backend.clone(), &config.check, events_tx.clone());
+        background.spawn(checker.run(stop_background.clone()));
+    }
+
+    let mut listeners = Vec::new();
+    for (listener, tcp) in config.listeners.iter().zip(bound) {
+        let address = tcp.local_addr().expect("a bound socket has an address");
+        listeners.push((listener.name.clone(), address));
+        let ctx = Arc::new(SessionContext {
+            pool: pools[listener.pool].clone(),
+            routing: routing.clone(),
+            tcp: listener.tcp,
+            kill: kill_sessions.clone(),
+        });
+        let listener = Listener {
+            name: listener.name.clone(),
+            tcp,
+            limit: Arc::new(Semaphore::new(listener.max_connections)),
+            ctx,
+        };
+        background.spawn(listener.run(stop_accepting.clone(), sessions.clone()));
+    }
+
+    let state = Arc::new(AdminState {
+        backends,
+        pools,
+        routing: routing.clone(),
+        draining: AtomicBool::new(false),
+        metrics,
+    });
+    let admin = match admin_tcp {
+        Some(tcp) => {
+            let address = tcp.local_addr().expect("a bound socket has an address");
+            info!(%address, "admin listening");
+            background.spawn(admin::run(tcp, state.clone(), stop_background.clone()));
+            Some(address)
+        }
+        None => None,
+    };
+    Ok(Running {
+        listeners,
+        admin,
+        routing,
+        state,
+        grace: config.shutdown_grace,
+        stop_accepting,
+        kill_sessions,
+        stop_background,
+        sessions,
+        background,
+    })
+}
+
+impl Running {
+    /// The bound address of a listener (useful with port 0).
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    pub fn admin(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
+    }
+
+    /// A backend by name.
+    pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
+        self.state.backends.iter().find(|b| b.name == name).cloned()
+    }
+
+    /// Stops accepting, lets sessions finish within the grace period, closes the
+    /// rest, then stops checkers, router and admin. `/health` answers 503 from the
+    /// first moment.
+    pub async fn shutdown(self) {
+        self.state.draining.store(true, Ordering::Relaxed);
+        self.stop_accepting.cancel();
+        self.sessions.close();
+        let open = self.sessions.len();
+        info!(open_sessions = open, grace = ?self.grace, "draining");
+        if tokio::time::timeout(self.grace, self.sessions.wait()).await.is_err() {
+            warn!(
+                open_sessions = self.sessions.len(),
+                "grace period over; closing the remaining sessions"
+            );
+            self.kill_sessions.cancel();
+            self.sessions.wait().await;
+        }
+        self.stop_background.cancel();
+        self.background.close();
+        self.background.wait().await;
+        info!("stopped");
+    }
+}

@@ -1,0 +1,121 @@
+//! The runtime side of a configured backend: its address, the hooks its checker
+//! listens to (nudge, urgency) and the last view the router recorded for `/status`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::config::{BackendConfig, BackendId};
+use crate::health::{Layer, Role, Status};
+
+/// One backend, shared by every pool it is a member of.
+#[derive(Debug)]
+pub struct Backend {
+    pub id: BackendId,
+    pub name: String,
+    pub address: SocketAddr,
+    nudge: Notify,
+    urgent: AtomicBool,
+    view: watch::Sender<BackendView>,
+}
+
+/// What `/status` shows of a backend; written by the router only.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendView {
+    pub name: String,
+    pub address: SocketAddr,
+    pub status: Status,
+    pub role: Role,
+    pub last_check: Option<LastCheck>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastCheck {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub layer: Option<Layer>,
+    #[serde(serialize_with = "as_millis")]
+    pub latency: Duration,
+    /// Unix time in milliseconds.
+    pub at_unix_ms: u128,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1000.0)
+}
+
+impl LastCheck {
+    pub fn now(ok: bool, error: Option<String>, layer: Option<Layer>, latency: Duration) -> Self {
+        let at_unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        LastCheck {
+            ok,
+            error,
+            layer,
+            latency,
+            at_unix_ms,
+        }
+    }
+}
+
+impl Backend {
+    pub fn new(id: BackendId, config: &BackendConfig) -> Self {
+        Backend {
+            id,
+            name: config.name.clone(),
+            address: config.address,
+            nudge: Notify::new(),
+            urgent: AtomicBool::new(false),
+            view: watch::Sender::new(BackendView {
+                name: config.name.clone(),
+                address: config.address,
+                status: Status::Unknown,
+                role: Role::Unknown,
+                last_check: None,
+            }),
+        }
+    }
+
+    /// Asks the checker for an early re-check (the data path failed to connect).
+    pub fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+
+    /// Resolves when someone called [`Backend::nudge`].
+    pub async fn nudged(&self) {
+        self.nudge.notified().await
+    }
+
+    /// Whether a pool this backend serves has nothing routable, so its checker
+    /// should use the fast interval.
+    pub fn is_urgent(&self) -> bool {
+        self.urgent.load(Ordering::Relaxed)
+    }
+
+    /// Set by the router; turning urgent also triggers a check at once, so a
+    /// checker asleep in its down interval does not miss the news.
+    pub fn set_urgent(&self, urgent: bool) {
+        if !self.urgent.swap(urgent, Ordering::Relaxed) && urgent {
+            self.nudge();
+        }
+    }
+
+    pub fn view(&self) -> BackendView {
+        self.view.borrow().clone()
+    }
+
+    /// Sees every update of the view (tests await a status with it).
+    pub fn watch_view(&self) -> watch::Receiver<BackendView> {
+        self.view.subscribe()
+    }
+
+    /// Only the router calls this.
+    pub fn update_view(&self, update: impl FnOnce(&mut BackendView)) {
+        self.view.send_modify(update);
+    }
+}

@@ -1,0 +1,109 @@
+//! The serde tree exactly as written in the TOML file. Everything is a string or a
+//! plain number here; [`super::validate`] turns it into typed values and names the
+//! key of every mistake. `deny_unknown_fields` everywhere: a typo is an error, not a
+//! silently ignored default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    pub shutdown: Option<RawShutdown>,
+    /// Defaults for every backend's `check` table.
+    pub check: Option<RawCheck>,
+    #[serde(default)]
+    pub backends: BTreeMap<String, RawBackend>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, RawPool>,
+    #[serde(default)]
+    pub listeners: BTreeMap<String, RawListener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub grace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub address: String,
+    pub check: Option<RawCheck>,
+}
+
+/// Every field optional so that `[check]` defaults and a backend's own `check` table
+/// merge field by field.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub kind: Option<String>,
+    pub interval: Option<String>,
+    pub fast_interval: Option<String>,
+    pub down_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub jitter: Option<f64>,
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub expect_status: Option<String>,
+    pub body_contains: Option<String>,
+}
+
+impl RawCheck {
+    /// Fields set here win; the rest come from `defaults`.
+    pub fn over(self, defaults: &RawCheck) -> RawCheck {
+        let d = defaults.clone();
+        RawCheck {
+            kind: self.kind.or(d.kind),
+            interval: self.interval.or(d.interval),
+            fast_interval: self.fast_interval.or(d.fast_interval),
+            down_interval: self.down_interval.or(d.down_interval),
+            timeout: self.timeout.or(d.timeout),
+            rise: self.rise.or(d.rise),
+            fall: self.fall.or(d.fall),
+            jitter: self.jitter.or(d.jitter),
+            method: self.method.or(d.method),
+            path: self.path.or(d.path),
+            host: self.host.or(d.host),
+            expect_status: self.expect_status.or(d.expect_status),
+            body_contains: self.body_contains.or(d.body_contains),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub backends: Vec<String>,
+    pub policy: Option<String>,
+    pub role: Option<String>,
+    pub initial_state: Option<String>,
+    pub on_leave: Option<String>,
+    pub drain_deadline: Option<String>,
+    pub hold_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub listen: String,
+    pub pool: String,
+    pub max_connections: Option<i64>,
+    pub keepalive: Option<String>,
+    pub user_timeout: Option<String>,
+}

@@ -1,0 +1,181 @@
+//! Config errors: each documented mistake gives an error naming the key.
+
+use super::*;
+
+const BASE: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[check]
+interval = "500ms"
+
+[backends.a]
+address = "127.0.0.1:9001"
+
+[backends.b]
+address = "127.0.0.1:9002"
+[backends.b.check]
+kind = "http"
+path = "/health"
+expect_status = "200"
+
+[pools.web]
+backends = ["b", "a"]
+policy = "round-robin"
+
+[listeners.front]
+listen = "127.0.0.1:0"
+pool = "web"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "test.toml")
+}
+
+/// BASE with `find` replaced by `replace` (which must change it).
+fn broken(find: &str, replace: &str) -> ConfigError {
+    assert!(BASE.contains(find), "{find:?} not in BASE");
+    parse(&BASE.replacen(find, replace, 1)).expect_err("config should be refused")
+}
+
+#[test]
+fn base_config_is_valid_and_merges_check_defaults() {
+    let config = parse(BASE).unwrap();
+    let a = config.backends.iter().find(|b| b.name == "a").unwrap();
+    let b = config.backends.iter().find(|b| b.name == "b").unwrap();
+    assert_eq!(a.check.interval, Duration::from_millis(500));
+    assert_eq!(b.check.interval, Duration::from_millis(500));
+    assert_eq!(a.check.probe, ProbeConfig::Tcp);
+    match &b.check.probe {
+        ProbeConfig::Http(http) => assert_eq!(http.expect_status, 200..=200),
+        other => panic!("expected an http probe, got {other:?}"),
+    }
+    let pool = &config.pools[0];
+    assert_eq!(pool.policy, Policy::RoundRobin);
+    let names: Vec<_> = pool
+        .members
+        .iter()
+        .map(|&id| config.backends[id].name.as_str())
+        .collect();
+    assert_eq!(names, ["b", "a"], "pool keeps its own priority order");
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    Config::load(Path::new(path)).unwrap();
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let err = broken("policy = \"round-robin\"", "polcy = \"round-robin\"");
+    assert!(err.to_string().contains("unknown field `polcy`"), "{err}");
+}
+
+#[test]
+fn toml_syntax_error_names_the_file() {
+    let err = parse("[pools\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }));
+    assert!(err.to_string().starts_with("test.toml: "), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let err = Config::load(Path::new("/nonexistent/switchyard.toml")).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+}
+
+#[test]
+fn each_mistake_names_its_key() {
+    let cases = [
+        (
+            ("interval = \"500ms\"", "interval = \"500\""),
+            "backends.a.check.interval",
+        ),
+        (
+            ("interval = \"500ms\"", "interval = \"50ms\""),
+            "backends.a.check.interval",
+        ),
+        (
+            ("address = \"127.0.0.1:9001\"", "address = \"127.0.0.1\""),
+            "backends.a.address",
+        ),
+        (
+            ("backends = [\"b\", \"a\"]", "backends = [\"b\", \"c\"]"),
+            "pools.web.backends",
+        ),
+        (
+            ("backends = [\"b\", \"a\"]", "backends = [\"b\", \"b\"]"),
+            "pools.web.backends",
+        ),
+        (("backends = [\"b\", \"a\"]", "backends = []"), "pools.web.backends"),
+        (("pool = \"web\"", "pool = \"api\""), "listeners.front.pool"),
+        (("policy = \"round-robin\"", "policy = \"random\""), "pools.web.policy"),
+        (
+            ("expect_status = \"200\"", "expect_status = \"399-200\""),
+            "backends.b.check.expect_status",
+        ),
+        (("path = \"/health\"", "path = \"health\""), "backends.b.check.path"),
+        (
+            ("[backends.a]", "[backends.a]\ncheck = { rise = 0 }"),
+            "backends.a.check.rise",
+        ),
+        (
+            ("[backends.a]", "[backends.a]\ncheck = { jitter = 0.9 }"),
+            "backends.a.check.jitter",
+        ),
+        (
+            ("[backends.a]", "[backends.a]\ncheck = { kind = \"smtp\" }"),
+            "backends.a.check.kind",
+        ),
+        (
+            ("[backends.a]", "[backends.a]\ncheck = { path = \"/\" }"),
+            "backends.a.check.path",
+        ),
+        (
+            ("pool = \"web\"", "pool = \"web\"\nmax_connections = 0"),
+            "listeners.front.max_connections",
+        ),
+        (
+            ("policy = \"round-robin\"", "on_leave = \"evict\""),
+            "pools.web.on_leave",
+        ),
+        (
+            ("policy = \"round-robin\"", "drain_deadline = \"5s\""),
+            "pools.web.drain_deadline",
+        ),
+        (
+            ("policy = \"round-robin\"", "initial_state = \"maybe\""),
+            "pools.web.initial_state",
+        ),
+        (
+            ("policy = \"round-robin\"", "connect_timeout = \"0s\""),
+            "pools.web.connect_timeout",
+        ),
+    ];
+    for ((find, replace), key) in cases {
+        let err = broken(find, replace);
+        assert_eq!(err.key(), Some(key), "{find} -> {replace}: {err}");
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("test.toml: {key}: expected ")), "{text}");
+    }
+}
+
+#[test]
+fn no_listener_is_refused() {
+    let text = BASE.split("[listeners.front]").next().unwrap();
+    assert_eq!(parse(text).unwrap_err().key(), Some("listeners"));
+}
+
+#[test]
+fn two_listeners_on_one_address_are_refused() {
+    let text = BASE.replace("127.0.0.1:0\"\npool", "127.0.0.1:7000\"\npool")
+        + "\n[listeners.second]\nlisten = \"127.0.0.1:7000\"\npool = \"web\"\n";
+    assert_eq!(parse(&text).unwrap_err().key(), Some("listeners.second.listen"));
+}
+
+#[test]
+fn wrong_type_is_refused_with_the_line() {
+    let err = broken("policy = \"round-robin\"", "policy = 3");
+    assert!(err.to_string().contains("line"), "{err}");
+}

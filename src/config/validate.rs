@@ -1,0 +1,343 @@
+//! Raw tree → typed [`Config`]. Each helper takes the dotted key it is checking so the
+//! error can name it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use super::raw::{RawCheck, RawConfig, RawListener, RawPool};
+use super::*;
+use crate::duration;
+
+/// The shortest check interval we accept: faster probing costs more than it buys.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn invalid(&self, key: impl Into<String>, expected: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            key: key.into(),
+            expected: expected.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(text) => duration::parse(text).map_err(|e| self.invalid(key, e)),
+        }
+    }
+
+    fn address(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        // Host names are resolved once, here, so a typo fails at load time.
+        let expected = || format!("an address like \"127.0.0.1:3306\" or \"db1:3306\", got \"{text}\"");
+        let mut addrs = text.to_socket_addrs().map_err(|_| self.invalid(key, expected()))?;
+        addrs.next().ok_or_else(|| self.invalid(key, expected()))
+    }
+
+    fn positive(&self, key: &str, value: Option<i64>, default: u32) -> Result<NonZeroU32, ConfigError> {
+        let value = value.unwrap_or(default.into());
+        u32::try_from(value)
+            .ok()
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| self.invalid(key, format!("a whole number of at least 1, got {value}")))
+    }
+}
+
+/// Validates the raw tree; the first mistake found is returned.
+pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+    let ctx = Ctx { file };
+    let admin = match raw.admin {
+        None => None,
+        Some(admin) => Some(AdminConfig {
+            listen: ctx.address("admin.listen", &admin.listen)?,
+        }),
+    };
+    let grace = raw.shutdown.as_ref().and_then(|s| s.grace.as_deref());
+    let shutdown_grace = ctx.duration("shutdown.grace", grace, Duration::from_secs(30))?;
+
+    let check_defaults = raw.check.unwrap_or_default();
+    let mut backends = Vec::new();
+    let mut backend_ids = HashMap::new();
+    for (name, backend) in raw.backends {
+        let key = format!("backends.{name}");
+        let address = ctx.address(&format!("{key}.address"), &backend.address)?;
+        let check = backend.check.unwrap_or_default().over(&check_defaults);
+        let check = check_config(&ctx, &format!("{key}.check"), check)?;
+        backend_ids.insert(name.clone(), backends.len());
+        backends.push(BackendConfig { name, address, check });
+    }
+
+    let mut pools = Vec::new();
+    let mut pool_ids = HashMap::new();
+    for (name, pool) in raw.pools {
+        let config = pool_config(&ctx, &name, pool, &backend_ids)?;
+        pool_ids.insert(name, pools.len());
+        pools.push(config);
+    }
+
+    let listeners = listeners(&ctx, raw.listeners, &pool_ids)?;
+    Ok(Config {
+        source: file.to_string(),
+        admin,
+        shutdown_grace,
+        backends,
+        pools,
+        listeners,
+    })
+}
+
+fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckConfig, ConfigError> {
+    let k = |field: &str| format!("{key}.{field}");
+    let interval = ctx.duration(&k("interval"), raw.interval.as_deref(), Duration::from_secs(1))?;
+    let fast_interval = ctx.duration(
+        &k("fast_interval"),
+        raw.fast_interval.as_deref(),
+        (interval / 4).max(MIN_INTERVAL),
+    )?;
+    let down_interval = ctx.duration(&k("down_interval"), raw.down_interval.as_deref(), interval)?;
+    for (field, value) in [
+        ("interval", interval),
+        ("fast_interval", fast_interval),
+        ("down_interval", down_interval),
+    ] {
+        if value < MIN_INTERVAL {
+            return Err(ctx.invalid(k(field), format!("at least 100ms, got {}", duration::format(value))));
+        }
+    }
+    let timeout = ctx.duration(&k("timeout"), raw.timeout.as_deref(), Duration::from_secs(1))?;
+    if timeout.is_zero() {
+        return Err(ctx.invalid(k("timeout"), "a duration above zero"));
+    }
+    let jitter = raw.jitter.unwrap_or(0.1);
+    if !(0.0..=0.5).contains(&jitter) {
+        return Err(ctx.invalid(k("jitter"), format!("a fraction from 0.0 to 0.5, got {jitter}")));
+    }
+    let probe = match raw.kind.as_deref().unwrap_or("tcp") {
+        "tcp" => {
+            let http_only = [("method", &raw.method), ("path", &raw.path), ("host", &raw.host)];
+            if let Some((field, _)) = http_only.iter().find(|(_, v)| v.is_some()) {
+                return Err(ctx.invalid(k(field), "no HTTP setting on a `kind = \"tcp\"` check"));
+            }
+            ProbeConfig::Tcp
+        }
+        "http" => ProbeConfig::Http(http_probe(ctx, key, &raw)?),
+        other => return Err(ctx.invalid(k("kind"), format!("one of \"tcp\", \"http\", got \"{other}\""))),
+    };
+    Ok(CheckConfig {
+        probe,
+        interval,
+        fast_interval,
+        down_interval,
+        timeout,
+        rise: ctx.positive(&k("rise"), raw.rise, 2)?,
+        fall: ctx.positive(&k("fall"), raw.fall, 2)?,
+        jitter,
+    })
+}
+
+fn http_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<HttpProbeConfig, ConfigError> {
+    let method = raw.method.clone().unwrap_or_else(|| "GET".into());
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(ctx.invalid(
+            format!("{key}.method"),
+            format!("an HTTP method like \"GET\", got \"{method}\""),
+        ));
+    }
+    let path = raw.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(ctx.invalid(
+            format!("{key}.path"),
+            format!("a path starting with \"/\" and without spaces, got \"{path}\""),
+        ));
+    }
+    if let Some(host) = &raw.host {
+        if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+            return Err(ctx.invalid(
+                format!("{key}.host"),
+                format!("a host name without spaces, got \"{host}\""),
+            ));
+        }
+    }
+    let status_text = raw.expect_status.as_deref().unwrap_or("200-399");
+    let expect_status = status_range(status_text).ok_or_else(|| {
+        ctx.invalid(
+            format!("{key}.expect_status"),
+            format!("a status like \"200\" or a range like \"200-399\" within 100-599, got \"{status_text}\""),
+        )
+    })?;
+    Ok(HttpProbeConfig {
+        method,
+        path,
+        host: raw.host.clone(),
+        expect_status,
+        body_contains: raw.body_contains.clone(),
+    })
+}
+
+fn status_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high): (u16, u16) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+    (100 <= low && low <= high && high <= 599).then_some(low..=high)
+}
+
+fn pool_config(
+    ctx: &Ctx,
+    name: &str,
+    raw: RawPool,
+    backend_ids: &HashMap<String, BackendId>,
+) -> Result<PoolConfig, ConfigError> {
+    let key = |field: &str| format!("pools.{name}.{field}");
+    if raw.backends.is_empty() {
+        return Err(ctx.invalid(key("backends"), "at least one backend name"));
+    }
+    let mut members = Vec::new();
+    for backend in &raw.backends {
+        let id = *backend_ids.get(backend).ok_or_else(|| {
+            ctx.invalid(
+                key("backends"),
+                format!("names of [backends.*] sections, got unknown \"{backend}\""),
+            )
+        })?;
+        if members.contains(&id) {
+            return Err(ctx.invalid(key("backends"), format!("each backend once, got \"{backend}\" twice")));
+        }
+        members.push(id);
+    }
+    let role = match raw.role.as_deref().unwrap_or("any") {
+        "any" => PoolRole::Any,
+        other => return Err(ctx.invalid(key("role"), format!("\"any\", got \"{other}\""))),
+    };
+    let policy = match raw.policy.as_deref().unwrap_or("first") {
+        "first" => Policy::First,
+        "round-robin" => Policy::RoundRobin,
+        "least-connections" => Policy::LeastConnections,
+        "power-of-two" => Policy::PowerOfTwo,
+        other => {
+            return Err(ctx.invalid(
+                key("policy"),
+                format!("one of \"first\", \"round-robin\", \"least-connections\", \"power-of-two\", got \"{other}\""),
+            ))
+        }
+    };
+    let initially_up = match raw.initial_state.as_deref().unwrap_or("up") {
+        "up" => true,
+        "down" => false,
+        other => return Err(ctx.invalid(key("initial_state"), format!("\"up\" or \"down\", got \"{other}\""))),
+    };
+    let drain_deadline = ctx.duration(
+        &key("drain_deadline"),
+        raw.drain_deadline.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let on_leave = match raw.on_leave.as_deref().unwrap_or("keep") {
+        "close" => LeavePolicy::Close,
+        "drain" => LeavePolicy::Drain(drain_deadline),
+        "keep" => LeavePolicy::Keep,
+        other => {
+            return Err(ctx.invalid(
+                key("on_leave"),
+                format!("one of \"close\", \"drain\", \"keep\", got \"{other}\""),
+            ))
+        }
+    };
+    if raw.drain_deadline.is_some() && !matches!(on_leave, LeavePolicy::Drain(_)) {
+        return Err(ctx.invalid(key("drain_deadline"), "it only with `on_leave = \"drain\"`"));
+    }
+    let connect_timeout = ctx.duration(
+        &key("connect_timeout"),
+        raw.connect_timeout.as_deref(),
+        Duration::from_secs(2),
+    )?;
+    if connect_timeout.is_zero() {
+        return Err(ctx.invalid(key("connect_timeout"), "a duration above zero"));
+    }
+    let idle_timeout = ctx.duration(
+        &key("idle_timeout"),
+        raw.idle_timeout.as_deref(),
+        Duration::from_secs(3600),
+    )?;
+    if idle_timeout.is_zero() {
+        return Err(ctx.invalid(key("idle_timeout"), "a duration above zero"));
+    }
+    Ok(PoolConfig {
+        name: name.to_string(),
+        role,
+        policy,
+        members,
+        initially_up,
+        on_leave,
+        hold_timeout: ctx.duration(
+            &key("hold_timeout"),
+            raw.hold_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        connect_timeout,
+        idle_timeout,
+    })
+}
+
+fn listeners(
+    ctx: &Ctx,
+    raw: BTreeMap<String, RawListener>,
+    pool_ids: &HashMap<String, PoolId>,
+) -> Result<Vec<ListenerConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ctx.invalid("listeners", "at least one [listeners.NAME] section"));
+    }
+    let mut listeners: Vec<ListenerConfig> = Vec::new();
+    for (name, listener) in raw {
+        let key = |field: &str| format!("listeners.{name}.{field}");
+        let listen = ctx.address(&key("listen"), &listener.listen)?;
+        if listen.port() != 0 {
+            if let Some(other) = listeners.iter().find(|l| l.listen == listen) {
+                return Err(ctx.invalid(
+                    key("listen"),
+                    format!("an address no other listener uses, but \"{}\" has {listen}", other.name),
+                ));
+            }
+        }
+        let pool = *pool_ids.get(&listener.pool).ok_or_else(|| {
+            ctx.invalid(
+                key("pool"),
+                format!("the name of a [pools.*] section, got unknown \"{}\"", listener.pool),
+            )
+        })?;
+        let max = listener.max_connections.unwrap_or(10_000);
+        let max_connections = usize::try_from(max)
+            .ok()
+            .filter(|m| (1..=1_000_000).contains(m))
+            .ok_or_else(|| ctx.invalid(key("max_connections"), format!("a number from 1 to 1000000, got {max}")))?;
+        let tcp = TcpOptions {
+            keepalive: ctx.duration(
+                &key("keepalive"),
+                listener.keepalive.as_deref(),
+                Duration::from_secs(30),
+            )?,
+            user_timeout: ctx.duration(
+                &key("user_timeout"),
+                listener.user_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        };
+        if tcp.keepalive < Duration::from_secs(1) {
+            return Err(ctx.invalid(key("keepalive"), "at least 1s"));
+        }
+        listeners.push(ListenerConfig {
+            name,
+            listen,
+            pool,
+            max_connections,
+            tcp,
+        });
+    }
+    Ok(listeners)
+}

@@ -1,0 +1,206 @@
+//! Health: probe → observation → transition.
+//!
+//! - [`probe`]: straight-line async functions that check one backend once and return
+//!   a [`Report`] or a [`CheckError`] that knows its [`Layer`].
+//! - [`Hysteresis`] (pure): turns a stream of pass/fail into `Up`/`Down` with
+//!   `rise`/`fall`, and says when it flipped.
+//! - [`cadence`] (pure): how long to wait before the next check.
+//! - [`Checker`]: one task per backend, running the three above and sending an
+//!   [`Observation`] per check to the router, which alone decides routing.
+
+mod checker;
+pub mod probe;
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+pub use checker::Checker;
+
+use crate::config::{BackendId, CheckConfig};
+
+/// What a backend currently is, as far as its checks tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Not checked yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+/// The role a backend reports. TCP and HTTP probes cannot tell, so they report
+/// `Unknown`; the MySQL and MongoDB probes fill it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Unknown,
+}
+
+/// The OSI-ish layer a check failed at, as HAProxy reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Layer {
+    /// TCP connect: refused, unreachable, timed out.
+    L4,
+    /// TLS handshake.
+    L6,
+    /// The application protocol: bad or unexpected response, auth, role.
+    L7,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::L4 => "L4",
+            Layer::L6 => "L6",
+            Layer::L7 => "L7",
+        }
+    }
+}
+
+/// Why one check failed.
+#[derive(Debug, Clone, Error, PartialEq)]
+pub enum CheckError {
+    #[error("connect failed: {0}")]
+    Connect(String),
+    #[error("timed out while {0}")]
+    Timeout(Phase),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("unexpected response: {0}")]
+    Response(String),
+}
+
+/// The phase of a check, so that a timeout knows its layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Requesting,
+    Reading,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Connecting => "connecting",
+            Phase::Requesting => "sending the request",
+            Phase::Reading => "reading the response",
+        })
+    }
+}
+
+impl CheckError {
+    pub fn layer(&self) -> Layer {
+        match self {
+            CheckError::Connect(_) | CheckError::Timeout(Phase::Connecting) => Layer::L4,
+            CheckError::Timeout(_) | CheckError::Protocol(_) | CheckError::Response(_) => Layer::L7,
+        }
+    }
+}
+
+/// What a passing check learned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub role: Role,
+}
+
+/// One check's outcome, as the router receives it.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub backend: BackendId,
+    pub at: Instant,
+    pub latency: Duration,
+    pub result: Result<Report, CheckError>,
+    /// The status after this observation.
+    pub status: Status,
+    /// Set when this observation flipped the status.
+    pub flip: Option<Flip>,
+}
+
+/// A change of [`Status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flip {
+    pub from: Status,
+    pub to: Status,
+}
+
+/// `rise`/`fall` hysteresis. The first observation decides at once (a fresh proxy
+/// should not wait `rise` checks to serve); afterwards `fall` consecutive failures
+/// take an `Up` backend down and `rise` consecutive passes bring a `Down` one up.
+#[derive(Debug, Clone)]
+pub struct Hysteresis {
+    status: Status,
+    /// Consecutive results agreeing with the latest one.
+    streak: u32,
+    last_ok: bool,
+    rise: u32,
+    fall: u32,
+}
+
+impl Hysteresis {
+    pub fn new(rise: u32, fall: u32) -> Self {
+        Hysteresis {
+            status: Status::Unknown,
+            streak: 0,
+            last_ok: true,
+            rise: rise.max(1),
+            fall: fall.max(1),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Consecutive failures so far (0 after a pass).
+    pub fn failing(&self) -> u32 {
+        if self.last_ok {
+            0
+        } else {
+            self.streak
+        }
+    }
+
+    /// Records one check result; returns the flip it caused, if any.
+    pub fn observe(&mut self, ok: bool) -> Option<Flip> {
+        self.streak = if ok == self.last_ok {
+            self.streak.saturating_add(1)
+        } else {
+            1
+        };
+        self.last_ok = ok;
+        let to = match (self.status, ok) {
+            (Status::Unknown, true) => Status::Up,
+            (Status::Unknown, false) => Status::Down,
+            (Status::Up, false) if self.streak >= self.fall => Status::Down,
+            (Status::Down, true) if self.streak >= self.rise => Status::Up,
+            (status, _) => status,
+        };
+        let from = std::mem::replace(&mut self.status, to);
+        (from != to).then_some(Flip { from, to })
+    }
+}
+
+/// How long a checker waits before its next check, before jitter: at once when
+/// unchecked, `fast_interval` while failing or when the router asked for urgency,
+/// `down_interval` while down, `interval` otherwise.
+pub fn cadence(health: &Hysteresis, check: &CheckConfig, urgent: bool) -> Duration {
+    match health.status() {
+        Status::Unknown => Duration::ZERO,
+        Status::Down if urgent => check.fast_interval.min(check.down_interval),
+        Status::Down => check.down_interval,
+        Status::Up if urgent || health.failing() > 0 => check.fast_interval,
+        Status::Up => check.interval,
+    }
+}
+
+/// Scales `wait` by a random factor in `1 ± jitter` so that a fleet of proxies does
+/// not probe a backend in lockstep.
+pub fn jittered(wait: Duration, jitter: f64, unit_random: f64) -> Duration {
+    let factor = 1.0 + jitter * (2.0 * unit_random - 1.0);
+    wait.mul_f64(factor.max(0.0))
+}
+
+#[cfg(test)]
+mod tests;

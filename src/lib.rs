@@ -1,0 +1,37 @@
+//! switchyard: a failover-aware TCP proxy and health checker.
+//!
+//! # Layout
+//!
+//! The request path reads **listener → pool → backend → endpoint**; the health path
+//! reads **probe → observation → transition → routing table**.
+//!
+//! - [`config`]: the TOML tree, parsed then validated into typed values before any
+//!   port is bound.
+//! - [`app`]: wires one process together (bind, spawn checkers, router, listeners,
+//!   admin) and owns the shutdown sequence.
+//! - [`listener`]: the accept loop (connection cap, backoff on accept errors).
+//! - [`proxy`]: one client session: pick from the routing snapshot, hold while the
+//!   pool is empty, connect with a timeout, copy both ways, obey fencing.
+//! - [`pool`] and [`backend`]: the runtime objects the routing table points at.
+//! - [`routing`]: the immutable [`routing::RoutingTable`], its selection policies and
+//!   the single-writer [`routing::Router`] that publishes it through `ArcSwap`.
+//! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes.
+//! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out) the probes use.
+//! - [`admin`]: the admin HTTP listener (`/health`, `/status`, `/metrics`).
+//! - [`metrics`]: every metric name, in one place.
+//! - [`tcp`]: socket options shared by both legs of a session and the probes.
+//! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
+
+pub mod admin;
+pub mod app;
+pub mod backend;
+pub mod config;
+pub mod duration;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+pub mod pool;
+pub mod protocol;
+pub mod proxy;
+pub mod routing;
+pub mod tcp;

@@ -1,0 +1,132 @@
+//! The `switchyard` binary: a thin shell over the library.
+//!
+//! Exit codes: 0 after a clean stop, 64 for a bad configuration or command line,
+//! 69 when a port cannot be bound.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchyard::app;
+use switchyard::config::{self, Config};
+use tracing::{error, info};
+
+const EX_USAGE: u8 = 64;
+const EX_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A failover-aware TCP proxy and health checker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the proxy described by a config file.
+    Run {
+        /// The TOML config file (see config/example.toml).
+        #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validates a config file and exits (0 valid, 64 invalid).
+    CheckConfig {
+        /// The TOML config file.
+        file: PathBuf,
+    },
+    /// Proxies one listener to backends in failover order, with TCP checks; no file needed.
+    Forward {
+        /// Where to listen, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// A backend address; repeat for more, in failover order.
+        #[arg(long = "backend", required = true)]
+        backends: Vec<SocketAddr>,
+        /// Also serve /health, /status and /metrics here.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match cli.command {
+        Command::CheckConfig { file } => {
+            return match Config::load(&file) {
+                Ok(config) => {
+                    println!(
+                        "{}: ok ({} listeners, {} pools, {} backends)",
+                        file.display(),
+                        config.listeners.len(),
+                        config.pools.len(),
+                        config.backends.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            };
+        }
+        Command::Run { config } => match Config::load(&config) {
+            Ok(config) => config,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        Command::Forward {
+            listen,
+            backends,
+            admin,
+        } => config::forward(listen, &backends, admin),
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let running = match app::start(config).await {
+        Ok(running) => running,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    wait_for_signal().await;
+    info!("shutdown requested");
+    running.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The runtime side of a configured pool: its members (a backend as seen by one
+//! pool), the round-robin cursor that must survive table swaps, and the fencing
+//! signal of each member.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use metrics::{Counter, Gauge};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::backend::Backend;
+use crate::config::{PoolConfig, PoolId};
+use crate::metrics as m;
+
+/// One pool.
+#[derive(Debug)]
+pub struct Pool {
+    pub id: PoolId,
+    pub config: PoolConfig,
+    /// In priority order, as configured.
+    pub members: Vec<Arc<Member>>,
+    /// Round-robin position; lives here, not in the table, so a swap keeps it.
+    pub cursor: AtomicUsize,
+    pub holds: Counter,
+    pub hold_timeouts: Counter,
+    pub sessions_active: Gauge,
+    pub routable_gauge: Gauge,
+}
+
+/// Whether a member's live sessions may go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// The member is in its pool (or left under the `keep` policy).
+    Active,
+    /// The member left its pool: its sessions close at this instant (now for
+    /// `close`, now + deadline for `drain`).
+    CloseAt(Instant),
+}
+
+/// A backend as a member of one pool.
+#[derive(Debug)]
+pub struct Member {
+    pub backend: Arc<Backend>,
+    pub pool: PoolId,
+    active: AtomicUsize,
+    eviction: watch::Sender<Eviction>,
+    pub sessions: Counter,
+    pub bytes_upstream: Counter,
+    pub bytes_downstream: Counter,
+    pub connect_failures: Counter,
+    pub fenced: Counter,
+}
+
+impl Pool {
+    pub fn new(id: PoolId, config: &PoolConfig, backends: &[Arc<Backend>]) -> Self {
+        let pool = config.name.clone();
+        let members = config
+            .members
+            .iter()
+            .map(|&b| Arc::new(Member::new(id, &pool, backends[b].clone())))
+            .collect();
+        Pool {
+            id,
+            config: config.clone(),
+            members,
+            cursor: AtomicUsize::new(0),
+            holds: metrics::counter!(m::HOLDS, "pool" => pool.clone()),
+            hold_timeouts: metrics::counter!(m::HOLD_TIMEOUTS, "pool" => pool.clone()),
+            sessions_active: metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.clone()),
+            routable_gauge: metrics::gauge!(m::ROUTABLE_BACKENDS, "pool" => pool),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+impl Member {
+    fn new(pool_id: PoolId, pool: &str, backend: Arc<Backend>) -> Self {
+        let labels = [("pool", pool.to_string()), ("backend", backend.name.clone())];
+        let l4 = [
+            ("pool", pool.to_string()),
+            ("backend", backend.name.clone()),
+            ("layer", "L4".to_string()),
+        ];
+        Member {
+            pool: pool_id,
+            active: AtomicUsize::new(0),
+            eviction: watch::Sender::new(Eviction::Active),
+            sessions: metrics::counter!(m::SESSIONS, &labels),
+            bytes_upstream: metrics::counter!(m::BYTES_UPSTREAM, &labels),
+            bytes_downstream: metrics::counter!(m::BYTES_DOWNSTREAM, &labels),
+            connect_failures: metrics::counter!(m::CONNECT_FAILURES, &l4),
+            fenced: metrics::counter!(m::FENCED_SESSIONS, &labels),
+            backend,
+        }
+    }
+
+    /// Sessions open through this member now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a session for as long as the guard lives.
+    pub fn enter(self: &Arc<Self>) -> SessionGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.sessions.increment(1);
+        SessionGuard(self.clone())
+    }
+
+    /// The fencing signal sessions watch.
+    pub fn eviction(&self) -> watch::Receiver<Eviction> {
+        self.eviction.subscribe()
+    }
+
+    /// Set by the router when the member leaves or rejoins its pool.
+    pub fn set_eviction(&self, eviction: Eviction) {
+        self.eviction.send_replace(eviction);
+    }
+}
+
+/// Decrements the member's session count on drop.
+#[derive(Debug)]
+pub struct SessionGuard(Arc<Member>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,226 @@
+//! One client session: pick → (hold) → connect → copy.
+//!
+//! 1. Load the routing table (lock-free), order the pool's routable members by the
+//!    pool's policy, and try them in turn with the connect timeout. Nothing has been
+//!    read from the client yet, so trying the next one is always safe; every failure
+//!    nudges that backend's checker.
+//! 2. If nothing is routable or every connect failed, hold: wait for the next table
+//!    generation, up to `hold_timeout`, then close cleanly.
+//! 3. Copy both ways with `copy_bidirectional` (a FIN in one direction is forwarded as
+//!    a FIN and the other direction goes on), until both sides close, the session is
+//!    idle too long, the member is fenced, or shutdown's grace runs out.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, field, info_span, Instrument, Span};
+
+use crate::config::TcpOptions;
+use crate::pool::{Eviction, Member, Pool};
+use crate::routing::{select, Routing};
+use crate::tcp;
+
+/// What a session needs from its listener.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub pool: Arc<Pool>,
+    pub routing: Arc<Routing>,
+    pub tcp: TcpOptions,
+    /// Cancelled when shutdown's grace period is over.
+    pub kill: CancellationToken,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Both sides closed (or one failed) normally.
+    Closed,
+    Idle,
+    /// Its member left the pool under the `close` or `drain` policy.
+    Fenced,
+    Shutdown,
+    /// No backend within `hold_timeout`.
+    NoBackend,
+}
+
+/// Serves one accepted client connection to its end.
+pub async fn serve(ctx: Arc<SessionContext>, client: TcpStream, peer: std::net::SocketAddr) {
+    let span = info_span!("session", pool = %ctx.pool.name(), client = %peer, backend = field::Empty);
+    async move {
+        ctx.pool.sessions_active.increment(1.0);
+        let ended = session(&ctx, client).await;
+        ctx.pool.sessions_active.decrement(1.0);
+        debug!(?ended, "session ended");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
+    if let Err(e) = tcp::tune(&client, &ctx.tcp) {
+        debug!(error = %e, "client socket options");
+    }
+    let Some((member, upstream)) = connect_routed(ctx).await else {
+        return Ended::NoBackend;
+    };
+    Span::current().record("backend", member.backend.name.as_str());
+    if let Err(e) = tcp::tune(&upstream, &ctx.tcp) {
+        debug!(error = %e, "backend socket options");
+    }
+    let _counted = member.enter();
+    let ended = pipe(client, upstream, &member, ctx).await;
+    if ended == Ended::Fenced {
+        member.fenced.increment(1);
+    }
+    ended
+}
+
+/// Connects to the first member that answers, holding while there is none.
+async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)> {
+    let pool = &ctx.pool;
+    let hold_until = Instant::now() + pool.config.hold_timeout;
+    let mut generation = ctx.routing.subscribe();
+    let mut held = false;
+    loop {
+        generation.borrow_and_update();
+        let candidates = {
+            let table = ctx.routing.load();
+            select::order(pool.config.policy, table.routable(pool.id), &pool.cursor, |n| {
+                fastrand::usize(..n)
+            })
+        };
+        for member in candidates {
+            match timeout(pool.config.connect_timeout, TcpStream::connect(member.backend.address)).await {
+                Ok(Ok(stream)) => return Some((member, stream)),
+                Ok(Err(e)) => debug!(backend = %member.backend.name, error = %e, "connect failed; trying the next"),
+                Err(_) => debug!(backend = %member.backend.name, "connect timed out; trying the next"),
+            }
+            member.connect_failures.increment(1);
+            member.backend.nudge();
+        }
+        if !held {
+            held = true;
+            pool.holds.increment(1);
+            debug!("no backend answered; holding");
+        }
+        match timeout_at(hold_until, generation.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => {
+                pool.hold_timeouts.increment(1);
+                debug!("hold timeout; closing");
+                return None;
+            }
+        }
+    }
+}
+
+/// Copies both ways until the session ends for one of the reasons in [`Ended`].
+async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &SessionContext) -> Ended {
+    let activity = AtomicU64::new(0);
+    let mut client = Counted::new(client, &activity);
+    let mut upstream = Counted::new(upstream, &activity);
+    let ended = tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            if let Err(e) = result {
+                debug!(error = %e, "session error");
+            }
+            Ended::Closed
+        }
+        _ = idle(&activity, ctx.pool.config.idle_timeout) => Ended::Idle,
+        _ = evicted(member.eviction()) => Ended::Fenced,
+        _ = ctx.kill.cancelled() => Ended::Shutdown,
+    };
+    member.bytes_upstream.increment(client.bytes);
+    member.bytes_downstream.increment(upstream.bytes);
+    ended
+}
+
+/// Resolves once no byte moved either way for about `limit` (checked four times per
+/// period, so it fires between `limit` and 1.25 × `limit`).
+async fn idle(activity: &AtomicU64, limit: Duration) {
+    let step = (limit / 4).max(Duration::from_millis(10));
+    let mut seen = activity.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    loop {
+        sleep(step).await;
+        let now = activity.load(Ordering::Relaxed);
+        quiet = if now == seen { quiet + step } else { Duration::ZERO };
+        seen = now;
+        if quiet >= limit {
+            return;
+        }
+    }
+}
+
+/// Resolves when the member's fencing signal says this session must close.
+async fn evicted(mut eviction: watch::Receiver<Eviction>) {
+    loop {
+        let current = *eviction.borrow_and_update();
+        match current {
+            Eviction::Active => {
+                if eviction.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            Eviction::CloseAt(at) => {
+                tokio::select! {
+                    _ = sleep_until(at) => return,
+                    changed = eviction.changed() => if changed.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+/// A stream that counts the bytes read from it and marks activity.
+struct Counted<'a> {
+    stream: TcpStream,
+    bytes: u64,
+    activity: &'a AtomicU64,
+}
+
+impl<'a> Counted<'a> {
+    fn new(stream: TcpStream, activity: &'a AtomicU64) -> Self {
+        Counted {
+            stream,
+            bytes: 0,
+            activity,
+        }
+    }
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let read = (buf.filled().len() - before) as u64;
+        if read > 0 {
+            self.bytes += read;
+            // Only this session's task touches it: a relaxed add is uncontended.
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,182 @@
+//! The binary: exit codes for bad configs, `forward` mode, and SIGTERM draining.
+
+mod support;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A port that was free a moment ago (the binary must bind it itself).
+fn free_port() -> SocketAddr {
+    refused_addr()
+}
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits until something accepts on `addr`.
+async fn await_listening(addr: SocketAddr) {
+    within(LIMIT, "the proxy to listen", async {
+        loop {
+            if TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[test]
+fn check_config_exits_64_and_names_the_key() {
+    let path = write_config(
+        "bad.toml",
+        "[backends.a]\naddress = \"127.0.0.1:1\"\n[pools.p]\nbackends = [\"a\"]\nhold_timeout = \"soon\"\n[listeners.l]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n",
+    );
+    for args in [
+        vec!["check-config".into(), path.display().to_string()],
+        vec!["run".into(), "--config".into(), path.display().to_string()],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("bad.toml") && stderr.contains("pools.p.hold_timeout"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let out = Command::new(BIN).args(["check-config", example]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn bind_failure_exits_69() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let path = write_config(
+        "taken.toml",
+        &format!("[backends.a]\naddress = \"127.0.0.1:1\"\n[pools.p]\nbackends = [\"a\"]\n[listeners.l]\nlisten = \"{addr}\"\npool = \"p\"\n"),
+    );
+    let out = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(69), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn forward_mode_proxies_to_the_first_healthy_backend() {
+    let dead = refused_addr();
+    let live = Server::start(Behavior::Echo("live")).await;
+    let listen = free_port();
+    let child = Command::new(BIN)
+        .args([
+            "forward",
+            "--listen",
+            &listen.to_string(),
+            "--backend",
+            &dead.to_string(),
+            "--backend",
+            &live.addr.to_string(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Proc(child);
+    await_listening(listen).await;
+    let (_s, banner) = within(LIMIT, "a session", connect_and_read_banner(listen)).await;
+    assert_eq!(banner, "live");
+    drop(child);
+}
+
+#[tokio::test]
+async fn sigterm_drains_open_sessions_then_exits() {
+    let backend = Server::start(Behavior::Echo("b")).await;
+    let (listen, admin) = (free_port(), free_port());
+    let path = write_config(
+        "drain.toml",
+        &format!(
+            "[admin]\nlisten = \"{admin}\"\n[shutdown]\ngrace = \"20s\"\n[backends.b]\naddress = \"{}\"\n\
+             [pools.p]\nbackends = [\"b\"]\n[listeners.l]\nlisten = \"{listen}\"\npool = \"p\"\n",
+            backend.addr
+        ),
+    );
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    await_listening(listen).await;
+    let (mut session, banner) = within(LIMIT, "a session", connect_and_read_banner(listen)).await;
+    assert_eq!(banner, "b");
+
+    signal(&child.0, "TERM");
+    within(LIMIT, "/health to turn 503", async {
+        while http_get(admin, "/health").await.0 != 503 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        TcpStream::connect(listen).await.is_err(),
+        "no new sessions while draining"
+    );
+    // The open session still works during the drain.
+    session.write_all(b"during drain\n").await.unwrap();
+    assert_eq!(read_line(&mut session).await, "during drain");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "still draining while a session is open"
+    );
+
+    drop(session);
+    let status = within(LIMIT, "the process to exit", async {
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(stderr.contains("draining"), "{stderr}");
+}

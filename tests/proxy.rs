@@ -1,0 +1,288 @@
+//! The data path and its health-following, against real sockets on loopback.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use switchyard::health::Status;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// One pool named `p` over `backends` (name, address), listener `front`.
+fn config(backends: &[(&str, std::net::SocketAddr)], pool_extra: &str, check: &str) -> String {
+    let mut text = String::from("[admin]\nlisten = \"127.0.0.1:0\"\n\n[shutdown]\ngrace = \"1s\"\n\n");
+    text += &format!("[check]\n{check}\n\n");
+    for (name, addr) in backends {
+        text += &format!("[backends.{name}]\naddress = \"{addr}\"\n\n");
+    }
+    let names: Vec<_> = backends.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    text += &format!("[pools.p]\nbackends = [{}]\n{pool_extra}\n\n", names.join(", "));
+    text += "[listeners.front]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n";
+    text
+}
+
+const FAST_TCP: &str = "interval = \"100ms\"\nfast_interval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 2";
+
+#[tokio::test]
+async fn half_close_is_forwarded() {
+    let backend = Server::start(Behavior::Digest).await;
+    let proxy = proxy(&config(&[("a", backend.addr)], "", FAST_TCP)).await;
+    let mut client = TcpStream::connect(proxy.listener("front").unwrap()).await.unwrap();
+    client.write_all(b"hello, half-closed world").await.unwrap();
+    // Our FIN must reach the backend, and its answer must still come back to us.
+    client.shutdown().await.unwrap();
+    let line = within(LIMIT, "the answer after our FIN", read_line(&mut client)).await;
+    assert!(line.starts_with("got 24 bytes"), "{line}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_payload_arrives_intact() {
+    const SIZE: usize = 100 * 1024 * 1024;
+    let backend = Server::start(Behavior::Digest).await;
+    let proxy = proxy(&config(&[("a", backend.addr)], "", FAST_TCP)).await;
+    let mut client = TcpStream::connect(proxy.listener("front").unwrap()).await.unwrap();
+    let mut sent = Digest::default();
+    let mut chunk = vec![0u8; 1024 * 1024];
+    let mut state = 0x2545f4914f6cdd1du64;
+    for _ in 0..SIZE / chunk.len() {
+        for byte in chunk.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        sent.update(&chunk);
+        client.write_all(&chunk).await.unwrap();
+    }
+    client.shutdown().await.unwrap();
+    let line = within(LIMIT * 4, "the digest", read_line(&mut client)).await;
+    assert_eq!(line, format!("got {} bytes, hash {:x}", sent.len, sent.value));
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn connect_timeout_then_next_candidate() {
+    let hole = blackhole();
+    let good = Server::start(Behavior::Echo("good")).await;
+    // Long check timeout: the checker must not mark the black hole down first, so
+    // the session itself meets the connect timeout.
+    let check = "interval = \"10s\"\ntimeout = \"10s\"";
+    let text = config(
+        &[("hole", hole.addr), ("good", good.addr)],
+        "policy = \"first\"\nconnect_timeout = \"200ms\"",
+        check,
+    );
+    let proxy = proxy(&text).await;
+    assert_eq!(
+        proxy.routing().load().routable_names(0),
+        ["hole", "good"],
+        "both routable before any check ends"
+    );
+    let (_client, banner) = within(
+        LIMIT,
+        "a session",
+        connect_and_read_banner(proxy.listener("front").unwrap()),
+    )
+    .await;
+    assert_eq!(banner, "good");
+    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_connect_failures_total{")
+                && l.contains("backend=\"hole\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn killed_backend_moves_new_sessions_to_the_next_after_fall_checks() {
+    let a = Server::start(Behavior::Echo("a")).await;
+    let b = Server::start(Behavior::Echo("b")).await;
+    let proxy = proxy(&config(&[("a", a.addr), ("b", b.addr)], "policy = \"first\"", FAST_TCP)).await;
+    await_routable(&proxy, &["a", "b"]).await;
+    let (_s, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+    assert_eq!(banner, "a");
+    a.stop().await;
+    await_routable(&proxy, &["b"]).await;
+    let (_s, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+    assert_eq!(banner, "b");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn stalled_http_backend_is_marked_down_by_the_timeout() {
+    let stalled = Server::start(Behavior::Stalled).await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let app = Server::start(Behavior::App { banner: "app", healthy }).await;
+    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"300ms\"\nfall = 1\nrise = 1";
+    let proxy = proxy(&config(
+        &[("app", app.addr), ("stalled", stalled.addr)],
+        "initial_state = \"down\"",
+        check,
+    ))
+    .await;
+    await_routable(&proxy, &["app"]).await;
+    await_status(&proxy, "stalled", Status::Down).await;
+    let (status, body) = http_get(proxy.admin().unwrap(), "/status").await;
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let stalled = status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "stalled")
+        .unwrap()
+        .clone();
+    assert_eq!(stalled["status"], "down", "{stalled}");
+    assert_eq!(stalled["last_check"]["layer"], "L7", "{stalled}");
+    assert!(
+        stalled["last_check"]["error"].as_str().unwrap().contains("timed out"),
+        "{stalled}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn held_session_succeeds_once_a_backend_comes_up() {
+    let addr = refused_addr();
+    let text = config(&[("late", addr)], "hold_timeout = \"20s\"", FAST_TCP);
+    let proxy = proxy(&text).await;
+    await_routable(&proxy, &[]).await;
+    let front = proxy.listener("front").unwrap();
+    let client = tokio::spawn(async move { connect_and_read_banner(front).await });
+    // The client is connected to the proxy and held; now the backend appears.
+    let server = Server::start_on(addr, Behavior::Echo("late")).await;
+    let (_stream, banner) = within(LIMIT, "the held session", client).await.unwrap();
+    assert_eq!(banner, "late");
+    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+    assert!(metrics.contains("switchyard_holds_total{pool=\"p\"}"), "{metrics}");
+    proxy.shutdown().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn held_session_is_closed_after_hold_timeout() {
+    let text = config(&[("dead", refused_addr())], "hold_timeout = \"300ms\"", FAST_TCP);
+    let proxy = proxy(&text).await;
+    let mut client = TcpStream::connect(proxy.listener("front").unwrap()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = within(LIMIT, "the close", client.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0)), "a clean close, got {read:?}");
+    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("switchyard_hold_timeouts_total{pool=\"p\"}"))
+        .unwrap_or_default();
+    assert!(line.ends_with(" 1") || !line.ends_with(" 0"), "{metrics}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn close_policy_cuts_live_sessions_of_a_backend_that_goes_down() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let app = Server::start(Behavior::App {
+        banner: "app",
+        healthy: healthy.clone(),
+    })
+    .await;
+    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1";
+    let proxy = proxy(&config(&[("app", app.addr)], "on_leave = \"close\"", check)).await;
+    await_routable(&proxy, &["app"]).await;
+    let (mut session, banner) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
+    assert_eq!(banner, "app");
+    session.write_all(b"ping\n").await.unwrap();
+    assert_eq!(read_line(&mut session).await, "ping", "the session works");
+    healthy.store(false, Ordering::SeqCst);
+    // The application server is still there and would echo forever; only fencing
+    // closes this session.
+    let mut buf = [0u8; 16];
+    let read = within(LIMIT, "the fenced close", session.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("switchyard_fenced_sessions_total{")
+                && l.contains("backend=\"app\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_policy_leaves_live_sessions_alone() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let app = Server::start(Behavior::App {
+        banner: "app",
+        healthy: healthy.clone(),
+    })
+    .await;
+    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1";
+    let proxy = proxy(&config(&[("app", app.addr)], "on_leave = \"keep\"", check)).await;
+    await_routable(&proxy, &["app"]).await;
+    let (mut session, _) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
+    healthy.store(false, Ordering::SeqCst);
+    await_routable(&proxy, &[]).await;
+    session.write_all(b"still here\n").await.unwrap();
+    assert_eq!(read_line(&mut session).await, "still here");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn status_and_metrics_reflect_a_flip() {
+    let a = Server::start(Behavior::Echo("a")).await;
+    let proxy = proxy(&config(&[("flipper", a.addr)], "", FAST_TCP)).await;
+    await_routable(&proxy, &["flipper"]).await;
+    let before = proxy.routing().load().generation;
+    a.stop().await;
+    await_routable(&proxy, &[]).await;
+    let admin = proxy.admin().unwrap();
+    let (_, body) = http_get(admin, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(status["generation"].as_u64().unwrap() > before);
+    assert_eq!(status["backends"][0]["status"], "down");
+    assert_eq!(status["backends"][0]["last_check"]["layer"], "L4");
+    assert_eq!(status["pools"][0]["routable"], serde_json::json!([]));
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    for needle in [
+        "switchyard_flips_total{backend=\"flipper\"}",
+        "switchyard_backend_up{backend=\"flipper\"} 0",
+        "switchyard_routable_backends{pool=\"p\"} 0",
+        "switchyard_check_failures_total{backend=\"flipper\",layer=\"L4\"}",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    let (health, _) = http_get(admin, "/health").await;
+    assert_eq!(health, 200, "every backend has been checked");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn round_robin_spreads_sessions() {
+    let a = Server::start(Behavior::Echo("a")).await;
+    let b = Server::start(Behavior::Echo("b")).await;
+    let proxy = proxy(&config(
+        &[("a", a.addr), ("b", b.addr)],
+        "policy = \"round-robin\"",
+        FAST_TCP,
+    ))
+    .await;
+    await_routable(&proxy, &["a", "b"]).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (_s, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+        seen.push(banner);
+    }
+    assert_eq!(seen, ["a", "b", "a", "b"]);
+    proxy.shutdown().await;
+}
