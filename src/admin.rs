@@ -2,8 +2,8 @@
 //!
 //! - `GET /health`: 200 while serving; 503 while draining or before every backend
 //!   has been checked once, so a VIP or an upstream load balancer moves away first.
-//! - `GET /status`: JSON with pools, their routable members and every backend's
-//!   state, role and last check.
+//! - `GET /status`: JSON with pools (routable members, alarm), every backend's
+//!   state, role, replication report and last check, and the failover timeline.
 //! - `GET /metrics`: Prometheus text.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use crate::duration;
 use crate::health::Status;
 use crate::pool::Pool;
 use crate::routing::Routing;
+use crate::timeline::{FailoverEvent, Timeline};
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -34,6 +35,7 @@ pub struct AdminState {
     pub routing: Arc<Routing>,
     pub draining: AtomicBool,
     pub metrics: PrometheusHandle,
+    pub timeline: Arc<Timeline>,
 }
 
 impl AdminState {
@@ -76,6 +78,8 @@ struct StatusBody {
     draining: bool,
     pools: Vec<PoolStatus>,
     backends: Vec<BackendView>,
+    /// Failover events, oldest first.
+    failovers: Vec<FailoverEvent>,
 }
 
 #[derive(Serialize)]
@@ -85,6 +89,8 @@ struct PoolStatus {
     policy: Policy,
     hold_timeout: String,
     routable: Vec<String>,
+    /// Set while the pool has an alarm (two writable backends).
+    alarm: Option<String>,
     members: Vec<MemberStatus>,
 }
 
@@ -107,6 +113,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
                 role: pool.config.role,
                 policy: pool.config.policy,
                 hold_timeout: duration::format(pool.config.hold_timeout),
+                alarm: pool.alarm(),
                 members: pool
                     .members
                     .iter()
@@ -125,6 +132,7 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
         draining: state.is_draining(),
         pools,
         backends: state.backends.iter().map(|b| b.view()).collect(),
+        failovers: state.timeline.events(),
     })
 }
 

@@ -21,6 +21,7 @@ use crate::listener::Listener;
 use crate::pool::Pool;
 use crate::proxy::SessionContext;
 use crate::routing::{Router, Routing};
+use crate::timeline::Timeline;
 use crate::{metrics, tcp};
 
 #[derive(Debug, Error)]
@@ -81,7 +82,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map(|(id, p)| Arc::new(Pool::new(id, p, &backends)))
         .collect();
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let router = Router::new(backends.clone(), pools.clone(), events_rx);
+    let timeline = Arc::new(Timeline::default());
+    let router = Router::new(backends.clone(), pools.clone(), timeline.clone(), events_rx);
     let routing = router.routing();
 
     let stop_accepting = CancellationToken::new();
@@ -105,6 +107,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             routing: routing.clone(),
             tcp: listener.tcp,
             kill: kill_sessions.clone(),
+            timeline: timeline.clone(),
         });
         let listener = Listener {
             name: listener.name.clone(),
@@ -121,6 +124,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         routing: routing.clone(),
         draining: AtomicBool::new(false),
         metrics,
+        timeline,
     });
     let admin = match admin_tcp {
         Some(tcp) => {
@@ -157,6 +161,16 @@ impl Running {
 
     pub fn routing(&self) -> &Arc<Routing> {
         &self.routing
+    }
+
+    /// The failover events recorded so far.
+    pub fn failovers(&self) -> Vec<crate::timeline::FailoverEvent> {
+        self.state.timeline.events()
+    }
+
+    /// A pool's id by name.
+    pub fn pool(&self, name: &str) -> Option<crate::config::PoolId> {
+        self.state.pools.iter().find(|p| p.name() == name).map(|p| p.id)
     }
 
     /// A backend by name.

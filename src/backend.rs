@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{BackendConfig, BackendId};
-use crate::health::{Layer, Role, Status};
+use crate::health::{Layer, Report, Role, Status};
 
 /// One backend, shared by every pool it is a member of.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct BackendView {
     pub address: SocketAddr,
     pub status: Status,
     pub role: Role,
+    /// What the last passing check reported (replication state, server id, ...).
+    pub report: Option<Report>,
     pub last_check: Option<LastCheck>,
 }
 
@@ -76,6 +78,7 @@ impl Backend {
                 address: config.address,
                 status: Status::Unknown,
                 role: Role::Unknown,
+                report: None,
                 last_check: None,
             }),
         }

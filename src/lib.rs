@@ -20,6 +20,8 @@
 //! - [`admin`]: the admin HTTP listener (`/health`, `/status`, `/metrics`).
 //! - [`metrics`]: every metric name, in one place.
 //! - [`tcp`]: socket options shared by both legs of a session and the probes.
+//! - [`timeline`]: the failover event record (fault → swap → first session → old
+//!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
 
 pub mod admin;
@@ -35,3 +37,4 @@ pub mod protocol;
 pub mod proxy;
 pub mod routing;
 pub mod tcp;
+pub mod timeline;

@@ -34,6 +34,10 @@ pub const CHECK_FAILURES: &str = "switchyard_check_failures_total";
 pub const FLIPS: &str = "switchyard_flips_total";
 /// 1 when a backend is up, 0 otherwise. Labels: backend.
 pub const BACKEND_UP: &str = "switchyard_backend_up";
+/// Alarms raised (two writable backends in a primary pool). Labels: pool.
+pub const ALARMS: &str = "switchyard_alarms_total";
+/// 1 while a pool's alarm is active. Labels: pool.
+pub const ALARM_ACTIVE: &str = "switchyard_alarm_active";
 /// The routing table generation (one per published change).
 pub const ROUTING_GENERATION: &str = "switchyard_routing_generation";
 

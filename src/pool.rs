@@ -2,8 +2,8 @@
 //! pool), the round-robin cursor that must survive table swaps, and the fencing
 //! signal of each member.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
@@ -26,6 +26,11 @@ pub struct Pool {
     pub hold_timeouts: Counter,
     pub sessions_active: Gauge,
     pub routable_gauge: Gauge,
+    alarm_count: Counter,
+    alarm_gauge: Gauge,
+    alarm: Mutex<Option<String>>,
+    /// Set when a new primary was routed, until a session reaches it.
+    awaiting_first_session: AtomicBool,
 }
 
 /// Whether a member's live sessions may go on.
@@ -68,12 +73,42 @@ impl Pool {
             holds: metrics::counter!(m::HOLDS, "pool" => pool.clone()),
             hold_timeouts: metrics::counter!(m::HOLD_TIMEOUTS, "pool" => pool.clone()),
             sessions_active: metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.clone()),
-            routable_gauge: metrics::gauge!(m::ROUTABLE_BACKENDS, "pool" => pool),
+            routable_gauge: metrics::gauge!(m::ROUTABLE_BACKENDS, "pool" => pool.clone()),
+            alarm_count: metrics::counter!(m::ALARMS, "pool" => pool.clone()),
+            alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool),
+            alarm: Mutex::new(None),
+            awaiting_first_session: AtomicBool::new(false),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The pool's active alarm (two writable backends), for `/status`.
+    pub fn alarm(&self) -> Option<String> {
+        self.alarm.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Raises (counted once per raise) or clears the alarm; the router's call.
+    pub fn set_alarm(&self, alarm: Option<String>) {
+        if alarm.is_some() {
+            self.alarm_count.increment(1);
+        }
+        self.alarm_gauge.set(if alarm.is_some() { 1.0 } else { 0.0 });
+        *self.alarm.lock().unwrap_or_else(|e| e.into_inner()) = alarm;
+    }
+
+    /// The router routed a new primary: the next session through it is the first.
+    pub fn expect_first_session(&self) {
+        self.awaiting_first_session.store(true, Ordering::Relaxed);
+    }
+
+    /// True once per new primary, for the session that reached it first.
+    pub fn take_first_session(&self) -> bool {
+        // A plain load first: the common case (no failover pending) stays a read.
+        self.awaiting_first_session.load(Ordering::Relaxed)
+            && self.awaiting_first_session.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -113,6 +148,11 @@ impl Member {
     /// The fencing signal sessions watch.
     pub fn eviction(&self) -> watch::Receiver<Eviction> {
         self.eviction.subscribe()
+    }
+
+    /// Whether the member left its pool under a fencing policy.
+    pub fn is_evicted(&self) -> bool {
+        *self.eviction.borrow() != Eviction::Active
     }
 
     /// Set by the router when the member leaves or rejoins its pool.

@@ -27,6 +27,7 @@ use crate::config::TcpOptions;
 use crate::pool::{Eviction, Member, Pool};
 use crate::routing::{select, Routing};
 use crate::tcp;
+use crate::timeline::Timeline;
 
 /// What a session needs from its listener.
 #[derive(Debug)]
@@ -36,6 +37,7 @@ pub struct SessionContext {
     pub tcp: TcpOptions,
     /// Cancelled when shutdown's grace period is over.
     pub kill: CancellationToken,
+    pub timeline: Arc<Timeline>,
 }
 
 /// How a session ended.
@@ -75,10 +77,17 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
     if let Err(e) = tcp::tune(&upstream, &ctx.tcp) {
         debug!(error = %e, "backend socket options");
     }
-    let _counted = member.enter();
+    let counted = member.enter();
+    if ctx.pool.take_first_session() {
+        ctx.timeline.first_session(ctx.pool.id, &member.backend.name);
+    }
     let ended = pipe(client, upstream, &member, ctx).await;
+    drop(counted);
     if ended == Ended::Fenced {
         member.fenced.increment(1);
+    }
+    if member.is_evicted() && member.active() == 0 {
+        ctx.timeline.old_sessions_closed(ctx.pool.id, &member.backend.name);
     }
     ended
 }

@@ -95,10 +95,21 @@ impl Cluster {
         ensure_installed()?;
         let dir = system::temp_dir("sy-maria")?;
         let template = dir.join("template");
+        // Its own tmpdir: parallel install runs sharing /tmp clash on temp tables now
+        // and then ("Unknown table 'mysql.tmp_user_sys'").
+        let install_tmp = dir.join("install-tmp");
+        fs::create_dir_all(&install_tmp)?;
+        let install_cnf = dir.join("install.cnf");
+        let install_text = format!(
+            "[mariadbd]\ndatadir = {}\ntmpdir = {}\n",
+            template.display(),
+            install_tmp.display()
+        );
+        fs::write(&install_cnf, install_text)?;
         system::run(
             Command::new("mariadb-install-db")
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", template.display()))
+                .arg(format!("--defaults-file={}", install_cnf.display()))
+                .env("TMPDIR", &install_tmp)
                 .args([
                     "--user=root",
                     "--auth-root-authentication-method=socket",
@@ -124,7 +135,7 @@ impl Cluster {
             cluster.spawn(index)?;
         }
         for index in 0..n {
-            cluster.wait_ready(index)?;
+            cluster.wait_ready_or_move(index)?;
         }
         cluster.bootstrap()?;
         Ok(cluster)
@@ -171,6 +182,23 @@ impl Cluster {
             .context("spawn mariadbd")?;
         node.child = Some(child);
         Ok(())
+    }
+
+    /// Waits for a node; if another process took its port in the meantime (a free
+    /// port is only free until someone binds it), moves it to a new port and retries.
+    fn wait_ready_or_move(&mut self, index: usize) -> Result<()> {
+        for _ in 0..5 {
+            match self.wait_ready(index) {
+                Err(e) if e.to_string().contains("Address already in use") => {
+                    self.nodes[index].port = system::free_port()?;
+                    let read_only = index != 0;
+                    self.write_config(index, read_only)?;
+                    self.spawn(index)?;
+                }
+                other => return other,
+            }
+        }
+        bail!("node{}: no free port after 5 tries", index + 1)
     }
 
     fn wait_ready(&mut self, index: usize) -> Result<()> {

@@ -41,6 +41,9 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
             hold_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(3600),
+            max_replication_lag: Duration::from_secs(10),
+            fallback_to_primary: false,
+            two_writers: TwoWriters::KeepCurrent,
         }],
         listeners: vec![ListenerConfig {
             name: "forward".into(),

@@ -105,6 +105,42 @@ pub enum ProbeConfig {
     Tcp,
     /// An HTTP/1.1 request.
     Http(HttpProbeConfig),
+    /// A MySQL/MariaDB login and one round trip reading role and replication state.
+    Mysql(MysqlProbeConfig),
+}
+
+impl ProbeConfig {
+    /// Whether the probe reports roles (primary/replica), which role pools need.
+    pub fn knows_roles(&self) -> bool {
+        matches!(self, ProbeConfig::Mysql(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MysqlProbeConfig {
+    pub user: String,
+    pub password: Option<Secret>,
+}
+
+/// A password: read at load time (from the file, an environment variable or a
+/// file), never printed.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +158,22 @@ pub struct HttpProbeConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum PoolRole {
     Any,
+    /// At most one backend: the writable primary (see `routing::membership` for the
+    /// single-writer rule).
+    Primary,
+    /// Replicas that replicate and lag at most `max_replication_lag`.
+    Replica,
+}
+
+/// What a primary pool does when more than one member reports itself writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TwoWriters {
+    /// Keep the current primary while it stays writable; with no current primary,
+    /// route nowhere. Either way, raise the alarm.
+    KeepCurrent,
+    /// Route nowhere while two members are writable, even the current primary.
+    FailClosed,
 }
 
 /// How a pool orders its routable members for a new session.
@@ -162,6 +214,12 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     /// A session with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
+    /// Replica pools: members lagging more than this leave the pool.
+    pub max_replication_lag: Duration,
+    /// Replica pools: route to the primary when no replica qualifies.
+    pub fallback_to_primary: bool,
+    /// Primary pools: the rule when two members are writable.
+    pub two_writers: TwoWriters,
 }
 
 /// Socket options for both legs of a session.

@@ -60,6 +60,10 @@ pub struct RawCheck {
     pub host: Option<String>,
     pub expect_status: Option<String>,
     pub body_contains: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
 }
 
 impl RawCheck {
@@ -80,6 +84,10 @@ impl RawCheck {
             host: self.host.or(d.host),
             expect_status: self.expect_status.or(d.expect_status),
             body_contains: self.body_contains.or(d.body_contains),
+            user: self.user.or(d.user),
+            password: self.password.or(d.password),
+            password_env: self.password_env.or(d.password_env),
+            password_file: self.password_file.or(d.password_file),
         }
     }
 }
@@ -96,6 +104,9 @@ pub struct RawPool {
     pub hold_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub max_replication_lag: Option<String>,
+    pub fallback_to_primary: Option<bool>,
+    pub two_writers: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

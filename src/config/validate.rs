@@ -79,7 +79,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     let mut pools = Vec::new();
     let mut pool_ids = HashMap::new();
     for (name, pool) in raw.pools {
-        let config = pool_config(&ctx, &name, pool, &backend_ids)?;
+        let config = pool_config(&ctx, &name, pool, &backend_ids, &backends)?;
         pool_ids.insert(name, pools.len());
         pools.push(config);
     }
@@ -130,8 +130,25 @@ fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckConfig, Conf
             ProbeConfig::Tcp
         }
         "http" => ProbeConfig::Http(http_probe(ctx, key, &raw)?),
-        other => return Err(ctx.invalid(k("kind"), format!("one of \"tcp\", \"http\", got \"{other}\""))),
+        "mysql" => ProbeConfig::Mysql(mysql_probe(ctx, key, &raw)?),
+        other => {
+            return Err(ctx.invalid(
+                k("kind"),
+                format!("one of \"tcp\", \"http\", \"mysql\", got \"{other}\""),
+            ))
+        }
     };
+    let mysql_only = [
+        ("user", raw.user.is_some()),
+        ("password", raw.password.is_some()),
+        ("password_env", raw.password_env.is_some()),
+        ("password_file", raw.password_file.is_some()),
+    ];
+    if !matches!(probe, ProbeConfig::Mysql(_)) {
+        if let Some((field, _)) = mysql_only.iter().find(|(_, set)| *set) {
+            return Err(ctx.invalid(k(field), "no login setting on a check that is not `kind = \"mysql\"`"));
+        }
+    }
     Ok(CheckConfig {
         probe,
         interval,
@@ -183,6 +200,47 @@ fn http_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<HttpProbeConfig, C
     })
 }
 
+fn mysql_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<MysqlProbeConfig, ConfigError> {
+    let user = raw.user.clone().filter(|u| !u.is_empty()).ok_or_else(|| {
+        ctx.invalid(
+            format!("{key}.user"),
+            "the monitor user name (a `kind = \"mysql\"` check logs in)",
+        )
+    })?;
+    let sources = [&raw.password, &raw.password_env, &raw.password_file];
+    if sources.iter().filter(|s| s.is_some()).count() > 1 {
+        return Err(ctx.invalid(
+            format!("{key}.password"),
+            "at most one of password, password_env, password_file",
+        ));
+    }
+    let password = if let Some(password) = &raw.password {
+        Some(password.clone())
+    } else if let Some(var) = &raw.password_env {
+        let value = std::env::var(var).map_err(|_| {
+            ctx.invalid(
+                format!("{key}.password_env"),
+                format!("the name of a set environment variable, but ${var} is not set"),
+            )
+        })?;
+        Some(value)
+    } else if let Some(path) = &raw.password_file {
+        let value = std::fs::read_to_string(path).map_err(|e| {
+            ctx.invalid(
+                format!("{key}.password_file"),
+                format!("a readable file, but \"{path}\": {e}"),
+            )
+        })?;
+        Some(value.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        None
+    };
+    Ok(MysqlProbeConfig {
+        user,
+        password: password.map(Secret::new),
+    })
+}
+
 fn status_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
     let (low, high) = text.split_once('-').unwrap_or((text, text));
     let (low, high): (u16, u16) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
@@ -194,6 +252,7 @@ fn pool_config(
     name: &str,
     raw: RawPool,
     backend_ids: &HashMap<String, BackendId>,
+    backends: &[BackendConfig],
 ) -> Result<PoolConfig, ConfigError> {
     let key = |field: &str| format!("pools.{name}.{field}");
     if raw.backends.is_empty() {
@@ -214,8 +273,57 @@ fn pool_config(
     }
     let role = match raw.role.as_deref().unwrap_or("any") {
         "any" => PoolRole::Any,
-        other => return Err(ctx.invalid(key("role"), format!("\"any\", got \"{other}\""))),
+        "primary" => PoolRole::Primary,
+        "replica" => PoolRole::Replica,
+        other => {
+            return Err(ctx.invalid(
+                key("role"),
+                format!("one of \"any\", \"primary\", \"replica\", got \"{other}\""),
+            ))
+        }
     };
+    if role != PoolRole::Any {
+        if let Some(&id) = members.iter().find(|&&id| !backends[id].check.probe.knows_roles()) {
+            return Err(ctx.invalid(
+                key("role"),
+                format!(
+                    "\"any\" unless every member has a role-aware check (kind = \"mysql\"); \"{}\" has none",
+                    backends[id].name
+                ),
+            ));
+        }
+    }
+    let role_only = [
+        (
+            "max_replication_lag",
+            raw.max_replication_lag.is_some() && role != PoolRole::Replica,
+        ),
+        (
+            "fallback_to_primary",
+            raw.fallback_to_primary.is_some() && role != PoolRole::Replica,
+        ),
+        ("two_writers", raw.two_writers.is_some() && role != PoolRole::Primary),
+    ];
+    if let Some((field, _)) = role_only.iter().find(|(_, misplaced)| *misplaced) {
+        let wanted = if *field == "two_writers" { "primary" } else { "replica" };
+        return Err(ctx.invalid(key(field), format!("it only in a pool with `role = \"{wanted}\"`")));
+    }
+    let two_writers = match raw.two_writers.as_deref().unwrap_or("keep-current") {
+        "keep-current" => TwoWriters::KeepCurrent,
+        "fail-closed" => TwoWriters::FailClosed,
+        other => {
+            return Err(ctx.invalid(
+                key("two_writers"),
+                format!("\"keep-current\" or \"fail-closed\", got \"{other}\""),
+            ))
+        }
+    };
+    let max_replication_lag = ctx.duration(
+        &key("max_replication_lag"),
+        raw.max_replication_lag.as_deref(),
+        Duration::from_secs(10),
+    )?;
+    let is_primary = role == PoolRole::Primary;
     let policy = match raw.policy.as_deref().unwrap_or("first") {
         "first" => Policy::First,
         "round-robin" => Policy::RoundRobin,
@@ -228,7 +336,11 @@ fn pool_config(
             ))
         }
     };
-    let initially_up = match raw.initial_state.as_deref().unwrap_or("up") {
+    let initially_up = match raw
+        .initial_state
+        .as_deref()
+        .unwrap_or(if is_primary { "down" } else { "up" })
+    {
         "up" => true,
         "down" => false,
         other => return Err(ctx.invalid(key("initial_state"), format!("\"up\" or \"down\", got \"{other}\""))),
@@ -238,7 +350,11 @@ fn pool_config(
         raw.drain_deadline.as_deref(),
         Duration::from_secs(30),
     )?;
-    let on_leave = match raw.on_leave.as_deref().unwrap_or("keep") {
+    let on_leave = match raw
+        .on_leave
+        .as_deref()
+        .unwrap_or(if is_primary { "close" } else { "keep" })
+    {
         "close" => LeavePolicy::Close,
         "drain" => LeavePolicy::Drain(drain_deadline),
         "keep" => LeavePolicy::Keep,
@@ -282,6 +398,9 @@ fn pool_config(
         )?,
         connect_timeout,
         idle_timeout,
+        max_replication_lag,
+        fallback_to_primary: raw.fallback_to_primary.unwrap_or(false),
+        two_writers,
     })
 }
 

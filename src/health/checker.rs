@@ -33,7 +33,7 @@ impl Checker {
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut health = Hysteresis::new(self.check.rise.get(), self.check.fall.get());
         let mut last = Instant::now();
         loop {

@@ -21,21 +21,25 @@ pub use checker::Checker;
 use crate::config::{BackendId, CheckConfig};
 
 /// What a backend currently is, as far as its checks tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Not checked yet.
+    #[default]
     Unknown,
     Up,
     Down,
 }
 
 /// The role a backend reports. TCP and HTTP probes cannot tell, so they report
-/// `Unknown`; the MySQL and MongoDB probes fill it in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `Unknown`; the MySQL probe reports `Primary` (`read_only=0`) or `Replica`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    #[default]
     Unknown,
+    Primary,
+    Replica,
 }
 
 /// The OSI-ish layer a check failed at, as HAProxy reports it.
@@ -66,6 +70,10 @@ pub enum CheckError {
     Connect(String),
     #[error("timed out while {0}")]
     Timeout(Phase),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("authentication failed: {0}")]
+    Auth(String),
     #[error("protocol error: {0}")]
     Protocol(String),
     #[error("unexpected response: {0}")]
@@ -76,6 +84,9 @@ pub enum CheckError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Connecting,
+    /// A database login: TCP connect, server greeting and authentication in one
+    /// library call (mysql_async cannot split them).
+    LoggingIn,
     Requesting,
     Reading,
 }
@@ -84,6 +95,7 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Phase::Connecting => "connecting",
+            Phase::LoggingIn => "connecting and logging in",
             Phase::Requesting => "sending the request",
             Phase::Reading => "reading the response",
         })
@@ -94,15 +106,54 @@ impl CheckError {
     pub fn layer(&self) -> Layer {
         match self {
             CheckError::Connect(_) | CheckError::Timeout(Phase::Connecting) => Layer::L4,
-            CheckError::Timeout(_) | CheckError::Protocol(_) | CheckError::Response(_) => Layer::L7,
+            CheckError::Tls(_) => Layer::L6,
+            CheckError::Timeout(_) | CheckError::Auth(_) | CheckError::Protocol(_) | CheckError::Response(_) => {
+                Layer::L7
+            }
         }
     }
 }
 
 /// What a passing check learned.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Report {
     pub role: Role,
+    /// Replication state, when the backend replicates from another.
+    pub replica: Option<ReplicaState>,
+    /// The server's own identity (MySQL `@@server_id`).
+    pub server_id: Option<u32>,
+    /// The replication position it reports (MySQL GTID), for operators.
+    pub position: Option<String>,
+}
+
+impl Report {
+    /// A pass that says nothing about roles (TCP, HTTP).
+    pub fn reachable() -> Report {
+        Report::default()
+    }
+}
+
+/// How a replica is replicating.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaState {
+    /// The receiving (IO) thread is connected to its source.
+    pub io_running: bool,
+    /// The receiving thread is trying to reconnect (the source is unreachable).
+    pub io_connecting: bool,
+    /// The applying (SQL) thread runs.
+    pub sql_running: bool,
+    /// `Seconds_Behind_Master`; `None` when the server reports NULL.
+    #[serde(serialize_with = "lag_secs")]
+    pub lag: Option<Duration>,
+    /// `host:port` of its source.
+    pub source: Option<String>,
+}
+
+fn lag_secs<S: serde::Serializer>(lag: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match lag {
+        Some(lag) => s.serialize_some(&lag.as_secs()),
+        None => s.serialize_none(),
+    }
 }
 
 /// One check's outcome, as the router receives it.

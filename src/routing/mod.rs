@@ -3,6 +3,7 @@
 //! it (lock-free) and never holds the guard across an `.await`; tests and held
 //! sessions await the next generation through a `watch`.
 
+pub mod membership;
 mod router;
 pub mod select;
 mod table;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use router::{membership, Router};
+pub use router::Router;
 pub use table::RoutingTable;
 
 /// The published table and its generation signal.

@@ -1,6 +1,7 @@
 //! The router: the only writer of the routing table. It receives every
-//! [`Observation`], logs each flip once, rebuilds the table when membership changes,
-//! publishes it, and fences the sessions of members that left their pool.
+//! [`Observation`], logs each flip once, asks [`decide`] for every pool's members,
+//! publishes a new table when they changed, fences the sessions of members that left,
+//! raises the two-writers alarm, and records failovers on the [`Timeline`].
 
 use std::sync::Arc;
 
@@ -10,33 +11,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::membership::{decide, BackendState, Decision};
 use super::{Routing, RoutingTable};
 use crate::backend::{Backend, LastCheck};
-use crate::config::{BackendId, LeavePolicy, PoolConfig};
+use crate::config::{BackendId, LeavePolicy, PoolRole};
 use crate::health::{Layer, Observation, Role, Status};
 use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
-
-/// What the router knows of one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackendState {
-    pub status: Status,
-    pub role: Role,
-}
-
-/// The members of `pool` that may take new sessions, in priority order. Pure: the
-/// whole routing decision is here.
-pub fn membership(pool: &PoolConfig, states: &[BackendState]) -> Vec<BackendId> {
-    pool.members
-        .iter()
-        .copied()
-        .filter(|&b| match states[b].status {
-            Status::Up => true,
-            Status::Unknown => pool.initially_up,
-            Status::Down => false,
-        })
-        .collect()
-}
+use crate::timeline::{now_ms, FailoverEvent, Millis, Timeline};
 
 struct CheckMetrics {
     checks: Counter,
@@ -59,14 +41,24 @@ impl CheckMetrics {
     }
 }
 
+/// Per-backend bookkeeping beyond its state.
+#[derive(Default)]
+struct Trail {
+    /// When checks first disagreed with this backend being a healthy primary.
+    suspect_since: Option<Millis>,
+    last_error: Option<String>,
+}
+
 /// The single writer of the routing table.
 pub struct Router {
     routing: Arc<Routing>,
     backends: Vec<Arc<Backend>>,
     pools: Vec<Arc<Pool>>,
     states: Vec<BackendState>,
-    /// Routable backends per pool in the published table.
-    current: Vec<Vec<BackendId>>,
+    trails: Vec<Trail>,
+    /// Per pool, the decision in the published table.
+    current: Vec<Decision>,
+    timeline: Arc<Timeline>,
     metrics: Vec<CheckMetrics>,
     generation: Gauge,
     events: mpsc::Receiver<Observation>,
@@ -74,29 +66,28 @@ pub struct Router {
 
 impl Router {
     /// Builds the first table from the pools' initial states and publishes it.
-    pub fn new(backends: Vec<Arc<Backend>>, pools: Vec<Arc<Pool>>, events: mpsc::Receiver<Observation>) -> Self {
-        let states = vec![
-            BackendState {
-                status: Status::Unknown,
-                role: Role::Unknown
-            };
-            backends.len()
-        ];
-        let metrics = backends.iter().map(|b| CheckMetrics::new(&b.name)).collect();
+    pub fn new(
+        backends: Vec<Arc<Backend>>,
+        pools: Vec<Arc<Pool>>,
+        timeline: Arc<Timeline>,
+        events: mpsc::Receiver<Observation>,
+    ) -> Self {
         let mut router = Router {
             routing: Arc::new(Routing::new(RoutingTable::default())),
+            states: vec![BackendState::default(); backends.len()],
+            trails: backends.iter().map(|_| Trail::default()).collect(),
+            metrics: backends.iter().map(|b| CheckMetrics::new(&b.name)).collect(),
             backends,
             pools,
-            states,
             current: Vec::new(),
-            metrics,
+            timeline,
             generation: metrics::gauge!(m::ROUTING_GENERATION),
             events,
         };
         router.current = router
             .pools
             .iter()
-            .map(|p| membership(&p.config, &router.states))
+            .map(|p| decide(&p.config, &router.states, None))
             .collect();
         router.publish();
         router
@@ -120,10 +111,10 @@ impl Router {
     }
 
     fn apply(&mut self, obs: Observation) {
-        let backend = self.backends[obs.backend].clone();
-        let metrics = &self.metrics[obs.backend];
+        let id = obs.backend;
+        let backend = self.backends[id].clone();
+        let metrics = &self.metrics[id];
         metrics.checks.increment(1);
-        let role = obs.result.as_ref().map(|r| r.role).unwrap_or(Role::Unknown);
         let last = match &obs.result {
             Ok(_) => LastCheck::now(true, None, None, obs.latency),
             Err(e) => {
@@ -131,15 +122,34 @@ impl Router {
                 LastCheck::now(false, Some(e.to_string()), Some(e.layer()), obs.latency)
             }
         };
+        let state = &mut self.states[id];
+        state.status = obs.status;
+        if let Ok(report) = &obs.result {
+            state.report = Some(report.clone());
+        }
+        let trail = &mut self.trails[id];
+        let healthy_primary = matches!(&obs.result, Ok(r) if r.role == Role::Primary);
+        match (&obs.result, healthy_primary) {
+            (_, true) => trail.suspect_since = None,
+            (result, false) => {
+                trail.suspect_since.get_or_insert_with(now_ms);
+                trail.last_error = Some(match result {
+                    Err(e) => format!("{} {e}", e.layer().as_str()),
+                    Ok(report) => format!("reports role {:?}", report.role).to_lowercase(),
+                });
+            }
+        }
+        let report = state.report.clone();
         backend.update_view(|view| {
             view.status = obs.status;
-            view.role = role;
+            view.role = report.as_ref().map(|r| r.role).unwrap_or_default();
+            view.report = report;
             view.last_check = Some(last);
         });
         if let Some(flip) = obs.flip {
             metrics.flips.increment(1);
             metrics.up.set(if flip.to == Status::Up { 1.0 } else { 0.0 });
-            let pools = self.pools_of(obs.backend);
+            let pools = self.pools_of(id);
             match &obs.result {
                 Err(e) => {
                     warn!(backend = %backend.name, pools = %pools, from = ?flip.from, to = ?flip.to, cause = %e, layer = ?e.layer(), "backend flipped")
@@ -149,13 +159,7 @@ impl Router {
                 }
             }
         }
-        let state = BackendState {
-            status: obs.status,
-            role,
-        };
-        if std::mem::replace(&mut self.states[obs.backend], state) != state {
-            self.reroute();
-        }
+        self.reroute();
     }
 
     fn pools_of(&self, backend: BackendId) -> String {
@@ -168,40 +172,152 @@ impl Router {
         names.join(",")
     }
 
-    /// Recomputes every pool's membership; publishes and fences if any changed.
+    /// Decides every pool again; publishes, fences and records if anything changed.
     fn reroute(&mut self) {
-        let next: Vec<_> = self.pools.iter().map(|p| membership(&p.config, &self.states)).collect();
+        let next: Vec<_> = self
+            .pools
+            .iter()
+            .zip(&self.current)
+            .map(|(pool, current)| decide(&pool.config, &self.states, current.members.first().copied()))
+            .collect();
         if next == self.current {
             return;
         }
         let previous = std::mem::replace(&mut self.current, next);
-        self.publish();
+        // Rejoining members are re-admitted before the table that routes to them is
+        // published, so no new session sees a stale eviction.
         for (pool, old) in self.pools.iter().zip(&previous) {
-            self.fence(pool, old);
+            for member in &pool.members {
+                let id = member.backend.id;
+                if !old.members.contains(&id) && self.current[pool.id].members.contains(&id) {
+                    member.set_eviction(Eviction::Active);
+                }
+            }
+        }
+        self.publish();
+        for (pool, old) in self.pools.clone().iter().zip(&previous) {
+            self.alarm(pool, old);
+            self.fence(pool, &old.members);
+            if pool.config.role == PoolRole::Primary {
+                self.record_failover(pool, old.members.first().copied());
+            }
         }
     }
 
-    /// Signals the members that left or rejoined `pool` since `old`.
-    fn fence(&self, pool: &Pool, old: &[BackendId]) {
+    fn names(&self, ids: &[BackendId]) -> String {
+        ids.iter()
+            .map(|&id| self.backends[id].name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Raises or clears the two-writers alarm of a primary pool.
+    fn alarm(&self, pool: &Pool, old: &Decision) {
         let new = &self.current[pool.id];
+        if new.two_writers == old.two_writers {
+            return;
+        }
+        if new.two_writers.is_empty() {
+            info!(pool = %pool.name(), "two-writers alarm cleared");
+            pool.set_alarm(None);
+        } else {
+            let writers = self.names(&new.two_writers);
+            let kept = self.names(&new.members);
+            warn!(pool = %pool.name(), writers = %writers, routed = %kept, rule = ?pool.config.two_writers, "ALARM: more than one writable backend");
+            pool.set_alarm(Some(format!("two writable backends: {writers}; routing to: [{kept}]")));
+        }
+    }
+
+    /// Fences the sessions of the members that left `pool` since `old`.
+    fn fence(&self, pool: &Pool, old: &[BackendId]) {
+        let new = &self.current[pool.id].members;
         for member in &pool.members {
             let id = member.backend.id;
-            match (old.contains(&id), new.contains(&id)) {
-                (true, false) => {
-                    let close_at = match pool.config.on_leave {
-                        LeavePolicy::Close => Instant::now(),
-                        LeavePolicy::Drain(deadline) => Instant::now() + deadline,
-                        LeavePolicy::Keep => continue,
-                    };
-                    info!(pool = %pool.name(), backend = %member.backend.name, sessions = member.active(), policy = ?pool.config.on_leave, "member left its pool; fencing its sessions");
-                    member.set_eviction(Eviction::CloseAt(close_at));
-                }
-                (false, true) => member.set_eviction(Eviction::Active),
-                _ => {}
+            if !old.contains(&id) || new.contains(&id) {
+                continue;
+            }
+            let close_at = match pool.config.on_leave {
+                LeavePolicy::Close => Instant::now(),
+                LeavePolicy::Drain(deadline) => Instant::now() + deadline,
+                LeavePolicy::Keep => continue,
+            };
+            info!(pool = %pool.name(), backend = %member.backend.name, sessions = member.active(), policy = ?pool.config.on_leave, "member left its pool; fencing its sessions");
+            member.set_eviction(Eviction::CloseAt(close_at));
+            if member.active() == 0 {
+                self.timeline.old_sessions_closed(pool.id, &member.backend.name);
             }
         }
         if new.is_empty() && !old.is_empty() {
             warn!(pool = %pool.name(), "pool has no routable backend; new sessions are held");
+        }
+    }
+
+    /// Opens or completes the failover event of a primary pool whose primary changed.
+    fn record_failover(&self, pool: &Pool, old: Option<BackendId>) {
+        let new = self.current[pool.id].members.first().copied();
+        if new == old {
+            return;
+        }
+        let now = now_ms();
+        let name = |id: BackendId| self.backends[id].name.clone();
+        if new.is_some() {
+            pool.expect_first_session();
+        }
+        match old {
+            Some(old) => {
+                let trail = &self.trails[old];
+                let cause = if self.current[pool.id].two_writers.len() > 1 {
+                    "two writable backends".to_string()
+                } else {
+                    trail.last_error.clone().unwrap_or_else(|| "left the pool".into())
+                };
+                warn!(pool = %pool.name(), from = %name(old), to = new.map(name).as_deref().unwrap_or("-"), cause = %cause, "primary changed");
+                let closed = (pool.config.on_leave != LeavePolicy::Keep
+                    && pool.members.iter().any(|m| m.backend.id == old && m.active() == 0))
+                .then_some(now);
+                self.timeline.open(FailoverEvent {
+                    id: 0,
+                    pool: pool.name().to_string(),
+                    pool_id: pool.id,
+                    from: Some(name(old)),
+                    to: new.map(name),
+                    cause,
+                    fault_observed_ms: trail.suspect_since.or(Some(now)),
+                    old_removed_ms: Some(now),
+                    new_routed_ms: new.map(|_| now),
+                    first_session_ms: None,
+                    old_sessions_closed_ms: closed,
+                });
+            }
+            None => {
+                let new = new.expect("changed from none, so some");
+                info!(pool = %pool.name(), to = %name(new), "primary routed");
+                let mut completed = false;
+                self.timeline.update(
+                    pool.id,
+                    |e| e.to.is_none(),
+                    |e| {
+                        e.to = Some(name(new));
+                        e.new_routed_ms = Some(now);
+                        completed = true;
+                    },
+                );
+                if !completed {
+                    self.timeline.open(FailoverEvent {
+                        id: 0,
+                        pool: pool.name().to_string(),
+                        pool_id: pool.id,
+                        from: None,
+                        to: Some(name(new)),
+                        cause: "first writable backend".into(),
+                        fault_observed_ms: None,
+                        old_removed_ms: None,
+                        new_routed_ms: Some(now),
+                        first_session_ms: None,
+                        old_sessions_closed_ms: None,
+                    });
+                }
+            }
         }
     }
 
@@ -211,18 +327,19 @@ impl Router {
             .pools
             .iter()
             .zip(&self.current)
-            .map(|(pool, ids)| {
+            .map(|(pool, decision)| {
+                let members = &decision.members;
                 pool.members
                     .iter()
-                    .filter(|m| ids.contains(&m.backend.id))
+                    .filter(|m| members.contains(&m.backend.id))
                     .cloned()
                     .collect()
             })
             .collect();
         self.routing.publish(RoutingTable::new(generation, pools));
         self.generation.set(generation as f64);
-        for (pool, ids) in self.pools.iter().zip(&self.current) {
-            pool.routable_gauge.set(ids.len() as f64);
+        for (pool, decision) in self.pools.iter().zip(&self.current) {
+            pool.routable_gauge.set(decision.members.len() as f64);
         }
         // A pool with nothing routable wants its candidates checked at the fast interval.
         for backend in &self.backends {
@@ -230,53 +347,8 @@ impl Router {
                 .pools
                 .iter()
                 .zip(&self.current)
-                .any(|(p, ids)| ids.is_empty() && p.config.members.contains(&backend.id));
+                .any(|(p, d)| d.members.is_empty() && p.config.members.contains(&backend.id));
             backend.set_urgent(starving);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::config::{Policy, PoolRole};
-
-    fn pool(initially_up: bool) -> PoolConfig {
-        PoolConfig {
-            name: "p".into(),
-            role: PoolRole::Any,
-            policy: Policy::First,
-            members: vec![2, 0, 1],
-            initially_up,
-            on_leave: LeavePolicy::Close,
-            hold_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-        }
-    }
-
-    fn states(statuses: [Status; 3]) -> Vec<BackendState> {
-        statuses
-            .into_iter()
-            .map(|status| BackendState {
-                status,
-                role: Role::Unknown,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn membership_keeps_priority_order_and_drops_down_members() {
-        use Status::*;
-        assert_eq!(membership(&pool(true), &states([Up, Down, Up])), [2, 0]);
-    }
-
-    #[test]
-    fn unchecked_members_follow_the_initial_state() {
-        use Status::*;
-        assert_eq!(membership(&pool(true), &states([Unknown, Unknown, Up])), [2, 0, 1]);
-        assert_eq!(membership(&pool(false), &states([Unknown, Unknown, Up])), [2]);
     }
 }

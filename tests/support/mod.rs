@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod mysql;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,6 +258,18 @@ pub async fn await_routable(proxy: &Running, names: &[&str]) {
         Duration::from_secs(20),
         &what,
         proxy.routing().wait_for(|t| t.routable_names(0) == names),
+    )
+    .await;
+}
+
+/// Waits until the routable backends of the pool named `pool` are exactly `names`.
+pub async fn await_pool(proxy: &Running, pool: &str, names: &[&str]) {
+    let id = proxy.pool(pool).expect("pool exists");
+    let what = format!("pool {pool} routable = {names:?}");
+    within(
+        Duration::from_secs(30),
+        &what,
+        proxy.routing().wait_for(|t| t.routable_names(id) == names),
     )
     .await;
 }

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::{connect, phase};
 use crate::config::HttpProbeConfig;
-use crate::health::{CheckError, Phase, Report, Role};
+use crate::health::{CheckError, Phase, Report};
 use crate::protocol::http::{contains, decode_response_head, ResponseHead, MAX_HEAD};
 use crate::protocol::Decode;
 
@@ -60,7 +60,7 @@ impl HttpProbe {
                 return Err(CheckError::Response(format!("body lacks {needle:?}")));
             }
         }
-        Ok(Report { role: Role::Unknown })
+        Ok(Report::reachable())
     }
 }
 

@@ -4,6 +4,7 @@
 //! where it stalled.
 
 mod http;
+mod mysql;
 mod tcp;
 
 use std::future::Future;
@@ -15,12 +16,14 @@ use super::{CheckError, Phase, Report};
 use crate::config::ProbeConfig;
 
 pub use self::http::HttpProbe;
+pub use self::mysql::{classify as classify_mysql, MysqlProbe};
 
-/// One probe, configured.
-#[derive(Debug, Clone)]
+/// One probe, configured. Owned by its checker, so a probe may keep a connection.
+#[derive(Debug)]
 pub enum Probe {
     Tcp,
     Http(HttpProbe),
+    Mysql(MysqlProbe),
 }
 
 impl Probe {
@@ -28,14 +31,16 @@ impl Probe {
         match config {
             ProbeConfig::Tcp => Probe::Tcp,
             ProbeConfig::Http(http) => Probe::Http(HttpProbe::new(http)),
+            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql)),
         }
     }
 
     /// Checks `addr` once; fails with [`CheckError::Timeout`] at `deadline`.
-    pub async fn check(&self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
+    pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         match self {
             Probe::Tcp => tcp::check(addr, deadline).await,
             Probe::Http(http) => http.check(addr, deadline).await,
+            Probe::Mysql(mysql) => mysql.check(addr, deadline).await,
         }
     }
 }

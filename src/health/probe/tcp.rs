@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 
 use tokio::time::Instant;
 
-use crate::health::{CheckError, Report, Role};
+use crate::health::{CheckError, Report};
 
 pub async fn check(addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
     let _stream = super::connect(addr, deadline).await?;
-    Ok(Report { role: Role::Unknown })
+    Ok(Report::reachable())
 }

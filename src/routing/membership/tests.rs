@@ -1,0 +1,159 @@
+use std::time::Duration;
+
+use super::*;
+use crate::config::{LeavePolicy, Policy};
+use crate::health::ReplicaState;
+
+fn pool(role: PoolRole) -> PoolConfig {
+    PoolConfig {
+        name: "p".into(),
+        role,
+        policy: Policy::First,
+        members: vec![0, 1, 2],
+        initially_up: false,
+        on_leave: LeavePolicy::Close,
+        hold_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        max_replication_lag: Duration::from_secs(10),
+        fallback_to_primary: false,
+        two_writers: TwoWriters::KeepCurrent,
+    }
+}
+
+fn primary() -> BackendState {
+    BackendState {
+        status: Status::Up,
+        report: Some(Report {
+            role: Role::Primary,
+            ..Report::default()
+        }),
+    }
+}
+
+fn replica(io: &str, sql: bool, lag: Option<u64>) -> BackendState {
+    let replica = ReplicaState {
+        io_running: io == "Yes",
+        io_connecting: io == "Connecting",
+        sql_running: sql,
+        lag: lag.map(Duration::from_secs),
+        source: None,
+    };
+    BackendState {
+        status: Status::Up,
+        report: Some(Report {
+            role: Role::Replica,
+            replica: Some(replica),
+            ..Report::default()
+        }),
+    }
+}
+
+fn down(mut state: BackendState) -> BackendState {
+    state.status = Status::Down;
+    state
+}
+
+#[test]
+fn primary_pool_routes_to_the_one_writable_member() {
+    let states = [replica("Yes", true, Some(0)), primary(), replica("Yes", true, Some(0))];
+    let d = decide(&pool(PoolRole::Primary), &states, None);
+    assert_eq!(d.members, [1]);
+    assert!(d.two_writers.is_empty());
+}
+
+#[test]
+fn a_down_primary_is_not_routed_even_if_its_last_report_said_writable() {
+    let states = [
+        down(primary()),
+        replica("Connecting", true, None),
+        replica("Connecting", true, None),
+    ];
+    assert_eq!(
+        decide(&pool(PoolRole::Primary), &states, Some(0)).members,
+        Vec::<usize>::new()
+    );
+}
+
+#[test]
+fn two_writers_keep_the_current_primary_and_alarm() {
+    let states = [primary(), primary(), replica("Yes", true, Some(0))];
+    let d = decide(&pool(PoolRole::Primary), &states, Some(1));
+    assert_eq!(d.members, [1], "the current primary stays");
+    assert_eq!(d.two_writers, [0, 1]);
+}
+
+#[test]
+fn two_writers_without_a_current_primary_fail_closed() {
+    let states = [primary(), primary(), replica("Yes", true, Some(0))];
+    let d = decide(&pool(PoolRole::Primary), &states, None);
+    assert!(d.members.is_empty());
+    assert_eq!(d.two_writers, [0, 1]);
+    // Nor does a current primary that is no longer writable survive.
+    let states = [primary(), primary(), replica("Yes", true, Some(0))];
+    assert!(decide(&pool(PoolRole::Primary), &states, Some(2)).members.is_empty());
+}
+
+#[test]
+fn two_writers_fail_closed_policy_routes_nowhere() {
+    let mut config = pool(PoolRole::Primary);
+    config.two_writers = TwoWriters::FailClosed;
+    let states = [primary(), primary(), replica("Yes", true, Some(0))];
+    assert!(decide(&config, &states, Some(0)).members.is_empty());
+}
+
+#[test]
+fn replica_pool_drops_lagging_stopped_and_unreplicating_members() {
+    let config = pool(PoolRole::Replica);
+    let cases = [
+        (replica("Yes", true, Some(3)), true),
+        (replica("Yes", true, Some(11)), false),
+        (replica("Yes", false, None), false),
+        (replica("No", true, None), false),
+        (replica("Yes", true, None), false),
+        (replica("Connecting", true, None), true),
+        (down(replica("Yes", true, Some(0))), false),
+        (
+            BackendState {
+                status: Status::Up,
+                report: Some(Report {
+                    role: Role::Replica,
+                    ..Report::default()
+                }),
+            },
+            false,
+        ),
+        (primary(), false),
+    ];
+    for (state, routable) in cases {
+        let states = [state.clone(), down(primary()), down(primary())];
+        assert_eq!(decide(&config, &states, None).members == [0], routable, "{state:?}");
+    }
+}
+
+#[test]
+fn replica_pool_falls_back_to_the_primary_only_when_asked() {
+    let states = [replica("Yes", false, None), primary(), replica("Yes", true, Some(60))];
+    assert!(decide(&pool(PoolRole::Replica), &states, None).members.is_empty());
+    let mut config = pool(PoolRole::Replica);
+    config.fallback_to_primary = true;
+    assert_eq!(decide(&config, &states, None).members, [1]);
+}
+
+#[test]
+fn any_pool_follows_status_and_initial_state() {
+    let mut config = pool(PoolRole::Any);
+    let unknown = BackendState::default();
+    let states = [unknown.clone(), down(primary()), primary()];
+    assert_eq!(decide(&config, &states, None).members, [2]);
+    config.initially_up = true;
+    assert_eq!(decide(&config, &states, None).members, [0, 2]);
+}
+
+#[test]
+fn no_first_primary_while_a_member_is_unchecked() {
+    let states = [BackendState::default(), primary(), replica("Yes", true, Some(0))];
+    assert!(decide(&pool(PoolRole::Primary), &states, None).members.is_empty());
+    // Once a primary is routed, an unchecked member does not take it away.
+    assert_eq!(decide(&pool(PoolRole::Primary), &states, Some(1)).members, [1]);
+}

@@ -1,0 +1,196 @@
+//! The failover timeline: one [`FailoverEvent`] per change of a primary pool's
+//! primary, with the moments an operator asks about afterwards — when the fault was
+//! first observed, when routing stopped sending to the old primary, when it started
+//! sending to the new one, when the first session reached it, and when the old
+//! primary's last session was closed. The last [`CAPACITY`] events are kept for
+//! `/status`; each is logged once, when it completes.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tracing::info;
+
+use crate::config::PoolId;
+
+/// Events kept.
+pub const CAPACITY: usize = 64;
+
+/// Unix time in milliseconds.
+pub type Millis = u64;
+
+pub fn now_ms() -> Millis {
+    millis(SystemTime::now())
+}
+
+pub fn millis(at: SystemTime) -> Millis {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One change of primary.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FailoverEvent {
+    pub id: u64,
+    pub pool: String,
+    #[serde(skip)]
+    pub pool_id: PoolId,
+    /// The primary before (none when the pool had none).
+    pub from: Option<String>,
+    /// The primary after (none while the pool has none).
+    pub to: Option<String>,
+    pub cause: String,
+    pub fault_observed_ms: Option<Millis>,
+    /// Routing stopped sending new sessions to `from`.
+    pub old_removed_ms: Option<Millis>,
+    /// Routing started sending new sessions to `to`.
+    pub new_routed_ms: Option<Millis>,
+    pub first_session_ms: Option<Millis>,
+    /// The last session on `from` through this pool ended (fencing).
+    pub old_sessions_closed_ms: Option<Millis>,
+}
+
+impl FailoverEvent {
+    fn complete(&self) -> bool {
+        let old_done = self.from.is_none() || self.old_sessions_closed_ms.is_some();
+        let new_done = self.to.is_some() && self.first_session_ms.is_some();
+        old_done && new_done
+    }
+
+    fn log_if_complete(&self) {
+        if !self.complete() {
+            return;
+        }
+        let since = |t: Option<Millis>| match (self.fault_observed_ms.or(self.old_removed_ms), t) {
+            (Some(start), Some(t)) => t.saturating_sub(start) as i64,
+            _ => -1,
+        };
+        info!(
+            pool = %self.pool,
+            from = self.from.as_deref().unwrap_or("-"),
+            to = self.to.as_deref().unwrap_or("-"),
+            cause = %self.cause,
+            new_routed_after_ms = since(self.new_routed_ms),
+            first_session_after_ms = since(self.first_session_ms),
+            old_closed_after_ms = since(self.old_sessions_closed_ms),
+            "failover complete"
+        );
+    }
+}
+
+/// The ring buffer of events.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    events: Mutex<VecDeque<FailoverEvent>>,
+}
+
+impl Timeline {
+    /// The events, oldest first.
+    pub fn events(&self) -> Vec<FailoverEvent> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<FailoverEvent>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a new event (the router's call).
+    pub fn open(&self, mut event: FailoverEvent) {
+        let mut events = self.lock();
+        event.id = events.back().map_or(1, |e| e.id + 1);
+        event.log_if_complete();
+        if events.len() == CAPACITY {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    /// Updates the newest event of `pool` that matches, if any.
+    pub fn update(
+        &self,
+        pool: PoolId,
+        matches: impl Fn(&FailoverEvent) -> bool,
+        change: impl FnOnce(&mut FailoverEvent),
+    ) {
+        let mut events = self.lock();
+        if let Some(event) = events.iter_mut().rev().find(|e| e.pool_id == pool) {
+            if matches(event) {
+                let was_complete = event.complete();
+                change(event);
+                if !was_complete {
+                    event.log_if_complete();
+                }
+            }
+        }
+    }
+
+    /// The data path's call when a session reached `backend` in `pool`.
+    pub fn first_session(&self, pool: PoolId, backend: &str) {
+        let at = now_ms();
+        self.update(
+            pool,
+            |e| e.to.as_deref() == Some(backend) && e.first_session_ms.is_none(),
+            |e| e.first_session_ms = Some(at),
+        );
+    }
+
+    /// The last fenced session on `backend` in `pool` ended.
+    pub fn old_sessions_closed(&self, pool: PoolId, backend: &str) {
+        let at = now_ms();
+        self.update(
+            pool,
+            |e| e.from.as_deref() == Some(backend) && e.old_sessions_closed_ms.is_none(),
+            |e| e.old_sessions_closed_ms = Some(at),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(from: Option<&str>, to: Option<&str>) -> FailoverEvent {
+        FailoverEvent {
+            id: 0,
+            pool: "db".into(),
+            pool_id: 0,
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+            cause: "test".into(),
+            fault_observed_ms: Some(1),
+            old_removed_ms: Some(2),
+            new_routed_ms: None,
+            first_session_ms: None,
+            old_sessions_closed_ms: None,
+        }
+    }
+
+    #[test]
+    fn stages_fill_in_on_the_newest_matching_event() {
+        let timeline = Timeline::default();
+        timeline.open(event(Some("a"), None));
+        timeline.update(0, |e| e.to.is_none(), |e| e.to = Some("b".into()));
+        timeline.first_session(0, "a"); // not the new primary: ignored
+        timeline.first_session(0, "b");
+        timeline.old_sessions_closed(0, "a");
+        let events = timeline.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].to.as_deref(), Some("b"));
+        assert!(events[0].first_session_ms.is_some());
+        assert!(events[0].old_sessions_closed_ms.is_some());
+        assert!(events[0].complete());
+    }
+
+    #[test]
+    fn keeps_only_the_newest_events() {
+        let timeline = Timeline::default();
+        for _ in 0..CAPACITY + 5 {
+            timeline.open(event(Some("a"), Some("b")));
+        }
+        let events = timeline.events();
+        assert_eq!(events.len(), CAPACITY);
+        assert_eq!(events.last().unwrap().id, (CAPACITY + 5) as u64);
+    }
+}

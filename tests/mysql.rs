@@ -1,0 +1,258 @@
+//! Role-aware MySQL routing and failover against a real MariaDB GTID cluster
+//! (started per test by `switchyard_lab`), with real clients through the proxy.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use support::mysql::{cluster_config, connect, insert, server_id};
+use support::*;
+use switchyard::health::Status;
+use switchyard_lab::mariadb::Cluster;
+
+/// Cluster calls block (they run the `mariadb` client); keep the proxy's workers free.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+async fn start_cluster() -> Cluster {
+    tokio::task::spawn_blocking(|| Cluster::start(3))
+        .await
+        .unwrap()
+        .expect("MariaDB cluster starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_land_on_the_primary_and_reads_on_replicas() {
+    let cluster = start_cluster().await;
+    let proxy = proxy(&cluster_config(&cluster, "", "")).await;
+    await_pool(&proxy, "writer", &["db1"]).await;
+    await_pool(&proxy, "reader", &["db2", "db3"]).await;
+
+    let mut writer = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    assert_eq!(
+        insert(&mut writer, "through-proxy").await.unwrap(),
+        1,
+        "writes land on the primary"
+    );
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let mut reader = connect(proxy.listener("reader").unwrap()).await.unwrap();
+        seen.push(server_id(&mut reader).await.unwrap());
+        let err = insert(&mut reader, "on-a-replica").await.unwrap_err();
+        assert!(
+            err.to_string().contains("1290") || err.to_string().contains("read-only"),
+            "{err}"
+        );
+        reader.disconnect().await.unwrap();
+    }
+    seen.sort();
+    assert_eq!(seen, [2, 2, 3, 3], "reads spread over the replicas");
+    writer.disconnect().await.unwrap();
+    proxy.shutdown().await;
+    blocking(|| drop(cluster));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_promotion_move_writes_to_the_new_primary_and_close_old_sessions() {
+    let mut cluster = start_cluster().await;
+    let proxy = proxy(&cluster_config(&cluster, "", "")).await;
+    await_pool(&proxy, "writer", &["db1"]).await;
+    let mut old_session = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    assert_eq!(insert(&mut old_session, "before").await.unwrap(), 1);
+
+    blocking(|| cluster.kill9(0)).unwrap();
+    await_pool(&proxy, "writer", &[]).await;
+    let new = blocking(|| {
+        let new = cluster.most_advanced(&[1, 2]).unwrap();
+        cluster.promote(new).unwrap();
+        new
+    });
+    let promoted_at = Instant::now();
+    let mut new_session = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    let took = insert(&mut new_session, "after").await.unwrap();
+    eprintln!(
+        "MEASURED promotion -> first write through the proxy: {:?}",
+        promoted_at.elapsed()
+    );
+    assert_eq!(took, cluster.node(new).server_id());
+    let other = if new == 1 { 2 } else { 1 };
+    blocking(|| cluster.repoint(other, new)).unwrap();
+
+    assert!(
+        old_session.query_drop("SELECT 1").await.is_err(),
+        "the session on the dead primary is gone"
+    );
+    let event = within(Duration::from_secs(10), "the failover record", async {
+        loop {
+            let events = proxy.failovers();
+            if let Some(e) = events
+                .iter()
+                .find(|e| e.from.as_deref() == Some("db1") && e.first_session_ms.is_some())
+            {
+                return e.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(event.to, Some(format!("db{}", new + 1)));
+    assert!(event.fault_observed_ms <= event.old_removed_ms && event.old_removed_ms <= event.new_routed_ms);
+    assert!(event.old_sessions_closed_ms.is_some());
+    new_session.disconnect().await.unwrap();
+    proxy.shutdown().await;
+    blocking(|| drop(cluster));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstopped_primary_is_marked_down_by_the_timeout_and_returns_as_what_it_reports() {
+    let cluster = start_cluster().await;
+    let proxy = proxy(&cluster_config(&cluster, "", "")).await;
+    await_pool(&proxy, "writer", &["db1"]).await;
+
+    blocking(|| cluster.sigstop(0)).unwrap();
+    let stopped_at = Instant::now();
+    let view = await_status(&proxy, "db1", Status::Down).await;
+    eprintln!("MEASURED SIGSTOP -> primary marked down: {:?}", stopped_at.elapsed());
+    let last = view.last_check.unwrap();
+    assert!(last.error.unwrap().contains("timed out"));
+    assert_eq!(
+        last.layer,
+        Some(switchyard::health::Layer::L7),
+        "TCP still connects; the login never answers"
+    );
+    await_pool(&proxy, "writer", &[]).await;
+
+    blocking(|| cluster.sigcont(0)).unwrap();
+    await_status(&proxy, "db1", Status::Up).await;
+    // It still reports read_only=0 and nobody else is writable: primary again.
+    await_pool(&proxy, "writer", &["db1"]).await;
+    let mut session = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    assert_eq!(insert(&mut session, "after-sigcont").await.unwrap(), 1);
+    session.disconnect().await.unwrap();
+    proxy.shutdown().await;
+    blocking(|| drop(cluster));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_demotion_closes_primary_sessions_and_no_later_write_reaches_it() {
+    let cluster = start_cluster().await;
+    let proxy = proxy(&cluster_config(&cluster, "", "")).await;
+    await_pool(&proxy, "writer", &["db1"]).await;
+    let mut old_session = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    assert_eq!(insert(&mut old_session, "before").await.unwrap(), 1);
+
+    blocking(|| cluster.sql(0, "SET GLOBAL read_only=1")).unwrap();
+    await_pool(&proxy, "writer", &[]).await;
+    // Fencing follows the routing swap at once; a read may still slip in between.
+    within(Duration::from_secs(10), "the fenced session to close", async {
+        while old_session.query_drop("SELECT 1").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    blocking(|| {
+        cluster.wait_caught_up(1, 0).unwrap();
+        cluster.promote(1).unwrap();
+        cluster.repoint(2, 1).unwrap();
+    });
+    await_pool(&proxy, "writer", &["db2"]).await;
+    for i in 0..5 {
+        let mut session = connect(proxy.listener("writer").unwrap()).await.unwrap();
+        assert_eq!(insert(&mut session, &format!("after-{i}")).await.unwrap(), 2);
+        session.disconnect().await.unwrap();
+    }
+    let on_old = blocking(|| {
+        cluster.sql(
+            1,
+            "SELECT COUNT(*) FROM appdb.kv WHERE v LIKE 'after-%' AND server_id = 1",
+        )
+    })
+    .unwrap();
+    assert_eq!(on_old, "0", "no write after the demotion reached db1");
+    proxy.shutdown().await;
+    blocking(|| drop(cluster));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_with_stopped_sql_thread_leaves_the_replica_pool_and_returns_after_catching_up() {
+    let cluster = start_cluster().await;
+    let proxy = proxy(&cluster_config(&cluster, "", "")).await;
+    await_pool(&proxy, "reader", &["db2", "db3"]).await;
+    blocking(|| cluster.sql(1, "STOP SLAVE SQL_THREAD")).unwrap();
+    let mut writer = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    for i in 0..20 {
+        insert(&mut writer, &format!("while-stopped-{i}")).await.unwrap();
+    }
+    await_pool(&proxy, "reader", &["db3"]).await;
+    blocking(|| cluster.sql(1, "START SLAVE SQL_THREAD")).unwrap();
+    await_pool(&proxy, "reader", &["db2", "db3"]).await;
+    let count = blocking(|| {
+        cluster.wait_caught_up(1, 0).unwrap();
+        cluster.sql(1, "SELECT COUNT(*) FROM appdb.kv WHERE v LIKE 'while-stopped-%'")
+    })
+    .unwrap();
+    assert_eq!(count, "20");
+    writer.disconnect().await.unwrap();
+    proxy.shutdown().await;
+    blocking(|| drop(cluster));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writable_nodes_keep_the_single_writer_rule_and_raise_the_alarm() {
+    let cluster = start_cluster().await;
+    // Two writers before the proxy starts: no current primary, so nowhere.
+    blocking(|| cluster.sql(1, "SET GLOBAL read_only=0")).unwrap();
+    let proxy = proxy(&cluster_config(&cluster, "", "")).await;
+    let admin = proxy.admin().unwrap();
+    within(Duration::from_secs(20), "the alarm", async {
+        loop {
+            let (_, body) = http_get(admin, "/status").await;
+            let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let writer = status["pools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "writer")
+                .unwrap()
+                .clone();
+            if writer["alarm"].is_string() {
+                assert_eq!(writer["routable"], serde_json::json!([]), "fail closed: {writer}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("switchyard_alarm_active{pool=\"writer\"} 1"),
+        "{metrics}"
+    );
+
+    // One writer again: it becomes the primary and the alarm clears.
+    blocking(|| cluster.sql(1, "SET GLOBAL read_only=1")).unwrap();
+    await_pool(&proxy, "writer", &["db1"]).await;
+    // A second writer appears: the current primary stays, the alarm fires again.
+    blocking(|| cluster.sql(2, "SET GLOBAL read_only=0")).unwrap();
+    within(Duration::from_secs(20), "the second alarm", async {
+        loop {
+            let (_, metrics) = http_get(admin, "/metrics").await;
+            if metrics.contains("switchyard_alarm_active{pool=\"writer\"} 1") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        proxy.routing().load().routable_names(proxy.pool("writer").unwrap()),
+        ["db1"]
+    );
+    let mut session = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    assert_eq!(insert(&mut session, "single-writer").await.unwrap(), 1);
+    session.disconnect().await.unwrap();
+    proxy.shutdown().await;
+    blocking(|| drop(cluster));
+}
