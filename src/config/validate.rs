@@ -122,13 +122,7 @@ fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckConfig, Conf
         return Err(ctx.invalid(k("jitter"), format!("a fraction from 0.0 to 0.5, got {jitter}")));
     }
     let probe = match raw.kind.as_deref().unwrap_or("tcp") {
-        "tcp" => {
-            let http_only = [("method", &raw.method), ("path", &raw.path), ("host", &raw.host)];
-            if let Some((field, _)) = http_only.iter().find(|(_, v)| v.is_some()) {
-                return Err(ctx.invalid(k(field), "no HTTP setting on a `kind = \"tcp\"` check"));
-            }
-            ProbeConfig::Tcp
-        }
+        "tcp" => ProbeConfig::Tcp,
         "http" => ProbeConfig::Http(http_probe(ctx, key, &raw)?),
         "mysql" => ProbeConfig::Mysql(mysql_probe(ctx, key, &raw)?),
         other => {
@@ -138,6 +132,18 @@ fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckConfig, Conf
             ))
         }
     };
+    let http_only = [
+        ("method", raw.method.is_some()),
+        ("path", raw.path.is_some()),
+        ("host", raw.host.is_some()),
+        ("expect_status", raw.expect_status.is_some()),
+        ("body_contains", raw.body_contains.is_some()),
+    ];
+    if !matches!(probe, ProbeConfig::Http(_)) {
+        if let Some((field, _)) = http_only.iter().find(|(_, set)| *set) {
+            return Err(ctx.invalid(k(field), "no HTTP setting on a check that is not `kind = \"http\"`"));
+        }
+    }
     let mysql_only = [
         ("user", raw.user.is_some()),
         ("password", raw.password.is_some()),
