@@ -83,7 +83,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .collect();
     let (events_tx, events_rx) = mpsc::channel(1024);
     let timeline = Arc::new(Timeline::default());
-    let router = Router::new(backends.clone(), pools.clone(), timeline.clone(), events_rx);
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let router = Router::new(
+        backends.clone(),
+        pools.clone(),
+        timeline.clone(),
+        events_rx,
+        commands_rx,
+    );
     let routing = router.routing();
 
     let stop_accepting = CancellationToken::new();
@@ -125,6 +132,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         draining: AtomicBool::new(false),
         metrics,
         timeline,
+        commands: commands_tx,
+        token: config.admin.as_ref().and_then(|a| a.token.clone()),
     });
     let admin = match admin_tcp {
         Some(tcp) => {
@@ -165,7 +174,7 @@ impl Running {
 
     /// The failover events recorded so far.
     pub fn failovers(&self) -> Vec<crate::timeline::FailoverEvent> {
-        self.state.timeline.events()
+        self.state.timeline.failovers()
     }
 
     /// A pool's id by name.

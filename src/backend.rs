@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use metrics::Histogram;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{BackendConfig, BackendId};
 use crate::health::{Layer, Report, Role, Status};
+use crate::metrics as m;
+use crate::stats::Recorder;
 
 /// One backend, shared by every pool it is a member of.
 #[derive(Debug)]
@@ -20,6 +23,22 @@ pub struct Backend {
     nudge: Notify,
     urgent: AtomicBool,
     view: watch::Sender<BackendView>,
+    /// Health check round trips, µs (recorded by the router).
+    pub check: Recorder,
+    pub check_seconds: Histogram,
+}
+
+/// An operator's override of a backend, set through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminMode {
+    /// Routed when healthy.
+    #[default]
+    Enabled,
+    /// No new sessions; open sessions go on until they end.
+    Draining,
+    /// No new sessions; open sessions are closed as each pool's `on_leave` says.
+    Disabled,
 }
 
 /// What `/status` shows of a backend; written by the router only.
@@ -29,6 +48,7 @@ pub struct BackendView {
     pub address: SocketAddr,
     pub status: Status,
     pub role: Role,
+    pub admin: AdminMode,
     /// What the last passing check reported (replication state, server id, ...).
     pub report: Option<Report>,
     pub last_check: Option<LastCheck>,
@@ -73,11 +93,14 @@ impl Backend {
             address: config.address,
             nudge: Notify::new(),
             urgent: AtomicBool::new(false),
+            check: Recorder::default(),
+            check_seconds: metrics::histogram!(m::CHECK_SECONDS, "backend" => config.name.clone()),
             view: watch::Sender::new(BackendView {
                 name: config.name.clone(),
                 address: config.address,
                 status: Status::Unknown,
                 role: Role::Unknown,
+                admin: AdminMode::Enabled,
                 report: None,
                 last_check: None,
             }),

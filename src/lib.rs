@@ -18,7 +18,8 @@
 //! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes.
 //! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out) the probes use.
 //! - [`admin`]: the admin HTTP listener (`/health`, `/status`, `/metrics`).
-//! - [`metrics`]: every metric name, in one place.
+//! - [`metrics`]: every metric name, in one place; [`stats`]: the sharded
+//!   hdrhistograms behind the percentiles on `/status`.
 //! - [`tcp`]: socket options shared by both legs of a session and the probes.
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
@@ -36,5 +37,6 @@ pub mod pool;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
+pub mod stats;
 pub mod tcp;
 pub mod timeline;

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use switchyard::admin::client;
 use switchyard::app;
 use switchyard::config::{self, Config};
 use tracing::{error, info};
@@ -38,6 +41,15 @@ enum Command {
     CheckConfig {
         /// The TOML config file.
         file: PathBuf,
+    },
+    /// Prints the pools and backends of a running proxy (from its admin listener).
+    Status {
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9900", env = "SWITCHYARD_ADMIN")]
+        admin: SocketAddr,
+        /// Print the raw /status JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Proxies one listener to backends in failover order, with TCP checks; no file needed.
     Forward {
@@ -90,6 +102,7 @@ fn main() -> ExitCode {
             backends,
             admin,
         } => config::forward(listen, &backends, admin),
+        Command::Status { admin, json } => return status(admin, json),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -113,6 +126,35 @@ async fn run(config: Config) -> ExitCode {
     info!("shutdown requested");
     running.shutdown().await;
     ExitCode::SUCCESS
+}
+
+fn status(admin: SocketAddr, json: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    let fetched = runtime.block_on(client::get(admin, "/status", Duration::from_secs(5)));
+    let document = fetched.and_then(|(code, body)| match code {
+        200 => serde_json::from_str::<serde_json::Value>(&body).map_err(|e| format!("bad /status JSON: {e}")),
+        other => Err(format!("/status answered {other}")),
+    });
+    match document {
+        Ok(document) if json => {
+            println!("{document:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(document) => {
+            print!("{}", client::render(&document));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("switchyard status: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
 }
 
 async fn wait_for_signal() {

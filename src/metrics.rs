@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Sessions accepted and connected to a backend. Labels: pool, backend.
 pub const SESSIONS: &str = "switchyard_sessions_total";
@@ -40,6 +40,41 @@ pub const ALARMS: &str = "switchyard_alarms_total";
 pub const ALARM_ACTIVE: &str = "switchyard_alarm_active";
 /// The routing table generation (one per published change).
 pub const ROUTING_GENERATION: &str = "switchyard_routing_generation";
+/// 1 for the backend a primary pool routes to, 0 for its other members. Labels: pool, backend.
+pub const PRIMARY: &str = "switchyard_primary";
+
+/// Histogram: connect latency to a backend, seconds. Labels: pool, backend.
+pub const CONNECT_SECONDS: &str = "switchyard_connect_seconds";
+/// Histogram: health check round trip, seconds. Labels: backend.
+pub const CHECK_SECONDS: &str = "switchyard_check_seconds";
+/// Histogram: time a new session waited for a routable backend, seconds. Labels: pool.
+pub const HOLD_SECONDS: &str = "switchyard_hold_seconds";
+/// Histogram: session duration, seconds. Labels: pool, backend.
+pub const SESSION_SECONDS: &str = "switchyard_session_seconds";
+/// Histogram: bytes per session, both directions. Labels: pool, backend.
+pub const SESSION_BYTES: &str = "switchyard_session_bytes";
+
+/// Buckets for the `_seconds` histograms: 100 µs to 30 s, roughly ×2.5 apart, so a
+/// sub-millisecond connect and a multi-second hold both land in a useful bucket.
+pub const SECONDS_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+/// Buckets for bytes per session: 64 B to 1 GiB, ×4 apart.
+pub const BYTES_BUCKETS: [f64; 13] = [
+    64.0,
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+];
 
 /// Installs the Prometheus recorder once per process and returns its handle. Later
 /// calls (several proxies in one test process) share it.
@@ -47,12 +82,60 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(SESSION_BYTES.into()), &BYTES_BUCKETS))
+                .expect("static, non-empty buckets")
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (an embedding program's);
             // then ours still renders what is recorded through its own handle only.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// HELP text for every metric (promtool and dashboards want it).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(SESSIONS, "Sessions connected to a backend.");
+    describe_gauge!(SESSIONS_ACTIVE, "Sessions open now.");
+    describe_counter!(BYTES_UPSTREAM, Unit::Bytes, "Bytes from clients to backends.");
+    describe_counter!(BYTES_DOWNSTREAM, Unit::Bytes, "Bytes from backends to clients.");
+    describe_counter!(CONNECT_FAILURES, "Failed connects from the data path, by layer.");
+    describe_counter!(FENCED_SESSIONS, "Sessions closed because their backend left the pool.");
+    describe_counter!(HOLDS, "Sessions that waited for a routable backend.");
+    describe_counter!(
+        HOLD_TIMEOUTS,
+        "Sessions closed because no backend appeared within hold_timeout."
+    );
+    describe_gauge!(ROUTABLE_BACKENDS, "Backends a pool routes new sessions to now.");
+    describe_counter!(CHECKS, "Health checks run.");
+    describe_counter!(CHECK_FAILURES, "Failed health checks, by layer.");
+    describe_counter!(FLIPS, "Up/down flips of a backend.");
+    describe_gauge!(BACKEND_UP, "1 when a backend is up, 0 otherwise.");
+    describe_counter!(
+        ALARMS,
+        "Alarms raised: more than one writable backend in a primary pool."
+    );
+    describe_gauge!(ALARM_ACTIVE, "1 while a pool's alarm is active.");
+    describe_gauge!(
+        ROUTING_GENERATION,
+        "Routing table generation; grows by one per published change."
+    );
+    describe_gauge!(
+        PRIMARY,
+        "1 for the backend a primary pool routes to, 0 for its other members."
+    );
+    describe_histogram!(CONNECT_SECONDS, Unit::Seconds, "Connect latency to a backend.");
+    describe_histogram!(CHECK_SECONDS, Unit::Seconds, "Health check round trip.");
+    describe_histogram!(
+        HOLD_SECONDS,
+        Unit::Seconds,
+        "Time a new session waited for a routable backend."
+    );
+    describe_histogram!(SESSION_SECONDS, Unit::Seconds, "Session duration.");
+    describe_histogram!(SESSION_BYTES, Unit::Bytes, "Bytes per session, both directions.");
 }

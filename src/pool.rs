@@ -5,13 +5,14 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::config::{PoolConfig, PoolId};
 use crate::metrics as m;
+use crate::stats::{Recorder, SessionStats};
 
 /// One pool.
 #[derive(Debug)]
@@ -31,6 +32,9 @@ pub struct Pool {
     alarm: Mutex<Option<String>>,
     /// Set when a new primary was routed, until a session reaches it.
     awaiting_first_session: AtomicBool,
+    /// Time held waiting for a routable backend, µs (held sessions only).
+    pub hold: Recorder,
+    pub hold_seconds: Histogram,
 }
 
 /// Whether a member's live sessions may go on.
@@ -55,6 +59,12 @@ pub struct Member {
     pub bytes_downstream: Counter,
     pub connect_failures: Counter,
     pub fenced: Counter,
+    pub stats: SessionStats,
+    pub connect_seconds: Histogram,
+    pub session_seconds: Histogram,
+    pub session_bytes: Histogram,
+    /// 1 while this member is its primary pool's primary.
+    pub primary_gauge: Gauge,
 }
 
 impl Pool {
@@ -78,6 +88,8 @@ impl Pool {
             alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool),
             alarm: Mutex::new(None),
             awaiting_first_session: AtomicBool::new(false),
+            hold: Recorder::default(),
+            hold_seconds: metrics::histogram!(m::HOLD_SECONDS, "pool" => config.name.clone()),
         }
     }
 
@@ -129,6 +141,11 @@ impl Member {
             bytes_downstream: metrics::counter!(m::BYTES_DOWNSTREAM, &labels),
             connect_failures: metrics::counter!(m::CONNECT_FAILURES, &l4),
             fenced: metrics::counter!(m::FENCED_SESSIONS, &labels),
+            stats: SessionStats::default(),
+            connect_seconds: metrics::histogram!(m::CONNECT_SECONDS, &labels),
+            session_seconds: metrics::histogram!(m::SESSION_SECONDS, &labels),
+            session_bytes: metrics::histogram!(m::SESSION_BYTES, &labels),
+            primary_gauge: metrics::gauge!(m::PRIMARY, &labels),
             backend,
         }
     }

@@ -81,8 +81,14 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
     if ctx.pool.take_first_session() {
         ctx.timeline.first_session(ctx.pool.id, &member.backend.name);
     }
-    let ended = pipe(client, upstream, &member, ctx).await;
+    let started = Instant::now();
+    let (ended, bytes) = pipe(client, upstream, &member, ctx).await;
     drop(counted);
+    let duration = started.elapsed();
+    member.stats.duration.record_duration(duration);
+    member.session_seconds.record(duration.as_secs_f64());
+    member.stats.bytes.record(bytes);
+    member.session_bytes.record(bytes as f64);
     if ended == Ended::Fenced {
         member.fenced.increment(1);
     }
@@ -95,9 +101,17 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
 /// Connects to the first member that answers, holding while there is none.
 async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)> {
     let pool = &ctx.pool;
-    let hold_until = Instant::now() + pool.config.hold_timeout;
+    let arrived = Instant::now();
+    let hold_until = arrived + pool.config.hold_timeout;
     let mut generation = ctx.routing.subscribe();
     let mut held = false;
+    let record_hold = |held: bool| {
+        if held {
+            let waited = arrived.elapsed();
+            pool.hold.record_duration(waited);
+            pool.hold_seconds.record(waited.as_secs_f64());
+        }
+    };
     loop {
         generation.borrow_and_update();
         let candidates = {
@@ -107,8 +121,15 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
             })
         };
         for member in candidates {
+            let attempt = Instant::now();
             match timeout(pool.config.connect_timeout, TcpStream::connect(member.backend.address)).await {
-                Ok(Ok(stream)) => return Some((member, stream)),
+                Ok(Ok(stream)) => {
+                    let latency = attempt.elapsed();
+                    member.stats.connect.record_duration(latency);
+                    member.connect_seconds.record(latency.as_secs_f64());
+                    record_hold(held);
+                    return Some((member, stream));
+                }
                 Ok(Err(e)) => debug!(backend = %member.backend.name, error = %e, "connect failed; trying the next"),
                 Err(_) => debug!(backend = %member.backend.name, "connect timed out; trying the next"),
             }
@@ -123,6 +144,7 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
         match timeout_at(hold_until, generation.changed()).await {
             Ok(Ok(())) => continue,
             _ => {
+                record_hold(held);
                 pool.hold_timeouts.increment(1);
                 debug!("hold timeout; closing");
                 return None;
@@ -131,8 +153,9 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
     }
 }
 
-/// Copies both ways until the session ends for one of the reasons in [`Ended`].
-async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &SessionContext) -> Ended {
+/// Copies both ways until the session ends for one of the reasons in [`Ended`];
+/// returns the reason and the bytes moved (both directions).
+async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &SessionContext) -> (Ended, u64) {
     let activity = AtomicU64::new(0);
     let mut client = Counted::new(client, &activity);
     let mut upstream = Counted::new(upstream, &activity);
@@ -149,7 +172,7 @@ async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &Ses
     };
     member.bytes_upstream.increment(client.bytes);
     member.bytes_downstream.increment(upstream.bytes);
-    ended
+    (ended, client.bytes + upstream.bytes)
 }
 
 /// Resolves once no byte moved either way for about `limit` (checked four times per

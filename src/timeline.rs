@@ -1,5 +1,6 @@
-//! The failover timeline: one [`FailoverEvent`] per change of a primary pool's
-//! primary, with the moments an operator asks about afterwards — when the fault was
+//! The event record: every health flip, role change, alarm, admin action and
+//! failover as an [`Event`] (the last [`EVENTS`], on `/events` and `/status`), and one
+//! [`FailoverEvent`] per change of a primary pool's primary, with the moments an operator asks about afterwards — when the fault was
 //! first observed, when routing stopped sending to the old primary, when it started
 //! sending to the new one, when the first session reached it, and when the old
 //! primary's last session was closed. The last [`CAPACITY`] events are kept for
@@ -14,8 +15,37 @@ use tracing::info;
 
 use crate::config::PoolId;
 
-/// Events kept.
+/// Failover events kept.
 pub const CAPACITY: usize = 64;
+/// Plain events kept.
+pub const EVENTS: usize = 256;
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A backend flipped up or down.
+    Health,
+    /// A backend reported another role.
+    Role,
+    /// A primary pool's primary changed.
+    Failover,
+    /// An alarm was raised or cleared.
+    Alarm,
+    /// An operator drained, disabled or enabled a backend.
+    Admin,
+}
+
+/// One thing that happened, with when and why.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    pub id: u64,
+    pub at_ms: Millis,
+    pub kind: EventKind,
+    pub pool: Option<String>,
+    pub backend: Option<String>,
+    pub detail: String,
+}
 
 /// Unix time in milliseconds.
 pub type Millis = u64;
@@ -80,16 +110,44 @@ impl FailoverEvent {
     }
 }
 
-/// The ring buffer of events.
+/// The ring buffers of events.
 #[derive(Debug, Default)]
 pub struct Timeline {
     events: Mutex<VecDeque<FailoverEvent>>,
+    log: Mutex<VecDeque<Event>>,
 }
 
 impl Timeline {
-    /// The events, oldest first.
-    pub fn events(&self) -> Vec<FailoverEvent> {
+    /// The failover events, oldest first.
+    pub fn failovers(&self) -> Vec<FailoverEvent> {
         self.lock().iter().cloned().collect()
+    }
+
+    /// The plain events, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Records an event. The caller logs it (once, where it happens).
+    pub fn push(&self, kind: EventKind, pool: Option<&str>, backend: Option<&str>, detail: impl Into<String>) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let id = log.back().map_or(1, |e| e.id + 1);
+        if log.len() == EVENTS {
+            log.pop_front();
+        }
+        log.push_back(Event {
+            id,
+            at_ms: now_ms(),
+            kind,
+            pool: pool.map(str::to_string),
+            backend: backend.map(str::to_string),
+            detail: detail.into(),
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<FailoverEvent>> {
@@ -175,7 +233,7 @@ mod tests {
         timeline.first_session(0, "a"); // not the new primary: ignored
         timeline.first_session(0, "b");
         timeline.old_sessions_closed(0, "a");
-        let events = timeline.events();
+        let events = timeline.failovers();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].to.as_deref(), Some("b"));
         assert!(events[0].first_session_ms.is_some());
@@ -184,12 +242,24 @@ mod tests {
     }
 
     #[test]
+    fn plain_events_are_numbered_and_bounded() {
+        let timeline = Timeline::default();
+        for i in 0..EVENTS + 3 {
+            timeline.push(EventKind::Health, None, Some("b"), format!("flip {i}"));
+        }
+        let events = timeline.events();
+        assert_eq!(events.len(), EVENTS);
+        assert_eq!(events.last().unwrap().id, (EVENTS + 3) as u64);
+        assert_eq!(events.last().unwrap().detail, format!("flip {}", EVENTS + 2));
+    }
+
+    #[test]
     fn keeps_only_the_newest_events() {
         let timeline = Timeline::default();
         for _ in 0..CAPACITY + 5 {
             timeline.open(event(Some("a"), Some("b")));
         }
-        let events = timeline.events();
+        let events = timeline.failovers();
         assert_eq!(events.len(), CAPACITY);
         assert_eq!(events.last().unwrap().id, (CAPACITY + 5) as u64);
     }

@@ -285,7 +285,11 @@ async fn mariadb_cli_and_sysbench_work_through_the_proxy() {
     };
     assert_eq!(cli(writer.port(), "SELECT @@server_id").unwrap().trim(), "1");
     assert_ne!(cli(reader.port(), "SELECT @@server_id").unwrap().trim(), "1");
-    cli(writer.port(), "INSERT INTO appdb.kv (v, server_id) VALUES ('cli', @@server_id)").unwrap();
+    cli(
+        writer.port(),
+        "INSERT INTO appdb.kv (v, server_id) VALUES ('cli', @@server_id)",
+    )
+    .unwrap();
 
     let sysbench = |command: &str, extra: &[&str]| {
         let port = format!("--mysql-port={}", writer.port());
@@ -306,12 +310,24 @@ async fn mariadb_cli_and_sysbench_work_through_the_proxy() {
     };
     sysbench("prepare", &[]).unwrap();
     let out = sysbench("run", &["--threads=4", "--time=3", "--events=0"]).unwrap();
-    let errors = out.lines().find(|l| l.trim_start().starts_with("ignored errors:")).unwrap_or_default().to_string();
-    let transactions = out.lines().find(|l| l.trim_start().starts_with("transactions:")).unwrap_or_default().to_string();
+    let errors = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("ignored errors:"))
+        .unwrap_or_default()
+        .to_string();
+    let transactions = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .unwrap_or_default()
+        .to_string();
     eprintln!("MEASURED sysbench through the proxy: {transactions} / {errors}");
     // `run` exited 0 (system::run checks); "ignored errors" are the deadlocks sysbench
     // retries by design, so only completed transactions are asserted.
-    let done: u64 = transactions.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let done: u64 = transactions
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     assert!(done > 0, "{out}");
     proxy.shutdown().await;
     blocking(|| drop(cluster));

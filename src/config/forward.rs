@@ -29,7 +29,7 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
         .collect();
     Config {
         source: "forward".into(),
-        admin: admin.map(|listen| AdminConfig { listen }),
+        admin: admin.map(|listen| AdminConfig { listen, token: None }),
         shutdown_grace: Duration::from_secs(10),
         pools: vec![PoolConfig {
             name: "forward".into(),

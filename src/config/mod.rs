@@ -68,6 +68,9 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The bearer token the state-changing admin calls require; without one they
+    /// are refused.
+    pub token: Option<Secret>,
 }
 
 /// One server that pools route to, and how it is checked.

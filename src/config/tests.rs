@@ -217,7 +217,11 @@ fn mysql_pools_get_role_defaults_and_the_password_is_never_printed() {
     let writer = config.pools.iter().find(|p| p.name == "writer").unwrap();
     assert_eq!(writer.role, PoolRole::Primary);
     assert!(!writer.initially_up, "primary pools start down");
-    assert_eq!(writer.on_leave, LeavePolicy::Close, "primary pools close sessions of a demoted primary");
+    assert_eq!(
+        writer.on_leave,
+        LeavePolicy::Close,
+        "primary pools close sessions of a demoted primary"
+    );
     let reader = config.pools.iter().find(|p| p.name == "reader").unwrap();
     assert_eq!(reader.max_replication_lag, Duration::from_secs(5));
     assert!(!format!("{config:?}").contains("s3cret"));
@@ -227,14 +231,38 @@ fn mysql_pools_get_role_defaults_and_the_password_is_never_printed() {
 fn mysql_mistakes_name_their_key() {
     let cases = [
         (("user = \"monitor\"", ""), "backends.db1.check.user"),
-        (("password = \"s3cret\"", "password = \"a\"\npassword_env = \"B\""), "backends.db1.check.password"),
-        (("password = \"s3cret\"", "password_env = \"SWITCHYARD_TEST_UNSET_VARIABLE\""), "backends.db1.check.password_env"),
-        (("password = \"s3cret\"", "password_file = \"/nonexistent/pw\""), "backends.db1.check.password_file"),
-        (("password = \"s3cret\"", "password = \"s3cret\"\npath = \"/\""), "backends.db1.check.path"),
+        (
+            ("password = \"s3cret\"", "password = \"a\"\npassword_env = \"B\""),
+            "backends.db1.check.password",
+        ),
+        (
+            (
+                "password = \"s3cret\"",
+                "password_env = \"SWITCHYARD_TEST_UNSET_VARIABLE\"",
+            ),
+            "backends.db1.check.password_env",
+        ),
+        (
+            ("password = \"s3cret\"", "password_file = \"/nonexistent/pw\""),
+            "backends.db1.check.password_file",
+        ),
+        (
+            ("password = \"s3cret\"", "password = \"s3cret\"\npath = \"/\""),
+            "backends.db1.check.path",
+        ),
         (("role = \"primary\"", "role = \"leader\""), "pools.writer.role"),
-        (("role = \"primary\"", "role = \"primary\"\nmax_replication_lag = \"1s\""), "pools.writer.max_replication_lag"),
-        (("role = \"primary\"", "role = \"primary\"\ntwo_writers = \"both\""), "pools.writer.two_writers"),
-        (("max_replication_lag = \"5s\"", "two_writers = \"fail-closed\""), "pools.reader.two_writers"),
+        (
+            ("role = \"primary\"", "role = \"primary\"\nmax_replication_lag = \"1s\""),
+            "pools.writer.max_replication_lag",
+        ),
+        (
+            ("role = \"primary\"", "role = \"primary\"\ntwo_writers = \"both\""),
+            "pools.writer.two_writers",
+        ),
+        (
+            ("max_replication_lag = \"5s\"", "two_writers = \"fail-closed\""),
+            "pools.reader.two_writers",
+        ),
     ];
     for ((find, replace), key) in cases {
         let err = mysql_broken(find, replace);
@@ -253,7 +281,10 @@ fn role_pools_need_role_aware_checks() {
 fn password_from_a_file_drops_the_trailing_newline() {
     let path = std::env::temp_dir().join(format!("switchyard-pw-{}", std::process::id()));
     std::fs::write(&path, "from-file\n").unwrap();
-    let text = MYSQL.replace("password = \"s3cret\"", &format!("password_file = \"{}\"", path.display()));
+    let text = MYSQL.replace(
+        "password = \"s3cret\"",
+        &format!("password_file = \"{}\"", path.display()),
+    );
     let config = parse(&text).unwrap();
     std::fs::remove_file(&path).unwrap();
     match &config.backends[0].check.probe {

@@ -43,6 +43,35 @@ impl Ctx<'_> {
         addrs.next().ok_or_else(|| self.invalid(key, expected()))
     }
 
+    /// A secret given as `KEY` (inline), `KEY_env` (an environment variable) or
+    /// `KEY_file` (a file; a trailing newline is dropped) — at most one of them.
+    fn secret(&self, key: &str, [inline, env, file]: [&Option<String>; 3]) -> Result<Option<Secret>, ConfigError> {
+        if [inline, env, file].iter().filter(|s| s.is_some()).count() > 1 {
+            let base = key.rsplit('.').next().unwrap_or(key);
+            return Err(self.invalid(key, format!("at most one of {base}, {base}_env, {base}_file")));
+        }
+        let value = if let Some(value) = inline {
+            value.clone()
+        } else if let Some(var) = env {
+            std::env::var(var).map_err(|_| {
+                self.invalid(
+                    format!("{key}_env"),
+                    format!("the name of a set environment variable, but ${var} is not set"),
+                )
+            })?
+        } else if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| self.invalid(format!("{key}_file"), format!("a readable file, but \"{path}\": {e}")))?;
+            text.trim_end_matches(['\r', '\n']).to_string()
+        } else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Err(self.invalid(key, "a non-empty secret"));
+        }
+        Ok(Some(Secret::new(value)))
+    }
+
     fn positive(&self, key: &str, value: Option<i64>, default: u32) -> Result<NonZeroU32, ConfigError> {
         let value = value.unwrap_or(default.into());
         u32::try_from(value)
@@ -59,6 +88,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         None => None,
         Some(admin) => Some(AdminConfig {
             listen: ctx.address("admin.listen", &admin.listen)?,
+            token: ctx.secret("admin.token", [&admin.token, &admin.token_env, &admin.token_file])?,
         }),
     };
     let grace = raw.shutdown.as_ref().and_then(|s| s.grace.as_deref());
@@ -213,38 +243,11 @@ fn mysql_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<MysqlProbeConfig,
             "the monitor user name (a `kind = \"mysql\"` check logs in)",
         )
     })?;
-    let sources = [&raw.password, &raw.password_env, &raw.password_file];
-    if sources.iter().filter(|s| s.is_some()).count() > 1 {
-        return Err(ctx.invalid(
-            format!("{key}.password"),
-            "at most one of password, password_env, password_file",
-        ));
-    }
-    let password = if let Some(password) = &raw.password {
-        Some(password.clone())
-    } else if let Some(var) = &raw.password_env {
-        let value = std::env::var(var).map_err(|_| {
-            ctx.invalid(
-                format!("{key}.password_env"),
-                format!("the name of a set environment variable, but ${var} is not set"),
-            )
-        })?;
-        Some(value)
-    } else if let Some(path) = &raw.password_file {
-        let value = std::fs::read_to_string(path).map_err(|e| {
-            ctx.invalid(
-                format!("{key}.password_file"),
-                format!("a readable file, but \"{path}\": {e}"),
-            )
-        })?;
-        Some(value.trim_end_matches(['\r', '\n']).to_string())
-    } else {
-        None
-    };
-    Ok(MysqlProbeConfig {
-        user,
-        password: password.map(Secret::new),
-    })
+    let password = ctx.secret(
+        &format!("{key}.password"),
+        [&raw.password, &raw.password_env, &raw.password_file],
+    )?;
+    Ok(MysqlProbeConfig { user, password })
 }
 
 fn status_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {

@@ -1,5 +1,7 @@
 //! Which members of a pool may take new sessions: the whole routing decision, pure.
 //!
+//! Members an operator drained or disabled are never routable. Then:
+//!
 //! - `role = "any"`: members that are up (or unchecked, when the pool starts them up).
 //! - `role = "primary"` — the **single-writer rule**: the candidates are the members
 //!   that are up and report themselves writable. One candidate: it is the primary.
@@ -15,6 +17,7 @@
 //!   all it could get; a NULL lag otherwise means replication is broken). With
 //!   `fallback_to_primary`, an empty replica pool routes to the one writable member.
 
+use crate::backend::AdminMode;
 use crate::config::{BackendId, PoolConfig, PoolRole, TwoWriters};
 use crate::health::{Report, Role, Status};
 
@@ -24,6 +27,8 @@ pub struct BackendState {
     pub status: Status,
     /// The last successful check's report.
     pub report: Option<Report>,
+    /// An operator's drain or disable takes the backend out of every pool.
+    pub admin: AdminMode,
 }
 
 impl BackendState {
@@ -47,7 +52,11 @@ pub struct Decision {
 /// Decides `pool`'s routable members. `current` is the pool's current primary
 /// (primary pools only).
 pub fn decide(pool: &PoolConfig, states: &[BackendState], current: Option<BackendId>) -> Decision {
-    let members = pool.members.iter().copied();
+    let members = pool
+        .members
+        .iter()
+        .copied()
+        .filter(|&b| states[b].admin == AdminMode::Enabled);
     match pool.role {
         PoolRole::Any => Decision {
             members: members

@@ -6,19 +6,28 @@
 use std::sync::Arc;
 
 use metrics::{Counter, Gauge};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::membership::{decide, BackendState, Decision};
 use super::{Routing, RoutingTable};
-use crate::backend::{Backend, LastCheck};
+use crate::backend::{AdminMode, Backend, LastCheck};
 use crate::config::{BackendId, LeavePolicy, PoolRole};
 use crate::health::{Layer, Observation, Role, Status};
 use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
-use crate::timeline::{now_ms, FailoverEvent, Millis, Timeline};
+use crate::timeline::{now_ms, EventKind, FailoverEvent, Millis, Timeline};
+
+/// An operator's request to drain, disable or enable a backend. `done` receives the
+/// routing generation that includes the change.
+#[derive(Debug)]
+pub struct AdminCommand {
+    pub backend: BackendId,
+    pub mode: AdminMode,
+    pub done: oneshot::Sender<u64>,
+}
 
 struct CheckMetrics {
     checks: Counter,
@@ -62,6 +71,7 @@ pub struct Router {
     metrics: Vec<CheckMetrics>,
     generation: Gauge,
     events: mpsc::Receiver<Observation>,
+    commands: mpsc::Receiver<AdminCommand>,
 }
 
 impl Router {
@@ -71,6 +81,7 @@ impl Router {
         pools: Vec<Arc<Pool>>,
         timeline: Arc<Timeline>,
         events: mpsc::Receiver<Observation>,
+        commands: mpsc::Receiver<AdminCommand>,
     ) -> Self {
         let mut router = Router {
             routing: Arc::new(Routing::new(RoutingTable::default())),
@@ -83,6 +94,7 @@ impl Router {
             timeline,
             generation: metrics::gauge!(m::ROUTING_GENERATION),
             events,
+            commands,
         };
         router.current = router
             .pools
@@ -105,14 +117,41 @@ impl Router {
                     Some(observation) => self.apply(observation),
                     None => return,
                 },
+                Some(command) = self.commands.recv() => self.command(command),
                 _ = shutdown.cancelled() => return,
             }
         }
     }
 
+    fn command(&mut self, command: AdminCommand) {
+        let backend = self.backends[command.backend].clone();
+        let before = std::mem::replace(&mut self.states[command.backend].admin, command.mode);
+        backend.update_view(|view| view.admin = command.mode);
+        if before != command.mode {
+            info!(backend = %backend.name, from = ?before, to = ?command.mode, "admin: backend mode changed");
+            let detail = format!("{before:?} -> {:?}", command.mode).to_lowercase();
+            self.timeline.push(EventKind::Admin, None, Some(&backend.name), detail);
+            self.reroute();
+            if before == AdminMode::Draining && command.mode == AdminMode::Disabled {
+                // It left its pools when drained, without fencing; disabling fences now.
+                for pool in self
+                    .pools
+                    .clone()
+                    .iter()
+                    .filter(|p| p.config.members.contains(&command.backend))
+                {
+                    self.fence(pool, &[command.backend]);
+                }
+            }
+        }
+        let _ = command.done.send(self.routing.load().generation);
+    }
+
     fn apply(&mut self, obs: Observation) {
         let id = obs.backend;
         let backend = self.backends[id].clone();
+        backend.check.record_duration(obs.latency);
+        backend.check_seconds.record(obs.latency.as_secs_f64());
         let metrics = &self.metrics[id];
         metrics.checks.increment(1);
         let last = match &obs.result {
@@ -123,9 +162,16 @@ impl Router {
             }
         };
         let state = &mut self.states[id];
+        let role_before = state.role();
         state.status = obs.status;
         if let Ok(report) = &obs.result {
             state.report = Some(report.clone());
+        }
+        let role_after = state.role();
+        if role_after != role_before && role_before != Role::Unknown {
+            info!(backend = %backend.name, from = ?role_before, to = ?role_after, "backend reports another role");
+            let detail = format!("role {role_before:?} -> {role_after:?}").to_lowercase();
+            self.timeline.push(EventKind::Role, None, Some(&backend.name), detail);
         }
         let trail = &mut self.trails[id];
         let healthy_primary = matches!(&obs.result, Ok(r) if r.role == Role::Primary);
@@ -150,14 +196,19 @@ impl Router {
             metrics.flips.increment(1);
             metrics.up.set(if flip.to == Status::Up { 1.0 } else { 0.0 });
             let pools = self.pools_of(id);
-            match &obs.result {
+            let cause = match &obs.result {
                 Err(e) => {
-                    warn!(backend = %backend.name, pools = %pools, from = ?flip.from, to = ?flip.to, cause = %e, layer = ?e.layer(), "backend flipped")
+                    warn!(backend = %backend.name, pools = %pools, from = ?flip.from, to = ?flip.to, cause = %e, layer = ?e.layer(), "backend flipped");
+                    format!(": {} {e}", e.layer().as_str())
                 }
                 Ok(_) => {
-                    info!(backend = %backend.name, pools = %pools, from = ?flip.from, to = ?flip.to, "backend flipped")
+                    info!(backend = %backend.name, pools = %pools, from = ?flip.from, to = ?flip.to, "backend flipped");
+                    String::new()
                 }
-            }
+            };
+            let detail = format!("{:?} -> {:?}{cause}", flip.from, flip.to).to_lowercase();
+            self.timeline
+                .push(EventKind::Health, Some(&pools), Some(&backend.name), detail);
         }
         self.reroute();
     }
@@ -219,12 +270,17 @@ impl Router {
         }
         if new.two_writers.is_empty() {
             info!(pool = %pool.name(), "two-writers alarm cleared");
+            self.timeline
+                .push(EventKind::Alarm, Some(pool.name()), None, "two-writers alarm cleared");
             pool.set_alarm(None);
         } else {
             let writers = self.names(&new.two_writers);
             let kept = self.names(&new.members);
             warn!(pool = %pool.name(), writers = %writers, routed = %kept, rule = ?pool.config.two_writers, "ALARM: more than one writable backend");
-            pool.set_alarm(Some(format!("two writable backends: {writers}; routing to: [{kept}]")));
+            let alarm = format!("two writable backends: {writers}; routing to: [{kept}]");
+            self.timeline
+                .push(EventKind::Alarm, Some(pool.name()), None, alarm.clone());
+            pool.set_alarm(Some(alarm));
         }
     }
 
@@ -233,7 +289,8 @@ impl Router {
         let new = &self.current[pool.id].members;
         for member in &pool.members {
             let id = member.backend.id;
-            if !old.contains(&id) || new.contains(&id) {
+            // A drained backend keeps its sessions: that is what draining means.
+            if !old.contains(&id) || new.contains(&id) || self.states[id].admin == AdminMode::Draining {
                 continue;
             }
             let close_at = match pool.config.on_leave {
@@ -263,6 +320,12 @@ impl Router {
         if new.is_some() {
             pool.expect_first_session();
         }
+        let detail = format!(
+            "primary {} -> {}",
+            old.map(name).as_deref().unwrap_or("none"),
+            new.map(name).as_deref().unwrap_or("none")
+        );
+        self.timeline.push(EventKind::Failover, Some(pool.name()), None, detail);
         match old {
             Some(old) => {
                 let trail = &self.trails[old];
@@ -340,6 +403,12 @@ impl Router {
         self.generation.set(generation as f64);
         for (pool, decision) in self.pools.iter().zip(&self.current) {
             pool.routable_gauge.set(decision.members.len() as f64);
+            if pool.config.role == PoolRole::Primary {
+                for member in &pool.members {
+                    let primary = decision.members.first() == Some(&member.backend.id);
+                    member.primary_gauge.set(if primary { 1.0 } else { 0.0 });
+                }
+            }
         }
         // A pool with nothing routable wants its candidates checked at the fast interval.
         for backend in &self.backends {

@@ -42,6 +42,9 @@ pub enum Behavior {
     },
     /// Accepts and reads, never writes (a wedged application).
     Stalled,
+    /// Answers any request with 200 after the given delay (milliseconds, adjustable
+    /// while running): a slow application.
+    SlowHttp(Arc<std::sync::atomic::AtomicU64>),
 }
 
 /// A server on a loopback port; `stop` closes the listener and every connection.
@@ -112,6 +115,14 @@ async fn handle(mut stream: TcpStream, behavior: Behavior) {
                 let _ = stream.write_all(&first).await;
                 echo(stream).await;
             }
+        }
+        Behavior::SlowHttp(delay) => {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            tokio::time::sleep(Duration::from_millis(delay.load(Ordering::SeqCst))).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .await;
         }
         Behavior::Stalled => {
             let mut buf = [0u8; 1024];
@@ -207,6 +218,33 @@ pub async fn connect_app(addr: SocketAddr) -> (TcpStream, String) {
     let banner = read_line(&mut stream).await;
     assert_eq!(read_line(&mut stream).await, "hello");
     (stream, banner)
+}
+
+/// A minimal HTTP POST with an optional bearer token; returns the status and body.
+pub async fn http_post(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to admin");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `/status` as JSON.
+pub async fn status_json(proxy: &Running) -> serde_json::Value {
+    let (code, body) = http_get(proxy.admin().expect("admin listener"), "/status").await;
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status is JSON")
 }
 
 /// Waits until backend `name` has `status`.

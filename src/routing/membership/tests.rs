@@ -28,6 +28,7 @@ fn primary() -> BackendState {
             role: Role::Primary,
             ..Report::default()
         }),
+        ..BackendState::default()
     }
 }
 
@@ -46,6 +47,7 @@ fn replica(io: &str, sql: bool, lag: Option<u64>) -> BackendState {
             replica: Some(replica),
             ..Report::default()
         }),
+        ..BackendState::default()
     }
 }
 
@@ -120,6 +122,7 @@ fn replica_pool_drops_lagging_stopped_and_unreplicating_members() {
                     role: Role::Replica,
                     ..Report::default()
                 }),
+                ..BackendState::default()
             },
             false,
         ),
@@ -156,4 +159,17 @@ fn no_first_primary_while_a_member_is_unchecked() {
     assert!(decide(&pool(PoolRole::Primary), &states, None).members.is_empty());
     // Once a primary is routed, an unchecked member does not take it away.
     assert_eq!(decide(&pool(PoolRole::Primary), &states, Some(1)).members, [1]);
+}
+
+#[test]
+fn drained_and_disabled_members_are_never_routable() {
+    use crate::backend::AdminMode;
+    let mut states = [primary(), replica("Yes", true, Some(0)), replica("Yes", true, Some(0))];
+    states[0].admin = AdminMode::Draining;
+    states[1].admin = AdminMode::Disabled;
+    assert!(decide(&pool(PoolRole::Primary), &states, Some(0)).members.is_empty());
+    assert_eq!(decide(&pool(PoolRole::Replica), &states, None).members, [2]);
+    let mut any = pool(PoolRole::Any);
+    any.initially_up = true;
+    assert_eq!(decide(&any, &states, None).members, [2]);
 }

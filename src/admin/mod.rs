@@ -1,0 +1,170 @@
+//! The admin HTTP listener (loopback by default):
+//!
+//! - `GET /health`: 200 while serving; 503 while draining or before every backend
+//!   has been checked once, so a VIP or an upstream load balancer moves away first.
+//! - `GET /status`: JSON — pools (routable members, alarm, percentiles), every
+//!   backend's state, role, replication report, last check and check percentiles,
+//!   the failover timeline and the recent events.
+//! - `GET /events`: the recent events alone.
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /ui`: a self-contained status page (no external assets) that refreshes
+//!   itself from `/status`.
+//! - `POST /backends/{name}/drain|disable|enable`: operator overrides; they need
+//!   `Authorization: Bearer <admin.token>` and are refused when no token is set.
+
+pub mod client;
+mod status;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+pub use status::{StatusBody, STATUS_PAGE};
+
+use crate::backend::{AdminMode, Backend};
+use crate::config::Secret;
+use crate::health::Status;
+use crate::pool::Pool;
+use crate::routing::{AdminCommand, Routing};
+use crate::timeline::Timeline;
+
+/// What the admin handlers read.
+pub struct AdminState {
+    pub backends: Vec<Arc<Backend>>,
+    pub pools: Vec<Arc<Pool>>,
+    pub routing: Arc<Routing>,
+    pub draining: AtomicBool,
+    pub metrics: PrometheusHandle,
+    pub timeline: Arc<Timeline>,
+    pub commands: mpsc::Sender<AdminCommand>,
+    pub token: Option<Secret>,
+}
+
+impl AdminState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status::status))
+        .route("/events", get(events))
+        .route("/metrics", get(metrics))
+        .route("/ui", get(ui))
+        .route("/backends/{name}/{verb}", post(verb))
+        .with_state(state);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        error!(error = %e, "admin listener failed");
+    }
+}
+
+async fn health(State(state): State<Arc<AdminState>>) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    if state.backends.iter().any(|b| b.view().status == Status::Unknown) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: not every backend checked yet\n",
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "serving\n").into_response()
+}
+
+async fn events(State(state): State<Arc<AdminState>>) -> Response {
+    Json(state.timeline.events()).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    state.metrics.run_upkeep();
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn ui() -> Html<&'static str> {
+    Html(STATUS_PAGE)
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = &state.token else {
+        return Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                "admin calls are disabled: set [admin] token in the config\n",
+            )
+                .into_response(),
+        ));
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if same(given.as_bytes(), token.expose().as_bytes()) {
+        Ok(())
+    } else {
+        warn!("admin: refused a call without the right bearer token");
+        Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                "a valid `Authorization: Bearer <token>` header is required\n",
+            )
+                .into_response(),
+        ))
+    }
+}
+
+async fn verb(
+    State(state): State<Arc<AdminState>>,
+    Path((name, verb)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return *refused;
+    }
+    let mode = match verb.as_str() {
+        "drain" => AdminMode::Draining,
+        "disable" => AdminMode::Disabled,
+        "enable" => AdminMode::Enabled,
+        _ => return (StatusCode::NOT_FOUND, "verbs: drain, disable, enable\n").into_response(),
+    };
+    let Some(backend) = state.backends.iter().find(|b| b.name == name) else {
+        return (StatusCode::NOT_FOUND, format!("no backend named {name:?}\n")).into_response();
+    };
+    let (done, applied) = oneshot::channel();
+    let command = AdminCommand {
+        backend: backend.id,
+        mode,
+        done,
+    };
+    if state.commands.send(command).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the router has stopped\n").into_response();
+    }
+    match tokio::time::timeout(Duration::from_secs(5), applied).await {
+        Ok(Ok(generation)) => {
+            Json(serde_json::json!({ "backend": name, "mode": mode, "generation": generation })).into_response()
+        }
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the router did not answer in 5s\n").into_response(),
+    }
+}

@@ -1,0 +1,118 @@
+//! The `/status` document and the `/ui` page that renders it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+
+use super::AdminState;
+use crate::backend::BackendView;
+use crate::config::{Policy, PoolRole};
+use crate::duration;
+use crate::stats::Summary;
+use crate::timeline::{Event, FailoverEvent};
+
+/// The status page: plain HTML, inline CSS and JS, no external assets.
+pub const STATUS_PAGE: &str = include_str!("ui.html");
+
+#[derive(Serialize)]
+pub struct StatusBody {
+    pub generation: u64,
+    pub draining: bool,
+    pub pools: Vec<PoolStatus>,
+    pub backends: Vec<BackendStatus>,
+    /// Failover events, oldest first.
+    pub failovers: Vec<FailoverEvent>,
+    /// Recent events, oldest first.
+    pub events: Vec<Event>,
+}
+
+#[derive(Serialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub role: PoolRole,
+    pub policy: Policy,
+    pub hold_timeout: String,
+    pub routable: Vec<String>,
+    /// Set while the pool has an alarm (two writable backends).
+    pub alarm: Option<String>,
+    /// Connect latency to its members, µs.
+    pub connect_us: Summary,
+    /// Session duration, µs.
+    pub session_us: Summary,
+    /// Bytes per session.
+    pub session_bytes: Summary,
+    /// Time held sessions waited, µs.
+    pub hold_us: Summary,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Serialize)]
+pub struct MemberStatus {
+    pub backend: String,
+    pub routable: bool,
+    pub active_sessions: usize,
+    pub connect_us: Summary,
+    pub session_us: Summary,
+    pub session_bytes: Summary,
+}
+
+#[derive(Serialize)]
+pub struct BackendStatus {
+    #[serde(flatten)]
+    pub view: BackendView,
+    /// Health check round trip, µs.
+    pub check_us: Summary,
+}
+
+pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
+    let table = state.routing.load();
+    let pools = state
+        .pools
+        .iter()
+        .map(|pool| {
+            let routable = table.routable_names(pool.id);
+            let stats = || pool.members.iter().map(|m| &m.stats);
+            PoolStatus {
+                name: pool.name().to_string(),
+                role: pool.config.role,
+                policy: pool.config.policy,
+                hold_timeout: duration::format(pool.config.hold_timeout),
+                alarm: pool.alarm(),
+                connect_us: Summary::merge(stats().map(|s| &s.connect)),
+                session_us: Summary::merge(stats().map(|s| &s.duration)),
+                session_bytes: Summary::merge(stats().map(|s| &s.bytes)),
+                hold_us: pool.hold.summary(),
+                members: pool
+                    .members
+                    .iter()
+                    .map(|m| MemberStatus {
+                        backend: m.backend.name.clone(),
+                        routable: routable.contains(&m.backend.name),
+                        active_sessions: m.active(),
+                        connect_us: m.stats.connect.summary(),
+                        session_us: m.stats.duration.summary(),
+                        session_bytes: m.stats.bytes.summary(),
+                    })
+                    .collect(),
+                routable,
+            }
+        })
+        .collect();
+    Json(StatusBody {
+        generation: table.generation,
+        draining: state.is_draining(),
+        pools,
+        backends: state
+            .backends
+            .iter()
+            .map(|b| BackendStatus {
+                view: b.view(),
+                check_us: b.check.summary(),
+            })
+            .collect(),
+        failovers: state.timeline.failovers(),
+        events: state.timeline.events(),
+    })
+}

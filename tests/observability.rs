@@ -1,0 +1,314 @@
+//! Histograms, Prometheus text, the event list, the status page in a real browser,
+//! admin verbs and `switchyard status`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::*;
+use switchyard::health::Status;
+use switchyard_lab::system;
+use tokio::io::AsyncWriteExt;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "test-token-0123";
+
+/// Pool `p` over `backends`, listener `front`, admin with a token.
+fn config(backends: &[(&str, std::net::SocketAddr)], check: &str, pool_extra: &str) -> String {
+    let mut text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n[shutdown]\ngrace = \"1s\"\n\n[check]\n{check}\n\n"
+    );
+    for (name, addr) in backends {
+        text += &format!("[backends.{name}]\naddress = \"{addr}\"\n\n");
+    }
+    let names: Vec<_> = backends.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    text += &format!("[pools.p]\nbackends = [{}]\n{pool_extra}\n\n", names.join(", "));
+    text + "[listeners.front]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n"
+}
+
+const FAST_TCP: &str = "interval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1";
+
+fn temp_file(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+#[tokio::test]
+async fn check_percentiles_move_when_a_backend_is_slowed() {
+    let delay = Arc::new(AtomicU64::new(0));
+    let app = Server::start(Behavior::SlowHttp(delay.clone())).await;
+    let check = "kind = \"http\"\ninterval = \"100ms\"\ntimeout = \"2s\"\nrise = 1\nfall = 3";
+    let proxy = proxy(&config(&[("slowpoke", app.addr)], check, "")).await;
+    let checks = |status: &serde_json::Value| status["backends"][0]["check_us"].clone();
+    within(LIMIT, "five fast checks", async {
+        while checks(&status_json(&proxy).await)["count"].as_u64().unwrap_or(0) < 5 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let before = checks(&status_json(&proxy).await);
+    delay.store(150, Ordering::SeqCst);
+    let after = within(LIMIT, "slow checks to dominate", async {
+        loop {
+            let now = checks(&status_json(&proxy).await);
+            if now["count"].as_u64().unwrap() >= 2 * before["count"].as_u64().unwrap() + 2 {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // A check cannot finish before the server answers, so the slow half of the samples
+    // puts p99 at or above the delay.
+    assert!(
+        after["p99"].as_u64().unwrap() >= 150_000,
+        "before {before}, after {after}"
+    );
+    assert!(
+        after["p99"].as_u64().unwrap() > before["p99"].as_u64().unwrap(),
+        "before {before}, after {after}"
+    );
+    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("switchyard_check_seconds_bucket{backend=\"slowpoke\",le=\"0.25\"}"),
+        "{metrics}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn promtool_accepts_a_scrape_taken_after_traffic_and_a_flip() {
+    system::ensure_packages(&[("promtool", "prometheus")]).expect("promtool installed");
+    let a = Server::start(Behavior::Echo("a")).await;
+    let b = Server::start(Behavior::Echo("b")).await;
+    let proxy = proxy(&config(&[("a", a.addr), ("b", b.addr)], FAST_TCP, "policy = \"first\"")).await;
+    await_routable(&proxy, &["a", "b"]).await;
+    for _ in 0..3 {
+        let (mut s, _) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+        s.write_all(b"traffic\n").await.unwrap();
+        assert_eq!(read_line(&mut s).await, "traffic");
+    }
+    a.stop().await;
+    await_routable(&proxy, &["b"]).await;
+    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+    for name in [
+        "switchyard_connect_seconds_bucket",
+        "switchyard_session_bytes_bucket",
+        "switchyard_flips_total",
+        "# HELP",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let path = temp_file("scrape.prom");
+    std::fs::write(&path, &metrics).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", path.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_record_a_flip_with_its_cause() {
+    let a = Server::start(Behavior::Echo("a")).await;
+    let proxy = proxy(&config(&[("evented", a.addr)], FAST_TCP, "")).await;
+    await_status(&proxy, "evented", Status::Up).await;
+    a.stop().await;
+    await_status(&proxy, "evented", Status::Down).await;
+    let (code, body) = http_get(proxy.admin().unwrap(), "/events").await;
+    assert_eq!(code, 200);
+    let events: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let flip = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["kind"] == "health"
+                && e["backend"] == "evented"
+                && e["detail"].as_str().unwrap().starts_with("up -> down")
+        })
+        .unwrap_or_else(|| panic!("no flip event in {events}"));
+    assert!(flip["detail"].as_str().unwrap().contains("l4 connect failed"), "{flip}");
+    assert_eq!(
+        status_json(&proxy).await["events"],
+        events,
+        "/status carries the same list"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_verbs_change_routing_and_need_the_token() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let a = Server::start(Behavior::App {
+        banner: "a",
+        healthy: healthy.clone(),
+    })
+    .await;
+    let b = Server::start(Behavior::App { banner: "b", healthy }).await;
+    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\nrise = 1\nfall = 1";
+    let proxy = proxy(&config(
+        &[("a", a.addr), ("b", b.addr)],
+        check,
+        "policy = \"first\"\non_leave = \"close\"",
+    ))
+    .await;
+    let admin = proxy.admin().unwrap();
+    await_routable(&proxy, &["a", "b"]).await;
+
+    assert_eq!(http_post(admin, "/backends/a/drain", None).await.0, 401);
+    assert_eq!(http_post(admin, "/backends/a/drain", Some("wrong")).await.0, 401);
+    assert_eq!(http_post(admin, "/backends/nope/drain", Some(TOKEN)).await.0, 404);
+    assert_eq!(
+        proxy.routing().load().routable_names(0),
+        ["a", "b"],
+        "refused calls change nothing"
+    );
+
+    let (mut on_a, banner) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
+    assert_eq!(banner, "a");
+    let (code, body) = http_post(admin, "/backends/a/drain", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        proxy.routing().load().routable_names(0),
+        ["b"],
+        "the reply comes after the swap"
+    );
+    on_a.write_all(b"still\n").await.unwrap();
+    assert_eq!(read_line(&mut on_a).await, "still", "draining keeps open sessions");
+    let (_s, banner) = connect_app(proxy.listener("front").unwrap()).await;
+    assert_eq!(banner, "b", "new sessions avoid a drained backend");
+
+    assert_eq!(http_post(admin, "/backends/a/disable", Some(TOKEN)).await.0, 200);
+    let mut buf = [0u8; 8];
+    let read = within(
+        LIMIT,
+        "the disabled backend's session to close",
+        tokio::io::AsyncReadExt::read(&mut on_a, &mut buf),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "disable closes sessions under on_leave = close: {read:?}"
+    );
+
+    assert_eq!(http_post(admin, "/backends/a/enable", Some(TOKEN)).await.0, 200);
+    assert_eq!(proxy.routing().load().routable_names(0), ["a", "b"]);
+    let status = status_json(&proxy).await;
+    let admin_events: Vec<_> = status["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "admin")
+        .collect();
+    assert_eq!(admin_events.len(), 3, "{status}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn switchyard_status_prints_a_table_of_a_running_proxy() {
+    let a = Server::start(Behavior::Echo("a")).await;
+    let proxy = proxy(&config(
+        &[("tabled", a.addr), ("missing", refused_addr())],
+        FAST_TCP,
+        "",
+    ))
+    .await;
+    await_routable(&proxy, &["tabled"]).await;
+    let admin = proxy.admin().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["status", "--admin", &admin])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+            .to_string()
+    };
+    assert!(line("p ").contains("tabled"), "{text}");
+    assert!(line("tabled").contains(" up "), "{text}");
+    assert!(
+        line("missing").contains(" down ") && line("missing").contains("L4"),
+        "{text}"
+    );
+    proxy.shutdown().await;
+
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["status", "--admin", &refused_addr().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(69));
+}
+
+/// Renders the page in headless Chromium (the page's own JavaScript fetches /status)
+/// and returns the DOM after the scripts ran.
+fn render_in_chromium(url: &str, screenshot: Option<&std::path::Path>) -> String {
+    let profile = temp_file(&format!("chromium-profile-{}", std::process::id()));
+    let mut command = Command::new("chromium");
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=4000",
+        "--window-size=1400,900",
+    ]);
+    command.arg(format!("--user-data-dir={}", profile.display()));
+    match screenshot {
+        Some(path) => command.arg(format!("--screenshot={}", path.display())),
+        None => command.arg("--dump-dom"),
+    };
+    let out = command.arg(url).output().expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_renders_live_state_in_chromium_and_follows_a_flip() {
+    system::ensure_packages(&[("chromium", "chromium")]).expect("chromium installed");
+    let a = Server::start(Behavior::Echo("a")).await;
+    let b = Server::start(Behavior::Echo("b")).await;
+    let proxy = proxy(&config(&[("alpha", a.addr), ("bravo", b.addr)], FAST_TCP, "")).await;
+    await_routable(&proxy, &["alpha", "bravo"]).await;
+    await_status(&proxy, "bravo", Status::Up).await;
+    let url = format!("http://{}/ui", proxy.admin().unwrap());
+
+    let dom = tokio::task::block_in_place(|| render_in_chromium(&url, None));
+    assert!(dom.contains(r#"data-backend="alpha" data-status="up""#), "{dom}");
+    assert!(dom.contains(r#"data-backend="bravo" data-status="up""#), "{dom}");
+
+    b.stop().await;
+    await_status(&proxy, "bravo", Status::Down).await;
+    let dom = tokio::task::block_in_place(|| render_in_chromium(&url, None));
+    assert!(dom.contains(r#"data-backend="bravo" data-status="down""#), "{dom}");
+    assert!(dom.contains("up -&gt; down"), "the flip is in the event list: {dom}");
+    let shot = temp_file("status-page.png");
+    tokio::task::block_in_place(|| render_in_chromium(&url, Some(&shot)));
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false));
+    proxy.shutdown().await;
+}
