@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::backend::Backend;
@@ -34,8 +34,27 @@ pub enum StartError {
     },
 }
 
+/// Runs a task whose panic would leave the proxy routing blind (router, checkers):
+/// if it panics, `failed` is cancelled so the process stops instead of serving on
+/// stale routing.
+fn critical(
+    tracker: &TaskTracker,
+    failed: &CancellationToken,
+    name: String,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let failed = failed.clone();
+    tracker.spawn(async move {
+        if let Err(e) = tokio::spawn(task).await {
+            error!(task = %name, error = %e, "a critical task failed; stopping the proxy");
+            failed.cancel();
+        }
+    });
+}
+
 /// A started process.
 pub struct Running {
+    failed: CancellationToken,
     listeners: Vec<(String, SocketAddr)>,
     admin: Option<SocketAddr>,
     routing: Arc<Routing>,
@@ -99,10 +118,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();
 
-    background.spawn(router.run(stop_background.clone()));
+    let failed = CancellationToken::new();
+    critical(
+        &background,
+        &failed,
+        "router".into(),
+        router.run(stop_background.clone()),
+    );
     for (backend, config) in backends.iter().zip(&config.backends) {
         let checker = Checker::new(backend.clone(), &config.check, events_tx.clone());
-        background.spawn(checker.run(stop_background.clone()));
+        let name = format!("checker of {}", backend.name);
+        critical(&background, &failed, name, checker.run(stop_background.clone()));
     }
 
     let mut listeners = Vec::new();
@@ -145,6 +171,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         None => None,
     };
     Ok(Running {
+        failed,
         listeners,
         admin,
         routing,
@@ -159,6 +186,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 impl Running {
+    /// Resolves if a critical task (router, a checker) failed; the caller should
+    /// shut down.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await
+    }
+
     /// The bound address of a listener (useful with port 0).
     pub fn listener(&self, name: &str) -> Option<SocketAddr> {
         self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
@@ -206,7 +239,14 @@ impl Running {
         }
         self.stop_background.cancel();
         self.background.close();
-        self.background.wait().await;
+        // The admin server waits for its clients; one that never finishes a request
+        // must not hold the process.
+        if tokio::time::timeout(Duration::from_secs(5), self.background.wait())
+            .await
+            .is_err()
+        {
+            warn!("background tasks did not stop within 5s; exiting anyway");
+        }
         info!("stopped");
     }
 }

@@ -21,8 +21,15 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "h" => Duration::from_secs(value.saturating_mul(3600)),
         _ => return Err(format!("a duration unit of ms, s, m or h, got \"{text}\"")),
     };
+    if duration > MAX {
+        return Err(format!("a duration of at most 365 days, got \"{text}\""));
+    }
     Ok(duration)
 }
+
+/// The longest duration accepted: far beyond any sensible timeout, and small enough
+/// that `Instant + duration` can never overflow.
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Formats a duration back into the config syntax (used by `/status`).
 pub fn format(duration: Duration) -> String {
@@ -53,6 +60,8 @@ mod tests {
         assert!(parse("3 days").is_err());
         assert!(parse("").is_err());
         assert!(parse("ms").is_err());
+        assert!(parse("5000000000000000h").unwrap_err().contains("365 days"));
+        assert!(parse("99999999999999999999999s").is_err(), "overflowing digits");
     }
 
     #[test]

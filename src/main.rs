@@ -17,6 +17,7 @@ use tracing::{error, info};
 
 const EX_USAGE: u8 = 64;
 const EX_UNAVAILABLE: u8 = 69;
+const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
 #[command(
@@ -122,10 +123,15 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    wait_for_signal().await;
-    info!("shutdown requested");
+    let code = tokio::select! {
+        _ = wait_for_signal() => {
+            info!("shutdown requested");
+            ExitCode::SUCCESS
+        }
+        _ = running.failed() => ExitCode::from(EX_SOFTWARE),
+    };
     running.shutdown().await;
-    ExitCode::SUCCESS
+    code
 }
 
 fn status(admin: SocketAddr, json: bool) -> ExitCode {

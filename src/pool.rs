@@ -116,11 +116,15 @@ impl Pool {
         self.awaiting_first_session.store(true, Ordering::Relaxed);
     }
 
-    /// True once per new primary, for the session that reached it first.
-    pub fn take_first_session(&self) -> bool {
-        // A plain load first: the common case (no failover pending) stays a read.
+    /// Whether a new primary was routed and no session reached it yet (a relaxed
+    /// load: the common case stays a read).
+    pub fn awaits_first_session(&self) -> bool {
         self.awaiting_first_session.load(Ordering::Relaxed)
-            && self.awaiting_first_session.swap(false, Ordering::Relaxed)
+    }
+
+    /// The first session reached the new primary.
+    pub fn first_session_seen(&self) {
+        self.awaiting_first_session.store(false, Ordering::Relaxed);
     }
 }
 

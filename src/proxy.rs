@@ -19,9 +19,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep, sleep_until, timeout, timeout_at, Instant};
+use tokio::time::{sleep, sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, field, info_span, Instrument, Span};
+use tracing::{debug, field, info_span, warn, Instrument, Span};
 
 use crate::config::TcpOptions;
 use crate::pool::{Eviction, Member, Pool};
@@ -68,18 +68,18 @@ pub async fn serve(ctx: Arc<SessionContext>, client: TcpStream, peer: std::net::
 
 async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
     if let Err(e) = tcp::tune(&client, &ctx.tcp) {
-        debug!(error = %e, "client socket options");
+        warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the client socket; half-open sessions may linger");
     }
     let Some((member, upstream)) = connect_routed(ctx).await else {
         return Ended::NoBackend;
     };
     Span::current().record("backend", member.backend.name.as_str());
     if let Err(e) = tcp::tune(&upstream, &ctx.tcp) {
-        debug!(error = %e, "backend socket options");
+        warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the backend socket; half-open sessions may linger");
     }
     let counted = member.enter();
-    if ctx.pool.take_first_session() {
-        ctx.timeline.first_session(ctx.pool.id, &member.backend.name);
+    if ctx.pool.awaits_first_session() && ctx.timeline.first_session(ctx.pool.id, &member.backend.name) {
+        ctx.pool.first_session_seen();
     }
     let started = Instant::now();
     let (ended, bytes) = pipe(client, upstream, &member, ctx).await;
@@ -99,12 +99,21 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
 }
 
 /// Connects to the first member that answers, holding while there is none.
+///
+/// Every connect attempt ends by `connect_timeout`, and after the first round by
+/// `hold_timeout` too, so a session waits at most the larger of the two. A connect
+/// that completes to a member fenced meanwhile (the routing table changed while it
+/// was in flight) is dropped and the next candidate tried: no new session starts on
+/// a demoted primary.
 async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)> {
     let pool = &ctx.pool;
     let arrived = Instant::now();
     let hold_until = arrived + pool.config.hold_timeout;
+    let attempts_until = hold_until.max(arrived + pool.config.connect_timeout);
     let mut generation = ctx.routing.subscribe();
     let mut held = false;
+    let mut tried: Vec<String> = Vec::new();
+    let mut last_error = String::from("no routable backend");
     let record_hold = |held: bool| {
         if held {
             let waited = arrived.elapsed();
@@ -122,7 +131,16 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
         };
         for member in candidates {
             let attempt = Instant::now();
-            match timeout(pool.config.connect_timeout, TcpStream::connect(member.backend.address)).await {
+            let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);
+            let connected = tokio::select! {
+                connected = timeout_at(deadline, TcpStream::connect(member.backend.address)) => connected,
+                _ = ctx.kill.cancelled() => return None,
+            };
+            match connected {
+                Ok(Ok(_)) if member.is_evicted() => {
+                    debug!(backend = %member.backend.name, "connected to a member fenced meanwhile; trying the next");
+                    continue;
+                }
                 Ok(Ok(stream)) => {
                     let latency = attempt.elapsed();
                     member.stats.connect.record_duration(latency);
@@ -130,8 +148,12 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
                     record_hold(held);
                     return Some((member, stream));
                 }
-                Ok(Err(e)) => debug!(backend = %member.backend.name, error = %e, "connect failed; trying the next"),
-                Err(_) => debug!(backend = %member.backend.name, "connect timed out; trying the next"),
+                Ok(Err(e)) => last_error = format!("{}: {e}", member.backend.name),
+                Err(_) => last_error = format!("{}: connect timed out", member.backend.name),
+            }
+            debug!(error = %last_error, "connect failed; trying the next");
+            if !tried.contains(&member.backend.name) {
+                tried.push(member.backend.name.clone());
             }
             member.connect_failures.increment(1);
             member.backend.nudge();
@@ -139,17 +161,19 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
         if !held {
             held = true;
             pool.holds.increment(1);
-            debug!("no backend answered; holding");
+            debug!(cause = %last_error, "no backend answered; holding");
         }
-        match timeout_at(hold_until, generation.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => {
-                record_hold(held);
-                pool.hold_timeouts.increment(1);
-                debug!("hold timeout; closing");
-                return None;
-            }
+        let changed = tokio::select! {
+            changed = timeout_at(hold_until, generation.changed()) => changed,
+            _ = ctx.kill.cancelled() => return None,
+        };
+        if let Ok(Ok(())) = changed {
+            continue;
         }
+        record_hold(held);
+        pool.hold_timeouts.increment(1);
+        warn!(tried = %tried.join(","), last_error = %last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
+        return None;
     }
 }
 
@@ -159,7 +183,11 @@ async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &Ses
     let activity = AtomicU64::new(0);
     let mut client = Counted::new(client, &activity);
     let mut upstream = Counted::new(upstream, &activity);
+    // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
+        biased;
+        _ = ctx.kill.cancelled() => Ended::Shutdown,
+        _ = evicted(member.eviction()) => Ended::Fenced,
         result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
@@ -167,8 +195,6 @@ async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &Ses
             Ended::Closed
         }
         _ = idle(&activity, ctx.pool.config.idle_timeout) => Ended::Idle,
-        _ = evicted(member.eviction()) => Ended::Fenced,
-        _ = ctx.kill.cancelled() => Ended::Shutdown,
     };
     member.bytes_upstream.increment(client.bytes);
     member.bytes_downstream.increment(upstream.bytes);

@@ -165,13 +165,13 @@ impl Timeline {
         events.push_back(event);
     }
 
-    /// Updates the newest event of `pool` that matches, if any.
+    /// Updates the newest event of `pool` if it matches; returns whether it did.
     pub fn update(
         &self,
         pool: PoolId,
         matches: impl Fn(&FailoverEvent) -> bool,
         change: impl FnOnce(&mut FailoverEvent),
-    ) {
+    ) -> bool {
         let mut events = self.lock();
         if let Some(event) = events.iter_mut().rev().find(|e| e.pool_id == pool) {
             if matches(event) {
@@ -180,18 +180,21 @@ impl Timeline {
                 if !was_complete {
                     event.log_if_complete();
                 }
+                return true;
             }
         }
+        false
     }
 
-    /// The data path's call when a session reached `backend` in `pool`.
-    pub fn first_session(&self, pool: PoolId, backend: &str) {
+    /// The data path's call when a session reached `backend` in `pool`; true when
+    /// it was the first session on that pool's new primary.
+    pub fn first_session(&self, pool: PoolId, backend: &str) -> bool {
         let at = now_ms();
         self.update(
             pool,
             |e| e.to.as_deref() == Some(backend) && e.first_session_ms.is_none(),
             |e| e.first_session_ms = Some(at),
-        );
+        )
     }
 
     /// The last fenced session on `backend` in `pool` ended.

@@ -298,14 +298,37 @@ impl Router {
                 LeavePolicy::Drain(deadline) => Instant::now() + deadline,
                 LeavePolicy::Keep => continue,
             };
-            info!(pool = %pool.name(), backend = %member.backend.name, sessions = member.active(), policy = ?pool.config.on_leave, "member left its pool; fencing its sessions");
+            let cause = match self.states[id].admin {
+                AdminMode::Enabled => self.trails[id]
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "left the pool".into()),
+                mode => format!("admin: {mode:?}").to_lowercase(),
+            };
+            info!(pool = %pool.name(), backend = %member.backend.name, sessions = member.active(), policy = ?pool.config.on_leave, cause = %cause, "member left its pool; fencing its sessions");
             member.set_eviction(Eviction::CloseAt(close_at));
             if member.active() == 0 {
                 self.timeline.old_sessions_closed(pool.id, &member.backend.name);
             }
         }
         if new.is_empty() && !old.is_empty() {
-            warn!(pool = %pool.name(), "pool has no routable backend; new sessions are held");
+            let why: Vec<String> = pool
+                .config
+                .members
+                .iter()
+                .map(|&b| {
+                    let state = &self.states[b];
+                    let last = self.trails[b].last_error.as_deref().unwrap_or("-");
+                    format!(
+                        "{} ({:?}, {:?}, {:?}, last: {last})",
+                        self.backends[b].name,
+                        state.status,
+                        state.role(),
+                        state.admin
+                    )
+                })
+                .collect();
+            warn!(pool = %pool.name(), members = %why.join("; "), "pool has no routable backend; new sessions are held");
         }
     }
 

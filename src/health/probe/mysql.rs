@@ -80,11 +80,11 @@ impl MysqlProbe {
         timeout_at(deadline, round_trip(conn))
             .await
             .map_err(|_| CheckError::Timeout(Phase::Reading))?
-            .map_err(|e| CheckError::Protocol(e.to_string()))
+            .map_err(query_error)?
     }
 }
 
-async fn round_trip(conn: &mut Conn) -> Result<Report, mysql_async::Error> {
+async fn round_trip(conn: &mut Conn) -> Result<Result<Report, CheckError>, mysql_async::Error> {
     let mut result = conn.query_iter(QUERY).await?;
     let variables: Vec<Row> = result.collect().await?;
     let slave: Vec<Row> = result.collect().await?;
@@ -92,6 +92,15 @@ async fn round_trip(conn: &mut Conn) -> Result<Report, mysql_async::Error> {
     let row = variables.into_iter().next().map(row_map).unwrap_or_default();
     let slave = slave.into_iter().next().map(row_map);
     Ok(classify(&row, slave.as_ref()))
+}
+
+/// Sorts a failed round trip: the server's own refusals (a missing privilege, an
+/// unknown variable) are L7 responses worth reading; the rest lost the connection.
+fn query_error(error: mysql_async::Error) -> CheckError {
+    match error {
+        mysql_async::Error::Server(e) => CheckError::Response(format!("query refused: {} ({})", e.message, e.code)),
+        other => CheckError::Protocol(format!("query failed: {other}")),
+    }
 }
 
 /// Column name → value as text (`None` for SQL NULL).
@@ -117,10 +126,17 @@ fn text(value: Value) -> Option<String> {
 }
 
 /// The role and replication state from the variables row and the optional
-/// `SHOW SLAVE STATUS` row. Pure.
-pub fn classify(variables: &Columns, slave: Option<&Columns>) -> Report {
+/// `SHOW SLAVE STATUS` row. Pure. A server whose `@@read_only` cannot be read is an
+/// error, never a guess: guessing "writable" could make two writers.
+pub fn classify(variables: &Columns, slave: Option<&Columns>) -> Result<Report, CheckError> {
     let get = |row: &Columns, name: &str| row.get(name).cloned().flatten();
-    let read_only = get(variables, "@@read_only").is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("off"));
+    let read_only = match get(variables, "@@read_only").as_deref() {
+        Some("0") => false,
+        Some("1") => true,
+        Some(v) if v.eq_ignore_ascii_case("off") => false,
+        Some(v) if v.eq_ignore_ascii_case("on") => true,
+        other => return Err(CheckError::Response(format!("@@read_only unreadable: {other:?}"))),
+    };
     let replica = slave.map(|row| {
         let io = get(row, "Slave_IO_Running").unwrap_or_default();
         let host = get(row, "Master_Host");
@@ -135,12 +151,12 @@ pub fn classify(variables: &Columns, slave: Option<&Columns>) -> Report {
             source: host.map(|h| format!("{h}:{}", port.unwrap_or_default())),
         }
     });
-    Report {
+    Ok(Report {
         role: if read_only { Role::Replica } else { Role::Primary },
         replica,
         server_id: get(variables, "@@server_id").and_then(|s| s.parse().ok()),
         position: get(variables, "@@gtid_binlog_pos"),
-    }
+    })
 }
 
 /// Sorts a login failure into its layer.
@@ -188,7 +204,7 @@ mod tests {
 
     #[test]
     fn writable_server_is_primary() {
-        let report = classify(&variables("0"), None);
+        let report = classify(&variables("0"), None).unwrap();
         assert_eq!(report.role, Role::Primary);
         assert_eq!(report.server_id, Some(2));
         assert_eq!(report.position.as_deref(), Some("0-1-42"));
@@ -197,7 +213,7 @@ mod tests {
 
     #[test]
     fn read_only_replica_with_running_threads() {
-        let report = classify(&variables("1"), Some(&slave("Yes", "Yes", Some("3"))));
+        let report = classify(&variables("1"), Some(&slave("Yes", "Yes", Some("3")))).unwrap();
         assert_eq!(report.role, Role::Replica);
         let replica = report.replica.unwrap();
         assert!(replica.io_running && replica.sql_running);
@@ -208,11 +224,13 @@ mod tests {
     #[test]
     fn null_lag_and_stopped_threads_are_kept_as_such() {
         let replica = classify(&variables("1"), Some(&slave("Yes", "No", None)))
+            .unwrap()
             .replica
             .unwrap();
         assert!(!replica.sql_running);
         assert_eq!(replica.lag, None);
         let replica = classify(&variables("1"), Some(&slave("Connecting", "Yes", None)))
+            .unwrap()
             .replica
             .unwrap();
         assert!(!replica.io_running && replica.io_connecting);
@@ -220,12 +238,14 @@ mod tests {
 
     #[test]
     fn read_only_as_on_off_text() {
-        assert_eq!(classify(&variables("ON"), None).role, Role::Replica);
-        assert_eq!(classify(&variables("OFF"), None).role, Role::Primary);
+        assert_eq!(classify(&variables("ON"), None).unwrap().role, Role::Replica);
+        assert_eq!(classify(&variables("OFF"), None).unwrap().role, Role::Primary);
     }
 
     #[test]
-    fn missing_read_only_counts_as_writable_but_never_panics() {
-        assert_eq!(classify(&Columns::new(), None).role, Role::Primary);
+    fn unreadable_read_only_is_an_error_not_a_writer() {
+        assert!(classify(&Columns::new(), None).is_err());
+        assert!(classify(&columns(&[("@@read_only", None)]), None).is_err());
+        assert!(classify(&columns(&[("@@read_only", Some("maybe"))]), None).is_err());
     }
 }
