@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # --- system packages the integration tests drive (real peers, real clients) ---
 need_pkgs=()
-for pair in "mariadbd:mariadb-server" "mariadb:mariadb-client" "sysbench:sysbench"; do
+for pair in "mariadbd:mariadb-server" "mariadb:mariadb-client" "sysbench:sysbench" "promtool:prometheus" "chromium:chromium"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done
@@ -15,6 +15,10 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
+
+# --- the Python peers and clients (pymongo, nx-27017, SecantusDB) live in a venv that
+#     the tests create on first use (target/lab-venv); python3 with venv is needed ---
+python3 -c "import venv" || { echo "python3 with the venv module is required" >&2; exit 1; }
 
 # --- one crypto provider only (two make rustls panic at run time) ---
 for forbidden in aws-lc-rs openssl-sys; do

@@ -1,7 +1,11 @@
 //! Real backends on loopback for switchyard's integration tests, failover drills and
 //! demo. Nothing here is a mock: [`mariadb::Cluster`] runs real `mariadbd` processes
 //! with GTID replication, in a throw-away directory, on free ports, and stops them by
-//! PID when dropped.
+//! PID when dropped. [`mongo::ReplicaSet`] runs a scripted MongoDB replica set (one
+//! process per member) and [`mongo::Secantus`] a SecantusDB server, both from a Python
+//! venv that [`python`] creates.
 
 pub mod mariadb;
+pub mod mongo;
+pub mod python;
 pub mod system;

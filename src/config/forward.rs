@@ -44,6 +44,7 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
             max_replication_lag: Duration::from_secs(10),
             fallback_to_primary: false,
             two_writers: TwoWriters::KeepCurrent,
+            set_name: None,
         }],
         listeners: vec![ListenerConfig {
             name: "forward".into(),

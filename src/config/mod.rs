@@ -110,13 +110,25 @@ pub enum ProbeConfig {
     Http(HttpProbeConfig),
     /// A MySQL/MariaDB login and one round trip reading role and replication state.
     Mysql(MysqlProbeConfig),
+    /// A MongoDB `hello` on a kept connection (after SCRAM-SHA-256 when credentials
+    /// are set).
+    Mongo(MongoProbeConfig),
 }
 
 impl ProbeConfig {
     /// Whether the probe reports roles (primary/replica), which role pools need.
     pub fn knows_roles(&self) -> bool {
-        matches!(self, ProbeConfig::Mysql(_))
+        matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_))
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MongoProbeConfig {
+    /// Optional SCRAM-SHA-256 credentials: the check then logs in before `hello`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// The database the user is defined in.
+    pub auth_source: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +235,8 @@ pub struct PoolConfig {
     pub fallback_to_primary: bool,
     /// Primary pools: the rule when two members are writable.
     pub two_writers: TwoWriters,
+    /// MongoDB pools: only members reporting this replica-set name are eligible.
+    pub set_name: Option<String>,
 }
 
 /// Socket options for both legs of a session.

@@ -67,6 +67,7 @@ pub struct RawCheck {
     pub password: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<String>,
+    pub auth_source: Option<String>,
 }
 
 impl RawCheck {
@@ -91,6 +92,7 @@ impl RawCheck {
             password: self.password.or(d.password),
             password_env: self.password_env.or(d.password_env),
             password_file: self.password_file.or(d.password_file),
+            auth_source: self.auth_source.or(d.auth_source),
         }
     }
 }
@@ -110,6 +112,7 @@ pub struct RawPool {
     pub max_replication_lag: Option<String>,
     pub fallback_to_primary: Option<bool>,
     pub two_writers: Option<String>,
+    pub set_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -292,3 +292,90 @@ fn password_from_a_file_drops_the_trailing_newline() {
         other => panic!("{other:?}"),
     }
 }
+
+const MONGO: &str = r#"
+[check]
+kind = "mongo"
+
+[backends.m1]
+address = "127.0.0.1:27101"
+
+[backends.m2]
+address = "127.0.0.1:27102"
+
+[pools.writer]
+backends = ["m1", "m2"]
+role = "primary"
+set_name = "rs0"
+
+[pools.reader]
+backends = ["m1", "m2"]
+role = "secondary"
+
+[listeners.w]
+listen = "127.0.0.1:0"
+pool = "writer"
+"#;
+
+#[test]
+fn mongo_pools_and_credentials() {
+    let config = parse(MONGO).unwrap();
+    let writer = config.pools.iter().find(|p| p.name == "writer").unwrap();
+    assert_eq!(writer.set_name.as_deref(), Some("rs0"));
+    let reader = config.pools.iter().find(|p| p.name == "reader").unwrap();
+    assert_eq!(
+        reader.role,
+        PoolRole::Replica,
+        "\"secondary\" is the MongoDB word for a replica pool"
+    );
+    let with_login = MONGO.replace(
+        "kind = \"mongo\"",
+        "kind = \"mongo\"\nuser = \"mon\"\npassword = \"pw\"\nauth_source = \"ops\"",
+    );
+    let config = parse(&with_login).unwrap();
+    match &config.backends[0].check.probe {
+        ProbeConfig::Mongo(mongo) => {
+            assert_eq!(mongo.user.as_deref(), Some("mon"));
+            assert_eq!(mongo.auth_source, "ops");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{config:?}").contains("\"pw\""));
+}
+
+#[test]
+fn mongo_mistakes_name_their_key() {
+    let cases = [
+        (
+            "kind = \"mongo\"",
+            "kind = \"mongo\"\nuser = \"mon\"",
+            "backends.m1.check.password",
+        ),
+        (
+            "kind = \"mongo\"",
+            "kind = \"mongo\"\npassword = \"pw\"",
+            "backends.m1.check.user",
+        ),
+        (
+            "kind = \"mongo\"",
+            "kind = \"mongo\"\nuser = \"mön\"\npassword = \"pw\"",
+            "backends.m1.check.user",
+        ),
+        (
+            "kind = \"mongo\"",
+            "kind = \"tcp\"\nauth_source = \"admin\"",
+            "backends.m1.check.auth_source",
+        ),
+        (
+            "kind = \"mongo\"",
+            "kind = \"mongo\"\npath = \"/\"",
+            "backends.m1.check.path",
+        ),
+    ];
+    for (find, replace, key) in cases {
+        let err = parse(&MONGO.replacen(find, replace, 1)).expect_err(replace);
+        assert_eq!(err.key(), Some(key), "{replace}: {err}");
+    }
+    let on_mysql = MYSQL.replace("role = \"primary\"", "role = \"primary\"\nset_name = \"rs0\"");
+    assert_eq!(parse(&on_mysql).unwrap_err().key(), Some("pools.writer.set_name"));
+}

@@ -155,10 +155,11 @@ fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckConfig, Conf
         "tcp" => ProbeConfig::Tcp,
         "http" => ProbeConfig::Http(http_probe(ctx, key, &raw)?),
         "mysql" => ProbeConfig::Mysql(mysql_probe(ctx, key, &raw)?),
+        "mongo" => ProbeConfig::Mongo(mongo_probe(ctx, key, &raw)?),
         other => {
             return Err(ctx.invalid(
                 k("kind"),
-                format!("one of \"tcp\", \"http\", \"mysql\", got \"{other}\""),
+                format!("one of \"tcp\", \"http\", \"mysql\", \"mongo\", got \"{other}\""),
             ))
         }
     };
@@ -174,15 +175,21 @@ fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckConfig, Conf
             return Err(ctx.invalid(k(field), "no HTTP setting on a check that is not `kind = \"http\"`"));
         }
     }
+    if raw.auth_source.is_some() && !matches!(probe, ProbeConfig::Mongo(_)) {
+        return Err(ctx.invalid(k("auth_source"), "it only on a `kind = \"mongo\"` check"));
+    }
     let mysql_only = [
         ("user", raw.user.is_some()),
         ("password", raw.password.is_some()),
         ("password_env", raw.password_env.is_some()),
         ("password_file", raw.password_file.is_some()),
     ];
-    if !matches!(probe, ProbeConfig::Mysql(_)) {
+    if !matches!(probe, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_)) {
         if let Some((field, _)) = mysql_only.iter().find(|(_, set)| *set) {
-            return Err(ctx.invalid(k(field), "no login setting on a check that is not `kind = \"mysql\"`"));
+            return Err(ctx.invalid(
+                k(field),
+                "no login setting on a check that is not `kind = \"mysql\"` or `kind = \"mongo\"`",
+            ));
         }
     }
     Ok(CheckConfig {
@@ -250,6 +257,33 @@ fn mysql_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<MysqlProbeConfig,
     Ok(MysqlProbeConfig { user, password })
 }
 
+fn mongo_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<MongoProbeConfig, ConfigError> {
+    let password = ctx.secret(
+        &format!("{key}.password"),
+        [&raw.password, &raw.password_env, &raw.password_file],
+    )?;
+    match (&raw.user, &password) {
+        (Some(_), None) => return Err(ctx.invalid(format!("{key}.password"), "a password with `user` (SCRAM-SHA-256)")),
+        (None, Some(_)) => return Err(ctx.invalid(format!("{key}.user"), "a user name with the password")),
+        _ => {}
+    }
+    // SASLprep is the identity for ASCII; we do not implement the rest of it.
+    if raw.user.as_deref().is_some_and(|u| u.is_empty() || !u.is_ascii()) {
+        return Err(ctx.invalid(format!("{key}.user"), "a non-empty ASCII user name"));
+    }
+    if password.as_ref().is_some_and(|p| !p.expose().is_ascii()) {
+        return Err(ctx.invalid(
+            format!("{key}.password"),
+            "an ASCII password (SASLprep of other text is not supported)",
+        ));
+    }
+    Ok(MongoProbeConfig {
+        user: raw.user.clone(),
+        password,
+        auth_source: raw.auth_source.clone().unwrap_or_else(|| "admin".into()),
+    })
+}
+
 fn status_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
     let (low, high) = text.split_once('-').unwrap_or((text, text));
     let (low, high): (u16, u16) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
@@ -283,11 +317,11 @@ fn pool_config(
     let role = match raw.role.as_deref().unwrap_or("any") {
         "any" => PoolRole::Any,
         "primary" => PoolRole::Primary,
-        "replica" => PoolRole::Replica,
+        "replica" | "secondary" => PoolRole::Replica,
         other => {
             return Err(ctx.invalid(
                 key("role"),
-                format!("one of \"any\", \"primary\", \"replica\", got \"{other}\""),
+                format!("one of \"any\", \"primary\", \"replica\" (or \"secondary\"), got \"{other}\""),
             ))
         }
     };
@@ -296,7 +330,7 @@ fn pool_config(
             return Err(ctx.invalid(
                 key("role"),
                 format!(
-                    "\"any\" unless every member has a role-aware check (kind = \"mysql\"); \"{}\" has none",
+                    "\"any\" unless every member has a role-aware check (kind = \"mysql\" or \"mongo\"); \"{}\" has none",
                     backends[id].name
                 ),
             ));
@@ -333,6 +367,20 @@ fn pool_config(
         Duration::from_secs(10),
     )?;
     let is_primary = role == PoolRole::Primary;
+    if raw.set_name.is_some() {
+        if let Some(&id) = members
+            .iter()
+            .find(|&&id| !matches!(backends[id].check.probe, ProbeConfig::Mongo(_)))
+        {
+            return Err(ctx.invalid(
+                key("set_name"),
+                format!(
+                    "it only when every member has `kind = \"mongo\"` checks; \"{}\" has not",
+                    backends[id].name
+                ),
+            ));
+        }
+    }
     let policy = match raw.policy.as_deref().unwrap_or("first") {
         "first" => Policy::First,
         "round-robin" => Policy::RoundRobin,
@@ -410,6 +458,7 @@ fn pool_config(
         max_replication_lag,
         fallback_to_primary: raw.fallback_to_primary.unwrap_or(false),
         two_writers,
+        set_name: raw.set_name.filter(|n| !n.is_empty()),
     })
 }
 

@@ -32,7 +32,9 @@ pub enum Status {
 }
 
 /// The role a backend reports. TCP and HTTP probes cannot tell, so they report
-/// `Unknown`; the MySQL probe reports `Primary` (`read_only=0`) or `Replica`.
+/// `Unknown`; the MySQL probe reports `Primary` (`read_only=0`) or `Replica`; the
+/// MongoDB probe `Primary`, `Secondary` or `Arbiter` (and `Unknown` for a member in
+/// another state, e.g. RECOVERING).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -40,6 +42,8 @@ pub enum Role {
     Unknown,
     Primary,
     Replica,
+    Secondary,
+    Arbiter,
 }
 
 /// The OSI-ish layer a check failed at, as HAProxy reports it.
@@ -124,6 +128,8 @@ pub struct Report {
     pub server_id: Option<u32>,
     /// The replication position it reports (MySQL GTID), for operators.
     pub position: Option<String>,
+    /// A MongoDB member's hello (set name, election, lastWrite, ...).
+    pub mongo: Option<crate::protocol::mongo::Hello>,
 }
 
 impl Report {

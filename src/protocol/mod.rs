@@ -2,6 +2,7 @@
 //! "need more bytes" case, so fuzzers and benches can call them directly.
 
 pub mod http;
+pub mod mongo;
 
 /// The result of decoding a prefix of a byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,14 @@
 //!   decision carries an alarm. None: no primary; new sessions are held. A pool
 //!   without a primary picks one only after every member was checked at least once,
 //!   so the order in which the first checks return never chooses among two writers.
-//! - `role = "replica"`: members that are up, read-only, whose applier (SQL) thread
+//! - MongoDB primary pools also apply the **stale-primary rule** of MongoDB's SDAM
+//!   specification: among members claiming primary, only those with the newest
+//!   `(electionId, setVersion)` ever seen by the pool are candidates, so an old
+//!   primary that comes back still claiming primary is ignored. A pool with a
+//!   `set_name` only considers members reporting that replica-set name.
+//! - `role = "replica"` (or `"secondary"`): MongoDB secondaries that are not hidden
+//!   and whose `lastWrite` trails the newest in the pool by at most
+//!   `max_replication_lag`; MySQL replicas that are up, read-only, whose applier (SQL) thread
 //!   runs, and whose receiver (IO) thread either runs with a known lag within
 //!   `max_replication_lag` or is reconnecting to an unreachable source (then it has
 //!   all it could get; a NULL lag otherwise means replication is broken). With
@@ -20,6 +27,7 @@
 use crate::backend::AdminMode;
 use crate::config::{BackendId, PoolConfig, PoolRole, TwoWriters};
 use crate::health::{Report, Role, Status};
+use crate::protocol::mongo::ElectionKey;
 
 /// What the router knows of one backend.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,6 +47,29 @@ impl BackendState {
     fn is_writable(&self) -> bool {
         self.status == Status::Up && self.role() == Role::Primary
     }
+
+    fn election(&self) -> Option<ElectionKey> {
+        self.report.as_ref()?.mongo.as_ref()?.election()
+    }
+
+    fn last_write_ms(&self) -> Option<i64> {
+        self.report.as_ref()?.mongo.as_ref()?.last_write_ms
+    }
+
+    /// MongoDB members must report the pool's replica-set name when it sets one.
+    fn in_set(&self, pool: &PoolConfig) -> bool {
+        match &pool.set_name {
+            None => true,
+            Some(name) => {
+                let reported = self
+                    .report
+                    .as_ref()
+                    .and_then(|r| r.mongo.as_ref())
+                    .and_then(|m| m.set_name.as_ref());
+                reported == Some(name)
+            }
+        }
+    }
 }
 
 /// A pool's routable members, in priority order, and what went wrong.
@@ -47,16 +78,23 @@ pub struct Decision {
     pub members: Vec<BackendId>,
     /// Set when more than one member is writable.
     pub two_writers: Vec<BackendId>,
+    /// The newest MongoDB `(electionId, setVersion)` seen so far in this pool.
+    pub newest_election: Option<ElectionKey>,
 }
 
 /// Decides `pool`'s routable members. `current` is the pool's current primary
 /// (primary pools only).
-pub fn decide(pool: &PoolConfig, states: &[BackendState], current: Option<BackendId>) -> Decision {
+pub fn decide(
+    pool: &PoolConfig,
+    states: &[BackendState],
+    current: Option<BackendId>,
+    seen: Option<&ElectionKey>,
+) -> Decision {
     let members = pool
         .members
         .iter()
         .copied()
-        .filter(|&b| states[b].admin == AdminMode::Enabled);
+        .filter(|&b| states[b].admin == AdminMode::Enabled && states[b].in_set(pool));
     match pool.role {
         PoolRole::Any => Decision {
             members: members
@@ -66,49 +104,88 @@ pub fn decide(pool: &PoolConfig, states: &[BackendState], current: Option<Backen
                     Status::Down => false,
                 })
                 .collect(),
-            two_writers: Vec::new(),
+            ..Decision::default()
         },
         PoolRole::Primary => {
             // Pick a first primary only once every member has answered (or failed)
             // once, so that the order of the first checks never picks among writers.
             if current.is_none() && pool.members.iter().any(|&b| states[b].status == Status::Unknown) {
-                return Decision::default();
+                return Decision {
+                    newest_election: seen.cloned(),
+                    ..Decision::default()
+                };
             }
             let writable: Vec<_> = members.filter(|&b| states[b].is_writable()).collect();
+            // The stale-primary rule (MongoDB SDAM): a member claiming primary with an
+            // older (electionId, setVersion) than the newest ever seen is not routed.
+            let newest_election = writable
+                .iter()
+                .filter_map(|&b| states[b].election())
+                .chain(seen.cloned())
+                .max();
+            let writable: Vec<_> = writable
+                .into_iter()
+                .filter(|&b| match (states[b].election(), &newest_election) {
+                    (Some(key), Some(newest)) => &key >= newest,
+                    _ => true,
+                })
+                .collect();
             match writable.len() {
                 0 | 1 => Decision {
                     members: writable,
                     two_writers: Vec::new(),
+                    newest_election,
                 },
                 _ => {
                     let keep = current.filter(|c| pool.two_writers == TwoWriters::KeepCurrent && writable.contains(c));
                     Decision {
                         members: keep.into_iter().collect(),
                         two_writers: writable,
+                        newest_election,
                     }
                 }
             }
         }
         PoolRole::Replica => {
-            let replicas: Vec<_> = members.clone().filter(|&b| replica_ok(&states[b], pool)).collect();
+            // MongoDB lag: behind the newest lastWrite any member of the pool reports.
+            let newest_write = pool.members.iter().filter_map(|&b| states[b].last_write_ms()).max();
+            let replicas: Vec<_> = members
+                .clone()
+                .filter(|&b| replica_ok(&states[b], pool, newest_write))
+                .collect();
             if !replicas.is_empty() || !pool.fallback_to_primary {
                 return Decision {
                     members: replicas,
-                    two_writers: Vec::new(),
+                    ..Decision::default()
                 };
             }
             let writable: Vec<_> = members.filter(|&b| states[b].is_writable()).collect();
             let members = if writable.len() == 1 { writable } else { Vec::new() };
             Decision {
                 members,
-                two_writers: Vec::new(),
+                ..Decision::default()
             }
         }
     }
 }
 
-fn replica_ok(state: &BackendState, pool: &PoolConfig) -> bool {
-    if state.status != Status::Up || state.role() != Role::Replica {
+fn replica_ok(state: &BackendState, pool: &PoolConfig, newest_write: Option<i64>) -> bool {
+    if state.status != Status::Up {
+        return false;
+    }
+    if state.role() == Role::Secondary {
+        let hidden = state
+            .report
+            .as_ref()
+            .and_then(|r| r.mongo.as_ref())
+            .is_some_and(|m| m.hidden);
+        let lag_ms = match (newest_write, state.last_write_ms()) {
+            (Some(newest), Some(own)) => newest.saturating_sub(own),
+            _ => 0, // no lastWrite reported: nothing to compare
+        };
+        return !hidden && u128::try_from(lag_ms).unwrap_or(0) <= pool.max_replication_lag.as_millis();
+    }
+    if state.role() != Role::Replica {
         return false;
     }
     let Some(replica) = state.report.as_ref().and_then(|r| r.replica.as_ref()) else {

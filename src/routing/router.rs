@@ -99,7 +99,7 @@ impl Router {
         router.current = router
             .pools
             .iter()
-            .map(|p| decide(&p.config, &router.states, None))
+            .map(|p| decide(&p.config, &router.states, None, None))
             .collect();
         router.publish();
         router
@@ -229,7 +229,14 @@ impl Router {
             .pools
             .iter()
             .zip(&self.current)
-            .map(|(pool, current)| decide(&pool.config, &self.states, current.members.first().copied()))
+            .map(|(pool, current)| {
+                decide(
+                    &pool.config,
+                    &self.states,
+                    current.members.first().copied(),
+                    current.newest_election.as_ref(),
+                )
+            })
             .collect();
         if next == self.current {
             return;

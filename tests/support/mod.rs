@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod mongo;
 pub mod mysql;
 
 use std::future::Future;

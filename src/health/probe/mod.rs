@@ -4,7 +4,9 @@
 //! where it stalled.
 
 mod http;
+mod mongo;
 mod mysql;
+pub mod scram;
 mod tcp;
 
 use std::future::Future;
@@ -16,6 +18,7 @@ use super::{CheckError, Phase, Report};
 use crate::config::ProbeConfig;
 
 pub use self::http::HttpProbe;
+pub use self::mongo::MongoProbe;
 pub use self::mysql::{classify as classify_mysql, MysqlProbe};
 
 /// One probe, configured. Owned by its checker, so a probe may keep a connection.
@@ -24,6 +27,7 @@ pub enum Probe {
     Tcp,
     Http(HttpProbe),
     Mysql(MysqlProbe),
+    Mongo(MongoProbe),
 }
 
 impl Probe {
@@ -32,6 +36,7 @@ impl Probe {
             ProbeConfig::Tcp => Probe::Tcp,
             ProbeConfig::Http(http) => Probe::Http(HttpProbe::new(http)),
             ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql)),
+            ProbeConfig::Mongo(mongo) => Probe::Mongo(MongoProbe::new(mongo)),
         }
     }
 
@@ -41,6 +46,7 @@ impl Probe {
             Probe::Tcp => tcp::check(addr, deadline).await,
             Probe::Http(http) => http.check(addr, deadline).await,
             Probe::Mysql(mysql) => mysql.check(addr, deadline).await,
+            Probe::Mongo(mongo) => mongo.check(addr, deadline).await,
         }
     }
 }

@@ -18,6 +18,7 @@ fn pool(role: PoolRole) -> PoolConfig {
         max_replication_lag: Duration::from_secs(10),
         fallback_to_primary: false,
         two_writers: TwoWriters::KeepCurrent,
+        set_name: None,
     }
 }
 
@@ -59,7 +60,7 @@ fn down(mut state: BackendState) -> BackendState {
 #[test]
 fn primary_pool_routes_to_the_one_writable_member() {
     let states = [replica("Yes", true, Some(0)), primary(), replica("Yes", true, Some(0))];
-    let d = decide(&pool(PoolRole::Primary), &states, None);
+    let d = decide(&pool(PoolRole::Primary), &states, None, None);
     assert_eq!(d.members, [1]);
     assert!(d.two_writers.is_empty());
 }
@@ -72,7 +73,7 @@ fn a_down_primary_is_not_routed_even_if_its_last_report_said_writable() {
         replica("Connecting", true, None),
     ];
     assert_eq!(
-        decide(&pool(PoolRole::Primary), &states, Some(0)).members,
+        decide(&pool(PoolRole::Primary), &states, Some(0), None).members,
         Vec::<usize>::new()
     );
 }
@@ -80,7 +81,7 @@ fn a_down_primary_is_not_routed_even_if_its_last_report_said_writable() {
 #[test]
 fn two_writers_keep_the_current_primary_and_alarm() {
     let states = [primary(), primary(), replica("Yes", true, Some(0))];
-    let d = decide(&pool(PoolRole::Primary), &states, Some(1));
+    let d = decide(&pool(PoolRole::Primary), &states, Some(1), None);
     assert_eq!(d.members, [1], "the current primary stays");
     assert_eq!(d.two_writers, [0, 1]);
 }
@@ -88,12 +89,14 @@ fn two_writers_keep_the_current_primary_and_alarm() {
 #[test]
 fn two_writers_without_a_current_primary_fail_closed() {
     let states = [primary(), primary(), replica("Yes", true, Some(0))];
-    let d = decide(&pool(PoolRole::Primary), &states, None);
+    let d = decide(&pool(PoolRole::Primary), &states, None, None);
     assert!(d.members.is_empty());
     assert_eq!(d.two_writers, [0, 1]);
     // Nor does a current primary that is no longer writable survive.
     let states = [primary(), primary(), replica("Yes", true, Some(0))];
-    assert!(decide(&pool(PoolRole::Primary), &states, Some(2)).members.is_empty());
+    assert!(decide(&pool(PoolRole::Primary), &states, Some(2), None)
+        .members
+        .is_empty());
 }
 
 #[test]
@@ -101,7 +104,7 @@ fn two_writers_fail_closed_policy_routes_nowhere() {
     let mut config = pool(PoolRole::Primary);
     config.two_writers = TwoWriters::FailClosed;
     let states = [primary(), primary(), replica("Yes", true, Some(0))];
-    assert!(decide(&config, &states, Some(0)).members.is_empty());
+    assert!(decide(&config, &states, Some(0), None).members.is_empty());
 }
 
 #[test]
@@ -130,17 +133,21 @@ fn replica_pool_drops_lagging_stopped_and_unreplicating_members() {
     ];
     for (state, routable) in cases {
         let states = [state.clone(), down(primary()), down(primary())];
-        assert_eq!(decide(&config, &states, None).members == [0], routable, "{state:?}");
+        assert_eq!(
+            decide(&config, &states, None, None).members == [0],
+            routable,
+            "{state:?}"
+        );
     }
 }
 
 #[test]
 fn replica_pool_falls_back_to_the_primary_only_when_asked() {
     let states = [replica("Yes", false, None), primary(), replica("Yes", true, Some(60))];
-    assert!(decide(&pool(PoolRole::Replica), &states, None).members.is_empty());
+    assert!(decide(&pool(PoolRole::Replica), &states, None, None).members.is_empty());
     let mut config = pool(PoolRole::Replica);
     config.fallback_to_primary = true;
-    assert_eq!(decide(&config, &states, None).members, [1]);
+    assert_eq!(decide(&config, &states, None, None).members, [1]);
 }
 
 #[test]
@@ -148,17 +155,17 @@ fn any_pool_follows_status_and_initial_state() {
     let mut config = pool(PoolRole::Any);
     let unknown = BackendState::default();
     let states = [unknown.clone(), down(primary()), primary()];
-    assert_eq!(decide(&config, &states, None).members, [2]);
+    assert_eq!(decide(&config, &states, None, None).members, [2]);
     config.initially_up = true;
-    assert_eq!(decide(&config, &states, None).members, [0, 2]);
+    assert_eq!(decide(&config, &states, None, None).members, [0, 2]);
 }
 
 #[test]
 fn no_first_primary_while_a_member_is_unchecked() {
     let states = [BackendState::default(), primary(), replica("Yes", true, Some(0))];
-    assert!(decide(&pool(PoolRole::Primary), &states, None).members.is_empty());
+    assert!(decide(&pool(PoolRole::Primary), &states, None, None).members.is_empty());
     // Once a primary is routed, an unchecked member does not take it away.
-    assert_eq!(decide(&pool(PoolRole::Primary), &states, Some(1)).members, [1]);
+    assert_eq!(decide(&pool(PoolRole::Primary), &states, Some(1), None).members, [1]);
 }
 
 #[test]
@@ -167,9 +174,102 @@ fn drained_and_disabled_members_are_never_routable() {
     let mut states = [primary(), replica("Yes", true, Some(0)), replica("Yes", true, Some(0))];
     states[0].admin = AdminMode::Draining;
     states[1].admin = AdminMode::Disabled;
-    assert!(decide(&pool(PoolRole::Primary), &states, Some(0)).members.is_empty());
-    assert_eq!(decide(&pool(PoolRole::Replica), &states, None).members, [2]);
+    assert!(decide(&pool(PoolRole::Primary), &states, Some(0), None)
+        .members
+        .is_empty());
+    assert_eq!(decide(&pool(PoolRole::Replica), &states, None, None).members, [2]);
     let mut any = pool(PoolRole::Any);
     any.initially_up = true;
-    assert_eq!(decide(&any, &states, None).members, [2]);
+    assert_eq!(decide(&any, &states, None, None).members, [2]);
+}
+
+fn mongo(primary: bool, set: &str, election: Option<(&str, i64)>, last_write_ms: i64) -> BackendState {
+    use crate::protocol::mongo::Hello;
+    let hello = Hello {
+        ok: true,
+        writable_primary: primary,
+        secondary: !primary,
+        set_name: Some(set.to_string()),
+        election_id: election.map(|(id, _)| id.to_string()),
+        set_version: election.map(|(_, v)| v),
+        last_write_ms: Some(last_write_ms),
+        ..Hello::default()
+    };
+    let role = if primary { Role::Primary } else { Role::Secondary };
+    BackendState {
+        status: Status::Up,
+        report: Some(Report {
+            role,
+            mongo: Some(hello),
+            ..Report::default()
+        }),
+        ..BackendState::default()
+    }
+}
+
+const OLD: &str = "7fffffff0000000000000001";
+const NEW: &str = "7fffffff0000000000000002";
+
+#[test]
+fn stale_primary_with_an_older_election_is_ignored() {
+    let states = [
+        mongo(true, "rs0", Some((OLD, 1)), 0),
+        mongo(true, "rs0", Some((NEW, 1)), 0),
+        mongo(false, "rs0", None, 0),
+    ];
+    let d = decide(&pool(PoolRole::Primary), &states, None, None);
+    assert_eq!(d.members, [1], "only the newest election is a candidate");
+    assert!(d.two_writers.is_empty(), "a stale claim is not a second writer");
+    assert_eq!(d.newest_election, Some((NEW.to_string(), 1)));
+}
+
+#[test]
+fn the_pool_remembers_the_newest_election_when_the_new_primary_is_gone() {
+    // The new primary died; the old one returns still claiming primary with its old
+    // electionId: the remembered newest election keeps it out.
+    let seen = (NEW.to_string(), 1);
+    let states = [
+        mongo(true, "rs0", Some((OLD, 1)), 0),
+        down(mongo(true, "rs0", Some((NEW, 1)), 0)),
+        mongo(false, "rs0", None, 0),
+    ];
+    let d = decide(&pool(PoolRole::Primary), &states, None, Some(&seen));
+    assert!(d.members.is_empty());
+    assert_eq!(d.newest_election, Some(seen));
+}
+
+#[test]
+fn same_election_with_a_newer_set_version_wins() {
+    let states = [
+        mongo(true, "rs0", Some((NEW, 1)), 0),
+        mongo(true, "rs0", Some((NEW, 2)), 0),
+        mongo(false, "rs0", None, 0),
+    ];
+    assert_eq!(decide(&pool(PoolRole::Primary), &states, None, None).members, [1]);
+}
+
+#[test]
+fn set_name_mismatch_is_not_eligible() {
+    let mut config = pool(PoolRole::Primary);
+    config.set_name = Some("rs0".into());
+    let states = [
+        mongo(true, "other", Some((NEW, 1)), 0),
+        mongo(false, "rs0", None, 0),
+        mongo(false, "rs0", None, 0),
+    ];
+    assert!(decide(&config, &states, None, None).members.is_empty());
+    let mut secondaries = pool(PoolRole::Replica);
+    secondaries.set_name = Some("rs0".into());
+    assert_eq!(decide(&secondaries, &states, None, None).members, [1, 2]);
+}
+
+#[test]
+fn lagging_secondaries_leave_the_secondary_pool() {
+    // max_replication_lag is 10 s in `pool`; the primary wrote at t = 100 s.
+    let states = [
+        mongo(true, "rs0", Some((NEW, 1)), 100_000),
+        mongo(false, "rs0", None, 95_000),
+        mongo(false, "rs0", None, 80_000),
+    ];
+    assert_eq!(decide(&pool(PoolRole::Replica), &states, None, None).members, [1]);
 }

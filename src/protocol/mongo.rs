@@ -1,0 +1,177 @@
+//! The slice of the MongoDB wire protocol a health check needs: OP_MSG framing (pure
+//! encode/decode over bytes) and the `hello` reply, parsed into [`Hello`].
+//!
+//! OP_MSG (opcode 2013): a 16-byte header (length, requestID, responseTo, opCode),
+//! `flagBits` (u32), then sections; section kind 0 is one BSON document, the body.
+//! We never set `moreToCome`/`exhaustAllowed`, so a reply is exactly one message.
+
+use bson::oid::ObjectId;
+use bson::{Bson, Document};
+
+use super::Decode;
+
+pub const OP_MSG: i32 = 2013;
+const HEADER: usize = 16;
+/// MongoDB's own limit on a message (48 MB); anything larger is garbage.
+pub const MAX_MESSAGE: usize = 48_000_000;
+/// The flagBits a reply may carry that we understand (checksumPresent is bit 0).
+const CHECKSUM_PRESENT: u32 = 1;
+
+/// Encodes `body` as an OP_MSG request.
+pub fn encode_op_msg(request_id: i32, body: &Document) -> Vec<u8> {
+    let mut doc = Vec::with_capacity(64);
+    body.to_writer(&mut doc).expect("writing BSON into a Vec cannot fail");
+    let length = (HEADER + 4 + 1 + doc.len()) as i32;
+    let mut out = Vec::with_capacity(length as usize);
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&request_id.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&OP_MSG.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&doc);
+    out
+}
+
+/// Decodes one OP_MSG reply from the start of `buf`: its body and the bytes it used.
+pub fn decode_op_msg(buf: &[u8]) -> Decode<(Document, usize)> {
+    if buf.len() < 4 {
+        return Decode::Incomplete;
+    }
+    let length = i32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    let Ok(length) = usize::try_from(length) else {
+        return Decode::Invalid("negative message length");
+    };
+    if !(HEADER + 5..=MAX_MESSAGE).contains(&length) {
+        return Decode::Invalid("message length out of range");
+    }
+    if buf.len() < length {
+        return Decode::Incomplete;
+    }
+    let message = &buf[..length];
+    let op_code = i32::from_le_bytes([message[12], message[13], message[14], message[15]]);
+    if op_code != OP_MSG {
+        return Decode::Invalid("not an OP_MSG reply");
+    }
+    let flags = u32::from_le_bytes([message[16], message[17], message[18], message[19]]);
+    if flags & !CHECKSUM_PRESENT != 0 {
+        return Decode::Invalid("unexpected OP_MSG flag bits");
+    }
+    let end = if flags & CHECKSUM_PRESENT != 0 {
+        length - 4
+    } else {
+        length
+    };
+    let mut at = HEADER + 4;
+    while at < end {
+        let kind = message[at];
+        at += 1;
+        let Some(size_bytes) = message.get(at..at + 4) else {
+            return Decode::Invalid("truncated section");
+        };
+        let size = i32::from_le_bytes([size_bytes[0], size_bytes[1], size_bytes[2], size_bytes[3]]);
+        let Some(size) = usize::try_from(size).ok().filter(|&s| s >= 5 && at + s <= end) else {
+            return Decode::Invalid("section size out of range");
+        };
+        if kind == 0 {
+            return match Document::from_reader(&message[at..at + size]) {
+                Ok(body) => Decode::Done((body, length)),
+                Err(_) => Decode::Invalid("body is not valid BSON"),
+            };
+        }
+        at += size; // kind 1 (document sequence): not expected in a hello reply; skip
+    }
+    Decode::Invalid("no body section")
+}
+
+/// What a member says of itself in its `hello` (or legacy `isMaster`) reply.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct Hello {
+    pub ok: bool,
+    pub writable_primary: bool,
+    pub secondary: bool,
+    pub arbiter: bool,
+    pub hidden: bool,
+    pub set_name: Option<String>,
+    pub set_version: Option<i64>,
+    /// The electionId as 24 hex digits (ObjectIds compare like their bytes).
+    pub election_id: Option<String>,
+    pub hosts: Vec<String>,
+    pub primary: Option<String>,
+    /// `lastWrite.lastWriteDate`, Unix milliseconds.
+    pub last_write_ms: Option<i64>,
+    /// The server's error when `ok` is 0 (`errmsg`, `code`).
+    pub error: Option<(String, i32)>,
+}
+
+fn number(value: Option<&Bson>) -> Option<i64> {
+    match value? {
+        Bson::Int32(v) => Some(i64::from(*v)),
+        Bson::Int64(v) => Some(*v),
+        Bson::Double(v) if v.fract() == 0.0 => Some(*v as i64),
+        _ => None,
+    }
+}
+
+fn flag(doc: &Document, key: &str) -> bool {
+    match doc.get(key) {
+        Some(Bson::Boolean(b)) => *b,
+        other => number(other).is_some_and(|n| n != 0),
+    }
+}
+
+/// Parses a hello/isMaster reply. Unknown or mistyped fields are ignored (as drivers
+/// do); only what routing needs is kept.
+pub fn parse_hello(doc: &Document) -> Hello {
+    let string = |key: &str| doc.get_str(key).ok().map(str::to_string);
+    let last_write_ms = doc
+        .get_document("lastWrite")
+        .ok()
+        .and_then(|lw| match lw.get("lastWriteDate") {
+            Some(Bson::DateTime(at)) => Some(at.timestamp_millis()),
+            _ => None,
+        });
+    let election_id = match doc.get("electionId") {
+        Some(Bson::ObjectId(id)) => Some(id.to_hex()),
+        _ => None,
+    };
+    let error = (!flag(doc, "ok")).then(|| {
+        let message = string("errmsg").unwrap_or_else(|| "ok: 0".into());
+        (message, number(doc.get("code")).unwrap_or(0) as i32)
+    });
+    Hello {
+        ok: flag(doc, "ok"),
+        writable_primary: flag(doc, "isWritablePrimary") || flag(doc, "ismaster"),
+        secondary: flag(doc, "secondary"),
+        arbiter: flag(doc, "arbiterOnly"),
+        hidden: flag(doc, "hidden"),
+        set_name: string("setName"),
+        set_version: number(doc.get("setVersion")),
+        election_id,
+        hosts: doc
+            .get_array("hosts")
+            .map(|hosts| hosts.iter().filter_map(|h| h.as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+        primary: string("primary"),
+        last_write_ms,
+        error,
+    }
+}
+
+/// An election's identity for the stale-primary rule: `(electionId, setVersion)`,
+/// compared in that order (MongoDB 6.0+ SDAM; ObjectId hex compares like its bytes).
+pub type ElectionKey = (String, i64);
+
+impl Hello {
+    pub fn election(&self) -> Option<ElectionKey> {
+        Some((self.election_id.clone()?, self.set_version.unwrap_or(0)))
+    }
+}
+
+/// Builds a 24-hex ObjectId (for tests and fixtures).
+pub fn object_id(hex: &str) -> Option<ObjectId> {
+    ObjectId::parse_str(hex).ok()
+}
+
+#[cfg(test)]
+mod tests;
