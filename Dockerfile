@@ -10,7 +10,10 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY config ./config
-RUN cargo build --release --locked --bin switchyard
+# Workspace members (test support and the drill harness) must be present to resolve.
+COPY lab ./lab
+COPY loadtest ./loadtest
+RUN cargo build --release --locked -p switchyard --bin switchyard
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home switchyard

@@ -28,5 +28,6 @@ for forbidden in aws-lc-rs openssl-sys; do
   fi
 done
 
-# --- the tests: unit, integration, and every bench compiled and run once ---
-cargo test --all-targets "$@"
+# --- the tests: unit, integration (proxy, MariaDB, MongoDB peers, browser), the short
+#     failover drill, and every bench compiled and run once ---
+cargo test --workspace --all-targets "$@"

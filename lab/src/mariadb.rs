@@ -15,6 +15,8 @@
 //! - `app`/`apppass`: ALL on `appdb.*` and `sbtest.*` only, so `read_only` stops it
 //!   (an account with ALL PRIVILEGES has READ_ONLY ADMIN and still writes).
 //! - `repl`/`replpass`: REPLICATION SLAVE.
+//! - `haproxy` (no password, no privileges): what HAProxy's `option mysql-check`
+//!   logs in as, for side-by-side drills.
 //! - root: over the node's unix socket only (what this module's `sql` uses).
 
 use std::collections::HashMap;
@@ -240,7 +242,8 @@ impl Cluster {
                  CREATE USER '{APP_USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{APP_PASSWORD}');
                  CREATE DATABASE appdb; CREATE DATABASE sbtest;
                  GRANT ALL ON appdb.* TO '{APP_USER}'@'%'; GRANT ALL ON sbtest.* TO '{APP_USER}'@'%';
-                 CREATE TABLE appdb.kv (id BIGINT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64), server_id INT);"
+                 CREATE TABLE appdb.kv (id BIGINT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(64), server_id INT);
+                 CREATE USER 'haproxy'@'127.0.0.1';"
             ),
         )?;
         let primary = self.nodes[0].port;
@@ -347,6 +350,21 @@ impl Cluster {
     pub fn repoint(&self, index: usize, primary: usize) -> Result<()> {
         let port = self.nodes[primary].port;
         self.sql(index, &format!("STOP SLAVE; {}; START SLAVE", change_master(port)))?;
+        Ok(())
+    }
+
+    /// Makes a former primary (already `read_only`, and caught up by the new primary)
+    /// a replica of `primary`: its own transactions are in `gtid_binlog_pos`, so
+    /// replication starts after them.
+    pub fn rejoin_as_replica(&self, index: usize, primary: usize) -> Result<()> {
+        let port = self.nodes[primary].port;
+        self.sql(
+            index,
+            &format!(
+                "SET GLOBAL read_only=1; STOP SLAVE; SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos; {}; START SLAVE",
+                change_master(port)
+            ),
+        )?;
         Ok(())
     }
 

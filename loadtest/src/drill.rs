@@ -1,0 +1,201 @@
+//! One scenario against one target, end to end: a fresh cluster, the target in front
+//! of it, the workload and the faults at once, then the checks and the numbers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use switchyard_lab::mariadb::Cluster;
+use tokio::time::Instant;
+
+use crate::fault::{FaultRecord, Faults, PrimaryTimeline};
+use crate::measure::{self, Latency, Second};
+use crate::scenario::Scenario;
+use crate::target::{Target, TargetKind};
+use crate::workload::{self, Op, OpKind, Progress};
+
+/// A moment the proxy recorded (switchyard only), ms since the drill started.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyMarker {
+    pub label: String,
+    pub at_ms: f64,
+}
+
+/// Everything a drill measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillResult {
+    pub target: TargetKind,
+    pub scenario: String,
+    pub duration_s: u32,
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+    pub reads_ok: u64,
+    pub reads_failed: u64,
+    pub write_latency: Latency,
+    pub read_latency: Latency,
+    /// Per fault: from the moment it took effect (primary killed or read-only; else
+    /// injected) to the end of the first successful write started after it, ms.
+    pub outage_ms: Vec<Option<f64>>,
+    pub longest_write_gap_ms: f64,
+    pub errors: BTreeMap<String, u64>,
+    /// Writes acknowledged by a server that was not the primary then (must be 0).
+    pub acked_by_non_primary: usize,
+    /// Acknowledged writes not found on the final primary afterwards (0 expected when
+    /// the promoted replica had caught up).
+    pub missing_writes: usize,
+    pub seconds: Vec<Second>,
+    pub faults: Vec<FaultRecord>,
+    pub timeline: PrimaryTimeline,
+    pub proxy_markers: Vec<ProxyMarker>,
+}
+
+/// Runs `scenario` through `kind` on a fresh 3-node cluster, printing progress.
+pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(3))
+        .await?
+        .context("starting the MariaDB cluster")?;
+    cluster.sql(
+        0,
+        "CREATE TABLE appdb.drill (id BIGINT PRIMARY KEY, server_id INT NOT NULL, worker INT NOT NULL)",
+    )?;
+    for replica in 1..cluster.nodes().len() {
+        cluster.wait_caught_up(replica, 0)?;
+    }
+    let target = Target::start(kind, &cluster).await?;
+    await_writable(target.addr)
+        .await
+        .with_context(|| format!("{kind} never routed a write"))?;
+    let cluster = Arc::new(Mutex::new(cluster));
+
+    let t0 = Instant::now();
+    let t0_unix_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as f64)
+        .unwrap_or(0.0);
+    let progress = Arc::new(Progress::default());
+    let faults = Faults {
+        cluster: cluster.clone(),
+        primary: 0,
+        dead: Vec::new(),
+    };
+    let fault_task = tokio::spawn(faults.run(scenario.faults.clone(), t0));
+    let ticker = tokio::spawn(report_progress(kind, progress.clone(), scenario.duration, t0));
+    let ops = workload::run(target.addr, scenario.workload, scenario.duration, t0, progress).await;
+    let (faults, timeline, final_primary) = fault_task.await?;
+    ticker.abort();
+    eprintln!();
+
+    let proxy_markers = target
+        .failovers()
+        .iter()
+        .flat_map(|e| {
+            [
+                ("proxy detected", e.fault_observed_ms),
+                ("routing swapped", e.new_routed_ms),
+                ("first session", e.first_session_ms),
+            ]
+            .into_iter()
+            .filter_map(|(label, at)| {
+                Some(ProxyMarker {
+                    label: label.into(),
+                    at_ms: at? as f64 - t0_unix_ms,
+                })
+            })
+        })
+        .collect();
+    target.stop().await;
+
+    let present: HashSet<u64> = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || -> Result<HashSet<u64>> {
+            let ids = cluster
+                .lock()
+                .expect("cluster lock")
+                .sql(final_primary, "SELECT id FROM appdb.drill")?;
+            Ok(ids.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        })
+        .await??
+    };
+    let result = summarize(scenario, kind, &ops, faults, timeline, proxy_markers, &present);
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    Ok(result)
+}
+
+fn summarize(
+    scenario: &Scenario,
+    target: TargetKind,
+    ops: &[Op],
+    faults: Vec<FaultRecord>,
+    timeline: PrimaryTimeline,
+    proxy_markers: Vec<ProxyMarker>,
+    present: &HashSet<u64>,
+) -> DrillResult {
+    let count = |kind: OpKind, ok: bool| ops.iter().filter(|o| o.kind == kind && o.result.is_ok() == ok).count() as u64;
+    let duration_s = scenario.duration.as_secs() as u32;
+    DrillResult {
+        target,
+        scenario: scenario.name.clone(),
+        duration_s,
+        writes_ok: count(OpKind::Write, true),
+        writes_failed: count(OpKind::Write, false),
+        reads_ok: count(OpKind::Read, true),
+        reads_failed: count(OpKind::Read, false),
+        write_latency: measure::latency(ops, OpKind::Write),
+        read_latency: measure::latency(ops, OpKind::Read),
+        outage_ms: faults
+            .iter()
+            .map(|f| measure::outage_after(ops, f.effective_ms.unwrap_or(f.injected_ms)))
+            .collect(),
+        longest_write_gap_ms: measure::longest_write_gap(ops),
+        errors: measure::errors_by_kind(ops),
+        acked_by_non_primary: measure::acked_by_non_primary(ops, &timeline).len(),
+        missing_writes: measure::missing_writes(ops, present).len(),
+        seconds: measure::per_second(ops, duration_s),
+        faults,
+        timeline,
+        proxy_markers,
+    }
+}
+
+/// Waits until a write through the target succeeds (the target has found the primary).
+async fn await_writable(addr: std::net::SocketAddr) -> Result<()> {
+    use mysql_async::prelude::Queryable;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname(addr.ip().to_string())
+            .tcp_port(addr.port())
+            .user(Some(switchyard_lab::mariadb::APP_USER))
+            .pass(Some(switchyard_lab::mariadb::APP_PASSWORD))
+            .db_name(Some("appdb"))
+            .prefer_socket(false);
+        let attempt = async {
+            let mut conn = mysql_async::Conn::new(opts).await?;
+            conn.query_drop("INSERT INTO kv (v, server_id) VALUES ('ready', @@server_id)")
+                .await?;
+            conn.disconnect().await
+        };
+        match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+            Ok(Ok(())) => return Ok(()),
+            _ if Instant::now() > deadline => anyhow::bail!("no write succeeded within 30s"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn report_progress(kind: TargetKind, progress: Arc<Progress>, duration: Duration, t0: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        eprint!(
+            "\r[{kind}] {:>3}/{}s  ok {:>6}  failed {:>5}",
+            t0.elapsed().as_secs(),
+            duration.as_secs(),
+            progress.ok.load(Ordering::Relaxed),
+            progress.failed.load(Ordering::Relaxed)
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! `loadtest`: failover drills through switchyard (and HAProxy side by side).
+//!
+//! - `loadtest demo`: installs what it needs, runs the demo scenario (kill -9 failover
+//!   and read_only switchover, 40 s) through switchyard and through HAProxy, prints
+//!   the side-by-side table and the path of the HTML report.
+//! - `loadtest run SCENARIO [--target switchyard|haproxy]...`: any scenario file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use switchyard_loadtest::drill;
+use switchyard_loadtest::report;
+use switchyard_loadtest::scenario::Scenario;
+use switchyard_loadtest::target::TargetKind;
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    about = "Failover drills: real client load, injected faults, a report"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The demo: kill -9 failover and read_only switchover, switchyard vs HAProxy.
+    Demo {
+        /// Where to write report.json and report.html.
+        #[arg(long, default_value = "target/drill-report")]
+        out: PathBuf,
+    },
+    /// Runs a scenario file against one or more targets.
+    Run {
+        scenario: PathBuf,
+        #[arg(long = "target", value_enum, default_values_t = [TargetKind::Switchyard])]
+        targets: Vec<TargetKind>,
+        #[arg(long, default_value = "target/drill-report")]
+        out: PathBuf,
+    },
+}
+
+const DEMO: &str = include_str!("../scenarios/demo.toml");
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let (scenario, targets, out) = match Cli::parse().command {
+        Command::Demo { out } => {
+            switchyard_lab::mariadb::ensure_installed()?;
+            switchyard_lab::system::ensure_packages(&[("haproxy", "haproxy")])?;
+            (
+                Scenario::parse(DEMO)?,
+                vec![TargetKind::Switchyard, TargetKind::Haproxy],
+                out,
+            )
+        }
+        Command::Run { scenario, targets, out } => (Scenario::load(&scenario)?, targets, out),
+    };
+    eprintln!(
+        "drill: {} ({} s), targets: {targets:?}",
+        scenario.name,
+        scenario.duration.as_secs()
+    );
+    let mut results = Vec::new();
+    for target in targets {
+        let result = drill::run(&scenario, target)
+            .await
+            .with_context(|| format!("drill through {target}"))?;
+        results.push(result);
+    }
+    std::fs::create_dir_all(&out)?;
+    let json = out.join("report.json");
+    let html = out.join("report.html");
+    std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(&html, report::html(&results))?;
+    println!("\n{}", report::table(&results));
+    println!("report: {}\n        {}", html.display(), json.display());
+    Ok(())
+}

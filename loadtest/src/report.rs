@@ -1,0 +1,228 @@
+//! The drill report: JSON for machines, a summary table for the terminal, and one
+//! self-contained HTML page (inline SVG, no external assets) with a timeline per
+//! target — throughput, p99 latency and errors per second, with markers for fault
+//! injected, replica promoted, proxy detected, routing swapped and first success.
+
+use std::fmt::Write;
+
+use crate::drill::DrillResult;
+
+fn opt_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "never".into())
+}
+
+/// Rows: one per measure; columns: one per target.
+fn rows(results: &[DrillResult]) -> Vec<(String, Vec<String>)> {
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let mut row =
+        |name: &str, f: &dyn Fn(&DrillResult) -> String| rows.push((name.to_string(), results.iter().map(f).collect()));
+    row("writes ok / failed", &|r| {
+        format!("{} / {}", r.writes_ok, r.writes_failed)
+    });
+    row("reads ok / failed", &|r| format!("{} / {}", r.reads_ok, r.reads_failed));
+    let faults = results.iter().map(|r| r.faults.len()).max().unwrap_or(0);
+    for i in 0..faults {
+        let label = results
+            .iter()
+            .find_map(|r| r.faults.get(i))
+            .map(|f| format!("{:?}", f.action))
+            .unwrap_or_default();
+        row(&format!("outage after fault {} ({label})", i + 1), &|r| {
+            opt_ms(r.outage_ms.get(i).copied().flatten())
+        });
+    }
+    row("longest gap between writes", &|r| {
+        format!("{:.0} ms", r.longest_write_gap_ms)
+    });
+    row("write latency p50 / p99 / max", &|r| {
+        format!(
+            "{:.1} / {:.1} / {:.0} ms",
+            r.write_latency.p50_ms, r.write_latency.p99_ms, r.write_latency.max_ms
+        )
+    });
+    row("writes acked by a non-primary", &|r| r.acked_by_non_primary.to_string());
+    row("acked writes missing afterwards", &|r| r.missing_writes.to_string());
+    row("errors by kind", &|r| {
+        let kinds: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        if kinds.is_empty() {
+            "none".into()
+        } else {
+            kinds.join(", ")
+        }
+    });
+    rows
+}
+
+/// The side-by-side table for the terminal (and the closing note).
+pub fn table(results: &[DrillResult]) -> String {
+    let rows = rows(results);
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(10);
+    let cols: Vec<usize> = (0..results.len())
+        .map(|i| {
+            rows.iter()
+                .map(|(_, v)| v[i].len())
+                .chain([results[i].target.to_string().len()])
+                .max()
+                .unwrap_or(10)
+        })
+        .collect();
+    let mut out = String::new();
+    let _ = write!(out, "| {:width$} |", "");
+    for (r, w) in results.iter().zip(&cols) {
+        let _ = write!(out, " {:w$} |", r.target.to_string());
+    }
+    let _ = write!(out, "\n|{}|", "-".repeat(width + 2));
+    for w in &cols {
+        let _ = write!(out, "{}|", "-".repeat(w + 2));
+    }
+    for (name, values) in &rows {
+        let _ = write!(out, "\n| {name:width$} |");
+        for (v, w) in values.iter().zip(&cols) {
+            let _ = write!(out, " {v:w$} |");
+        }
+    }
+    out.push('\n');
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// One SVG timeline for one drill.
+fn chart(result: &DrillResult) -> String {
+    let (w, h, left) = (960.0, 420.0, 60.0);
+    let plot_w = w - left - 20.0;
+    let panel_h = 110.0;
+    let n = result.seconds.len().max(1) as f64;
+    let x = |t: f64| left + plot_w * (t / 1000.0) / n;
+    let max_ok = result.seconds.iter().map(|s| s.ok + s.errors).max().unwrap_or(1).max(1) as f64;
+    let max_p99 = result.seconds.iter().map(|s| s.p99_ms).fold(1.0, f64::max);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
+    );
+    let panels = [("ops/s ok", 20.0), ("p99 ms", 150.0), ("errors/s", 280.0)];
+    for (label, top) in panels {
+        let _ = write!(
+            svg,
+            r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{panel_h}" fill="#fafbfc" stroke="#ccd"/>"##
+        );
+        let _ = write!(svg, r##"<text x="4" y="{}" fill="#445">{label}</text>"##, top + 14.0);
+    }
+    let bar = plot_w / n;
+    for s in &result.seconds {
+        let x0 = left + bar * f64::from(s.t);
+        let ok_h = panel_h * f64::from(s.ok) / max_ok;
+        let _ = write!(
+            svg,
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{ok_h:.1}" fill="#2e8b57"/>"##,
+            20.0 + panel_h - ok_h,
+            bar * 0.9
+        );
+        let p_h = panel_h * s.p99_ms / max_p99;
+        let _ = write!(
+            svg,
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{p_h:.1}" fill="#4169e1"/>"##,
+            150.0 + panel_h - p_h,
+            bar * 0.9
+        );
+        let e_h = panel_h * f64::from(s.errors) / max_ok;
+        let _ = write!(
+            svg,
+            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{e_h:.1}" fill="#c0261b"/>"##,
+            280.0 + panel_h - e_h,
+            bar * 0.9
+        );
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{}" y="34" text-anchor="end" fill="#445">{max_ok:.0}</text>"##,
+        left - 4.0
+    );
+    let _ = write!(
+        svg,
+        r##"<text x="{}" y="164" text-anchor="end" fill="#445">{max_p99:.0}</text>"##,
+        left - 4.0
+    );
+    let mut markers: Vec<(f64, &str, &str)> = Vec::new();
+    for (i, f) in result.faults.iter().enumerate() {
+        markers.push((f.injected_ms, "#c0261b", "fault"));
+        if let Some(p) = f.promoted_ms {
+            markers.push((p, "#e08a00", "promoted"));
+        }
+        if let Some(Some(outage)) = result.outage_ms.get(i) {
+            markers.push((
+                f.effective_ms.unwrap_or(f.injected_ms) + outage,
+                "#2e8b57",
+                "first success",
+            ));
+        }
+    }
+    for m in &result.proxy_markers {
+        let color = if m.label == "routing swapped" {
+            "#7b2cbf"
+        } else {
+            "#1f77b4"
+        };
+        markers.push((m.at_ms, color, m.label.as_str()));
+    }
+    for (i, (at, color, label)) in markers.iter().enumerate() {
+        if *at < 0.0 || *at > n * 1000.0 {
+            continue;
+        }
+        let mx = x(*at);
+        let _ = write!(
+            svg,
+            r#"<line x1="{mx:.1}" y1="16" x2="{mx:.1}" y2="392" stroke="{color}" stroke-width="1.5" stroke-dasharray="4 2"/>"#
+        );
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{}" fill="{color}">{}</text>"#,
+            mx + 3.0,
+            404 + (i % 2) * 12,
+            escape(label)
+        );
+    }
+    for t in (0..=result.seconds.len()).step_by(5) {
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{}" fill="#445" text-anchor="middle">{t}s</text>"##,
+            left + bar * t as f64,
+            402
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The whole report page.
+pub fn html(results: &[DrillResult]) -> String {
+    let mut page = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>switchyard failover drill</title>\
+         <style>body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d2430}table{border-collapse:collapse}\
+         th,td{border:1px solid #d5d9e0;padding:.3em .7em;text-align:left}th{background:#eef0f4}</style></head><body>",
+    );
+    let title = results.first().map(|r| r.scenario.as_str()).unwrap_or("drill");
+    let _ = write!(page, "<h1>Failover drill: {}</h1>", escape(title));
+    page.push_str("<table><tr><th></th>");
+    for r in results {
+        let _ = write!(page, "<th>{}</th>", r.target);
+    }
+    page.push_str("</tr>");
+    for (name, values) in rows(results) {
+        let _ = write!(page, "<tr><td>{}</td>", escape(&name));
+        for v in values {
+            let _ = write!(page, "<td>{}</td>", escape(&v));
+        }
+        page.push_str("</tr>");
+    }
+    page.push_str("</table>");
+    for r in results {
+        let _ = write!(page, "<h2>{}</h2>{}", r.target, chart(r));
+    }
+    page.push_str("<p>Markers: red fault injected, orange replica promoted, blue proxy detected / first session, purple routing swapped, green first successful write after the fault.</p></body></html>");
+    page
+}

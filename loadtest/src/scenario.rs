@@ -1,0 +1,162 @@
+//! A drill as a TOML file: what load, for how long, and which faults when.
+//!
+//! ```toml
+//! name = "kill -9 of the primary, then a read_only switchover"
+//! duration = "40s"
+//! [workload]
+//! writers = 4          # long-lived connections
+//! short_lived = 2      # workers that open one connection per write (web frameworks)
+//! rate = 200           # writes per second in all, open loop
+//! [[fault]]
+//! at = "10s"
+//! action = "kill-primary"   # kill -9; the most advanced replica is promoted after `promote_after`
+//! promote_after = "1s"
+//! [[fault]]
+//! at = "25s"
+//! action = "switchover"     # read_only=1 on the primary, promote a replica, repoint the rest
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use switchyard::duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    duration: String,
+    workload: Workload,
+    #[serde(default)]
+    fault: Vec<RawFault>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: String,
+    action: Action,
+    promote_after: Option<String>,
+    stop_for: Option<String>,
+}
+
+/// The load.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Workers on one long-lived connection each (reconnecting after an error).
+    pub writers: u32,
+    /// Workers that connect, write and disconnect for every operation.
+    #[serde(default)]
+    pub short_lived: u32,
+    /// Writes per second in all, spread over the workers, open loop.
+    pub rate: u32,
+}
+
+/// What a fault step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// `kill -9` of the primary; after `promote_after`, the most advanced replica is
+    /// promoted and the others repointed to it.
+    KillPrimary,
+    /// `SET GLOBAL read_only=1` on the primary, then the most advanced replica is
+    /// promoted and the others (the old primary included) repointed to it.
+    Switchover,
+    /// SIGSTOP of the primary for `stop_for`, then SIGCONT.
+    StopPrimary,
+}
+
+/// One timed fault.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Fault {
+    pub at: Duration,
+    pub action: Action,
+    pub promote_after: Duration,
+    pub stop_for: Duration,
+}
+
+/// A parsed scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub duration: Duration,
+    pub workload: Workload,
+    pub faults: Vec<Fault>,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Scenario::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Scenario> {
+        let raw: RawScenario = toml::from_str(text)?;
+        let time = |key: &str, value: &str| duration::parse(value).map_err(|e| anyhow::anyhow!("{key}: expected {e}"));
+        let total = time("duration", &raw.duration)?;
+        if total > Duration::from_secs(600) {
+            bail!("duration: at most 10m, got {}", raw.duration);
+        }
+        if raw.workload.rate == 0 || raw.workload.writers + raw.workload.short_lived == 0 {
+            bail!("workload: rate and at least one worker are required");
+        }
+        let mut faults = Vec::new();
+        for (i, f) in raw.fault.iter().enumerate() {
+            let at = time(&format!("fault[{i}].at"), &f.at)?;
+            if at >= total {
+                bail!("fault[{i}].at: {} is not before the end ({})", f.at, raw.duration);
+            }
+            let promote_after = match &f.promote_after {
+                Some(v) => time(&format!("fault[{i}].promote_after"), v)?,
+                None => Duration::from_secs(1),
+            };
+            let stop_for = match &f.stop_for {
+                Some(v) => time(&format!("fault[{i}].stop_for"), v)?,
+                None => Duration::from_secs(5),
+            };
+            faults.push(Fault {
+                at,
+                action: f.action,
+                promote_after,
+                stop_for,
+            });
+        }
+        faults.sort_by_key(|f| f.at);
+        Ok(Scenario {
+            name: raw.name,
+            duration: total,
+            workload: raw.workload,
+            faults,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_scenarios_parse() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios")).unwrap() {
+            let path = entry.unwrap().path();
+            Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        }
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let base = "name = \"x\"\nduration = \"10s\"\n[workload]\nwriters = 1\nrate = 10\n";
+        assert!(
+            Scenario::parse(&format!("{base}[[fault]]\nat = \"20s\"\naction = \"switchover\"\n"))
+                .unwrap_err()
+                .to_string()
+                .contains("fault[0].at")
+        );
+        assert!(Scenario::parse(&format!("{base}[[fault]]\nat = \"2s\"\naction = \"explode\"\n")).is_err());
+        assert!(Scenario::parse(&base.replace("10s", "2h")).is_err());
+        assert!(Scenario::parse(&base.replace("rate = 10", "rate = 0")).is_err());
+    }
+}
