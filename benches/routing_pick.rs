@@ -56,7 +56,18 @@ fn pick(c: &mut Criterion) {
     with_swapper(
         move |g| writer.publish(RoutingTable::new(g, vec![swap_members.clone()])),
         || {
+            // What the data path does: a guard, no reference count touched.
             group.bench_function("arcswap_round_robin", |b| {
+                b.iter(|| {
+                    black_box(routing.pick(|table| {
+                        select::order(Policy::RoundRobin, table.routable(0), &pool.cursor, |n| {
+                            fastrand::usize(..n)
+                        })
+                    }))
+                })
+            });
+            // An owned Arc per pick: a shared reference count the writer also touches.
+            group.bench_function("arcswap_load_full_round_robin", |b| {
                 b.iter(|| {
                     let table = routing.load();
                     black_box(select::order(

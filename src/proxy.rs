@@ -123,12 +123,11 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
     };
     loop {
         generation.borrow_and_update();
-        let candidates = {
-            let table = ctx.routing.load();
+        let candidates = ctx.routing.pick(|table| {
             select::order(pool.config.policy, table.routable(pool.id), &pool.cursor, |n| {
                 fastrand::usize(..n)
             })
-        };
+        });
         for member in candidates {
             let attempt = Instant::now();
             let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);

@@ -94,7 +94,7 @@ fn escape(text: &str) -> String {
 
 /// One SVG timeline for one drill.
 fn chart(result: &DrillResult) -> String {
-    let (w, h, left) = (960.0, 420.0, 60.0);
+    let (w, h, left) = (960.0, 460.0, 60.0);
     let plot_w = w - left - 20.0;
     let panel_h = 110.0;
     let n = result.seconds.len().max(1) as f64;
@@ -104,13 +104,13 @@ fn chart(result: &DrillResult) -> String {
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
-    let panels = [("ops/s ok", 20.0), ("p99 ms", 150.0), ("errors/s", 280.0)];
+    let panels = [("successful operations per second", 20.0), ("p99 latency, ms", 150.0), ("failed operations per second", 280.0)];
     for (label, top) in panels {
         let _ = write!(
             svg,
             r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{panel_h}" fill="#fafbfc" stroke="#ccd"/>"##
         );
-        let _ = write!(svg, r##"<text x="4" y="{}" fill="#445">{label}</text>"##, top + 14.0);
+        let _ = write!(svg, r##"<text x="{left}" y="{}" fill="#445">{label}</text>"##, top - 3.0);
     }
     let bar = plot_w / n;
     for s in &result.seconds {

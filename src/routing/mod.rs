@@ -32,9 +32,18 @@ impl Routing {
         }
     }
 
-    /// The current table (one atomic load and a reference-count increment).
+    /// The current table as an owned `Arc` (one atomic load and a reference-count
+    /// increment on a counter every session shares: use [`Routing::pick`] on the
+    /// data path).
     pub fn load(&self) -> Arc<RoutingTable> {
         self.table.load_full()
+    }
+
+    /// Runs `f` on the current table under an arc-swap guard: no reference count is
+    /// touched, so concurrent sessions do not contend on one cache line. `f` must not
+    /// await (the guard is released when it returns).
+    pub fn pick<T>(&self, f: impl FnOnce(&RoutingTable) -> T) -> T {
+        f(&self.table.load())
     }
 
     /// A receiver that sees every newly published generation.
