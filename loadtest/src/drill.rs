@@ -3,17 +3,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use switchyard_lab::mariadb::Cluster;
 use tokio::time::Instant;
 
 use crate::fault::{FaultRecord, Faults, PrimaryTimeline};
 use crate::measure::{self, Latency, Second};
-use crate::scenario::Scenario;
+use crate::peers::Peers;
+use crate::scenario::{Scenario, WorkloadKind};
 use crate::target::{Target, TargetKind};
 use crate::workload::{self, Op, OpKind, Progress};
 
@@ -41,34 +41,26 @@ pub struct DrillResult {
     pub outage_ms: Vec<Option<f64>>,
     pub longest_write_gap_ms: f64,
     pub errors: BTreeMap<String, u64>,
-    /// Writes acknowledged by a server that was not the primary then (must be 0).
-    pub acked_by_non_primary: usize,
+    /// Writes acknowledged by a server that was not the primary then (must be 0);
+    /// `None` where the protocol does not say which server acknowledged (all but MySQL).
+    pub acked_by_non_primary: Option<usize>,
     /// Acknowledged writes not found on the final primary afterwards (0 expected when
-    /// the promoted replica had caught up).
-    pub missing_writes: usize,
+    /// the promoted replica had caught up); `None` for peers that store nothing.
+    pub missing_writes: Option<usize>,
     pub seconds: Vec<Second>,
     pub faults: Vec<FaultRecord>,
     pub timeline: PrimaryTimeline,
     pub proxy_markers: Vec<ProxyMarker>,
 }
 
-/// Runs `scenario` through `kind` on a fresh 3-node cluster, printing progress.
+/// Runs `scenario` through `kind` on fresh peers, printing progress.
 pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(3))
-        .await?
-        .context("starting the MariaDB cluster")?;
-    cluster.sql(
-        0,
-        "CREATE TABLE appdb.drill (id BIGINT PRIMARY KEY, server_id INT NOT NULL, worker INT NOT NULL)",
-    )?;
-    for replica in 1..cluster.nodes().len() {
-        cluster.wait_caught_up(replica, 0)?;
-    }
-    let target = Target::start(kind, &cluster).await?;
-    await_writable(target.addr)
+    let workload_kind = scenario.workload.kind;
+    let peers = Arc::new(Peers::start(workload_kind).await?);
+    let target = Target::start(kind, &peers, workload_kind).await?;
+    await_ready(target.addr, workload_kind)
         .await
-        .with_context(|| format!("{kind} never routed a write"))?;
-    let cluster = Arc::new(Mutex::new(cluster));
+        .with_context(|| format!("{kind} never served a request"))?;
 
     let t0 = Instant::now();
     let t0_unix_ms = SystemTime::now()
@@ -76,8 +68,13 @@ pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
         .map(|d| d.as_millis() as f64)
         .unwrap_or(0.0);
     let progress = Arc::new(Progress::default());
+    let cluster = match &*peers {
+        Peers::Mysql(cluster) => Some(cluster.clone()),
+        _ => None,
+    };
     let faults = Faults {
-        cluster: cluster.clone(),
+        peers: peers.clone(),
+        cluster,
         primary: 0,
         dead: Vec::new(),
     };
@@ -107,20 +104,9 @@ pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
         })
         .collect();
     target.stop().await;
-
-    let present: HashSet<u64> = {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || -> Result<HashSet<u64>> {
-            let ids = cluster
-                .lock()
-                .expect("cluster lock")
-                .sql(final_primary, "SELECT id FROM appdb.drill")?;
-            Ok(ids.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        })
-        .await??
-    };
-    let result = summarize(scenario, kind, &ops, faults, timeline, proxy_markers, &present);
-    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    let stored = peers.stored_ids(final_primary).await?;
+    let result = summarize(scenario, kind, &ops, faults, timeline, proxy_markers, stored.as_ref());
+    tokio::task::spawn_blocking(move || drop(peers)).await?;
     Ok(result)
 }
 
@@ -131,8 +117,10 @@ fn summarize(
     faults: Vec<FaultRecord>,
     timeline: PrimaryTimeline,
     proxy_markers: Vec<ProxyMarker>,
-    present: &HashSet<u64>,
+    stored: Option<&HashSet<u64>>,
 ) -> DrillResult {
+    // Which server acknowledged a write is known for MySQL only (`@@server_id`).
+    let mysql = scenario.workload.kind == WorkloadKind::Mysql;
     let count = |kind: OpKind, ok: bool| ops.iter().filter(|o| o.kind == kind && o.result.is_ok() == ok).count() as u64;
     let duration_s = scenario.duration.as_secs() as u32;
     DrillResult {
@@ -151,8 +139,8 @@ fn summarize(
             .collect(),
         longest_write_gap_ms: measure::longest_write_gap(ops),
         errors: measure::errors_by_kind(ops),
-        acked_by_non_primary: measure::acked_by_non_primary(ops, &timeline).len(),
-        missing_writes: measure::missing_writes(ops, present).len(),
+        acked_by_non_primary: mysql.then(|| measure::acked_by_non_primary(ops, &timeline).len()),
+        missing_writes: stored.map(|present| measure::missing_writes(ops, present).len()),
         seconds: measure::per_second(ops, duration_s),
         faults,
         timeline,
@@ -160,30 +148,16 @@ fn summarize(
     }
 }
 
-/// Waits until a write through the target succeeds (the target has found the primary).
-async fn await_writable(addr: std::net::SocketAddr) -> Result<()> {
-    use mysql_async::prelude::Queryable;
+/// Waits until one operation through the target succeeds (it has found a backend).
+async fn await_ready(addr: std::net::SocketAddr, kind: WorkloadKind) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let opts = mysql_async::OptsBuilder::default()
-            .ip_or_hostname(addr.ip().to_string())
-            .tcp_port(addr.port())
-            .user(Some(switchyard_lab::mariadb::APP_USER))
-            .pass(Some(switchyard_lab::mariadb::APP_PASSWORD))
-            .db_name(Some("appdb"))
-            .prefer_socket(false);
-        let attempt = async {
-            let mut conn = mysql_async::Conn::new(opts).await?;
-            conn.query_drop("INSERT INTO kv (v, server_id) VALUES ('ready', @@server_id)")
-                .await?;
-            conn.disconnect().await
-        };
-        match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-            Ok(Ok(())) => return Ok(()),
-            _ if Instant::now() > deadline => anyhow::bail!("no write succeeded within 30s"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+    while !workload::ready(addr, kind).await {
+        if Instant::now() > deadline {
+            anyhow::bail!("no operation succeeded within 30s");
         }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
 }
 
 async fn report_progress(kind: TargetKind, progress: Arc<Progress>, duration: Duration, t0: Instant) {

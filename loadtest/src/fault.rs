@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 use switchyard_lab::mariadb::Cluster;
+use switchyard_lab::mongo::ReplicaSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::peers::Peers;
 use crate::scenario::{Action, Fault};
 
 /// What happened for one fault, in milliseconds since the drill started.
@@ -42,9 +44,11 @@ impl PrimaryTimeline {
     }
 }
 
-/// The state the fault task keeps: the cluster and which node is primary.
+/// The state the fault task keeps: the peers and which one is primary.
 pub struct Faults {
-    pub cluster: Arc<Mutex<Cluster>>,
+    pub peers: Arc<Peers>,
+    /// For MySQL (the fault steps' own handle on the cluster).
+    pub cluster: Option<Arc<Mutex<Cluster>>>,
     pub primary: usize,
     pub dead: Vec<usize>,
 }
@@ -57,13 +61,11 @@ impl Faults {
     /// Applies `faults` at their times; returns the records and the timeline.
     pub async fn run(mut self, faults: Vec<Fault>, t0: Instant) -> (Vec<FaultRecord>, PrimaryTimeline, usize) {
         let ms = |at: Instant| at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
-        let first = self
-            .cluster
-            .lock()
-            .expect("cluster lock")
-            .node(self.primary)
-            .server_id();
-        let mut timeline = PrimaryTimeline(vec![(0.0, Some(first))]);
+        let mut timeline = PrimaryTimeline::default();
+        if let Some(cluster) = &self.cluster {
+            let first = cluster.lock().expect("cluster lock").node(self.primary).server_id();
+            timeline.0.push((0.0, Some(first)));
+        }
         let mut records = Vec::new();
         for fault in faults {
             sleep_until(t0 + fault.at).await;
@@ -77,10 +79,19 @@ impl Faults {
                 error: None,
             };
             let steps_before = timeline.0.len();
-            let step = match fault.action {
-                Action::KillPrimary => self.kill_primary(fault.promote_after, &mut timeline, t0).await,
-                Action::Switchover => self.switchover(&mut timeline, t0).await,
-                Action::StopPrimary => self.stop_primary(fault.stop_for).await,
+            let step = match (&*self.peers.clone(), fault.action) {
+                (Peers::Mysql(_), Action::KillPrimary) => {
+                    self.kill_primary(fault.promote_after, &mut timeline, t0).await
+                }
+                (Peers::Mysql(_), Action::Switchover) => self.switchover(&mut timeline, t0).await,
+                (Peers::Mysql(_), Action::StopPrimary) => self.stop_primary(fault.stop_for).await,
+                (Peers::Mongo(set), action) => self.mongo(set.clone(), action, &fault, t0).await,
+                (Peers::Secantus(s), Action::Stepdown) => stepdown(s.addr()).await.map(|()| None),
+                (Peers::Servers(servers), Action::Refuse) => {
+                    servers.lock().await.refuse(0).await;
+                    Ok(None)
+                }
+                (_, action) => Err(anyhow::anyhow!("{action:?} does not apply to these peers")),
             };
             match step {
                 Ok(Some((at, server))) => {
@@ -100,6 +111,52 @@ impl Faults {
         (records, timeline, self.primary)
     }
 
+    fn cluster(&self) -> Arc<Mutex<Cluster>> {
+        self.cluster.clone().expect("MySQL faults run on a cluster")
+    }
+
+    /// MongoDB replica set: scripted elections, kill -9 (then an election after
+    /// `promote_after`), SIGSTOP/SIGCONT.
+    async fn mongo(
+        &mut self,
+        set: Arc<Mutex<ReplicaSet>>,
+        action: Action,
+        fault: &Fault,
+        t0: Instant,
+    ) -> Result<Option<(f64, u32)>> {
+        let old = self.primary;
+        let next = {
+            let len = set.lock().expect("set lock").len();
+            (1..len)
+                .map(|d| (old + d) % len)
+                .find(|i| !self.dead.contains(i))
+                .unwrap_or(old)
+        };
+        let elect = |set: Arc<Mutex<ReplicaSet>>| async move {
+            blocking(move || set.lock().expect("set lock").elect(Some(next))).await
+        };
+        match action {
+            Action::Elect => elect(set).await?,
+            Action::KillPrimary => {
+                let s = set.clone();
+                blocking(move || s.lock().expect("set lock").kill9(old)).await?;
+                self.dead.push(old);
+                sleep(fault.promote_after).await;
+                elect(set).await?;
+            }
+            Action::StopPrimary => {
+                let s = set.clone();
+                blocking(move || s.lock().expect("set lock").sigstop(old)).await?;
+                sleep(fault.stop_for).await;
+                blocking(move || set.lock().expect("set lock").sigcont(old)).await?;
+                return Ok(None);
+            }
+            other => anyhow::bail!("{other:?} does not apply to a replica set"),
+        }
+        self.primary = next;
+        Ok(Some((t0.elapsed().as_secs_f64() * 1000.0, next as u32 + 1)))
+    }
+
     fn live_replicas(&self, cluster: &Cluster) -> Vec<usize> {
         (0..cluster.nodes().len())
             .filter(|i| *i != self.primary && !self.dead.contains(i))
@@ -112,7 +169,7 @@ impl Faults {
         timeline: &mut PrimaryTimeline,
         t0: Instant,
     ) -> Result<Option<(f64, u32)>> {
-        let (cluster, old) = (self.cluster.clone(), self.primary);
+        let (cluster, old) = (self.cluster(), self.primary);
         blocking(move || cluster.lock().expect("cluster lock").kill9(old)).await?;
         timeline.0.push((t0.elapsed().as_secs_f64() * 1000.0, None));
         self.dead.push(old);
@@ -121,12 +178,12 @@ impl Faults {
     }
 
     async fn switchover(&mut self, timeline: &mut PrimaryTimeline, t0: Instant) -> Result<Option<(f64, u32)>> {
-        let (cluster, old) = (self.cluster.clone(), self.primary);
+        let (cluster, old) = (self.cluster(), self.primary);
         blocking(move || cluster.lock().expect("cluster lock").sql(old, "SET GLOBAL read_only=1")).await?;
         timeline.0.push((t0.elapsed().as_secs_f64() * 1000.0, None));
         // A planned switchover loses nothing: every replica first applies all the old
         // primary wrote (it is read-only now, so that set is final).
-        let (cluster, dead) = (self.cluster.clone(), self.dead.clone());
+        let (cluster, dead) = (self.cluster(), self.dead.clone());
         blocking(move || -> Result<()> {
             let cluster = cluster.lock().expect("cluster lock");
             for replica in (0..cluster.nodes().len()).filter(|i| *i != old && !dead.contains(i)) {
@@ -136,23 +193,23 @@ impl Faults {
         })
         .await?;
         let promoted = self.promote_best(timeline, t0).await?;
-        let (cluster, new) = (self.cluster.clone(), self.primary);
+        let (cluster, new) = (self.cluster(), self.primary);
         blocking(move || cluster.lock().expect("cluster lock").rejoin_as_replica(old, new)).await?;
         Ok(Some(promoted))
     }
 
     async fn stop_primary(&mut self, stop_for: Duration) -> Result<Option<(f64, u32)>> {
-        let (cluster, old) = (self.cluster.clone(), self.primary);
+        let (cluster, old) = (self.cluster(), self.primary);
         blocking(move || cluster.lock().expect("cluster lock").sigstop(old)).await?;
         sleep(stop_for).await;
-        let cluster = self.cluster.clone();
+        let cluster = self.cluster();
         blocking(move || cluster.lock().expect("cluster lock").sigcont(old)).await?;
         Ok(None)
     }
 
     /// Promotes the most advanced live replica and repoints the other live ones.
     async fn promote_best(&mut self, timeline: &mut PrimaryTimeline, t0: Instant) -> Result<(f64, u32)> {
-        let cluster = self.cluster.clone();
+        let cluster = self.cluster();
         let old = self.primary;
         let dead = self.dead.clone();
         let (new, server) = blocking(move || -> Result<(usize, u32)> {
@@ -169,10 +226,11 @@ impl Faults {
         timeline.0.push((at, Some(server)));
         self.primary = new;
         let others = {
-            let cluster = self.cluster.lock().expect("cluster lock");
+            let cluster = self.cluster();
+            let cluster = cluster.lock().expect("cluster lock");
             self.live_replicas(&cluster)
         };
-        let cluster = self.cluster.clone();
+        let cluster = self.cluster();
         blocking(move || -> Result<()> {
             let cluster = cluster.lock().expect("cluster lock");
             for other in others.into_iter().filter(|&o| o != old) {
@@ -183,6 +241,17 @@ impl Faults {
         .await?;
         Ok((at, server))
     }
+}
+
+/// SecantusDB: `replSetStepDown` (the server closes connections as it steps down, so
+/// the command's own reply may be lost; that is not a failure of the step).
+async fn stepdown(addr: std::net::SocketAddr) -> Result<()> {
+    let uri = format!("mongodb://{addr}/?directConnection=true&serverSelectionTimeoutMS=5000");
+    let client = mongodb::Client::with_uri_str(uri).await?;
+    let command = bson::doc! { "replSetStepDown": 2, "force": true };
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.database("admin").run_command(command)).await;
+    client.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,13 +4,16 @@
 //! # Layout
 //!
 //! - [`scenario`]: a drill as a file (`loadtest/scenarios/*.toml`): workload + timed faults.
+//! - [`peers`]: the real peers per workload kind — a MariaDB GTID cluster, a scripted
+//!   MongoDB replica set, SecantusDB, or two in-process TCP/HTTP [`servers`].
 //! - [`target`]: what the clients talk to — switchyard (in-process) or HAProxy (a
-//!   process), in front of a `switchyard_lab` MariaDB cluster.
-//! - [`workload`]: open-loop MySQL clients (`mysql_async`), long-lived and short-lived
-//!   connections; every write carries a unique id and records the `@@server_id` that
-//!   acknowledged it.
-//! - [`fault`]: the fault steps (kill -9 + promotion, switchover, SIGSTOP) and the
-//!   primary-of-record timeline they produce.
+//!   process, MySQL drills), in front of the peers.
+//! - [`workload`]: open-loop clients — MySQL (`mysql_async`), MongoDB (the official
+//!   driver), raw TCP echo, HTTP — on long-lived and short-lived connections; every
+//!   write carries a unique id and records who acknowledged it where the protocol says.
+//! - [`fault`]: the fault steps (kill -9 + promotion, switchover, SIGSTOP, scripted
+//!   election, SecantusDB stepdown, refused connections) and the primary-of-record
+//!   timeline they produce.
 //! - [`measure`] (pure): per-second buckets, outage, longest gap, errors by kind,
 //!   writes acknowledged by a non-primary, acknowledged writes missing afterwards.
 //! - [`report`]: JSON and a self-contained HTML page (inline SVG).
@@ -19,7 +22,9 @@
 pub mod drill;
 pub mod fault;
 pub mod measure;
+pub mod peers;
 pub mod report;
 pub mod scenario;
+pub mod servers;
 pub mod target;
 pub mod workload;

@@ -40,8 +40,9 @@ fn rows(results: &[DrillResult]) -> Vec<(String, Vec<String>)> {
             r.write_latency.p50_ms, r.write_latency.p99_ms, r.write_latency.max_ms
         )
     });
-    row("writes acked by a non-primary", &|r| r.acked_by_non_primary.to_string());
-    row("acked writes missing afterwards", &|r| r.missing_writes.to_string());
+    let count = |v: Option<usize>| v.map_or("n/a".to_string(), |n| n.to_string());
+    row("writes acked by a non-primary", &|r| count(r.acked_by_non_primary));
+    row("acked writes missing afterwards", &|r| count(r.missing_writes));
     row("errors by kind", &|r| {
         let kinds: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         if kinds.is_empty() {
@@ -104,13 +105,21 @@ fn chart(result: &DrillResult) -> String {
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
-    let panels = [("successful operations per second", 20.0), ("p99 latency, ms", 150.0), ("failed operations per second", 280.0)];
+    let panels = [
+        ("successful operations per second", 20.0),
+        ("p99 latency, ms", 150.0),
+        ("failed operations per second", 280.0),
+    ];
     for (label, top) in panels {
         let _ = write!(
             svg,
             r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{panel_h}" fill="#fafbfc" stroke="#ccd"/>"##
         );
-        let _ = write!(svg, r##"<text x="{left}" y="{}" fill="#445">{label}</text>"##, top - 3.0);
+        let _ = write!(
+            svg,
+            r##"<text x="{left}" y="{}" fill="#445">{label}</text>"##,
+            top - 3.0
+        );
     }
     let bar = plot_w / n;
     for s in &result.seconds {

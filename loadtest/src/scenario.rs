@@ -42,10 +42,30 @@ struct RawFault {
     stop_for: Option<String>,
 }
 
+/// Which clients, against which peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkloadKind {
+    /// `mysql_async` writes and reads against a 3-node MariaDB GTID cluster.
+    #[default]
+    Mysql,
+    /// The official `mongodb` driver (inserts with ids, finds) against a scripted
+    /// 3-member replica set.
+    Mongo,
+    /// The same against SecantusDB (a real single-node store that can step down).
+    Secantus,
+    /// Raw TCP echo exchanges against two echo servers.
+    Tcp,
+    /// HTTP/1.1 GETs against two small HTTP servers.
+    Http,
+}
+
 /// The load.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
+    #[serde(default)]
+    pub kind: WorkloadKind,
     /// Workers on one long-lived connection each (reconnecting after an error).
     pub writers: u32,
     /// Workers that connect, write and disconnect for every operation.
@@ -67,6 +87,26 @@ pub enum Action {
     Switchover,
     /// SIGSTOP of the primary for `stop_for`, then SIGCONT.
     StopPrimary,
+    /// MongoDB: a scripted election moves the primary to the next member.
+    Elect,
+    /// SecantusDB: `replSetStepDown` (it steps up again by itself).
+    Stepdown,
+    /// TCP/HTTP: the first backend stops listening (connections are refused).
+    Refuse,
+}
+
+impl Action {
+    /// The workload kinds this fault applies to.
+    pub fn applies_to(self, kind: WorkloadKind) -> bool {
+        use WorkloadKind::*;
+        match self {
+            Action::KillPrimary | Action::StopPrimary => matches!(kind, Mysql | Mongo),
+            Action::Switchover => kind == Mysql,
+            Action::Elect => kind == Mongo,
+            Action::Stepdown => kind == Secantus,
+            Action::Refuse => matches!(kind, Tcp | Http),
+        }
+    }
 }
 
 /// One timed fault.
@@ -117,6 +157,13 @@ impl Scenario {
                 Some(v) => time(&format!("fault[{i}].stop_for"), v)?,
                 None => Duration::from_secs(5),
             };
+            if !f.action.applies_to(raw.workload.kind) {
+                bail!(
+                    "fault[{i}].action: {:?} does not apply to a {:?} workload",
+                    f.action,
+                    raw.workload.kind
+                );
+            }
             faults.push(Fault {
                 at,
                 action: f.action,
@@ -158,5 +205,13 @@ mod tests {
         assert!(Scenario::parse(&format!("{base}[[fault]]\nat = \"2s\"\naction = \"explode\"\n")).is_err());
         assert!(Scenario::parse(&base.replace("10s", "2h")).is_err());
         assert!(Scenario::parse(&base.replace("rate = 10", "rate = 0")).is_err());
+        let tcp = base.replace("[workload]\n", "[workload]\nkind = \"tcp\"\n");
+        assert!(
+            Scenario::parse(&format!("{tcp}[[fault]]\nat = \"2s\"\naction = \"switchover\"\n"))
+                .unwrap_err()
+                .to_string()
+                .contains("does not apply")
+        );
+        Scenario::parse(&format!("{tcp}[[fault]]\nat = \"2s\"\naction = \"refuse\"\n")).unwrap();
     }
 }

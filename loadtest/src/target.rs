@@ -17,6 +17,9 @@ use switchyard::timeline::FailoverEvent;
 use switchyard_lab::mariadb::{Cluster, MONITOR_PASSWORD, MONITOR_USER};
 use switchyard_lab::system;
 
+use crate::peers::Peers;
+use crate::scenario::WorkloadKind;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetKind {
@@ -92,10 +95,10 @@ pub fn haproxy_config(cluster: &Cluster, port: u16) -> String {
 }
 
 impl Target {
-    pub async fn start(kind: TargetKind, cluster: &Cluster) -> Result<Target> {
+    pub async fn start(kind: TargetKind, peers: &Peers, workload: WorkloadKind) -> Result<Target> {
         match kind {
             TargetKind::Switchyard => {
-                let config = Config::parse(&switchyard_config(cluster), "drill")?;
+                let config = Config::parse(&peers.switchyard_config(workload).await, "drill")?;
                 let proxy = app::start(config).await?;
                 let addr = proxy.listener("writer").context("writer listener")?;
                 let admin = proxy.admin();
@@ -109,11 +112,15 @@ impl Target {
                 })
             }
             TargetKind::Haproxy => {
+                let Peers::Mysql(cluster) = peers else {
+                    bail!("the HAProxy comparison is for MySQL drills (option mysql-check)");
+                };
                 system::ensure_packages(&[("haproxy", "haproxy")])?;
                 let dir = system::temp_dir("sy-haproxy")?;
                 let port = system::free_port()?;
                 let cfg = dir.join("haproxy.cfg");
-                std::fs::write(&cfg, haproxy_config(cluster, port))?;
+                let text = haproxy_config(&cluster.lock().expect("cluster lock"), port);
+                std::fs::write(&cfg, text)?;
                 let log = std::fs::File::create(dir.join("haproxy.log"))?;
                 let child = Command::new("haproxy")
                     .arg("-db")

@@ -1,4 +1,5 @@
-//! Open-loop MySQL clients. Each worker has a schedule (`rate` spread over the
+//! Open-loop clients (MySQL with `mysql_async`, MongoDB with the official driver, raw
+//! TCP echo, HTTP/1.1). Each worker has a schedule (`rate` spread over the
 //! workers); an operation that starts late because the previous one stalled counts
 //! its wait as latency, so a stall shows up as latency, not as silence. Every loop
 //! ends by the drill's duration, and every network wait is under [`OP_TIMEOUT`].
@@ -12,9 +13,12 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use serde::Serialize;
 use switchyard_lab::mariadb::{APP_PASSWORD, APP_USER};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::scenario::Workload;
+use crate::scenario::{Workload, WorkloadKind};
 
 /// Connect, write, or read: each under this limit.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,22 +89,205 @@ async fn bounded<T>(work: impl std::future::Future<Output = mysql_async::Result<
     }
 }
 
-async fn write(conn: &mut Conn, id: u64, worker: u32) -> Result<u32, String> {
-    bounded(conn.exec_drop(
-        "INSERT INTO drill (id, server_id, worker) VALUES (?, @@server_id, ?)",
-        (id, worker),
-    ))
-    .await?;
-    bounded(conn.query_first::<u32, _>("SELECT @@server_id"))
-        .await?
-        .ok_or_else(|| "no server id".to_string())
+/// One worker's connection, of the workload's kind; `None` inside = not connected.
+enum Session {
+    Mysql(Option<Conn>),
+    Mongo(Option<mongodb::Client>),
+    Tcp(Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf, u32)>),
+    Http(Option<BufReader<TcpStream>>),
 }
 
-async fn read(conn: &mut Conn, id: u64) -> Result<u32, String> {
-    bounded(conn.exec_drop("SELECT id FROM drill WHERE id = ?", (id,))).await?;
-    bounded(conn.query_first::<u32, _>("SELECT @@server_id"))
-        .await?
-        .ok_or_else(|| "no server id".to_string())
+fn io_kind(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+            "connection lost".into()
+        }
+        std::io::ErrorKind::ConnectionRefused => "refused".into(),
+        kind => format!("io {kind:?}").to_lowercase(),
+    }
+}
+
+async fn io_bounded<T>(work: impl std::future::Future<Output = std::io::Result<T>>) -> Result<T, String> {
+    match timeout(OP_TIMEOUT, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(io_kind(&e)),
+        Err(_) => Err("timeout".into()),
+    }
+}
+
+async fn mongo_bounded<T>(work: impl std::future::IntoFuture<Output = mongodb::error::Result<T>>) -> Result<T, String> {
+    match timeout(OP_TIMEOUT, work.into_future()).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(match e.kind.as_ref() {
+            mongodb::error::ErrorKind::Command(c) => format!("mongo {}", c.code),
+            mongodb::error::ErrorKind::Write(_) => "mongo write error".into(),
+            mongodb::error::ErrorKind::ServerSelection { .. } => "server selection".into(),
+            mongodb::error::ErrorKind::Io(_) => "connection lost".into(),
+            _ => "mongo other".into(),
+        }),
+        Err(_) => Err("timeout".into()),
+    }
+}
+
+/// `backend N` → N.
+fn backend_number(text: &str) -> Result<u32, String> {
+    text.trim()
+        .strip_prefix("backend ")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unexpected reply {text:?}"))
+}
+
+impl Session {
+    fn new(kind: WorkloadKind) -> Session {
+        match kind {
+            WorkloadKind::Mysql => Session::Mysql(None),
+            WorkloadKind::Mongo | WorkloadKind::Secantus => Session::Mongo(None),
+            WorkloadKind::Tcp => Session::Tcp(None),
+            WorkloadKind::Http => Session::Http(None),
+        }
+    }
+
+    fn reads(&self) -> bool {
+        matches!(self, Session::Mysql(_) | Session::Mongo(_))
+    }
+
+    /// One operation; returns the identity of the server that answered (MySQL
+    /// `@@server_id`, the backend's number; 0 when the protocol cannot tell).
+    async fn op(&mut self, target: SocketAddr, kind: OpKind, id: u64, worker: u32, keep: bool) -> Result<u32, String> {
+        match self {
+            Session::Mysql(conn) => {
+                if conn.is_none() {
+                    *conn = Some(bounded(Conn::new(opts(target))).await?);
+                }
+                let c = conn.as_mut().expect("connected above");
+                match kind {
+                    OpKind::Write => {
+                        let sql = "INSERT INTO drill (id, server_id, worker) VALUES (?, @@server_id, ?)";
+                        bounded(c.exec_drop(sql, (id, worker))).await?;
+                    }
+                    OpKind::Read => bounded(c.exec_drop("SELECT id FROM drill WHERE id = ?", (id,))).await?,
+                }
+                bounded(c.query_first::<u32, _>("SELECT @@server_id"))
+                    .await?
+                    .ok_or_else(|| "no server id".to_string())
+            }
+            Session::Mongo(client) => {
+                if client.is_none() {
+                    let uri = format!(
+                        "mongodb://{target}/?directConnection=true&serverSelectionTimeoutMS=5000&connectTimeoutMS=2000&heartbeatFrequencyMS=500&maxPoolSize=1"
+                    );
+                    *client = Some(mongo_bounded(mongodb::Client::with_uri_str(uri)).await?);
+                }
+                let coll = client
+                    .as_ref()
+                    .expect("created above")
+                    .database("app")
+                    .collection::<bson::Document>("drill");
+                match kind {
+                    OpKind::Write => {
+                        mongo_bounded(coll.insert_one(bson::doc! { "_id": id as i64, "worker": worker })).await?;
+                    }
+                    OpKind::Read => {
+                        mongo_bounded(coll.find_one(bson::doc! { "_id": id as i64 })).await?;
+                    }
+                }
+                Ok(0)
+            }
+            Session::Tcp(conn) => {
+                if conn.is_none() {
+                    let stream = io_bounded(TcpStream::connect(target)).await?;
+                    let (read, write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    let mut banner = String::new();
+                    io_bounded(read.read_line(&mut banner)).await?;
+                    *conn = Some((read, write, backend_number(&banner)?));
+                }
+                let (read, write, backend) = conn.as_mut().expect("connected above");
+                io_bounded(write.write_all(format!("{id}\n").as_bytes())).await?;
+                let mut echo = String::new();
+                if io_bounded(read.read_line(&mut echo)).await? == 0 {
+                    return Err("connection lost".into());
+                }
+                if echo.trim() != id.to_string() {
+                    return Err(format!("echo mismatch: {echo:?}"));
+                }
+                Ok(*backend)
+            }
+            Session::Http(conn) => {
+                if conn.is_none() {
+                    *conn = Some(BufReader::new(io_bounded(TcpStream::connect(target)).await?));
+                }
+                let stream = conn.as_mut().expect("connected above");
+                let connection = if keep { "keep-alive" } else { "close" };
+                let request = format!("GET /{id} HTTP/1.1\r\nHost: drill\r\nConnection: {connection}\r\n\r\n");
+                io_bounded(stream.get_mut().write_all(request.as_bytes())).await?;
+                let body = io_bounded(read_http_body(stream)).await?;
+                backend_number(&body)
+            }
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Session::Mysql(conn) => {
+                if let Some(c) = conn.take() {
+                    // A clean goodbye when we can; a dead server needs none.
+                    let _ = timeout(Duration::from_millis(200), c.disconnect()).await;
+                }
+            }
+            Session::Mongo(client) => {
+                if let Some(c) = client.take() {
+                    let _ = timeout(Duration::from_millis(200), c.shutdown()).await;
+                }
+            }
+            Session::Tcp(conn) => *conn = None,
+            Session::Http(conn) => *conn = None,
+        }
+    }
+}
+
+/// Reads one HTTP response (head decoded by switchyard's own decoder) and its body.
+async fn read_http_body(stream: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    use switchyard::protocol::http::decode_response_head;
+    use switchyard::protocol::Decode;
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let mut buf = Vec::new();
+    loop {
+        match decode_response_head(&buf) {
+            Decode::Done(head) => {
+                let length = head.content_length.ok_or_else(|| invalid("no content-length"))?;
+                while buf.len() < head.head_len + length {
+                    let mut chunk = [0u8; 1024];
+                    let n = stream.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(String::from_utf8_lossy(&buf[head.head_len..head.head_len + length]).into_owned());
+            }
+            Decode::Invalid(reason) => return Err(invalid(reason)),
+            Decode::Incomplete => {
+                let mut byte = [0u8; 1];
+                if stream.read(&mut byte).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                buf.push(byte[0]);
+            }
+        }
+    }
+}
+
+/// One operation through `target` with a fresh connection; true when it succeeded
+/// (the target has found a backend that takes writes).
+pub async fn ready(target: SocketAddr, kind: WorkloadKind) -> bool {
+    let mut session = Session::new(kind);
+    // A read of id 0 (never written by the workload) where reads exist, so a retry
+    // never meets its own earlier write; an echo or a GET elsewhere.
+    let op = if session.reads() { OpKind::Read } else { OpKind::Write };
+    let ok = session.op(target, op, 0, 0, false).await.is_ok();
+    session.close().await;
+    ok
 }
 
 /// Runs the workload against `target` until `t0 + duration`; returns every operation.
@@ -121,7 +308,7 @@ pub async fn run(
         let offset = interval.mul_f64(f64::from(worker) / f64::from(workers));
         tasks.spawn(async move {
             let ms = |at: Instant| at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
-            let mut conn: Option<Conn> = None;
+            let mut session = Session::new(workload.kind);
             let mut ops = Vec::new();
             let mut last_id = 0;
             for k in 0u32.. {
@@ -132,32 +319,16 @@ pub async fn run(
                 sleep_until(scheduled).await;
                 let started = Instant::now();
                 // Every fourth operation of a long-lived worker reads its last write back.
-                let kind = if !short_lived && k % 4 == 3 && last_id > 0 {
-                    OpKind::Read
-                } else {
-                    OpKind::Write
-                };
+                let read = session.reads() && !short_lived && k % 4 == 3 && last_id > 0;
+                let kind = if read { OpKind::Read } else { OpKind::Write };
                 let id = if kind == OpKind::Write {
                     ids.fetch_add(1, Ordering::Relaxed)
                 } else {
                     last_id
                 };
-                let result = async {
-                    if conn.is_none() {
-                        conn = Some(bounded(Conn::new(opts(target))).await?);
-                    }
-                    let c = conn.as_mut().expect("connected above");
-                    match kind {
-                        OpKind::Write => write(c, id, worker).await,
-                        OpKind::Read => read(c, id).await,
-                    }
-                }
-                .await;
+                let result = session.op(target, kind, id, worker, !short_lived).await;
                 if result.is_err() || short_lived {
-                    if let Some(c) = conn.take() {
-                        // A clean goodbye when we can; a dead server needs none.
-                        let _ = timeout(Duration::from_millis(200), c.disconnect()).await;
-                    }
+                    session.close().await;
                 }
                 if kind == OpKind::Write && result.is_ok() {
                     last_id = id;
@@ -174,9 +345,7 @@ pub async fn run(
                     result,
                 });
             }
-            if let Some(c) = conn.take() {
-                let _ = timeout(Duration::from_millis(500), c.disconnect()).await;
-            }
+            session.close().await;
             ops
         });
     }

@@ -9,13 +9,17 @@ use switchyard_loadtest::target::TargetKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_drill_through_switchyard_acks_only_on_the_primary_and_loses_nothing() {
-    let scenario = Scenario::load(concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/ci-short.toml").as_ref()).unwrap();
+    let scenario = scenario("ci-short");
     let result = drill::run(&scenario, TargetKind::Switchyard)
         .await
         .expect("the drill runs");
     println!("{}", switchyard_loadtest::report::table(std::slice::from_ref(&result)));
-    assert_eq!(result.acked_by_non_primary, 0, "writes acknowledged by a non-primary");
-    assert_eq!(result.missing_writes, 0, "acknowledged writes missing afterwards");
+    assert_eq!(
+        result.acked_by_non_primary,
+        Some(0),
+        "writes acknowledged by a non-primary"
+    );
+    assert_eq!(result.missing_writes, Some(0), "acknowledged writes missing afterwards");
     assert!(
         result.faults.iter().all(|f| f.error.is_none()),
         "fault steps failed: {:?}",
@@ -31,4 +35,56 @@ async fn short_drill_through_switchyard_acks_only_on_the_primary_and_loses_nothi
         result.outage_ms
     );
     assert!(result.writes_ok > 0);
+}
+
+fn scenario(name: &str) -> Scenario {
+    Scenario::load(format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR")).as_ref()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mongo_drill_through_switchyard_loses_no_acknowledged_insert() {
+    let result = drill::run(&scenario("mongo-election"), TargetKind::Switchyard)
+        .await
+        .expect("the drill runs");
+    println!("{}", switchyard_loadtest::report::table(std::slice::from_ref(&result)));
+    assert_eq!(
+        result.missing_writes,
+        Some(0),
+        "acknowledged inserts missing afterwards"
+    );
+    assert!(
+        result.faults.iter().all(|f| f.error.is_none()),
+        "fault steps failed: {:?}",
+        result.faults
+    );
+    assert!(
+        result.outage_ms.iter().all(Option::is_some),
+        "writes resumed after every fault: {:?}",
+        result.outage_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_http_drills_move_to_the_second_backend() {
+    for name in ["tcp-refuse", "http-refuse"] {
+        let result = drill::run(&scenario(name), TargetKind::Switchyard)
+            .await
+            .expect("the drill runs");
+        println!("{}", switchyard_loadtest::report::table(std::slice::from_ref(&result)));
+        assert!(
+            result.outage_ms.iter().all(Option::is_some),
+            "{name}: requests resumed: {:?}",
+            result.outage_ms
+        );
+        assert!(result.writes_ok > 0);
+    }
+}
+
+#[test]
+fn haproxy_is_refused_for_non_mysql_drills() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime
+        .block_on(drill::run(&scenario("tcp-refuse"), TargetKind::Haproxy))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("MySQL"), "{err:#}");
 }

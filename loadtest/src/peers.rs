@@ -1,0 +1,141 @@
+//! The real peers a drill runs against, by workload kind, and what switchyard's
+//! config for them looks like.
+
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use switchyard_lab::mariadb::Cluster;
+use switchyard_lab::mongo::{ReplicaSet, Secantus};
+
+use crate::scenario::WorkloadKind;
+use crate::servers::{Servers, Speech};
+use crate::target;
+
+pub enum Peers {
+    Mysql(Arc<Mutex<Cluster>>),
+    Mongo(Arc<Mutex<ReplicaSet>>),
+    Secantus(Arc<Secantus>),
+    Servers(tokio::sync::Mutex<Servers>),
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.expect("peer setup panicked")
+}
+
+const CHECK: &str = "interval = \"100ms\"\nfast_interval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"300ms\"\nrise = 1\nfall = 2\n";
+
+impl Peers {
+    pub async fn start(kind: WorkloadKind) -> Result<Peers> {
+        Ok(match kind {
+            WorkloadKind::Mysql => {
+                let cluster = blocking(|| Cluster::start(3))
+                    .await
+                    .context("starting the MariaDB cluster")?;
+                cluster.sql(
+                    0,
+                    "CREATE TABLE appdb.drill (id BIGINT PRIMARY KEY, server_id INT NOT NULL, worker INT NOT NULL)",
+                )?;
+                for replica in 1..cluster.nodes().len() {
+                    cluster.wait_caught_up(replica, 0)?;
+                }
+                Peers::Mysql(Arc::new(Mutex::new(cluster)))
+            }
+            WorkloadKind::Mongo => {
+                let set = blocking(|| ReplicaSet::start(3, "rs0"))
+                    .await
+                    .context("starting the replica set")?;
+                Peers::Mongo(Arc::new(Mutex::new(set)))
+            }
+            WorkloadKind::Secantus => Peers::Secantus(Arc::new(blocking(Secantus::start).await?)),
+            WorkloadKind::Tcp => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Speech::Echo, 2).await?)),
+            WorkloadKind::Http => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Speech::Http, 2).await?)),
+        })
+    }
+
+    /// switchyard's config: a `writer` listener in front of the peers.
+    pub async fn switchyard_config(&self, kind: WorkloadKind) -> String {
+        let (check, members, pool): (String, Vec<String>, &str) = match self {
+            Peers::Mysql(cluster) => return target::switchyard_config(&cluster.lock().expect("cluster lock")),
+            Peers::Mongo(set) => {
+                let set = set.lock().expect("set lock");
+                (
+                    "kind = \"mongo\"\n".into(),
+                    (0..set.len()).map(|i| set.addr(i).to_string()).collect(),
+                    "role = \"primary\"\nset_name = \"rs0\"\n",
+                )
+            }
+            Peers::Secantus(s) => (
+                "kind = \"mongo\"\n".into(),
+                vec![s.addr().to_string()],
+                "role = \"primary\"\n",
+            ),
+            Peers::Servers(servers) => {
+                let check = if kind == WorkloadKind::Http {
+                    "kind = \"http\"\n"
+                } else {
+                    "kind = \"tcp\"\n"
+                };
+                let servers = servers.lock().await;
+                (
+                    check.into(),
+                    servers.addrs.iter().map(ToString::to_string).collect(),
+                    "policy = \"first\"\n",
+                )
+            }
+        };
+        let mut text =
+            format!("[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\n[check]\n{check}{CHECK}\n");
+        let names: Vec<String> = (1..=members.len()).map(|i| format!("\"b{i}\"")).collect();
+        for (i, addr) in members.iter().enumerate() {
+            let _ = write!(text, "[backends.b{}]\naddress = \"{addr}\"\n\n", i + 1);
+        }
+        let _ = write!(
+            text,
+            "[pools.writer]\nbackends = [{}]\n{pool}hold_timeout = \"10s\"\nconnect_timeout = \"1s\"\n\n\
+             [listeners.writer]\nlisten = \"127.0.0.1:0\"\npool = \"writer\"\n",
+            names.join(", ")
+        );
+        text
+    }
+
+    /// The ids stored at the end, read directly from the final primary (MySQL and
+    /// MongoDB); `None` for peers that store nothing.
+    pub async fn stored_ids(&self, final_primary: usize) -> Result<Option<HashSet<u64>>> {
+        let addr = match self {
+            Peers::Mysql(cluster) => {
+                let cluster = cluster.clone();
+                let ids = blocking(move || {
+                    cluster
+                        .lock()
+                        .expect("cluster lock")
+                        .sql(final_primary, "SELECT id FROM appdb.drill")
+                })
+                .await?;
+                return Ok(Some(ids.lines().filter_map(|l| l.trim().parse().ok()).collect()));
+            }
+            Peers::Mongo(set) => set.lock().expect("set lock").addr(final_primary),
+            Peers::Secantus(s) => s.addr(),
+            Peers::Servers(_) => return Ok(None),
+        };
+        let uri = format!("mongodb://{addr}/?directConnection=true&serverSelectionTimeoutMS=10000");
+        let client = mongodb::Client::with_uri_str(uri).await?;
+        let coll = client.database("app").collection::<bson::Document>("drill");
+        let mut cursor = coll.find(bson::doc! {}).await?;
+        let mut ids = HashSet::new();
+        while cursor.advance().await? {
+            // Stores may hand an integer back as int32, int64 or double.
+            match cursor.current().get("_id") {
+                Ok(Some(bson::RawBsonRef::Int64(id))) => ids.insert(id as u64),
+                Ok(Some(bson::RawBsonRef::Int32(id))) => ids.insert(id as u64),
+                Ok(Some(bson::RawBsonRef::Double(id))) => ids.insert(id as u64),
+                _ => false,
+            };
+        }
+        // shutdown() waits for every cursor to be dropped first.
+        drop(cursor);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), client.shutdown()).await;
+        Ok(Some(ids))
+    }
+}

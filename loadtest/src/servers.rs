@@ -1,0 +1,96 @@
+//! Two small in-process backends for the TCP and HTTP drills. Each says who it is
+//! (`backend N`), so every operation records which backend served it. `refuse`
+//! stops one: its listener closes (new connections are refused) and its open
+//! connections are cut.
+
+use std::net::SocketAddr;
+
+use anyhow::Result;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// What the backends speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speech {
+    /// `backend N\n` on connect, then every line echoed.
+    Echo,
+    /// HTTP/1.1 with keep-alive; every response body is `backend N`.
+    Http,
+}
+
+pub struct Servers {
+    pub addrs: Vec<SocketAddr>,
+    tasks: Vec<Option<JoinSet<()>>>,
+}
+
+impl Servers {
+    pub async fn start(speech: Speech, count: u32) -> Result<Servers> {
+        let mut addrs = Vec::new();
+        let mut tasks = Vec::new();
+        for n in 1..=count {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            addrs.push(listener.local_addr()?);
+            let mut set = JoinSet::new();
+            set.spawn(async move {
+                let mut connections = JoinSet::new();
+                while let Ok((stream, _)) = listener.accept().await {
+                    connections.spawn(serve(stream, speech, n));
+                }
+            });
+            tasks.push(Some(set));
+        }
+        Ok(Servers { addrs, tasks })
+    }
+
+    /// Stops backend `i` (0-based): refused from now on, open connections cut.
+    pub async fn refuse(&mut self, i: usize) {
+        if let Some(mut set) = self.tasks.get_mut(i).and_then(Option::take) {
+            set.shutdown().await;
+        }
+    }
+}
+
+async fn serve(stream: TcpStream, speech: Speech, n: u32) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    match speech {
+        Speech::Echo => {
+            if write.write_all(format!("backend {n}\n").as_bytes()).await.is_err() {
+                return;
+            }
+            let mut line = String::new();
+            while matches!(lines.read_line(&mut line).await, Ok(read) if read > 0) {
+                if write.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+                line.clear();
+            }
+        }
+        Speech::Http => {
+            let body = format!("backend {n}");
+            loop {
+                // Read one request head (no bodies in these drills).
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    match lines.read_line(&mut line).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => head.push_str(&line),
+                    }
+                }
+                let close = head.to_ascii_lowercase().contains("connection: close");
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+                    body.len(),
+                    if close { "close" } else { "keep-alive" }
+                );
+                if write.write_all(response.as_bytes()).await.is_err() || close {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = lines.read(&mut [0u8; 1]).await;
+}
