@@ -286,3 +286,48 @@ async fn round_robin_spreads_sessions() {
     assert_eq!(seen, ["a", "b", "a", "b"]);
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_sessions_are_closed_after_idle_timeout() {
+    let backend = Server::start(Behavior::Echo("quiet")).await;
+    let proxy = proxy(&config(&[("a", backend.addr)], "idle_timeout = \"200ms\"", FAST_TCP)).await;
+    let (mut session, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+    assert_eq!(banner, "quiet");
+    // Activity keeps it open...
+    session.write_all(b"still here\n").await.unwrap();
+    assert_eq!(read_line(&mut session).await, "still here");
+    // ...silence closes it.
+    let mut buf = [0u8; 8];
+    let read = within(LIMIT, "the idle close", session.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn drain_policy_closes_sessions_only_after_the_deadline() {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let app = Server::start(Behavior::App {
+        banner: "app",
+        healthy: healthy.clone(),
+    })
+    .await;
+    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1";
+    let text = config(
+        &[("app", app.addr)],
+        "on_leave = \"drain\"\ndrain_deadline = \"3s\"",
+        check,
+    );
+    let proxy = proxy(&text).await;
+    await_routable(&proxy, &["app"]).await;
+    let (mut session, _) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
+    healthy.store(false, Ordering::SeqCst);
+    await_routable(&proxy, &[]).await;
+    // Within the drain deadline the session still works...
+    session.write_all(b"draining\n").await.unwrap();
+    assert_eq!(read_line(&mut session).await, "draining");
+    // ...and after it, the proxy closes it.
+    let mut buf = [0u8; 8];
+    let read = within(LIMIT, "the drain deadline", session.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    proxy.shutdown().await;
+}
