@@ -165,7 +165,7 @@ impl Timeline {
         events.push_back(event);
     }
 
-    /// Updates the newest event of `pool` if it matches; returns whether it did.
+    /// Updates the newest event of `pool` that matches; returns whether there was one.
     pub fn update(
         &self,
         pool: PoolId,
@@ -173,8 +173,10 @@ impl Timeline {
         change: impl FnOnce(&mut FailoverEvent),
     ) -> bool {
         let mut events = self.lock();
-        if let Some(event) = events.iter_mut().rev().find(|e| e.pool_id == pool) {
-            if matches(event) {
+        // The newest matching event of the pool (not just the newest one: A's sessions
+        // may still be draining after a second failover B -> C).
+        if let Some(event) = events.iter_mut().rev().find(|e| e.pool_id == pool && matches(e)) {
+            {
                 let was_complete = event.complete();
                 change(event);
                 if !was_complete {

@@ -74,6 +74,7 @@ pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
     };
     let faults = Faults {
         peers: peers.clone(),
+        landed_ms: None,
         cluster,
         primary: 0,
         dead: Vec::new(),
@@ -137,7 +138,7 @@ fn summarize(
             .iter()
             .map(|f| measure::outage_after(ops, f.effective_ms.unwrap_or(f.injected_ms)))
             .collect(),
-        longest_write_gap_ms: measure::longest_write_gap(ops),
+        longest_write_gap_ms: measure::longest_write_gap(ops, scenario.duration.as_secs_f64() * 1000.0),
         errors: measure::errors_by_kind(ops),
         acked_by_non_primary: mysql.then(|| measure::acked_by_non_primary(ops, &timeline).len()),
         missing_writes: stored.map(|present| measure::missing_writes(ops, present).len()),

@@ -47,6 +47,9 @@ impl PrimaryTimeline {
 /// The state the fault task keeps: the peers and which one is primary.
 pub struct Faults {
     pub peers: Arc<Peers>,
+    /// Set by a step when its fault lands (for faults that do not end a primary of
+    /// record on the MySQL timeline), ms since the drill started.
+    pub landed_ms: Option<f64>,
     /// For MySQL (the fault steps' own handle on the cluster).
     pub cluster: Option<Arc<Mutex<Cluster>>>,
     pub primary: usize,
@@ -84,11 +87,16 @@ impl Faults {
                     self.kill_primary(fault.promote_after, &mut timeline, t0).await
                 }
                 (Peers::Mysql(_), Action::Switchover) => self.switchover(&mut timeline, t0).await,
-                (Peers::Mysql(_), Action::StopPrimary) => self.stop_primary(fault.stop_for).await,
+                (Peers::Mysql(_), Action::StopPrimary) => self.stop_primary(fault.stop_for, t0).await,
                 (Peers::Mongo(set), action) => self.mongo(set.clone(), action, &fault, t0).await,
-                (Peers::Secantus(s), Action::Stepdown) => stepdown(s.addr()).await.map(|()| None),
+                (Peers::Secantus(s), Action::Stepdown) => {
+                    let stepped = stepdown(s.addr()).await;
+                    self.landed_ms = Some(ms(Instant::now()));
+                    stepped.map(|()| None)
+                }
                 (Peers::Servers(servers), Action::Refuse) => {
                     servers.lock().await.refuse(0).await;
+                    self.landed_ms = Some(ms(Instant::now()));
                     Ok(None)
                 }
                 (_, action) => Err(anyhow::anyhow!("{action:?} does not apply to these peers")),
@@ -135,11 +143,16 @@ impl Faults {
         let elect = |set: Arc<Mutex<ReplicaSet>>| async move {
             blocking(move || set.lock().expect("set lock").elect(Some(next))).await
         };
+        let now = || Some(t0.elapsed().as_secs_f64() * 1000.0);
         match action {
-            Action::Elect => elect(set).await?,
+            Action::Elect => {
+                elect(set).await?;
+                self.landed_ms = now();
+            }
             Action::KillPrimary => {
                 let s = set.clone();
                 blocking(move || s.lock().expect("set lock").kill9(old)).await?;
+                self.landed_ms = now();
                 self.dead.push(old);
                 sleep(fault.promote_after).await;
                 elect(set).await?;
@@ -147,6 +160,7 @@ impl Faults {
             Action::StopPrimary => {
                 let s = set.clone();
                 blocking(move || s.lock().expect("set lock").sigstop(old)).await?;
+                self.landed_ms = now();
                 sleep(fault.stop_for).await;
                 blocking(move || set.lock().expect("set lock").sigcont(old)).await?;
                 return Ok(None);
@@ -198,9 +212,10 @@ impl Faults {
         Ok(Some(promoted))
     }
 
-    async fn stop_primary(&mut self, stop_for: Duration) -> Result<Option<(f64, u32)>> {
+    async fn stop_primary(&mut self, stop_for: Duration, t0: Instant) -> Result<Option<(f64, u32)>> {
         let (cluster, old) = (self.cluster(), self.primary);
         blocking(move || cluster.lock().expect("cluster lock").sigstop(old)).await?;
+        self.landed_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
         sleep(stop_for).await;
         let cluster = self.cluster();
         blocking(move || cluster.lock().expect("cluster lock").sigcont(old)).await?;
@@ -212,17 +227,18 @@ impl Faults {
         let cluster = self.cluster();
         let old = self.primary;
         let dead = self.dead.clone();
-        let (new, server) = blocking(move || -> Result<(usize, u32)> {
+        let (new, server, at) = blocking(move || -> Result<(usize, u32, f64)> {
             let cluster = cluster.lock().expect("cluster lock");
             let replicas: Vec<usize> = (0..cluster.nodes().len())
                 .filter(|i| *i != old && !dead.contains(i))
                 .collect();
             let new = cluster.most_advanced(&replicas)?;
+            // Stamped before read_only=0: from here on its acks are the primary's.
+            let at = t0.elapsed().as_secs_f64() * 1000.0;
             cluster.promote(new)?;
-            Ok((new, cluster.node(new).server_id()))
+            Ok((new, cluster.node(new).server_id(), at))
         })
         .await?;
-        let at = t0.elapsed().as_secs_f64() * 1000.0;
         timeline.0.push((at, Some(server)));
         self.primary = new;
         let others = {
@@ -250,7 +266,7 @@ async fn stepdown(addr: std::net::SocketAddr) -> Result<()> {
     let client = mongodb::Client::with_uri_str(uri).await?;
     let command = bson::doc! { "replSetStepDown": 2, "force": true };
     let _ = tokio::time::timeout(Duration::from_secs(5), client.database("admin").run_command(command)).await;
-    client.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.shutdown()).await;
     Ok(())
 }
 

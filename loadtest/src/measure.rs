@@ -81,18 +81,21 @@ pub fn outage_after(ops: &[Op], fault_ms: f64) -> Option<f64> {
         .min_by(f64::total_cmp)
 }
 
-/// The longest time between two successful write completions (and the start of the
-/// drill / the last write).
-pub fn longest_write_gap(ops: &[Op]) -> f64 {
+/// The longest time without a successful write completion: between two of them, and
+/// from the drill's start to the first and from the last to the drill's end.
+pub fn longest_write_gap(ops: &[Op], duration_ms: f64) -> f64 {
     let mut ends: Vec<f64> = ops
         .iter()
         .filter(|o| o.kind == OpKind::Write && o.result.is_ok())
         .map(|o| o.ended_ms)
         .collect();
     ends.sort_by(f64::total_cmp);
+    let (Some(&first), Some(&last)) = (ends.first(), ends.last()) else {
+        return duration_ms;
+    };
     ends.windows(2)
         .map(|w| w[1] - w[0])
-        .fold(ends.first().copied().unwrap_or(0.0), f64::max)
+        .fold(first.max(duration_ms - last), f64::max)
 }
 
 /// Failed operations by kind of error.
@@ -175,8 +178,13 @@ mod tests {
 
     #[test]
     fn longest_gap_between_successful_writes() {
-        assert_eq!(longest_write_gap(&drill()), 2150.0 - 920.0);
-        assert_eq!(longest_write_gap(&[]), 0.0);
+        assert_eq!(longest_write_gap(&drill(), 3300.0), 2150.0 - 920.0);
+        assert_eq!(
+            longest_write_gap(&drill(), 9000.0),
+            9000.0 - 3200.0,
+            "a fault that never recovers"
+        );
+        assert_eq!(longest_write_gap(&[], 5000.0), 5000.0);
     }
 
     #[test]

@@ -160,16 +160,25 @@ impl Session {
                     *conn = Some(bounded(Conn::new(opts(target))).await?);
                 }
                 let c = conn.as_mut().expect("connected above");
+                // Which server this session is on, asked first: once the write is
+                // acknowledged, a cut connection cannot turn it into a failure.
+                let server = bounded(c.query_first::<u32, _>("SELECT @@server_id"))
+                    .await?
+                    .ok_or("no server id")?;
                 match kind {
                     OpKind::Write => {
                         let sql = "INSERT INTO drill (id, server_id, worker) VALUES (?, @@server_id, ?)";
                         bounded(c.exec_drop(sql, (id, worker))).await?;
                     }
-                    OpKind::Read => bounded(c.exec_drop("SELECT id FROM drill WHERE id = ?", (id,))).await?,
+                    OpKind::Read => {
+                        let found =
+                            bounded(c.exec_first::<u64, _, _>("SELECT id FROM drill WHERE id = ?", (id,))).await?;
+                        if found != Some(id) && id != 0 {
+                            return Err("read: row missing".into());
+                        }
+                    }
                 }
-                bounded(c.query_first::<u32, _>("SELECT @@server_id"))
-                    .await?
-                    .ok_or_else(|| "no server id".to_string())
+                Ok(server)
             }
             Session::Mongo(client) => {
                 if client.is_none() {
@@ -188,7 +197,10 @@ impl Session {
                         mongo_bounded(coll.insert_one(bson::doc! { "_id": id as i64, "worker": worker })).await?;
                     }
                     OpKind::Read => {
-                        mongo_bounded(coll.find_one(bson::doc! { "_id": id as i64 })).await?;
+                        let found = mongo_bounded(coll.find_one(bson::doc! { "_id": id as i64 })).await?;
+                        if found.is_none() && id != 0 {
+                            return Err("read: document missing".into());
+                        }
                     }
                 }
                 Ok(0)

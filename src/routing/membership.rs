@@ -115,21 +115,7 @@ pub fn decide(
                     ..Decision::default()
                 };
             }
-            let writable: Vec<_> = members.filter(|&b| states[b].is_writable()).collect();
-            // The stale-primary rule (MongoDB SDAM): a member claiming primary with an
-            // older (electionId, setVersion) than the newest ever seen is not routed.
-            let newest_election = writable
-                .iter()
-                .filter_map(|&b| states[b].election())
-                .chain(seen.cloned())
-                .max();
-            let writable: Vec<_> = writable
-                .into_iter()
-                .filter(|&b| match (states[b].election(), &newest_election) {
-                    (Some(key), Some(newest)) => &key >= newest,
-                    _ => true,
-                })
-                .collect();
+            let (writable, newest_election) = current_writers(pool, states, members, seen);
             match writable.len() {
                 0 | 1 => Decision {
                     members: writable,
@@ -159,7 +145,7 @@ pub fn decide(
                     ..Decision::default()
                 };
             }
-            let writable: Vec<_> = members.filter(|&b| states[b].is_writable()).collect();
+            let (writable, _) = current_writers(pool, states, members, seen);
             let members = if writable.len() == 1 { writable } else { Vec::new() };
             Decision {
                 members,
@@ -167,6 +153,37 @@ pub fn decide(
             }
         }
     }
+}
+
+/// The writable members that are not stale primaries, and the newest election seen.
+///
+/// The stale-primary rule (MongoDB SDAM): the newest `(electionId, setVersion)` is
+/// taken from every member's latest report — down, drained or not — so a newly
+/// elected primary that is not routable yet still demotes the old one; a member
+/// claiming primary with an older pair, or with none once one has been seen, is not
+/// a candidate.
+fn current_writers(
+    pool: &PoolConfig,
+    states: &[BackendState],
+    members: impl Iterator<Item = BackendId>,
+    seen: Option<&ElectionKey>,
+) -> (Vec<BackendId>, Option<ElectionKey>) {
+    let newest = pool
+        .members
+        .iter()
+        .filter(|&&b| states[b].in_set(pool) && states[b].role() == Role::Primary)
+        .filter_map(|&b| states[b].election())
+        .chain(seen.cloned())
+        .max();
+    let writable = members
+        .filter(|&b| states[b].is_writable())
+        .filter(|&b| match (states[b].election(), &newest) {
+            (Some(key), Some(newest)) => &key >= newest,
+            (None, Some(_)) => false,
+            (_, None) => true,
+        })
+        .collect();
+    (writable, newest)
 }
 
 fn replica_ok(state: &BackendState, pool: &PoolConfig, newest_write: Option<i64>) -> bool {

@@ -121,7 +121,17 @@ impl MongoProbe {
             "autoAuthorize": 1, "options": { "skipEmptyExchange": true }, "$db": &db,
         };
         let reply = sasl_reply(self.command(start, deadline).await?)?;
-        let last = scram::client_final(&first, &reply.payload, password.expose()).map_err(CheckError::Auth)?;
+        // PBKDF2 is CPU work: off the async workers, and under the check's deadline.
+        let (server_first, secret, client_first) =
+            (reply.payload.clone(), password.expose().to_string(), first.clone());
+        let derive = tokio::task::spawn_blocking(move || scram::client_final(&client_first, &server_first, &secret));
+        let last = phase(deadline, Phase::Requesting, async {
+            derive
+                .await
+                .map_err(|e| CheckError::Auth(format!("key derivation failed: {e}")))?
+                .map_err(CheckError::Auth)
+        })
+        .await?;
         let next = doc! { "saslContinue": 1, "conversationId": reply.conversation.clone(), "payload": binary(&last.message), "$db": &db };
         let mut reply = sasl_reply(self.command(next, deadline).await?)?;
         scram::verify_server_final(&last, &reply.payload).map_err(CheckError::Auth)?;

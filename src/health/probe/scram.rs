@@ -9,6 +9,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use ring::{digest, hmac, pbkdf2};
 
+/// The most PBKDF2 iterations accepted from a server.
+pub const MAX_ITERATIONS: u32 = 1_000_000;
+
 /// The client's state between its first and final message.
 #[derive(Debug, Clone)]
 pub struct ClientFirst {
@@ -57,6 +60,13 @@ pub fn client_final(first: &ClientFirst, server_first: &str, password: &str) -> 
         .ok_or("bad iteration count")?;
     if iterations < 4096 {
         return Err(format!("iteration count {iterations} below the minimum 4096"));
+    }
+    // A hostile or broken server must not make a health check burn a core for minutes
+    // (MongoDB's default is 15000).
+    if iterations > MAX_ITERATIONS {
+        return Err(format!(
+            "iteration count {iterations} above the maximum {MAX_ITERATIONS}"
+        ));
     }
     let mut salted = [0u8; 32];
     let rounds = std::num::NonZeroU32::new(iterations).ok_or("zero iterations")?;

@@ -273,3 +273,48 @@ fn lagging_secondaries_leave_the_secondary_pool() {
     ];
     assert_eq!(decide(&pool(PoolRole::Replica), &states, None, None).members, [1]);
 }
+
+#[test]
+fn a_new_primary_that_is_not_routable_yet_still_demotes_the_old_one() {
+    // B won an election but is drained (or down waiting for `rise`): A is stale anyway.
+    use crate::backend::AdminMode;
+    let mut states = [
+        mongo(true, "rs0", Some((OLD, 1)), 0),
+        mongo(true, "rs0", Some((NEW, 1)), 0),
+        mongo(false, "rs0", None, 0),
+    ];
+    states[1].admin = AdminMode::Draining;
+    let d = decide(&pool(PoolRole::Primary), &states, Some(0), None);
+    assert!(d.members.is_empty(), "{d:?}");
+    states[1].admin = AdminMode::Enabled;
+    states[1].status = Status::Down;
+    assert!(decide(&pool(PoolRole::Primary), &states, Some(0), None)
+        .members
+        .is_empty());
+}
+
+#[test]
+fn a_primary_without_an_election_id_is_stale_once_one_was_seen() {
+    let seen = (NEW.to_string(), 1);
+    let states = [
+        mongo(true, "rs0", None, 0),
+        mongo(false, "rs0", None, 0),
+        mongo(false, "rs0", None, 0),
+    ];
+    assert!(decide(&pool(PoolRole::Primary), &states, None, Some(&seen))
+        .members
+        .is_empty());
+}
+
+#[test]
+fn replica_fallback_never_picks_a_stale_primary() {
+    let mut config = pool(PoolRole::Replica);
+    config.fallback_to_primary = true;
+    let mut states = [
+        mongo(true, "rs0", Some((OLD, 1)), 0),
+        down(mongo(true, "rs0", Some((NEW, 1)), 0)),
+        mongo(false, "rs0", None, 0),
+    ];
+    states[2].status = Status::Down;
+    assert!(decide(&config, &states, None, None).members.is_empty());
+}
