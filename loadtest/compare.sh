@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Data-path comparison: direct vs switchyard vs HAProxy (plain and splice) vs nginx
+# stream, on loopback, with real clients, in alternating rounds; prints medians and
+# switchyard's ratios to the best alternative.
+#
+#   loadtest/compare.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 3 s per test)
+#
+# Tests: iperf3 (1 stream, Gbit/s), wrk (64 connections, 128-byte HTTP responses,
+# req/s and p99), new connections per second (wrk with `Connection: close`), memory per
+# idle proxied connection (RSS delta over 2000 idle connections), and switchyard's CPU
+# for health-checking 1000 backends at a 1 s interval. Every process it starts is
+# stopped by PID at the end; everything listens on 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECS=${2:-3}
+
+need=()
+for pair in iperf3:iperf3 wrk:wrk haproxy:haproxy nginx:nginx-light; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+done
+[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release -q -p switchyard
+SY=target/release/switchyard
+
+WORK=$(mktemp -d /tmp/sy-compare.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 0.3
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 ($2) never opened" >&2; tail -3 "$WORK"/*.log "$WORK"/*.err >&2 2>/dev/null; exit 1; }
+
+# --- backends: iperf3 server, nginx answering 128-byte bodies -------------------------
+IPERF=$(port); HTTP=$(port)
+iperf3 -s -B 127.0.0.1 -p "$IPERF" >/dev/null 2>&1 & PIDS+=($!)
+BODY=$(printf 'x%.0s' $(seq 128))
+cat > "$WORK/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$HTTP; location / { return 200 "$BODY"; } } }
+CONF
+nginx -c "$WORK/backend.conf" & PIDS+=($!)
+
+# --- proxies -----------------------------------------------------------------------
+declare -A P1 P2 PID
+for t in switchyard haproxy haproxy-splice nginx-stream; do P1[$t]=$(port); P2[$t]=$(port); done
+P1[direct]=$IPERF; P2[direct]=$HTTP
+
+cat > "$WORK/switchyard.toml" <<CONF
+[check]
+interval = "1s"
+[backends.iperf]
+address = "127.0.0.1:$IPERF"
+[backends.http]
+address = "127.0.0.1:$HTTP"
+[pools.iperf]
+backends = ["iperf"]
+[pools.http]
+backends = ["http"]
+[listeners.iperf]
+listen = "127.0.0.1:${P1[switchyard]}"
+pool = "iperf"
+[listeners.http]
+listen = "127.0.0.1:${P2[switchyard]}"
+pool = "http"
+CONF
+RUST_LOG=warn "$SY" run --config "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" & PIDS+=($!); PID[switchyard]=$!
+
+haproxy_cfg() { # $1 name, $2 extra option
+  cat <<CONF
+global
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    $2
+listen iperf
+    bind 127.0.0.1:${P1[$1]}
+    server s 127.0.0.1:$IPERF
+listen http
+    bind 127.0.0.1:${P2[$1]}
+    server s 127.0.0.1:$HTTP
+CONF
+}
+haproxy_cfg haproxy "" > "$WORK/haproxy.cfg"
+haproxy_cfg haproxy-splice "option splice-auto" > "$WORK/haproxy-splice.cfg"
+haproxy -db -f "$WORK/haproxy.cfg" >/dev/null 2>&1 & PIDS+=($!); PID[haproxy]=$!
+haproxy -db -f "$WORK/haproxy-splice.cfg" >/dev/null 2>&1 & PIDS+=($!); PID[haproxy-splice]=$!
+
+cat > "$WORK/stream.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1; daemon off; pid $WORK/stream.pid; error_log $WORK/stream.err;
+events { worker_connections 8000; }
+stream {
+  server { listen 127.0.0.1:${P1[nginx-stream]}; proxy_pass 127.0.0.1:$IPERF; }
+  server { listen 127.0.0.1:${P2[nginx-stream]}; proxy_pass 127.0.0.1:$HTTP; }
+}
+CONF
+nginx -c "$WORK/stream.conf" & PIDS+=($!)
+for t in direct switchyard haproxy haproxy-splice nginx-stream; do wait_port "${P1[$t]}" "$t"; wait_port "${P2[$t]}" "$t"; done
+sleep 1.5   # switchyard's first checks
+PID[nginx-stream]=$(pgrep -P "$(cat "$WORK/stream.pid")" | head -1)
+
+TARGETS=(direct switchyard haproxy haproxy-splice nginx-stream)
+declare -A R
+record() { R[$1,$2]="${R[$1,$2]:-} $3"; }
+for round in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    g=$(iperf3 -c 127.0.0.1 -p "${P1[$t]}" -t "$SECS" -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))')
+    record "$t" gbit "$g"
+    out=$(wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:${P2[$t]}/" 2>/dev/null)
+    record "$t" rps "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    record "$t" p99 "$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")"
+    out=$(wrk -t2 -c16 -d"${SECS}s" -H "Connection: close" "http://127.0.0.1:${P2[$t]}/" 2>/dev/null)
+    record "$t" cps "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+  done
+  echo "round $round done" >&2
+done
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_kb() { # $1 target: KB per idle connection (2000 idle connections through it)
+  local pid=${PID[$1]} before after
+  before=$(rss "$pid")
+  python3 - "${P2[$1]}" <<'PY' &
+import socket, sys, time
+conns = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(2000)]
+open("/dev/stdout", "w").write("")
+time.sleep(4)
+PY
+  local client=$!
+  sleep 3
+  after=$(rss "$pid")
+  wait "$client" 2>/dev/null || true
+  python3 -c "print(round(($after - $before) / 2000, 2))"
+}
+for t in switchyard haproxy nginx-stream; do record "$t" idlekb "$(idle_kb "$t")"; done
+
+# --- health checking 1000 backends at 1 s ---------------------------------------------
+{
+  echo '[check]'; echo 'interval = "1s"'
+  for i in $(seq 1000); do echo "[backends.b$i]"; echo "address = \"127.0.0.1:$HTTP\""; done
+  echo '[pools.p]'; printf 'backends = ['; for i in $(seq 1000); do printf '"b%s",' "$i"; done; echo ']'
+  echo '[listeners.l]'; echo "listen = \"127.0.0.1:$(port)\""; echo 'pool = "p"'
+} > "$WORK/thousand.toml"
+RUST_LOG=warn "$SY" run --config "$WORK/thousand.toml" 2>/dev/null & PIDS+=($!); THOUSAND=$!
+sleep 3
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+t0=$(ticks "$THOUSAND"); sleep 10; t1=$(ticks "$THOUSAND")
+CHECK_CPU=$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) / 10 * 100, 1))")
+
+# --- report ---------------------------------------------------------------------------
+python3 - "$CHECK_CPU" <<PY
+import statistics, sys
+R = {}
+$(for k in "${!R[@]}"; do echo "R[tuple('$k'.split(','))] = [float(x) for x in '${R[$k]}'.split()]"; done)
+med = lambda t, m: statistics.median(R[(t, m)]) if (t, m) in R else None
+targets = ["direct", "switchyard", "haproxy", "haproxy-splice", "nginx-stream"]
+rows = [("iperf3 1 stream, Gbit/s", "gbit", max), ("wrk 64 conns 128 B, req/s", "rps", max),
+        ("wrk p99 latency, ms", "p99", min), ("new connections/s (Connection: close)", "cps", max),
+        ("memory per idle connection, KB", "idlekb", min)]
+print("| test | " + " | ".join(targets) + " | switchyard / best alternative |")
+print("|---|" + "---|" * (len(targets) + 1))
+for name, m, best in rows:
+    vals = [med(t, m) for t in targets]
+    alts = [v for t, v in zip(targets, vals) if t not in ("direct", "switchyard") and v is not None]
+    sy = med("switchyard", m)
+    ratio = f"{sy / best(alts):.2f}" if sy and alts and best(alts) else "-"
+    print(f"| {name} | " + " | ".join("-" if v is None else f"{v:g}" for v in vals) + f" | {ratio} |")
+print("(ratios above 1 are better for throughput and rates, worse for latency and memory)")
+print(f"\nswitchyard CPU for checking 1000 backends every 1 s: {sys.argv[1]} % of one core")
+PY
