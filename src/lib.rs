@@ -12,6 +12,7 @@
 //! - [`listener`]: the accept loop (connection cap, backoff on accept errors).
 //! - [`proxy`]: one client session: pick from the routing snapshot, hold while the
 //!   pool is empty, connect with a timeout, copy both ways, obey fencing.
+//! - [`pipe`]: the copy loop, with a buffer only while bytes are in flight.
 //! - [`pool`] and [`backend`]: the runtime objects the routing table points at.
 //! - [`routing`]: the immutable [`routing::RoutingTable`], its selection policies and
 //!   the single-writer [`routing::Router`] that publishes it through `ArcSwap`.
@@ -33,6 +34,7 @@ pub mod duration;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod pipe;
 pub mod pool;
 pub mod protocol;
 pub mod proxy;

@@ -6,17 +6,15 @@
 //!    nudges that backend's checker.
 //! 2. If nothing is routable or every connect failed, hold: wait for the next table
 //!    generation, up to `hold_timeout`, then close cleanly.
-//! 3. Copy both ways with `copy_bidirectional` (a FIN in one direction is forwarded as
-//!    a FIN and the other direction goes on), until both sides close, the session is
-//!    idle too long, the member is fenced, or shutdown's grace runs out.
+//! 3. Copy both ways with [`pipe::bidirectional`] (a FIN in one direction is forwarded
+//!    as a FIN and the other direction goes on; a buffer only while bytes are in
+//!    flight), until both sides close, the session is idle too long, the member is
+//!    fenced, or shutdown's grace runs out.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep, sleep_until, timeout_at, Instant};
@@ -24,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info_span, warn, Instrument, Span};
 
 use crate::config::TcpOptions;
+use crate::pipe::{self, Traffic};
 use crate::pool::{Eviction, Member, Pool};
 use crate::routing::{select, Routing};
 use crate::tcp;
@@ -179,25 +178,27 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
 /// Copies both ways until the session ends for one of the reasons in [`Ended`];
 /// returns the reason and the bytes moved (both directions).
 async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &SessionContext) -> (Ended, u64) {
-    let activity = AtomicU64::new(0);
-    let mut client = Counted::new(client, &activity);
-    let mut upstream = Counted::new(upstream, &activity);
+    let traffic = Traffic::default();
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
         biased;
         _ = ctx.kill.cancelled() => Ended::Shutdown,
         _ = evicted(member.eviction()) => Ended::Fenced,
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+        result = pipe::bidirectional(client, upstream, &traffic) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }
             Ended::Closed
         }
-        _ = idle(&activity, ctx.pool.config.idle_timeout) => Ended::Idle,
+        _ = idle(&traffic.activity, ctx.pool.config.idle_timeout) => Ended::Idle,
     };
-    member.bytes_upstream.increment(client.bytes);
-    member.bytes_downstream.increment(upstream.bytes);
-    (ended, client.bytes + upstream.bytes)
+    let (up, down) = (
+        traffic.upstream.load(Ordering::Relaxed),
+        traffic.downstream.load(Ordering::Relaxed),
+    );
+    member.bytes_upstream.increment(up);
+    member.bytes_downstream.increment(down);
+    (ended, up + down)
 }
 
 /// Resolves once no byte moved either way for about `limit` (checked four times per
@@ -234,50 +235,5 @@ async fn evicted(mut eviction: watch::Receiver<Eviction>) {
                 }
             }
         }
-    }
-}
-
-/// A stream that counts the bytes read from it and marks activity.
-struct Counted<'a> {
-    stream: TcpStream,
-    bytes: u64,
-    activity: &'a AtomicU64,
-}
-
-impl<'a> Counted<'a> {
-    fn new(stream: TcpStream, activity: &'a AtomicU64) -> Self {
-        Counted {
-            stream,
-            bytes: 0,
-            activity,
-        }
-    }
-}
-
-impl AsyncRead for Counted<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        let read = (buf.filled().len() - before) as u64;
-        if read > 0 {
-            self.bytes += read;
-            // Only this session's task touches it: a relaxed add is uncontended.
-            self.activity.fetch_add(1, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for Counted<'_> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
