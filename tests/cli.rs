@@ -52,7 +52,7 @@ async fn await_listening(addr: SocketAddr) {
                 return;
             }
             tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            poll_pause().await;
         }
     })
     .await
@@ -149,14 +149,14 @@ async fn sigterm_drains_open_sessions_then_exits() {
     signal(&child.0, "TERM");
     within(LIMIT, "/health to turn 503", async {
         while http_get(admin, "/health").await.0 != 503 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            poll_pause().await;
         }
     })
     .await;
     // The listening socket closes right after the drain starts: no new sessions.
     within(LIMIT, "the listener to close", async {
         while TcpStream::connect(listen).await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            poll_pause().await;
         }
     })
     .await;
@@ -174,7 +174,7 @@ async fn sigterm_drains_open_sessions_then_exits() {
             if let Some(status) = child.0.try_wait().unwrap() {
                 return status;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            poll_pause().await;
         }
     })
     .await;

@@ -99,7 +99,7 @@ async fn scripted_election_moves_sessions_and_a_retrying_client_writes_on() {
             break;
         }
         assert!(elected.elapsed() < LIMIT, "new sessions never reached the new primary");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        poll_pause().await;
     }
     eprintln!(
         "MEASURED election -> first new session answered by the new primary: {:?}",
@@ -117,7 +117,7 @@ async fn scripted_election_moves_sessions_and_a_retrying_client_writes_on() {
                 if attempts == 1 {
                     eprintln!("first attempt after the election: {e}");
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                poll_pause().await;
             }
             Err(e) => panic!("no write succeeded within {LIMIT:?} of the election: {e}"),
         }

@@ -93,7 +93,7 @@ async fn kill_9_and_promotion_move_writes_to_the_new_primary_and_close_old_sessi
             {
                 return e.clone();
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            poll_pause().await;
         }
     })
     .await;
@@ -148,7 +148,7 @@ async fn read_only_demotion_closes_primary_sessions_and_no_later_write_reaches_i
     // Fencing follows the routing swap at once; a read may still slip in between.
     within(Duration::from_secs(10), "the fenced session to close", async {
         while old_session.query_drop("SELECT 1").await.is_ok() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            poll_pause().await;
         }
     })
     .await;
@@ -221,7 +221,7 @@ async fn two_writable_nodes_keep_the_single_writer_rule_and_raise_the_alarm() {
                 assert_eq!(writer["routable"], serde_json::json!([]), "fail closed: {writer}");
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            poll_pause().await;
         }
     })
     .await;
@@ -242,7 +242,7 @@ async fn two_writable_nodes_keep_the_single_writer_rule_and_raise_the_alarm() {
             if metrics.contains("switchyard_alarm_active{pool=\"writer\"} 1") {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            poll_pause().await;
         }
     })
     .await;

@@ -45,7 +45,7 @@ async fn check_percentiles_move_when_a_backend_is_slowed() {
     let checks = |status: &serde_json::Value| status["backends"][0]["check_us"].clone();
     within(LIMIT, "five fast checks", async {
         while checks(&status_json(&proxy).await)["count"].as_u64().unwrap_or(0) < 5 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll_pause().await;
         }
     })
     .await;
@@ -57,7 +57,7 @@ async fn check_percentiles_move_when_a_backend_is_slowed() {
             if now["count"].as_u64().unwrap() >= 2 * before["count"].as_u64().unwrap() + 2 {
                 return now;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            poll_pause().await;
         }
     })
     .await;

@@ -312,3 +312,12 @@ pub async fn await_pool(proxy: &Running, pool: &str, names: &[&str]) {
     )
     .await;
 }
+
+/// The pause between two looks at state that sends no notification (a child
+/// process's port, an HTTP endpoint, a client's retry): polling readiness, not
+/// sleeping for a result.
+pub const POLL: Duration = Duration::from_millis(10);
+
+pub async fn poll_pause() {
+    tokio::time::sleep(POLL).await;
+}
