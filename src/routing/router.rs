@@ -161,6 +161,9 @@ impl Router {
                 LastCheck::now(false, Some(e.to_string()), Some(e.layer()), obs.latency)
             }
         };
+        // Routing depends only on the states: an observation that changed nothing
+        // (the common case for TCP and HTTP checks) needs no new decision.
+        let before = self.states[id].clone();
         let state = &mut self.states[id];
         let role_before = state.role();
         state.status = obs.status;
@@ -210,7 +213,9 @@ impl Router {
             self.timeline
                 .push(EventKind::Health, Some(&pools), Some(&backend.name), detail);
         }
-        self.reroute();
+        if self.states[id] != before {
+            self.reroute();
+        }
     }
 
     fn pools_of(&self, backend: BackendId) -> String {
