@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep, sleep_until, timeout_at, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info_span, warn, Instrument, Span};
 
@@ -182,15 +182,13 @@ async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &Ses
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
         biased;
-        _ = ctx.kill.cancelled() => Ended::Shutdown,
-        _ = evicted(member.eviction()) => Ended::Fenced,
+        ended = watchdog(&traffic.activity, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
         result = pipe::bidirectional(client, upstream, &traffic) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }
             Ended::Closed
         }
-        _ = idle(&traffic.activity, ctx.pool.config.idle_timeout) => Ended::Idle,
     };
     let (up, down) = (
         traffic.upstream.load(Ordering::Relaxed),
@@ -201,37 +199,50 @@ async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &Ses
     (ended, up + down)
 }
 
-/// Resolves once no byte moved either way for about `limit` (checked four times per
-/// period, so it fires between `limit` and 1.25 × `limit`).
-async fn idle(activity: &AtomicU64, limit: Duration) {
-    let step = (limit / 4).max(Duration::from_millis(10));
-    let mut seen = activity.load(Ordering::Relaxed);
-    let mut quiet = Duration::ZERO;
+/// Resolves with the reason a session must end, other than both sides closing:
+/// shutdown's grace ran out, its member was fenced (now, or at the drain deadline),
+/// or no byte moved either way for about `idle_limit` (checked four times per period,
+/// so it fires between `idle_limit` and 1.25 × `idle_limit`).
+///
+/// One future with one timer for all three, because an idle session is mostly this
+/// state: three separate futures cost about 300 bytes more per session.
+async fn watchdog(
+    activity: &AtomicU64,
+    idle_limit: Duration,
+    mut eviction: watch::Receiver<Eviction>,
+    kill: &CancellationToken,
+) -> Ended {
+    let step = (idle_limit / 4).max(Duration::from_millis(10));
+    let (mut seen, mut quiet) = (activity.load(Ordering::Relaxed), Duration::ZERO);
+    let mut next_idle_check = Instant::now() + step;
+    let mut eviction_open = true;
+    let timer = sleep_until(next_idle_check);
+    tokio::pin!(timer);
     loop {
-        sleep(step).await;
-        let now = activity.load(Ordering::Relaxed);
-        quiet = if now == seen { quiet + step } else { Duration::ZERO };
-        seen = now;
-        if quiet >= limit {
-            return;
-        }
-    }
-}
-
-/// Resolves when the member's fencing signal says this session must close.
-async fn evicted(mut eviction: watch::Receiver<Eviction>) {
-    loop {
-        let current = *eviction.borrow_and_update();
-        match current {
-            Eviction::Active => {
-                if eviction.changed().await.is_err() {
-                    return std::future::pending().await;
+        let close_at = match *eviction.borrow_and_update() {
+            Eviction::Active => None,
+            Eviction::CloseAt(at) => Some(at),
+        };
+        timer
+            .as_mut()
+            .reset(close_at.map_or(next_idle_check, |at| at.min(next_idle_check)));
+        tokio::select! {
+            biased;
+            _ = kill.cancelled() => return Ended::Shutdown,
+            changed = eviction.changed(), if eviction_open => eviction_open = changed.is_ok(),
+            _ = &mut timer => {
+                let now = Instant::now();
+                if close_at.is_some_and(|at| now >= at) {
+                    return Ended::Fenced;
                 }
-            }
-            Eviction::CloseAt(at) => {
-                tokio::select! {
-                    _ = sleep_until(at) => return,
-                    changed = eviction.changed() => if changed.is_err() { return },
+                if now >= next_idle_check {
+                    let moved = activity.load(Ordering::Relaxed);
+                    quiet = if moved == seen { quiet + step } else { Duration::ZERO };
+                    seen = moved;
+                    if quiet >= idle_limit {
+                        return Ended::Idle;
+                    }
+                    next_idle_check = now + step;
                 }
             }
         }
