@@ -12,7 +12,6 @@ use support::*;
 use switchyard::health::Status;
 use switchyard_lab::mongo::{ReplicaSet, Secantus};
 use switchyard_lab::python;
-use tokio::io::AsyncReadExt;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -25,13 +24,6 @@ async fn start_set(name: &'static str) -> ReplicaSet {
         .await
         .unwrap()
         .expect("replica set starts")
-}
-
-/// The connection closes (EOF or reset) within the limit.
-async fn closes(stream: &mut tokio::net::TcpStream, what: &str) {
-    let mut buf = [0u8; 64];
-    let read = within(LIMIT, what, stream.read(&mut buf)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,13 +170,7 @@ async fn killed_and_stopped_primaries_go_down_and_a_stale_primary_is_not_routed(
         ["m2"]
     );
     let status = status_json(&proxy).await;
-    let writer_pool = status["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "writer")
-        .unwrap()
-        .clone();
+    let writer_pool = pool_status(&status, "writer");
     assert!(
         writer_pool["alarm"].is_null(),
         "a stale claim is not a second writer: {writer_pool}"

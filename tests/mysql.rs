@@ -208,15 +208,7 @@ async fn two_writable_nodes_keep_the_single_writer_rule_and_raise_the_alarm() {
     let admin = proxy.admin().unwrap();
     within(Duration::from_secs(20), "the alarm", async {
         loop {
-            let (_, body) = http_get(admin, "/status").await;
-            let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-            let writer = status["pools"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == "writer")
-                .unwrap()
-                .clone();
+            let writer = pool_status(&status_json(&proxy).await, "writer");
             if writer["alarm"].is_string() {
                 assert_eq!(writer["routable"], serde_json::json!([]), "fail closed: {writer}");
                 return;

@@ -190,17 +190,8 @@ async fn admin_verbs_change_routing_and_need_the_token() {
     assert_eq!(banner, "b", "new sessions avoid a drained backend");
 
     assert_eq!(http_post(admin, "/backends/a/disable", Some(TOKEN)).await.0, 200);
-    let mut buf = [0u8; 8];
-    let read = within(
-        LIMIT,
-        "the disabled backend's session to close",
-        tokio::io::AsyncReadExt::read(&mut on_a, &mut buf),
-    )
-    .await;
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "disable closes sessions under on_leave = close: {read:?}"
-    );
+    // disable closes sessions under on_leave = close
+    closes(&mut on_a, "the disabled backend's session to close").await;
 
     assert_eq!(http_post(admin, "/backends/a/enable", Some(TOKEN)).await.0, 200);
     assert_eq!(proxy.routing().load().routable_names(0), ["a", "b"]);

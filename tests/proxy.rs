@@ -28,6 +28,25 @@ fn config(backends: &[(&str, std::net::SocketAddr)], pool_extra: &str, check: &s
 
 const FAST_TCP: &str = "interval = \"100ms\"\nfast_interval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 2";
 
+const APP_CHECK: &str =
+    "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1";
+
+/// An application server behind an HTTP-checked pool (`pool_extra` added to it), and
+/// one session through the proxy; the returned flag turns the server's health off.
+async fn app_session(pool_extra: &str) -> (Arc<AtomicBool>, Server, switchyard::app::Running, TcpStream) {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let app = Server::start(Behavior::App {
+        banner: "app",
+        healthy: healthy.clone(),
+    })
+    .await;
+    let proxy = proxy(&config(&[("app", app.addr)], pool_extra, APP_CHECK)).await;
+    await_routable(&proxy, &["app"]).await;
+    let (session, banner) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
+    assert_eq!(banner, "app");
+    (healthy, app, proxy, session)
+}
+
 #[tokio::test]
 async fn half_close_is_forwarded() {
     let backend = Server::start(Behavior::Digest).await;
@@ -188,25 +207,13 @@ async fn held_session_is_closed_after_hold_timeout() {
 
 #[tokio::test]
 async fn close_policy_cuts_live_sessions_of_a_backend_that_goes_down() {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let app = Server::start(Behavior::App {
-        banner: "app",
-        healthy: healthy.clone(),
-    })
-    .await;
-    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1";
-    let proxy = proxy(&config(&[("app", app.addr)], "on_leave = \"close\"", check)).await;
-    await_routable(&proxy, &["app"]).await;
-    let (mut session, banner) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
-    assert_eq!(banner, "app");
+    let (healthy, _app, proxy, mut session) = app_session("on_leave = \"close\"").await;
     session.write_all(b"ping\n").await.unwrap();
     assert_eq!(read_line(&mut session).await, "ping", "the session works");
     healthy.store(false, Ordering::SeqCst);
     // The application server is still there and would echo forever; only fencing
     // closes this session.
-    let mut buf = [0u8; 16];
-    let read = within(LIMIT, "the fenced close", session.read(&mut buf)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    closes(&mut session, "the fenced close").await;
     let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
     assert!(
         metrics
@@ -221,16 +228,7 @@ async fn close_policy_cuts_live_sessions_of_a_backend_that_goes_down() {
 
 #[tokio::test]
 async fn keep_policy_leaves_live_sessions_alone() {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let app = Server::start(Behavior::App {
-        banner: "app",
-        healthy: healthy.clone(),
-    })
-    .await;
-    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1";
-    let proxy = proxy(&config(&[("app", app.addr)], "on_leave = \"keep\"", check)).await;
-    await_routable(&proxy, &["app"]).await;
-    let (mut session, _) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
+    let (healthy, _app, proxy, mut session) = app_session("on_leave = \"keep\"").await;
     healthy.store(false, Ordering::SeqCst);
     await_routable(&proxy, &[]).await;
     session.write_all(b"still here\n").await.unwrap();
@@ -297,37 +295,19 @@ async fn idle_sessions_are_closed_after_idle_timeout() {
     session.write_all(b"still here\n").await.unwrap();
     assert_eq!(read_line(&mut session).await, "still here");
     // ...silence closes it.
-    let mut buf = [0u8; 8];
-    let read = within(LIMIT, "the idle close", session.read(&mut buf)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    closes(&mut session, "the idle close").await;
     proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn drain_policy_closes_sessions_only_after_the_deadline() {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let app = Server::start(Behavior::App {
-        banner: "app",
-        healthy: healthy.clone(),
-    })
-    .await;
-    let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nfall = 1\nrise = 1";
-    let text = config(
-        &[("app", app.addr)],
-        "on_leave = \"drain\"\ndrain_deadline = \"3s\"",
-        check,
-    );
-    let proxy = proxy(&text).await;
-    await_routable(&proxy, &["app"]).await;
-    let (mut session, _) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
+    let (healthy, _app, proxy, mut session) = app_session("on_leave = \"drain\"\ndrain_deadline = \"3s\"").await;
     healthy.store(false, Ordering::SeqCst);
     await_routable(&proxy, &[]).await;
     // Within the drain deadline the session still works...
     session.write_all(b"draining\n").await.unwrap();
     assert_eq!(read_line(&mut session).await, "draining");
     // ...and after it, the proxy closes it.
-    let mut buf = [0u8; 8];
-    let read = within(LIMIT, "the drain deadline", session.read(&mut buf)).await;
-    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    closes(&mut session, "the drain deadline").await;
     proxy.shutdown().await;
 }

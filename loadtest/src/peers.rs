@@ -119,23 +119,30 @@ impl Peers {
             Peers::Secantus(s) => s.addr(),
             Peers::Servers(_) => return Ok(None),
         };
-        let uri = format!("mongodb://{addr}/?directConnection=true&serverSelectionTimeoutMS=10000");
-        let client = mongodb::Client::with_uri_str(uri).await?;
-        let coll = client.database("app").collection::<bson::Document>("drill");
-        let mut cursor = coll.find(bson::doc! {}).await?;
-        let mut ids = HashSet::new();
-        while cursor.advance().await? {
-            // Stores may hand an integer back as int32, int64 or double.
-            match cursor.current().get("_id") {
-                Ok(Some(bson::RawBsonRef::Int64(id))) => ids.insert(id as u64),
-                Ok(Some(bson::RawBsonRef::Int32(id))) => ids.insert(id as u64),
-                Ok(Some(bson::RawBsonRef::Double(id))) => ids.insert(id as u64),
-                _ => false,
-            };
-        }
-        // shutdown() waits for every cursor to be dropped first.
-        drop(cursor);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), client.shutdown()).await;
+        // The whole read-back is bounded: a dead or hung final primary must not hang the drill.
+        let read_back = async {
+            let uri = format!("mongodb://{addr}/?directConnection=true&serverSelectionTimeoutMS=10000");
+            let client = mongodb::Client::with_uri_str(uri).await?;
+            let coll = client.database("app").collection::<bson::Document>("drill");
+            let mut cursor = coll.find(bson::doc! {}).await?;
+            let mut ids = HashSet::new();
+            while cursor.advance().await? {
+                // Stores may hand an integer back as int32, int64 or double.
+                match cursor.current().get("_id") {
+                    Ok(Some(bson::RawBsonRef::Int64(id))) => ids.insert(id as u64),
+                    Ok(Some(bson::RawBsonRef::Int32(id))) => ids.insert(id as u64),
+                    Ok(Some(bson::RawBsonRef::Double(id))) => ids.insert(id as u64),
+                    _ => false,
+                };
+            }
+            // shutdown() waits for every cursor to be dropped first.
+            drop(cursor);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), client.shutdown()).await;
+            anyhow::Ok(ids)
+        };
+        let ids = tokio::time::timeout(std::time::Duration::from_secs(60), read_back)
+            .await
+            .with_context(|| format!("reading the drill's ids back from {addr} took over 60s"))??;
         Ok(Some(ids))
     }
 }

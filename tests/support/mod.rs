@@ -316,3 +316,21 @@ pub const POLL: Duration = Duration::from_millis(10);
 pub async fn poll_pause() {
     tokio::time::sleep(POLL).await;
 }
+
+/// Asserts that the peer closes `stream` (EOF or reset) within 30 s.
+pub async fn closes(stream: &mut TcpStream, what: &str) {
+    let mut buf = [0u8; 64];
+    let read = within(Duration::from_secs(30), what, stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
+}
+
+/// One pool of a `/status` document, by name.
+pub fn pool_status(status: &serde_json::Value, name: &str) -> serde_json::Value {
+    status["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
