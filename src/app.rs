@@ -22,6 +22,7 @@ use crate::pool::Pool;
 use crate::proxy::SessionContext;
 use crate::routing::{Router, Routing};
 use crate::timeline::Timeline;
+use crate::tls::{ServerTls, Verify};
 use crate::{metrics, tcp};
 
 #[derive(Debug, Error)]
@@ -126,16 +127,39 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         router.run(stop_background.clone()),
     );
     for (backend, config) in backends.iter().zip(&config.backends) {
-        let checker = Checker::new(backend.clone(), &config.check, events_tx.clone());
+        let checker = Checker::new(backend.clone(), &config.check, config.tls.as_ref(), events_tx.clone());
         let name = format!("checker of {}", backend.name);
         critical(&background, &failed, name, checker.run(stop_background.clone()));
     }
 
+    for backend in &config.backends {
+        if let Some(tls) = &backend.tls {
+            if tls.verify == Verify::Insecure {
+                warn!(backend = %backend.name, server_name = %tls.server_name, "TLS to this backend does NOT verify its certificate (insecure = true): anyone on the path can impersonate it; labs only");
+            }
+        }
+    }
+    let mut server_tls = Vec::new();
     let mut listeners = Vec::new();
     for (listener, tcp) in config.listeners.iter().zip(bound) {
         let address = tcp.local_addr().expect("a bound socket has an address");
         listeners.push((listener.name.clone(), address));
+        let tls = listener.tls.as_ref().map(|tls| {
+            Arc::new(ServerTls::new(
+                &listener.name,
+                tls.files.clone(),
+                tls.loaded.clone(),
+                tls.handshake_timeout,
+            ))
+        });
+        if let Some(tls) = &tls {
+            server_tls.push(tls.clone());
+        }
         let ctx = Arc::new(SessionContext {
+            listener: listener.name.clone(),
+            mode: listener.mode,
+            tls,
+            require_tls: listener.tls.as_ref().is_some_and(|tls| tls.require_tls),
             pool: pools[listener.pool].clone(),
             routing: routing.clone(),
             tcp: listener.tcp,
@@ -160,6 +184,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         timeline,
         commands: commands_tx,
         token: config.admin.as_ref().and_then(|a| a.token.clone()),
+        tls: server_tls,
     });
     let admin = match admin_tcp {
         Some(tcp) => {
@@ -218,6 +243,12 @@ impl Running {
     /// A backend by name.
     pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
         self.state.backends.iter().find(|b| b.name == name).cloned()
+    }
+
+    /// Re-reads every TLS listener's certificates and keys; see
+    /// [`AdminState::reload_tls`].
+    pub fn reload_tls(&self) -> Vec<(String, Result<(), String>)> {
+        self.state.reload_tls()
     }
 
     /// Stops accepting, lets sessions finish within the grace period, closes the

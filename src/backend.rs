@@ -13,6 +13,7 @@ use crate::config::{BackendConfig, BackendId};
 use crate::health::{Layer, Report, Role, Status};
 use crate::metrics as m;
 use crate::stats::Recorder;
+use crate::tls::ClientTls;
 
 /// One backend, shared by every pool it is a member of.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Backend {
     pub id: BackendId,
     pub name: String,
     pub address: SocketAddr,
+    /// TLS to this backend on the data path, when configured.
+    pub tls: Option<ClientTls>,
     nudge: Notify,
     urgent: AtomicBool,
     view: watch::Sender<BackendView>,
@@ -91,6 +94,7 @@ impl Backend {
             id,
             name: config.name.clone(),
             address: config.address,
+            tls: config.tls.as_ref().map(|tls| tls.runtime()),
             nudge: Notify::new(),
             urgent: AtomicBool::new(false),
             check: Recorder::default(),

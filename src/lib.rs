@@ -21,6 +21,8 @@
 //! - [`admin`]: the admin HTTP listener (`/health`, `/status`, `/metrics`).
 //! - [`metrics`]: every metric name, in one place; [`stats`]: the sharded
 //!   hdrhistograms behind the percentiles on `/status`.
+//! - [`tls`]: TLS termination (reloadable, SNI, mTLS) and origination, from PEM files
+//!   checked at load time; [`stream`]: a session leg, plain or TLS.
 //! - [`tcp`]: socket options shared by both legs of a session and the probes.
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
@@ -40,5 +42,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod routing;
 pub mod stats;
+pub mod stream;
 pub mod tcp;
 pub mod timeline;
+pub mod tls;

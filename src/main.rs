@@ -129,6 +129,7 @@ async fn run(config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ = running.failed() => ExitCode::from(EX_SOFTWARE),
+        _ = reload_on_sighup(&running) => ExitCode::from(EX_SOFTWARE),
     };
     running.shutdown().await;
     code
@@ -161,6 +162,24 @@ fn status(admin: SocketAddr, json: bool) -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
+}
+
+/// Re-reads the TLS certificates on every SIGHUP (the results are logged by the
+/// reload itself). Never returns unless SIGHUP cannot be listened for.
+async fn reload_on_sighup(running: &app::Running) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGHUP; reload certificates with POST /tls/reload");
+            return std::future::pending().await;
+        }
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP: reloading TLS certificates");
+        running.reload_tls();
+    }
+    std::future::pending().await
 }
 
 async fn wait_for_signal() {

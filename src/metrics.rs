@@ -42,6 +42,23 @@ pub const ALARM_ACTIVE: &str = "switchyard_alarm_active";
 pub const ROUTING_GENERATION: &str = "switchyard_routing_generation";
 /// 1 for the backend a primary pool routes to, 0 for its other members. Labels: pool, backend.
 pub const PRIMARY: &str = "switchyard_primary";
+/// TLS handshakes completed on a listener. Labels: listener, version, certificate
+/// (the SNI name that chose it, or `default`).
+pub const TLS_HANDSHAKES: &str = "switchyard_tls_handshakes_total";
+/// TLS handshakes that failed on a listener. Labels: listener, reason (`timeout`,
+/// `closed`, `rejected`: plaintext, garbage, no acceptable client certificate).
+pub const TLS_HANDSHAKE_FAILURES: &str = "switchyard_tls_handshake_failures_total";
+/// Certificate reloads. Labels: listener, outcome (`ok`, `failed`).
+pub const TLS_RELOADS: &str = "switchyard_tls_reloads_total";
+/// When a listener's certificate expires, Unix seconds. Labels: listener, certificate.
+pub const TLS_CERT_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
+/// TLS handshakes to backends that failed on the data path. Labels: pool, backend.
+pub const BACKEND_TLS_FAILURES: &str = "switchyard_backend_tls_failures_total";
+/// MySQL clients refused because they did not ask for TLS (`require_tls`). Labels: listener.
+pub const MYSQL_PLAINTEXT_REFUSED: &str = "switchyard_mysql_plaintext_refused_total";
+/// MySQL logins the proxy could not carry through (bad greeting, bad packet,
+/// timeout). Labels: listener, reason.
+pub const MYSQL_LOGIN_FAILURES: &str = "switchyard_mysql_login_failures_total";
 
 /// Histogram: connect latency to a backend, seconds. Labels: pool, backend.
 pub const CONNECT_SECONDS: &str = "switchyard_connect_seconds";
@@ -121,6 +138,13 @@ fn describe() {
         "Alarms raised: more than one writable backend in a primary pool."
     );
     describe_gauge!(ALARM_ACTIVE, "1 while a pool's alarm is active.");
+    describe_counter!(TLS_HANDSHAKES, "TLS handshakes completed on a listener, by version and certificate.");
+    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed on a listener, by reason.");
+    describe_counter!(TLS_RELOADS, "TLS certificate reloads, by outcome.");
+    describe_gauge!(TLS_CERT_EXPIRY, "When a listener's certificate expires, Unix seconds.");
+    describe_counter!(BACKEND_TLS_FAILURES, "TLS handshakes to a backend that failed on the data path.");
+    describe_counter!(MYSQL_PLAINTEXT_REFUSED, "MySQL clients refused because they did not ask for TLS.");
+    describe_counter!(MYSQL_LOGIN_FAILURES, "MySQL logins the proxy could not carry through, by reason.");
     describe_gauge!(
         ROUTING_GENERATION,
         "Routing table generation; grows by one per published change."

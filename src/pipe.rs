@@ -15,7 +15,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::stream::Stream;
 
 /// Bytes per read while a burst is in flight.
 pub const BUFFER: usize = 64 * 1024;
@@ -162,6 +165,69 @@ fn poll_direction(
                 return Poll::Ready(Err(e));
             }
         }
+    }
+}
+
+/// Copies both ways between two legs: the loop above when both are plain TCP, else
+/// tokio's copy loop (16 KiB each way) with the byte counters on the read side.
+/// rustls keeps its own record buffers per connection, so buffer-on-demand would buy
+/// little on a TLS leg.
+pub async fn streams(client: Stream, upstream: Stream, traffic: &Traffic) -> io::Result<()> {
+    match (client, upstream) {
+        (Stream::Plain(client), Stream::Plain(upstream)) => bidirectional(client, upstream, traffic).await,
+        (client, upstream) => {
+            let mut client = Counted {
+                inner: client,
+                bytes: &traffic.upstream,
+                activity: &traffic.activity,
+            };
+            let mut upstream = Counted {
+                inner: upstream,
+                bytes: &traffic.downstream,
+                activity: &traffic.activity,
+            };
+            tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, TLS_BUFFER, TLS_BUFFER)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// Bytes per read on a TLS leg (one TLS record).
+const TLS_BUFFER: usize = 16 * 1024;
+
+/// A leg that counts what is read from it.
+struct Counted<'a> {
+    inner: Stream,
+    bytes: &'a AtomicU64,
+    activity: &'a AtomicU64,
+}
+
+impl AsyncRead for Counted<'_> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            this.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Counted<'_> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -3,9 +3,10 @@
 //! with GTID replication, in a throw-away directory, on free ports, and stops them by
 //! PID when dropped. [`mongo::ReplicaSet`] runs a scripted MongoDB replica set (one
 //! process per member) and [`mongo::Secantus`] a SecantusDB server, both from a Python
-//! venv that [`python`] creates.
+//! venv that [`python`] creates. [`tls`] issues throw-away certificates.
 
 pub mod mariadb;
 pub mod mongo;
 pub mod python;
 pub mod system;
+pub mod tls;

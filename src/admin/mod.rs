@@ -11,6 +11,9 @@
 //!   itself from `/status`.
 //! - `POST /backends/{name}/drain|disable|enable`: operator overrides; they need
 //!   `Authorization: Bearer <admin.token>` and are refused when no token is set.
+//! - `POST /tls/reload`: re-reads every TLS listener's certificate, key and CA files
+//!   (as SIGHUP does); same token. 200 when all loaded, 422 when one kept its old
+//!   certificate (the body says which file and why).
 
 pub mod client;
 mod status;
@@ -38,6 +41,7 @@ use crate::health::Status;
 use crate::pool::Pool;
 use crate::routing::{AdminCommand, Routing};
 use crate::timeline::Timeline;
+use crate::tls::ServerTls;
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -49,11 +53,22 @@ pub struct AdminState {
     pub timeline: Arc<Timeline>,
     pub commands: mpsc::Sender<AdminCommand>,
     pub token: Option<Secret>,
+    /// Every TLS listener, for reloads.
+    pub tls: Vec<Arc<ServerTls>>,
 }
 
 impl AdminState {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Re-reads every TLS listener's files; per listener, `Ok` or why it kept its
+    /// previous certificates. Live sessions are not touched.
+    pub fn reload_tls(&self) -> Vec<(String, Result<(), String>)> {
+        self.tls
+            .iter()
+            .map(|tls| (tls.listener().to_string(), tls.reload().map_err(|e| e.to_string())))
+            .collect()
     }
 }
 
@@ -65,6 +80,7 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
         .route("/metrics", get(metrics))
         .route("/ui", get(ui))
         .route("/backends/{name}/{verb}", post(verb))
+        .route("/tls/reload", post(reload_tls))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -167,4 +183,25 @@ async fn verb(
         }
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the router did not answer in 5s\n").into_response(),
     }
+}
+
+async fn reload_tls(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return *refused;
+    }
+    let results = state.reload_tls();
+    let all_ok = results.iter().all(|(_, r)| r.is_ok());
+    let body: Vec<_> = results
+        .into_iter()
+        .map(|(listener, result)| match result {
+            Ok(()) => serde_json::json!({ "listener": listener, "reloaded": true }),
+            Err(e) => serde_json::json!({ "listener": listener, "reloaded": false, "error": e }),
+        })
+        .collect();
+    let status = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, Json(body)).into_response()
 }

@@ -25,6 +25,7 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
             name: address.to_string(),
             address,
             check: check.clone(),
+            tls: None,
         })
         .collect();
     Config {
@@ -55,6 +56,8 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
                 keepalive: Duration::from_secs(30),
                 user_timeout: Duration::from_secs(30),
             },
+            mode: ListenerMode::Tcp,
+            tls: None,
         }],
         backends,
     }

@@ -14,9 +14,14 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use thiserror::Error;
+
+use crate::tls::load::LoadedServer;
+use crate::tls::{CertFiles, ClientTls, ServerFiles, Verify};
 
 pub use forward::forward;
 pub use validate::validate;
@@ -39,13 +44,21 @@ pub enum ConfigError {
         key: String,
         expected: String,
     },
+    /// A certificate, key or CA file that cannot be used.
+    #[error("{file}: {key}: \"{path}\": {reason}")]
+    TlsFile {
+        file: String,
+        key: String,
+        path: String,
+        reason: String,
+    },
 }
 
 impl ConfigError {
     /// The dotted key the error is about, when it is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Invalid { key, .. } | ConfigError::TlsFile { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -79,6 +92,29 @@ pub struct BackendConfig {
     pub name: String,
     pub address: SocketAddr,
     pub check: CheckConfig,
+    /// TLS to this backend, for sessions and probes alike.
+    pub tls: Option<BackendTlsConfig>,
+}
+
+/// TLS origination to a backend. For MySQL backends the TLS starts inside the MySQL
+/// protocol (after the greeting, on an SSLRequest); for every other kind it starts
+/// with the first byte.
+#[derive(Debug, Clone)]
+pub struct BackendTlsConfig {
+    pub verify: Verify,
+    /// The name the backend's certificate must be valid for (SNI too).
+    pub server_name: String,
+    /// A client certificate, for backends that require one.
+    pub identity: Option<CertFiles>,
+    /// Built from the above at load time.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl BackendTlsConfig {
+    pub fn runtime(&self) -> ClientTls {
+        let name = ServerName::try_from(self.server_name.clone()).expect("validated at load time");
+        ClientTls::new(self.client.clone(), name)
+    }
 }
 
 /// How and how often a backend is probed.
@@ -255,6 +291,29 @@ pub struct ListenerConfig {
     pub pool: PoolId,
     pub max_connections: usize,
     pub tcp: TcpOptions,
+    pub mode: ListenerMode,
+    /// TLS termination.
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// What a listener understands of the bytes it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerMode {
+    /// Nothing: TLS (if any) from the first byte, then a byte pipe.
+    Tcp,
+    /// The MySQL connection phase, to terminate and originate TLS inside the
+    /// protocol (see `proxy::mysql`); a byte pipe after the login.
+    Mysql,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTlsConfig {
+    pub files: ServerFiles,
+    /// Built from `files` at load time.
+    pub loaded: LoadedServer,
+    pub handshake_timeout: Duration,
+    /// `mysql` mode: refuse clients that do not ask for TLS (else they pass in clear).
+    pub require_tls: bool,
 }
 
 impl Config {

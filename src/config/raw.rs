@@ -43,6 +43,18 @@ pub struct RawShutdown {
 pub struct RawBackend {
     pub address: String,
     pub check: Option<RawCheck>,
+    pub tls: Option<RawBackendTls>,
+}
+
+/// TLS to a backend (data path and probes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackendTls {
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub insecure: Option<bool>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// Every field optional so that `[check]` defaults and a backend's own `check` table
@@ -123,4 +135,26 @@ pub struct RawListener {
     pub max_connections: Option<i64>,
     pub keepalive: Option<String>,
     pub user_timeout: Option<String>,
+    pub mode: Option<String>,
+    pub tls: Option<RawListenerTls>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    pub client_ca: Option<String>,
+    pub handshake_timeout: Option<String>,
+    pub require_tls: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub server_names: Vec<String>,
 }

@@ -6,9 +6,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::raw::{RawCheck, RawConfig, RawListener, RawPool};
+use super::raw::{RawBackendTls, RawCheck, RawConfig, RawListener, RawListenerTls, RawPool};
 use super::*;
 use crate::duration;
+use crate::tls::load::{self, FileError};
 
 /// The shortest check interval we accept: faster probing costs more than it buys.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -23,6 +24,16 @@ impl Ctx<'_> {
             file: self.file.to_string(),
             key: key.into(),
             expected: expected.into(),
+        }
+    }
+
+    /// A TLS file error under the table at `table` (e.g. `listeners.web.tls`).
+    fn tls_file(&self, table: &str, e: FileError) -> ConfigError {
+        ConfigError::TlsFile {
+            file: self.file.to_string(),
+            key: format!("{table}.{}", e.field),
+            path: e.path,
+            reason: e.reason,
         }
     }
 
@@ -102,8 +113,17 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         let address = ctx.address(&format!("{key}.address"), &backend.address)?;
         let check = backend.check.unwrap_or_default().over(&check_defaults);
         let check = check_config(&ctx, &format!("{key}.check"), check)?;
+        let tls = match backend.tls {
+            Some(tls) => Some(backend_tls(&ctx, &format!("{key}.tls"), tls, &backend.address)?),
+            None => None,
+        };
         backend_ids.insert(name.clone(), backends.len());
-        backends.push(BackendConfig { name, address, check });
+        backends.push(BackendConfig {
+            name,
+            address,
+            check,
+            tls,
+        });
     }
 
     let mut pools = Vec::new();
@@ -114,7 +134,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         pools.push(config);
     }
 
-    let listeners = listeners(&ctx, raw.listeners, &pool_ids)?;
+    let listeners = listeners(&ctx, raw.listeners, &pool_ids, &pools, &backends)?;
     Ok(Config {
         source: file.to_string(),
         admin,
@@ -466,6 +486,8 @@ fn listeners(
     ctx: &Ctx,
     raw: BTreeMap<String, RawListener>,
     pool_ids: &HashMap<String, PoolId>,
+    pools: &[PoolConfig],
+    backends: &[BackendConfig],
 ) -> Result<Vec<ListenerConfig>, ConfigError> {
     if raw.is_empty() {
         return Err(ctx.invalid("listeners", "at least one [listeners.NAME] section"));
@@ -508,13 +530,149 @@ fn listeners(
         if tcp.keepalive < Duration::from_secs(1) {
             return Err(ctx.invalid(key("keepalive"), "at least 1s"));
         }
+        let mode = match listener.mode.as_deref() {
+            None | Some("tcp") => ListenerMode::Tcp,
+            Some("mysql") => ListenerMode::Mysql,
+            Some(other) => return Err(ctx.invalid(key("mode"), format!("\"tcp\" or \"mysql\", got \"{other}\""))),
+        };
+        if mode == ListenerMode::Tcp {
+            // MySQL starts TLS inside its protocol: a TLS-from-the-first-byte leg to it
+            // would never handshake.
+            let pool = &pools[pool];
+            if let Some(b) = pool.members.iter().map(|&id| &backends[id]).find(|b| {
+                b.tls.is_some() && matches!(b.check.probe, ProbeConfig::Mysql(_))
+            }) {
+                return Err(ctx.invalid(
+                    key("mode"),
+                    format!(
+                        "\"mysql\": pool \"{}\" has a MySQL backend with TLS (backends.{}.tls), which only the mysql mode can speak",
+                        pool.name, b.name
+                    ),
+                ));
+            }
+        }
+        let tls = match listener.tls {
+            Some(tls) => Some(listener_tls(ctx, &key("tls"), tls, mode)?),
+            None => None,
+        };
         listeners.push(ListenerConfig {
             name,
             listen,
             pool,
             max_connections,
             tcp,
+            mode,
+            tls,
         });
     }
     Ok(listeners)
+}
+
+fn listener_tls(ctx: &Ctx, table: &str, raw: RawListenerTls, mode: ListenerMode) -> Result<ListenerTlsConfig, ConfigError> {
+    let key = |field: &str| format!("{table}.{field}");
+    if raw.certificates.is_empty() {
+        return Err(ctx.invalid(
+            key("certificates"),
+            "at least one { cert = \"...\", key = \"...\" } entry",
+        ));
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut certificates = Vec::new();
+    for (i, certificate) in raw.certificates.into_iter().enumerate() {
+        let mut server_names = Vec::new();
+        for name in certificate.server_names {
+            let name = name.to_ascii_lowercase();
+            if ServerName::try_from(name.as_str()).is_err() || name.parse::<std::net::IpAddr>().is_ok() {
+                return Err(ctx.invalid(
+                    key(&format!("certificates[{i}].server_names")),
+                    format!("DNS names, got \"{name}\""),
+                ));
+            }
+            if seen.contains(&name) {
+                return Err(ctx.invalid(
+                    key(&format!("certificates[{i}].server_names")),
+                    format!("each name once across certificates, but \"{name}\" repeats"),
+                ));
+            }
+            seen.push(name.clone());
+            server_names.push(name);
+        }
+        certificates.push(CertFiles {
+            cert: certificate.cert.into(),
+            key: certificate.key.into(),
+            server_names,
+        });
+    }
+    let files = ServerFiles {
+        certificates,
+        client_ca: raw.client_ca.map(Into::into),
+    };
+    let handshake_timeout = ctx.duration(
+        &key("handshake_timeout"),
+        raw.handshake_timeout.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    if handshake_timeout.is_zero() {
+        return Err(ctx.invalid(key("handshake_timeout"), "a duration above zero"));
+    }
+    if raw.require_tls.is_some() && mode != ListenerMode::Mysql {
+        return Err(ctx.invalid(
+            key("require_tls"),
+            "no require_tls outside mode = \"mysql\" (a tcp-mode TLS listener always requires TLS)",
+        ));
+    }
+    let loaded = load::server_config(&files).map_err(|e| ctx.tls_file(table, e))?;
+    Ok(ListenerTlsConfig {
+        files,
+        loaded,
+        handshake_timeout,
+        require_tls: raw.require_tls.unwrap_or(true),
+    })
+}
+
+fn backend_tls(ctx: &Ctx, table: &str, raw: RawBackendTls, address: &str) -> Result<BackendTlsConfig, ConfigError> {
+    let key = |field: &str| format!("{table}.{field}");
+    let verify = match (raw.ca, raw.insecure.unwrap_or(false)) {
+        (Some(_), true) => {
+            return Err(ctx.invalid(key("insecure"), "either ca or insecure = true, not both"));
+        }
+        (Some(ca), false) => Verify::Ca(ca.into()),
+        (None, true) => Verify::Insecure,
+        (None, false) => {
+            return Err(ctx.invalid(
+                key("ca"),
+                "a CA bundle to verify the backend with (or insecure = true, for labs only)",
+            ));
+        }
+    };
+    let identity = match (raw.cert, raw.key) {
+        (Some(cert), Some(k)) => Some(CertFiles {
+            cert: cert.into(),
+            key: k.into(),
+            server_names: Vec::new(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(ctx.invalid(key("key"), "the client certificate's key, since cert is set")),
+        (None, Some(_)) => return Err(ctx.invalid(key("cert"), "a client certificate, since key is set")),
+    };
+    let server_name = raw.server_name.unwrap_or_else(|| host_of(address));
+    if ServerName::try_from(server_name.as_str()).is_err() {
+        return Err(ctx.invalid(
+            key("server_name"),
+            format!("a DNS name or an IP address, got \"{server_name}\""),
+        ));
+    }
+    let client = load::client_config(&verify, identity.as_ref()).map_err(|e| ctx.tls_file(table, e))?;
+    Ok(BackendTlsConfig {
+        verify,
+        server_name,
+        identity,
+        client,
+    })
+}
+
+/// The host part of `host:port`, `[v6]:port` or `v4:port`.
+fn host_of(address: &str) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
 }

@@ -88,6 +88,8 @@ pub enum CheckError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Connecting,
+    /// The TLS handshake with the backend.
+    Handshaking,
     /// A database login: TCP connect, server greeting and authentication in one
     /// library call (mysql_async cannot split them).
     LoggingIn,
@@ -99,6 +101,7 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Phase::Connecting => "connecting",
+            Phase::Handshaking => "in the TLS handshake",
             Phase::LoggingIn => "connecting and logging in",
             Phase::Requesting => "sending the request",
             Phase::Reading => "reading the response",
@@ -110,7 +113,7 @@ impl CheckError {
     pub fn layer(&self) -> Layer {
         match self {
             CheckError::Connect(_) | CheckError::Timeout(Phase::Connecting) => Layer::L4,
-            CheckError::Tls(_) => Layer::L6,
+            CheckError::Tls(_) | CheckError::Timeout(Phase::Handshaking) => Layer::L6,
             CheckError::Timeout(_) | CheckError::Auth(_) | CheckError::Protocol(_) | CheckError::Response(_) => {
                 Layer::L7
             }

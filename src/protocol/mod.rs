@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod mongo;
+pub mod mysql;
 
 /// The result of decoding a prefix of a byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,8 @@ use crate::config::HttpProbeConfig;
 use crate::health::{CheckError, Phase, Report};
 use crate::protocol::http::{contains, decode_response_head, ResponseHead, MAX_HEAD};
 use crate::protocol::Decode;
+use crate::stream::Stream;
+use crate::tls::ClientTls;
 
 /// The most body bytes read when looking for `body_contains`.
 const MAX_BODY: usize = 64 * 1024;
@@ -18,11 +20,15 @@ const MAX_BODY: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct HttpProbe {
     config: HttpProbeConfig,
+    tls: Option<ClientTls>,
 }
 
 impl HttpProbe {
-    pub fn new(config: &HttpProbeConfig) -> Self {
-        HttpProbe { config: config.clone() }
+    pub fn new(config: &HttpProbeConfig, tls: Option<ClientTls>) -> Self {
+        HttpProbe {
+            config: config.clone(),
+            tls,
+        }
     }
 
     /// The request bytes for `addr` (also used by the decoder bench).
@@ -36,7 +42,7 @@ impl HttpProbe {
     }
 
     pub async fn check(&self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
-        let mut stream = connect(addr, deadline).await?;
+        let mut stream = connect(addr, self.tls.as_ref(), deadline).await?;
         let request = self.request(addr);
         phase(deadline, Phase::Requesting, async {
             stream
@@ -66,7 +72,7 @@ impl HttpProbe {
 
 /// Reads the head, then (if asked) the body up to its length, EOF or [`MAX_BODY`].
 async fn read_response(
-    stream: &mut tokio::net::TcpStream,
+    stream: &mut Stream,
     wants_body: bool,
 ) -> Result<(ResponseHead, Vec<u8>), CheckError> {
     let mut buf = Vec::with_capacity(1024);
@@ -93,7 +99,7 @@ async fn read_response(
     Ok((head, buf))
 }
 
-async fn read_some(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, limit: usize) -> Result<usize, CheckError> {
+async fn read_some(stream: &mut Stream, buf: &mut Vec<u8>, limit: usize) -> Result<usize, CheckError> {
     let mut chunk = [0u8; 4096];
     let want = chunk.len().min(limit.saturating_sub(buf.len())).max(1);
     let n = stream

@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use tokio::time::Instant;
 
 use super::{CheckError, Phase, Report};
-use crate::config::ProbeConfig;
+use crate::config::{BackendTlsConfig, ProbeConfig};
+use crate::stream::Stream;
+use crate::tls::ClientTls;
 
 pub use self::http::HttpProbe;
 pub use self::mongo::MongoProbe;
@@ -24,26 +26,29 @@ pub use self::mysql::{classify as classify_mysql, MysqlProbe};
 /// One probe, configured. Owned by its checker, so a probe may keep a connection.
 #[derive(Debug)]
 pub enum Probe {
-    Tcp,
+    Tcp(Option<ClientTls>),
     Http(HttpProbe),
     Mysql(MysqlProbe),
     Mongo(MongoProbe),
 }
 
 impl Probe {
-    pub fn new(config: &ProbeConfig) -> Probe {
+    /// `tls`: the backend's TLS, which its probe uses too (from the first byte, or
+    /// inside the MySQL protocol for the MySQL probe).
+    pub fn new(config: &ProbeConfig, tls: Option<&BackendTlsConfig>) -> Probe {
+        let client = tls.map(BackendTlsConfig::runtime);
         match config {
-            ProbeConfig::Tcp => Probe::Tcp,
-            ProbeConfig::Http(http) => Probe::Http(HttpProbe::new(http)),
-            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql)),
-            ProbeConfig::Mongo(mongo) => Probe::Mongo(MongoProbe::new(mongo)),
+            ProbeConfig::Tcp => Probe::Tcp(client),
+            ProbeConfig::Http(http) => Probe::Http(HttpProbe::new(http, client)),
+            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql, tls)),
+            ProbeConfig::Mongo(mongo) => Probe::Mongo(MongoProbe::new(mongo, client)),
         }
     }
 
     /// Checks `addr` once; fails with [`CheckError::Timeout`] at `deadline`.
     pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         match self {
-            Probe::Tcp => tcp::check(addr, deadline).await,
+            Probe::Tcp(tls) => tcp::check(addr, tls.as_ref(), deadline).await,
             Probe::Http(http) => http.check(addr, deadline).await,
             Probe::Mysql(mysql) => mysql.check(addr, deadline).await,
             Probe::Mongo(mongo) => mongo.check(addr, deadline).await,
@@ -62,14 +67,25 @@ async fn phase<T>(
         .unwrap_or(Err(CheckError::Timeout(phase)))
 }
 
-/// Connects under the deadline; the L4 phase of every probe.
-async fn connect(addr: SocketAddr, deadline: Instant) -> Result<tokio::net::TcpStream, CheckError> {
-    phase(deadline, Phase::Connecting, async {
+/// Connects under the deadline (L4), then, with `tls`, handshakes (L6): the first
+/// phases of every probe but MySQL's.
+async fn connect(addr: SocketAddr, tls: Option<&ClientTls>, deadline: Instant) -> Result<Stream, CheckError> {
+    let stream = phase(deadline, Phase::Connecting, async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| CheckError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
+    })
+    .await?;
+    let Some(tls) = tls else {
+        return Ok(Stream::Plain(stream));
+    };
+    phase(deadline, Phase::Handshaking, async {
+        tls.connect(stream)
+            .await
+            .map(|s| Stream::Client(Box::new(s)))
+            .map_err(|e| CheckError::Tls(e.to_string()))
     })
     .await
 }

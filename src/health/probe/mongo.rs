@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{connect, phase, scram};
@@ -21,6 +20,8 @@ use crate::config::MongoProbeConfig;
 use crate::health::{CheckError, Phase, Report, Role};
 use crate::protocol::mongo::{decode_op_msg, encode_op_msg, parse_hello, Hello};
 use crate::protocol::Decode;
+use crate::stream::Stream;
+use crate::tls::ClientTls;
 
 /// A hello reply larger than this is refused (real ones are around 1 KiB).
 const MAX_REPLY: usize = 1 << 20;
@@ -30,16 +31,19 @@ const COMMAND_NOT_FOUND: i32 = 59;
 #[derive(Debug, Default)]
 pub struct MongoProbe {
     config: MongoProbeConfig,
-    conn: Option<TcpStream>,
+    conn: Option<Stream>,
+    /// TLS from the first byte, when the backend has it.
+    tls: Option<ClientTls>,
     request_id: i32,
     /// Set once a server said it does not know `hello`.
     legacy: bool,
 }
 
 impl MongoProbe {
-    pub fn new(config: &MongoProbeConfig) -> Self {
+    pub fn new(config: &MongoProbeConfig, tls: Option<ClientTls>) -> Self {
         MongoProbe {
             config: config.clone(),
+            tls,
             ..MongoProbe::default()
         }
     }
@@ -54,7 +58,7 @@ impl MongoProbe {
 
     async fn check_inner(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         if self.conn.is_none() {
-            self.conn = Some(connect(addr, deadline).await?);
+            self.conn = Some(connect(addr, self.tls.as_ref(), deadline).await?);
             if self.config.user.is_some() {
                 self.authenticate(deadline).await?;
             }
@@ -177,7 +181,7 @@ fn sasl_reply(reply: Document) -> Result<SaslReply, CheckError> {
     })
 }
 
-async fn read_reply(stream: &mut TcpStream) -> Result<bson::Document, CheckError> {
+async fn read_reply(stream: &mut Stream) -> Result<bson::Document, CheckError> {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     loop {

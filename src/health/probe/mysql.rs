@@ -21,16 +21,19 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Row, Value};
+use mysql_async::{ClientIdentity, Conn, OptsBuilder, Row, SslOpts, Value};
 use tokio::time::{timeout_at, Instant};
 
-use crate::config::MysqlProbeConfig;
+use crate::config::{BackendTlsConfig, MysqlProbeConfig};
+use crate::tls::Verify;
 use crate::health::{CheckError, Phase, ReplicaState, Report, Role};
 
 const QUERY: &str = "SELECT @@read_only, @@server_id, @@gtid_binlog_pos; SHOW SLAVE STATUS";
 
 pub struct MysqlProbe {
     config: MysqlProbeConfig,
+    /// TLS inside the MySQL protocol, when the backend has it.
+    ssl: Option<SslOpts>,
     conn: Option<Conn>,
 }
 
@@ -44,9 +47,10 @@ impl std::fmt::Debug for MysqlProbe {
 }
 
 impl MysqlProbe {
-    pub fn new(config: &MysqlProbeConfig) -> Self {
+    pub fn new(config: &MysqlProbeConfig, tls: Option<&BackendTlsConfig>) -> Self {
         MysqlProbe {
             config: config.clone(),
+            ssl: tls.map(ssl_opts),
             conn: None,
         }
     }
@@ -69,7 +73,8 @@ impl MysqlProbe {
                 .pass(self.config.password.as_ref().map(|p| p.expose().to_string()))
                 .prefer_socket(false)
                 .stmt_cache_size(0)
-                .tcp_nodelay(true);
+                .tcp_nodelay(true)
+                .ssl_opts(self.ssl.clone());
             let conn = timeout_at(deadline, Conn::new(opts))
                 .await
                 .map_err(|_| CheckError::Timeout(Phase::LoggingIn))?
@@ -81,6 +86,26 @@ impl MysqlProbe {
             .await
             .map_err(|_| CheckError::Timeout(Phase::Reading))?
             .map_err(query_error)?
+    }
+}
+
+/// The backend's TLS settings in mysql_async's terms: the same CA, server name and
+/// client certificate as the data path (mysql_async builds its own rustls config,
+/// with the same single provider).
+fn ssl_opts(tls: &BackendTlsConfig) -> SslOpts {
+    let opts = SslOpts::default().with_danger_tls_hostname_override(Some(tls.server_name.clone()));
+    let opts = match &tls.verify {
+        Verify::Ca(path) => opts
+            .with_root_certs(vec![path.clone().into()])
+            .with_disable_built_in_roots(true),
+        Verify::Insecure => opts.with_danger_accept_invalid_certs(true),
+    };
+    match &tls.identity {
+        Some(files) => opts.with_client_identity(Some(ClientIdentity::new(
+            files.cert.clone().into(),
+            files.key.clone().into(),
+        ))),
+        None => opts,
     }
 }
 
@@ -164,6 +189,10 @@ pub fn classify(variables: &Columns, slave: Option<&Columns>) -> Result<Report, 
 fn login_error(error: &mysql_async::Error) -> CheckError {
     use mysql_async::{Error, IoError};
     match error {
+        // tokio-rustls reports a failed handshake as an I/O error around rustls' own.
+        Error::Io(IoError::Io(e)) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+            CheckError::Tls(e.to_string())
+        }
         Error::Io(IoError::Io(e)) => CheckError::Connect(e.to_string()),
         Error::Io(IoError::Tls(e)) => CheckError::Tls(e.to_string()),
         // 1045 access denied, 1044 no database access, 1129 host blocked, 1130 host not allowed

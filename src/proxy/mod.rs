@@ -1,5 +1,9 @@
-//! One client session: pick → (hold) → connect → copy.
+//! One client session: (TLS handshake) → pick → (hold) → connect → (backend TLS, or
+//! the MySQL login in `mysql` mode) → copy.
 //!
+//! 0. On a TLS listener in `tcp` mode the client's handshake comes first, under its
+//!    own timeout, so a client that never finishes one costs no backend connection.
+//!    In `mysql` mode TLS starts inside the protocol: see [`mysql`].
 //! 1. Load the routing table (lock-free), order the pool's routable members by the
 //!    pool's policy, and try them in turn with the connect timeout. Nothing has been
 //!    read from the client yet, so trying the next one is always safe; every failure
@@ -19,18 +23,33 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, field, info_span, warn, Instrument, Span};
+use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
-use crate::config::TcpOptions;
+use crate::config::{ListenerMode, TcpOptions};
+use crate::metrics as m;
 use crate::pipe::{self, Traffic};
 use crate::pool::{Eviction, Member, Pool};
 use crate::routing::{select, Routing};
+use crate::stream::Stream;
 use crate::tcp;
 use crate::timeline::Timeline;
+use crate::tls::ServerTls;
+
+pub mod mysql;
+
+/// How long a backend TLS handshake may take on the data path.
+const BACKEND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a session needs from its listener.
 #[derive(Debug)]
 pub struct SessionContext {
+    /// The listener's name, for metrics and logs.
+    pub listener: String,
+    pub mode: ListenerMode,
+    /// TLS termination, when the listener has it.
+    pub tls: Option<Arc<ServerTls>>,
+    /// `mysql` mode: refuse clients that do not ask for TLS.
+    pub require_tls: bool,
     pub pool: Arc<Pool>,
     pub routing: Arc<Routing>,
     pub tcp: TcpOptions,
@@ -50,11 +69,26 @@ pub enum Ended {
     Shutdown,
     /// No backend within `hold_timeout`.
     NoBackend,
+    /// The client's TLS handshake failed.
+    Handshake,
+    /// The TLS handshake to the backend failed.
+    BackendTls,
+    /// `mysql` mode: the login could not be carried through, or a client without
+    /// TLS was refused.
+    Login,
 }
 
 /// Serves one accepted client connection to its end.
 pub async fn serve(ctx: Arc<SessionContext>, client: TcpStream, peer: std::net::SocketAddr) {
-    let span = info_span!("session", pool = %ctx.pool.name(), client = %peer, backend = field::Empty);
+    let span = info_span!(
+        "session",
+        listener = %ctx.listener,
+        pool = %ctx.pool.name(),
+        client = %peer,
+        backend = field::Empty,
+        tls = field::Empty,
+        sni = field::Empty
+    );
     async move {
         ctx.pool.sessions_active.increment(1.0);
         let ended = session(&ctx, client).await;
@@ -69,19 +103,99 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
     if let Err(e) = tcp::tune(&client, &ctx.tcp) {
         warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the client socket; half-open sessions may linger");
     }
-    let Some((member, upstream)) = connect_routed(ctx).await else {
-        return Ended::NoBackend;
+    match ctx.mode {
+        ListenerMode::Tcp => {
+            let client = match &ctx.tls {
+                None => Stream::Plain(client),
+                Some(tls) => match accept_tls(tls, client).await {
+                    Some(stream) => Stream::Server(Box::new(stream)),
+                    None => return Ended::Handshake,
+                },
+            };
+            let Some((member, upstream)) = connect_backend(ctx).await else {
+                return Ended::NoBackend;
+            };
+            let upstream = match &member.backend.tls {
+                None => Stream::Plain(upstream),
+                Some(_) => match originate_tls(ctx, &member, upstream).await {
+                    Some(stream) => Stream::Client(Box::new(stream)),
+                    None => return Ended::BackendTls,
+                },
+            };
+            carry(ctx, &member, client, upstream).await
+        }
+        ListenerMode::Mysql => {
+            let Some((member, upstream)) = connect_backend(ctx).await else {
+                return Ended::NoBackend;
+            };
+            match mysql::login(ctx, &member, client, upstream).await {
+                Ok((client, upstream)) => carry(ctx, &member, client, upstream).await,
+                Err(ended) => ended,
+            }
+        }
+    }
+}
+
+/// The server side of a client's TLS handshake; records version and SNI on the span.
+async fn accept_tls(tls: &ServerTls, client: TcpStream) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tls.accept(client).await {
+        Ok(accepted) => {
+            let span = Span::current();
+            span.record("tls", accepted.version);
+            if let Some(sni) = &accepted.sni {
+                span.record("sni", sni.as_str());
+            }
+            Some(accepted.stream)
+        }
+        Err(e @ crate::tls::HandshakeFailure::Rejected(_)) => {
+            info!(cause = %e, "client TLS handshake failed");
+            None
+        }
+        Err(e) => {
+            debug!(cause = %e, "client TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// The client side of a TLS handshake with a session's backend, under
+/// [`BACKEND_HANDSHAKE_TIMEOUT`]. A failure nudges the backend's checker.
+async fn originate_tls(
+    ctx: &SessionContext,
+    member: &Member,
+    upstream: TcpStream,
+) -> Option<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tls = member.backend.tls.as_ref()?;
+    let cause = match tokio::time::timeout(BACKEND_HANDSHAKE_TIMEOUT, tls.connect(upstream)).await {
+        Ok(Ok(stream)) => return Some(stream),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "handshake timed out".to_string(),
     };
+    warn!(cause = %cause, "TLS handshake with the backend failed; closing the client");
+    metrics::counter!(m::BACKEND_TLS_FAILURES, "pool" => ctx.pool.name().to_string(), "backend" => member.backend.name.clone())
+        .increment(1);
+    member.backend.nudge();
+    None
+}
+
+/// Picks and connects a backend, and sets up the socket.
+async fn connect_backend(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)> {
+    let (member, upstream) = connect_routed(ctx).await?;
     Span::current().record("backend", member.backend.name.as_str());
     if let Err(e) = tcp::tune(&upstream, &ctx.tcp) {
         warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the backend socket; half-open sessions may linger");
     }
+    Some((member, upstream))
+}
+
+/// Copies a connected session to its end and records what it did.
+async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstream: Stream) -> Ended {
     let counted = member.enter();
     if ctx.pool.awaits_first_session() && ctx.timeline.first_session(ctx.pool.id, &member.backend.name) {
         ctx.pool.first_session_seen();
     }
     let started = Instant::now();
-    let (ended, bytes) = pipe(client, upstream, &member, ctx).await;
+    let (ended, bytes) = pipe(client, upstream, member, ctx).await;
     drop(counted);
     let duration = started.elapsed();
     member.stats.duration.record_duration(duration);
@@ -177,13 +291,13 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
 
 /// Copies both ways until the session ends for one of the reasons in [`Ended`];
 /// returns the reason and the bytes moved (both directions).
-async fn pipe(client: TcpStream, upstream: TcpStream, member: &Member, ctx: &SessionContext) -> (Ended, u64) {
+async fn pipe(client: Stream, upstream: Stream, member: &Member, ctx: &SessionContext) -> (Ended, u64) {
     let traffic = Traffic::default();
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
         biased;
         ended = watchdog(&traffic.activity, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
-        result = pipe::bidirectional(client, upstream, &traffic) => {
+        result = pipe::streams(client, upstream, &traffic) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }

@@ -1,0 +1,263 @@
+//! The few pieces of the MySQL connection phase the `mysql` listener mode touches
+//! (pure; see `proxy::mysql` for the exchange itself):
+//!
+//! - packet framing: a 3-byte little-endian payload length, a 1-byte sequence id;
+//! - the server greeting (HandshakeV10), to set or clear `CLIENT_SSL` in the
+//!   capability flags it advertises;
+//! - the client's first packet: an SSLRequest (exactly 32 bytes, `CLIENT_SSL` set)
+//!   or a HandshakeResponse41, whose first 32 bytes have the same layout
+//!   (capabilities, max packet size, charset, filler — where MariaDB keeps its
+//!   extended capabilities), so an SSLRequest for the backend is those 32 bytes;
+//! - an ERR packet, to refuse a client in words its driver shows.
+//!
+//! Reference: MySQL's "Connection Phase" and MariaDB's "Connection" protocol pages.
+
+use super::Decode;
+
+/// Bytes before each payload.
+pub const HEADER: usize = 4;
+/// `CLIENT_SSL`: switch to TLS after the SSLRequest.
+pub const CLIENT_SSL: u32 = 0x0800;
+/// `CLIENT_PROTOCOL_41`: the 4.1+ handshake response; older clients are refused.
+pub const CLIENT_PROTOCOL_41: u32 = 0x0200;
+/// The largest login packet accepted (real ones are well under 4 KiB; connection
+/// attributes included).
+pub const MAX_LOGIN_PACKET: usize = 64 * 1024;
+/// Length of an SSLRequest payload.
+pub const SSL_REQUEST_LEN: usize = 32;
+/// `ER_SECURE_TRANSPORT_REQUIRED` (MySQL 5.7+), what a server with
+/// `require_secure_transport` answers an insecure client.
+pub const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+/// `ER_HANDSHAKE_ERROR`.
+pub const ER_HANDSHAKE_ERROR: u16 = 1043;
+
+/// One packet of the connection phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    pub seq: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Packet {
+    /// Header and payload, ready to write.
+    pub fn encode(&self) -> Vec<u8> {
+        let len = self.payload.len() as u32;
+        let mut out = Vec::with_capacity(HEADER + self.payload.len());
+        out.extend_from_slice(&len.to_le_bytes()[..3]);
+        out.push(self.seq);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Whether this server packet ends the authentication exchange: OK (0x00) or
+    /// ERR (0xFF). Everything else (auth switch 0xFE, more data 0x01, ...) asks for
+    /// more.
+    pub fn ends_login(&self) -> bool {
+        matches!(self.payload.first(), Some(0x00 | 0xFF))
+    }
+
+    pub fn is_err(&self) -> bool {
+        self.payload.first() == Some(&0xFF)
+    }
+}
+
+/// Payload length and sequence id from a header.
+pub fn header(bytes: [u8; HEADER]) -> (usize, u8) {
+    (
+        usize::from(bytes[0]) | usize::from(bytes[1]) << 8 | usize::from(bytes[2]) << 16,
+        bytes[3],
+    )
+}
+
+/// One packet from the front of `buf` with its total length, if complete; refuses
+/// payloads over [`MAX_LOGIN_PACKET`].
+pub fn decode(buf: &[u8]) -> Decode<(Packet, usize)> {
+    let Some(head) = buf.first_chunk::<HEADER>() else {
+        return Decode::Incomplete;
+    };
+    let (len, seq) = header(*head);
+    if len > MAX_LOGIN_PACKET {
+        return Decode::Invalid("login packet too large");
+    }
+    if buf.len() < HEADER + len {
+        return Decode::Incomplete;
+    }
+    let payload = buf[HEADER..HEADER + len].to_vec();
+    Decode::Done((Packet { seq, payload }, HEADER + len))
+}
+
+/// Offset of the lower two capability bytes in a HandshakeV10 payload:
+/// protocol version (1, = 10), server version (NUL-terminated), connection id (4),
+/// auth data part 1 (8), filler (1).
+fn greeting_caps_offset(payload: &[u8]) -> Result<usize, &'static str> {
+    match payload.first() {
+        Some(10) => {}
+        Some(_) => return Err("not a protocol 10 greeting"),
+        None => return Err("empty greeting"),
+    }
+    let nul = payload[1..]
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or("greeting without a server version")?;
+    let offset = 1 + nul + 1 + 4 + 8 + 1;
+    if payload.len() < offset + 2 {
+        return Err("greeting too short");
+    }
+    Ok(offset)
+}
+
+/// The capability flags a greeting advertises (lower and, when present, upper half).
+pub fn greeting_capabilities(payload: &[u8]) -> Result<u32, &'static str> {
+    let at = greeting_caps_offset(payload)?;
+    let lower = u32::from(u16::from_le_bytes([payload[at], payload[at + 1]]));
+    // charset (1) and status (2) follow, then the upper half.
+    let upper = payload
+        .get(at + 5..at + 7)
+        .map_or(0, |b| u32::from(u16::from_le_bytes([b[0], b[1]])));
+    Ok(lower | upper << 16)
+}
+
+/// Sets or clears `CLIENT_SSL` in a greeting, in place.
+pub fn set_greeting_ssl(payload: &mut [u8], on: bool) -> Result<(), &'static str> {
+    let at = greeting_caps_offset(payload)?;
+    let mut lower = u16::from_le_bytes([payload[at], payload[at + 1]]);
+    if on {
+        lower |= CLIENT_SSL as u16;
+    } else {
+        lower &= !(CLIENT_SSL as u16);
+    }
+    payload[at..at + 2].copy_from_slice(&lower.to_le_bytes());
+    Ok(())
+}
+
+/// The capability flags of a client's SSLRequest or HandshakeResponse41.
+pub fn client_capabilities(payload: &[u8]) -> Option<u32> {
+    payload.first_chunk::<4>().map(|b| u32::from_le_bytes(*b))
+}
+
+/// Whether a client's first packet asks to switch to TLS.
+pub fn is_ssl_request(payload: &[u8]) -> bool {
+    payload.len() == SSL_REQUEST_LEN && client_capabilities(payload).is_some_and(|c| c & CLIENT_SSL != 0)
+}
+
+/// Sets or clears `CLIENT_SSL` in a client's SSLRequest or HandshakeResponse41.
+pub fn set_client_ssl(payload: &mut [u8], on: bool) {
+    if let Some(caps) = client_capabilities(payload) {
+        let caps = if on { caps | CLIENT_SSL } else { caps & !CLIENT_SSL };
+        payload[..4].copy_from_slice(&caps.to_le_bytes());
+    }
+}
+
+/// The SSLRequest to send a backend for a client's HandshakeResponse41 (its first
+/// 32 bytes, with `CLIENT_SSL`).
+pub fn ssl_request_for(response: &[u8]) -> Option<Vec<u8>> {
+    let mut request = response.get(..SSL_REQUEST_LEN)?.to_vec();
+    set_client_ssl(&mut request, true);
+    Some(request)
+}
+
+/// An ERR packet payload: 0xFF, code, `#`, SQLSTATE, message.
+pub fn err_payload(code: u16, sql_state: &str, message: &str) -> Vec<u8> {
+    let mut payload = vec![0xFF];
+    payload.extend_from_slice(&code.to_le_bytes());
+    payload.push(b'#');
+    payload.extend(sql_state.bytes().chain(std::iter::repeat(b'0')).take(5));
+    payload.extend_from_slice(message.as_bytes());
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A MariaDB 10.11 greeting, as captured (auth data zeroed).
+    fn greeting() -> Vec<u8> {
+        let mut p = vec![10];
+        p.extend_from_slice(b"5.5.5-10.11.19-MariaDB\0");
+        p.extend_from_slice(&7u32.to_le_bytes()); // connection id
+        p.extend_from_slice(&[0; 8]); // auth data 1
+        p.push(0); // filler
+        p.extend_from_slice(&0xf7feu16.to_le_bytes()); // caps, lower (no CLIENT_SSL)
+        p.push(45); // charset
+        p.extend_from_slice(&2u16.to_le_bytes()); // status
+        p.extend_from_slice(&0x81ffu16.to_le_bytes()); // caps, upper
+        p.push(21);
+        p.extend_from_slice(&[0; 6]);
+        p.extend_from_slice(&[0x1d, 0, 0, 0]); // MariaDB extended caps
+        p.extend_from_slice(&[0; 13]);
+        p.extend_from_slice(b"mysql_native_password\0");
+        p
+    }
+
+    #[test]
+    fn greeting_ssl_flag_is_set_and_cleared_in_place() {
+        let mut g = greeting();
+        let before = greeting_capabilities(&g).unwrap();
+        assert_eq!(before & CLIENT_SSL, 0);
+        assert_eq!(before >> 16, 0x81ff);
+        set_greeting_ssl(&mut g, true).unwrap();
+        assert_eq!(greeting_capabilities(&g).unwrap(), before | CLIENT_SSL);
+        set_greeting_ssl(&mut g, false).unwrap();
+        assert_eq!(g, greeting(), "only the one bit changed");
+    }
+
+    #[test]
+    fn bad_greetings_are_errors_never_panics() {
+        assert!(greeting_capabilities(&[]).is_err());
+        assert!(greeting_capabilities(&[9, b'x', 0]).is_err(), "protocol 9");
+        assert!(greeting_capabilities(&[10, b'x', b'y']).is_err(), "no NUL");
+        let g = greeting();
+        for end in 0..g.len() {
+            let _ = greeting_capabilities(&g[..end]);
+            let _ = set_greeting_ssl(&mut g[..end].to_vec(), true);
+        }
+        assert!(greeting_capabilities(&g[..30]).is_ok(), "the upper half is optional");
+    }
+
+    #[test]
+    fn ssl_request_is_told_from_a_response() {
+        let mut response = vec![0u8; 32];
+        response[..4].copy_from_slice(&(CLIENT_PROTOCOL_41 | 0x000a_0000).to_le_bytes());
+        response.extend_from_slice(b"root\0\0");
+        assert!(!is_ssl_request(&response));
+        let request = ssl_request_for(&response).unwrap();
+        assert!(is_ssl_request(&request));
+        assert_eq!(
+            client_capabilities(&request).unwrap(),
+            CLIENT_PROTOCOL_41 | 0x000a_0000 | CLIENT_SSL
+        );
+        assert_eq!(&request[4..], &response[4..32]);
+        assert!(!is_ssl_request(&request[..31]));
+        assert_eq!(ssl_request_for(&response[..31]), None);
+        set_client_ssl(&mut response, true);
+        set_client_ssl(&mut response, false);
+        assert_eq!(client_capabilities(&response), Some(CLIENT_PROTOCOL_41 | 0x000a_0000));
+    }
+
+    #[test]
+    fn packets_frame_and_decode() {
+        let packet = Packet {
+            seq: 2,
+            payload: b"\x00\x00\x00\x02\x00\x00\x00".to_vec(),
+        };
+        let bytes = packet.encode();
+        assert_eq!(&bytes[..4], &[7, 0, 0, 2]);
+        assert!(packet.ends_login());
+        assert_eq!(decode(&bytes[..3]), Decode::Incomplete);
+        assert_eq!(decode(&bytes[..10]), Decode::Incomplete);
+        let mut two = bytes.clone();
+        two.extend_from_slice(&bytes);
+        assert_eq!(decode(&two), Decode::Done((packet, 11)));
+        assert_eq!(decode(&[0xff, 0xff, 0xff, 0]), Decode::Invalid("login packet too large"));
+        assert_eq!(header([1, 1, 1, 9]), (0x010101, 9));
+    }
+
+    #[test]
+    fn err_packets_carry_code_state_and_message() {
+        let p = err_payload(ER_SECURE_TRANSPORT_REQUIRED, "HY000", "TLS required");
+        assert_eq!(&p[..4], &[0xFF, 0x57, 0x0c, b'#']);
+        assert_eq!(&p[4..9], b"HY000");
+        assert_eq!(&p[9..], b"TLS required");
+        assert!(Packet { seq: 2, payload: p }.is_err());
+    }
+}

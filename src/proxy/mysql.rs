@@ -1,0 +1,278 @@
+//! The `mysql` listener mode: TLS inside the MySQL protocol, on either leg.
+//!
+//! A MySQL client asks for TLS *after* the server's greeting, with an SSLRequest, so a
+//! proxy that terminates TLS from the first byte cannot serve it. Here the proxy takes
+//! part in the connection phase, and only in it:
+//!
+//! ```text
+//! backend ──greeting──▶ proxy: CLIENT_SSL set (listener has TLS) or cleared ──▶ client
+//! client ──SSLRequest──▶ proxy: TLS handshake with the client (listener's certificate)
+//! client ──HandshakeResponse (over TLS)──▶ proxy
+//!   backend TLS configured: proxy ──SSLRequest──▶ backend, TLS handshake, then the
+//!   response over it; else the response in clear, CLIENT_SSL cleared
+//! auth exchange (switch, more data, OK/ERR): relayed packet by packet, with the
+//!   sequence ids shifted by the difference between the two legs
+//! after the OK: a byte pipe, like any other session
+//! ```
+//!
+//! The sequence ids differ because the SSLRequest takes id 1 on a leg that uses TLS:
+//! the response is id 2 there and id 1 on a leg without. The shift is `client id −
+//! backend id` of the response, the same for every packet until the OK (the command
+//! phase restarts at 0 on both legs).
+//!
+//! A client that does not ask for TLS is refused with `ER_SECURE_TRANSPORT_REQUIRED`
+//! when `require_tls` is set, else its login passes in clear. The whole connection
+//! phase runs under [`LOGIN_TIMEOUT`], the client's TLS handshake under the
+//! listener's handshake timeout.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, info, warn};
+
+use super::{accept_tls, originate_tls, Ended, SessionContext};
+use crate::metrics as m;
+use crate::pool::Member;
+use crate::protocol::mysql::{self as wire, Packet};
+use crate::protocol::Decode;
+use crate::stream::Stream;
+
+/// The longest a connection phase may take, greeting to OK.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a login could not be carried through.
+#[derive(Debug)]
+enum LoginError {
+    /// The client or the backend sent something this exchange cannot accept.
+    Protocol(&'static str),
+    Io(io::Error),
+    /// Ended, and already counted and logged (refused, a handshake failed).
+    Ended(Ended),
+}
+
+impl From<io::Error> for LoginError {
+    fn from(e: io::Error) -> Self {
+        LoginError::Io(e)
+    }
+}
+
+/// Carries a client through the connection phase with `upstream`; returns both legs
+/// ready for the byte pipe.
+pub async fn login(
+    ctx: &SessionContext,
+    member: &Arc<Member>,
+    client: TcpStream,
+    upstream: TcpStream,
+) -> Result<(Stream, Stream), Ended> {
+    let deadline = Instant::now() + LOGIN_TIMEOUT;
+    match timeout_at(deadline, exchange(ctx, member, client, upstream)).await {
+        Ok(Ok(legs)) => Ok(legs),
+        Ok(Err(LoginError::Ended(ended))) => Err(ended),
+        Ok(Err(LoginError::Protocol(what))) => {
+            failed(ctx, "protocol");
+            warn!(cause = what, "MySQL login could not be carried through; closing the client");
+            Err(Ended::Login)
+        }
+        Ok(Err(LoginError::Io(e))) => {
+            failed(ctx, "io");
+            debug!(error = %e, "connection lost during the MySQL login");
+            Err(Ended::Login)
+        }
+        Err(_) => {
+            failed(ctx, "timeout");
+            info!(timeout = ?LOGIN_TIMEOUT, "MySQL login did not finish in time; closing the client");
+            Err(Ended::Login)
+        }
+    }
+}
+
+fn failed(ctx: &SessionContext, reason: &'static str) {
+    metrics::counter!(m::MYSQL_LOGIN_FAILURES, "listener" => ctx.listener.clone(), "reason" => reason).increment(1);
+}
+
+async fn exchange(
+    ctx: &SessionContext,
+    member: &Arc<Member>,
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+) -> Result<(Stream, Stream), LoginError> {
+    // 1. The greeting, with CLIENT_SSL as this listener offers it.
+    let mut greeting = read_exact_packet(&mut upstream).await?;
+    if greeting.is_err() {
+        // The server refused us (too many connections, host blocked): the client
+        // should read why.
+        client.write_all(&greeting.encode()).await?;
+        return Err(LoginError::Protocol("the backend answered with an error instead of a greeting"));
+    }
+    let backend_caps = wire::greeting_capabilities(&greeting.payload).map_err(LoginError::Protocol)?;
+    let backend_tls = member.backend.tls.is_some();
+    if backend_tls && backend_caps & wire::CLIENT_SSL == 0 {
+        // An ERR in place of the greeting, as a server refusing a connection sends.
+        refuse(
+            &mut client,
+            0,
+            wire::ER_HANDSHAKE_ERROR,
+            "08S01",
+            "switchyard: the backend does not offer TLS, which its configuration requires",
+        )
+        .await;
+        return Err(LoginError::Protocol("the backend does not offer TLS but backends.*.tls is set"));
+    }
+    wire::set_greeting_ssl(&mut greeting.payload, ctx.tls.is_some()).map_err(LoginError::Protocol)?;
+    client.write_all(&greeting.encode()).await?;
+
+    // 2. The client's first packet: an SSLRequest or its login.
+    let first = read_exact_packet(&mut client).await?;
+    let caps = wire::client_capabilities(&first.payload).ok_or(LoginError::Protocol("empty client packet"))?;
+    if caps & wire::CLIENT_PROTOCOL_41 == 0 {
+        return Err(LoginError::Protocol("a pre-4.1 client"));
+    }
+    let (client, response) = if wire::is_ssl_request(&first.payload) {
+        let Some(tls) = &ctx.tls else {
+            return Err(LoginError::Protocol("an SSLRequest, but this listener offered no TLS"));
+        };
+        let Some(mut stream) = accept_tls(tls, client).await else {
+            return Err(LoginError::Ended(Ended::Handshake));
+        };
+        let response = read_exact_packet(&mut stream).await?;
+        (Stream::Server(Box::new(stream)), response)
+    } else {
+        if ctx.tls.is_some() && ctx.require_tls {
+            metrics::counter!(m::MYSQL_PLAINTEXT_REFUSED, "listener" => ctx.listener.clone()).increment(1);
+            info!("MySQL client did not ask for TLS; refused (require_tls)");
+            refuse(
+                &mut client,
+                first.seq.wrapping_add(1),
+                wire::ER_SECURE_TRANSPORT_REQUIRED,
+                "HY000",
+                "switchyard: connections using insecure transport are prohibited (require_tls)",
+            )
+            .await;
+            return Err(LoginError::Ended(Ended::Login));
+        }
+        (Stream::Plain(client), first)
+    };
+    if response.payload.len() <= wire::SSL_REQUEST_LEN {
+        return Err(LoginError::Protocol("a handshake response too short to hold a user name"));
+    }
+
+    // 3. The login to the backend, over its own TLS when configured.
+    let mut response = response;
+    let (mut upstream, backend_seq) = if backend_tls {
+        let request = wire::ssl_request_for(&response.payload).ok_or(LoginError::Protocol("short response"))?;
+        upstream.write_all(&Packet { seq: 1, payload: request }.encode()).await?;
+        let Some(stream) = originate_tls(ctx, member, upstream).await else {
+            return Err(LoginError::Ended(Ended::BackendTls));
+        };
+        (Stream::Client(Box::new(stream)), 2u8)
+    } else {
+        (Stream::Plain(upstream), 1u8)
+    };
+    let shift = response.seq.wrapping_sub(backend_seq);
+    wire::set_client_ssl(&mut response.payload, backend_tls);
+    response.seq = backend_seq;
+    upstream.write_all(&response.encode()).await?;
+    upstream.flush().await?;
+
+    // 4. The authentication exchange, until the backend's OK or ERR.
+    let mut client = client;
+    relay_auth(&mut client, &mut upstream, shift).await?;
+    Ok((client, upstream))
+}
+
+/// Relays packets both ways, shifting sequence ids, until the backend ends the login.
+/// Bytes read past the last packet (there should be none: a client waits for the OK)
+/// are passed on unchanged.
+async fn relay_auth(client: &mut Stream, upstream: &mut Stream, shift: u8) -> Result<(), LoginError> {
+    let (mut from_client, mut from_backend) = (Reader::default(), Reader::default());
+    loop {
+        let event = tokio::select! {
+            packet = from_backend.next(upstream) => Side::Backend(packet?),
+            packet = from_client.next(client) => Side::Client(packet?),
+        };
+        match event {
+            Side::Backend(None) => return Err(LoginError::Protocol("the backend closed the connection during the login")),
+            Side::Client(None) => return Err(LoginError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Side::Backend(Some(mut packet)) => {
+                let done = packet.ends_login();
+                packet.seq = packet.seq.wrapping_add(shift);
+                client.write_all(&packet.encode()).await?;
+                client.flush().await?;
+                if done {
+                    if packet.is_err() {
+                        debug!("the backend refused the login");
+                    }
+                    if !from_client.buf.is_empty() {
+                        upstream.write_all(&from_client.buf).await?;
+                    }
+                    if !from_backend.buf.is_empty() {
+                        client.write_all(&from_backend.buf).await?;
+                    }
+                    return Ok(());
+                }
+            }
+            Side::Client(Some(mut packet)) => {
+                packet.seq = packet.seq.wrapping_sub(shift);
+                upstream.write_all(&packet.encode()).await?;
+                upstream.flush().await?;
+            }
+        }
+    }
+}
+
+enum Side {
+    Client(Option<Packet>),
+    Backend(Option<Packet>),
+}
+
+/// A cancel-safe packet reader: bytes read stay in `buf` if the read is dropped.
+#[derive(Default)]
+struct Reader {
+    buf: Vec<u8>,
+}
+
+impl Reader {
+    async fn next(&mut self, stream: &mut (impl AsyncRead + Unpin)) -> Result<Option<Packet>, LoginError> {
+        loop {
+            match wire::decode(&self.buf) {
+                Decode::Done((packet, used)) => {
+                    self.buf.drain(..used);
+                    return Ok(Some(packet));
+                }
+                Decode::Invalid(what) => return Err(LoginError::Protocol(what)),
+                Decode::Incomplete => {}
+            }
+            if stream.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Reads exactly one packet and not a byte more: what follows an SSLRequest is the
+/// client's TLS handshake, which must stay in the socket for rustls.
+async fn read_exact_packet(stream: &mut (impl AsyncRead + Unpin)) -> Result<Packet, LoginError> {
+    let mut head = [0u8; wire::HEADER];
+    stream.read_exact(&mut head).await?;
+    let (len, seq) = wire::header(head);
+    if len > wire::MAX_LOGIN_PACKET {
+        return Err(LoginError::Protocol("login packet too large"));
+    }
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await?;
+    Ok(Packet { seq, payload })
+}
+
+/// Sends an ERR packet (best effort: the client may be gone).
+async fn refuse(stream: &mut (impl AsyncWrite + Unpin), seq: u8, code: u16, state: &str, message: &str) {
+    let packet = Packet {
+        seq,
+        payload: wire::err_payload(code, state, message),
+    };
+    let _ = stream.write_all(&packet.encode()).await;
+    let _ = stream.shutdown().await;
+}
