@@ -5,6 +5,7 @@
 
 pub mod mongo;
 pub mod mysql;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,86 @@
+//! TLS test helpers: a directory of throw-away certificates, a rustls client (the
+//! proxy's own provider), curl, and reading one counter from `/metrics`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use switchyard::app::Running;
+use switchyard_lab::system;
+use switchyard_lab::tls::{Ca, Files};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::http_get;
+
+/// A temp directory for certificate files.
+pub fn cert_dir(prefix: &str) -> PathBuf {
+    system::temp_dir(prefix).expect("temp dir")
+}
+
+/// A CA written to `dir/name.ca.pem`, with its path.
+pub fn ca(dir: &Path, name: &str) -> (Ca, PathBuf) {
+    let ca = Ca::new(name).expect("CA");
+    let path = ca.write(dir, &format!("{name}.ca.pem")).expect("write CA");
+    (ca, path)
+}
+
+/// A server certificate for `names` issued by `ca`, written as `dir/file.{pem,key}`.
+pub fn server_cert(ca: &Ca, dir: &Path, file: &str, names: &[&str]) -> Files {
+    ca.server(names).expect("issue").write(dir, file).expect("write cert")
+}
+
+/// A TLS connector trusting only the CA in `ca_file`.
+pub fn connector(ca_file: &Path) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).expect("CA file") {
+        roots.add(cert.expect("CA PEM")).expect("CA cert");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// Connects and handshakes with SNI `name`.
+pub async fn connect_tls(addr: SocketAddr, name: &str, connector: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_string()).expect("server name");
+    connector.connect(name, tcp).await
+}
+
+/// Runs a command off the async workers; returns (success, stdout, stderr).
+pub async fn run(mut command: Command) -> (bool, String, String) {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("spawn");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `curl -sS --max-time 10` with `args`; installs curl if missing.
+pub async fn curl(args: &[&str]) -> (bool, String, String) {
+    system::ensure_packages(&[("curl", "curl")]).expect("curl installed");
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--max-time", "10"]).args(args);
+    run(command).await
+}
+
+/// The value of the sample whose line starts with `series` (name and labels as
+/// rendered), or 0 when absent.
+pub async fn metric(proxy: &Running, series: &str) -> f64 {
+    let (_, text) = http_get(proxy.admin().expect("admin"), "/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

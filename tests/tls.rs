@@ -1,0 +1,377 @@
+//! TLS termination with real clients (curl, a rustls client), SNI, mTLS, bad input on
+//! a TLS port, reload under live sessions (admin call and SIGHUP), and TLS to
+//! backends with a right and a wrong CA. Certificates are issued per test (rcgen).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::tls::*;
+use support::*;
+use switchyard::health::{Layer, Status};
+use switchyard_lab::system;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "tls-test-token";
+
+fn app() -> Behavior {
+    Behavior::App {
+        banner: "app",
+        healthy: Arc::new(AtomicBool::new(true)),
+    }
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Admin, one backend `app1` at `backend`, pool `app`, and the given listeners.
+/// Metrics are process-wide and tests run in parallel: each test names its
+/// listeners differently.
+fn config(backend: std::net::SocketAddr, listeners: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n[shutdown]\ngrace = \"1s\"\n\
+         [check]\nkind = \"tcp\"\ninterval = \"100ms\"\n\
+         [backends.app1]\naddress = \"{backend}\"\n\
+         [pools.app]\nbackends = [\"app1\"]\n\n{listeners}"
+    )
+}
+
+#[tokio::test]
+async fn curl_through_a_tls_listener_with_sni_and_mtls() {
+    let dir = cert_dir("sy-tls-curl");
+    let (ca_a, ca_a_file) = ca(&dir, "alpha");
+    let (ca_b, ca_b_file) = ca(&dir, "bravo");
+    let (client_ca, client_ca_file) = ca(&dir, "clients");
+    let a = server_cert(&ca_a, &dir, "a", &["a.example"]);
+    let b = server_cert(&ca_b, &dir, "b", &["b.example"]);
+    let client = client_ca.client("learner").unwrap().write(&dir, "client").unwrap();
+    let backend = Server::start(app()).await;
+    let listeners = format!(
+        "[listeners.web]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.web.tls]\ncertificates = [\n\
+         {{ cert = \"{}\", key = \"{}\", server_names = [\"a.example\"] }},\n\
+         {{ cert = \"{}\", key = \"{}\", server_names = [\"b.example\"] }},\n]\n\
+         [listeners.mtls]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.mtls.tls]\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
+        p(&a.cert),
+        p(&a.key),
+        p(&b.cert),
+        p(&b.key),
+        p(&a.cert),
+        p(&a.key),
+        p(&client_ca_file)
+    );
+    let proxy = proxy(&config(backend.addr, &listeners)).await;
+    await_routable(&proxy, &["app1"]).await;
+    let web = proxy.listener("web").unwrap().port();
+    let mtls = proxy.listener("mtls").unwrap().port();
+    let url = |host: &str, port: u16| format!("https://{host}:{port}/health");
+    let resolve = |host: &str, port: u16| format!("{host}:{port}:127.0.0.1");
+
+    // Each name gets the certificate of its own CA: only that CA verifies it.
+    for (host, right, wrong) in [("a.example", &ca_a_file, &ca_b_file), ("b.example", &ca_b_file, &ca_a_file)] {
+        let (ok, body, err) = curl(&["--cacert", &p(right), "--resolve", &resolve(host, web), &url(host, web)]).await;
+        assert!(ok, "{host} with its CA: {err}");
+        assert_eq!(body, "ok", "{host}: the plaintext backend answered through TLS");
+        let (ok, _, err) = curl(&["--cacert", &p(wrong), "--resolve", &resolve(host, web), &url(host, web)]).await;
+        assert!(!ok, "{host} must not verify with the other CA");
+        assert!(err.contains("certificate") || err.contains("SSL"), "{host}: {err}");
+    }
+    // TLS 1.2 works too; nothing older is offered.
+    let (ok, _, err) = curl(&[
+        "--tls-max",
+        "1.2",
+        "--cacert",
+        &p(&ca_a_file),
+        "--resolve",
+        &resolve("a.example", web),
+        &url("a.example", web),
+    ])
+    .await;
+    assert!(ok, "TLS 1.2: {err}");
+    let (ok, _, _) = curl(&[
+        "--tlsv1.0",
+        "--tls-max",
+        "1.1",
+        "--cacert",
+        &p(&ca_a_file),
+        "--resolve",
+        &resolve("a.example", web),
+        &url("a.example", web),
+    ])
+    .await;
+    assert!(!ok, "TLS 1.1 must be refused");
+
+    // mTLS: no client certificate, no session; with one, the backend answers.
+    let (ca_arg, resolve_arg, url_arg) = (p(&ca_a_file), resolve("a.example", mtls), url("a.example", mtls));
+    let (cert_arg, key_arg) = (p(&client.cert), p(&client.key));
+    let base = ["--cacert", &ca_arg, "--resolve", &resolve_arg];
+    let (ok, _, err) = curl(&[&base[..], &[&url_arg]].concat()).await;
+    assert!(!ok, "a client without a certificate must be refused: {err}");
+    let with_cert = [&base[..], &["--cert", &cert_arg, "--key", &key_arg, &url_arg]].concat();
+    let (ok, body, err) = curl(&with_cert).await;
+    assert!(ok && body == "ok", "with a client certificate: {err}");
+
+    let handshakes = |listener: &str, version: &str, certificate: &str| {
+        format!(
+            "switchyard_tls_handshakes_total{{listener=\"{listener}\",version=\"{version}\",certificate=\"{certificate}\"}}"
+        )
+    };
+    // A handshake the client aborts (wrong CA) does not complete on the server either.
+    assert!(metric(&proxy, &handshakes("web", "TLSv1.3", "a.example")).await >= 1.0);
+    assert!(metric(&proxy, &handshakes("web", "TLSv1.3", "b.example")).await >= 1.0);
+    assert!(metric(&proxy, &handshakes("web", "TLSv1.2", "a.example")).await >= 1.0);
+    assert!(metric(&proxy, &handshakes("mtls", "TLSv1.3", "default")).await >= 1.0);
+    assert!(metric(&proxy, "switchyard_tls_handshake_failures_total{listener=\"mtls\",reason=\"rejected\"}").await >= 1.0);
+    proxy.shutdown().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_on_a_tls_port_is_closed_counted_and_harmless() {
+    let dir = cert_dir("sy-tls-bad");
+    let (ca_a, ca_file) = ca(&dir, "alpha");
+    let a = server_cert(&ca_a, &dir, "a", &["a.example"]);
+    let backend = Server::start(Behavior::Echo("echo")).await;
+    let listeners = format!(
+        "[listeners.bad]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.bad.tls]\n\
+         handshake_timeout = \"300ms\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        p(&a.cert),
+        p(&a.key)
+    );
+    let proxy = proxy(&config(backend.addr, &listeners)).await;
+    await_routable(&proxy, &["app1"]).await;
+    let web = proxy.listener("bad").unwrap();
+    let connector = connector(&ca_file);
+
+    // A good session, open across all of the bad ones.
+    let mut good = within(LIMIT, "TLS connect", connect_tls(web, "a.example", &connector)).await.unwrap();
+    let mut banner = [0u8; 5];
+    within(LIMIT, "banner", good.read_exact(&mut banner)).await.unwrap();
+    assert_eq!(&banner, b"echo\n");
+
+    // Plaintext HTTP on the TLS port.
+    let mut plain = TcpStream::connect(web).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    closes_with_nothing_useful(&mut plain, "plaintext on a TLS port").await;
+    // A TLS record header announcing a ClientHello, then garbage.
+    let mut garbage = TcpStream::connect(web).await.unwrap();
+    let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0x40, 0x01, 0x00, 0x00, 0x3c];
+    hello.extend((0..60u8).map(|i| i.wrapping_mul(37)));
+    garbage.write_all(&hello).await.unwrap();
+    closes_with_nothing_useful(&mut garbage, "a garbage ClientHello").await;
+    // Connects and says nothing: closed by the handshake timeout.
+    let mut stalled = TcpStream::connect(web).await.unwrap();
+    closes(&mut stalled, "a stalled handshake").await;
+
+    let failures = |reason: &str| format!("switchyard_tls_handshake_failures_total{{listener=\"bad\",reason=\"{reason}\"}}");
+    assert!(metric(&proxy, &failures("rejected")).await >= 2.0);
+    assert_eq!(metric(&proxy, &failures("timeout")).await, 1.0);
+
+    // The good session never noticed, and new ones still work.
+    good.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    within(LIMIT, "echo", good.read_exact(&mut back)).await.unwrap();
+    assert_eq!(&back, b"still here");
+    let mut another = within(LIMIT, "TLS connect", connect_tls(web, "a.example", &connector)).await.unwrap();
+    within(LIMIT, "banner", another.read_exact(&mut banner)).await.unwrap();
+    let (_, status) = http_get(proxy.admin().unwrap(), "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        pool_status(&status, "app")["connect_us"]["count"],
+        2,
+        "no bad connection reached the backend: {status}"
+    );
+    proxy.shutdown().await;
+    backend.stop().await;
+}
+
+/// The peer closes; whatever it sent first (a TLS alert) is not the backend's banner.
+async fn closes_with_nothing_useful(stream: &mut TcpStream, what: &str) {
+    let mut got = Vec::new();
+    let read = within(LIMIT, what, stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok() || read.is_err(), "{what}");
+    assert!(!got.starts_with(b"echo"), "{what}: the backend must not be reached: {got:?}");
+    if let Some(&first) = got.first() {
+        assert_eq!(first, 0x15, "{what}: only a TLS alert may come back, got {got:?}");
+    }
+}
+
+/// Writes `a` over the live files, as an operator's renewal would.
+fn install(from: &switchyard_lab::tls::Files, to: &switchyard_lab::tls::Files) {
+    std::fs::copy(&from.cert, &to.cert).unwrap();
+    std::fs::copy(&from.key, &to.key).unwrap();
+}
+
+async fn echo_roundtrip(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), text: &[u8]) {
+    stream.write_all(text).await.unwrap();
+    let mut back = vec![0u8; text.len()];
+    within(LIMIT, "echo", stream.read_exact(&mut back)).await.unwrap();
+    assert_eq!(back, text);
+}
+
+#[tokio::test]
+async fn certificates_reload_under_live_sessions() {
+    let dir = cert_dir("sy-tls-reload");
+    let (old_ca, old_ca_file) = ca(&dir, "old");
+    let (new_ca, new_ca_file) = ca(&dir, "new");
+    let live = server_cert(&old_ca, &dir, "live", &["a.example"]);
+    let renewed = server_cert(&new_ca, &dir, "renewed", &["a.example"]);
+    let original = server_cert(&old_ca, &dir, "original", &["a.example"]);
+    let backend = Server::start(Behavior::Echo("echo")).await;
+    let listeners = format!(
+        "[listeners.reload]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.reload.tls]\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\", server_names = [\"a.example\"] }}]\n",
+        p(&live.cert),
+        p(&live.key)
+    );
+    let proxy = proxy(&config(backend.addr, &listeners)).await;
+    await_routable(&proxy, &["app1"]).await;
+    let web = proxy.listener("reload").unwrap();
+    let admin = proxy.admin().unwrap();
+    let (old, new) = (connector(&old_ca_file), connector(&new_ca_file));
+
+    let mut session = connect_tls(web, "a.example", &old).await.unwrap();
+    let mut banner = [0u8; 5];
+    within(LIMIT, "banner", session.read_exact(&mut banner)).await.unwrap();
+
+    // Renewed files + reload: new handshakes get the new certificate, the live
+    // session goes on with the keys it negotiated.
+    install(&renewed, &live);
+    assert_eq!(http_post(admin, "/tls/reload", None).await.0, 401, "the token is required");
+    let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    echo_roundtrip(&mut session, b"after the reload").await;
+    let err = connect_tls(web, "a.example", &old).await.expect_err("old CA no longer verifies");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    let mut fresh = connect_tls(web, "a.example", &new).await.expect("new CA verifies");
+    within(LIMIT, "banner", fresh.read_exact(&mut banner)).await.unwrap();
+
+    // A broken file: the reload fails, says which file, and the current certificate
+    // stays in service.
+    std::fs::write(&live.key, "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n").unwrap();
+    let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains(&p(&live.key)), "the error names the file: {body}");
+    // A key that belongs to another certificate is refused the same way.
+    std::fs::copy(&original.key, &live.key).unwrap();
+    let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("does not match"), "{body}");
+    connect_tls(web, "a.example", &new).await.expect("still the renewed certificate");
+    echo_roundtrip(&mut session, b"still alive").await;
+    assert_eq!(
+        metric(&proxy, "switchyard_tls_reloads_total{listener=\"reload\",outcome=\"failed\"}").await,
+        2.0
+    );
+    proxy.shutdown().await;
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn sighup_reloads_certificates_in_the_binary() {
+    let dir = cert_dir("sy-tls-hup");
+    let (old_ca, old_ca_file) = ca(&dir, "old");
+    let (new_ca, new_ca_file) = ca(&dir, "new");
+    let live = server_cert(&old_ca, &dir, "live", &["a.example"]);
+    let renewed = server_cert(&new_ca, &dir, "renewed", &["a.example"]);
+    let backend = Server::start(Behavior::Echo("echo")).await;
+    let port = system::free_port().unwrap();
+    let listeners = format!(
+        "[listeners.web]\nlisten = \"127.0.0.1:{port}\"\npool = \"app\"\n[listeners.web.tls]\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        p(&live.cert),
+        p(&live.key)
+    );
+    let config_file = dir.join("switchyard.toml");
+    std::fs::write(&config_file, config(backend.addr, &listeners)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config", &p(&config_file)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn switchyard");
+    let web: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let (old, new) = (connector(&old_ca_file), connector(&new_ca_file));
+    let mut session = within(LIMIT, "the binary to serve TLS", async {
+        loop {
+            if let Ok(mut s) = connect_tls(web, "a.example", &old).await {
+                let mut banner = [0u8; 5];
+                if s.read_exact(&mut banner).await.is_ok() {
+                    return s;
+                }
+            }
+            poll_pause().await;
+        }
+    })
+    .await;
+    install(&renewed, &live);
+    system::signal(child.id(), "HUP").unwrap();
+    within(LIMIT, "the renewed certificate after SIGHUP", async {
+        while connect_tls(web, "a.example", &new).await.is_err() {
+            poll_pause().await;
+        }
+    })
+    .await;
+    echo_roundtrip(&mut session, b"through the reload").await;
+    system::signal(child.id(), "TERM").unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    backend.stop().await;
+}
+
+#[tokio::test]
+async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
+    let dir = cert_dir("sy-tls-origin");
+    let (ca_a, ca_a_file) = ca(&dir, "alpha");
+    let (_, ca_b_file) = ca(&dir, "bravo");
+    let front_cert = server_cert(&ca_a, &dir, "front", &["app.internal"]);
+    // The "TLS backend": a first switchyard terminating TLS in front of a plaintext app.
+    let app_server = Server::start(app()).await;
+    let tls_front = proxy(&config(
+        app_server.addr,
+        &format!(
+            "[listeners.tls]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.tls.tls]\n\
+             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            p(&front_cert.cert),
+            p(&front_cert.key)
+        ),
+    ))
+    .await;
+    let tls_addr = tls_front.listener("tls").unwrap();
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\
+         [check]\nkind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ndown_interval = \"100ms\"\nrise = 1\nfall = 1\n\
+         [backends.good]\naddress = \"{tls_addr}\"\n[backends.good.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n\
+         [backends.wrong_ca]\naddress = \"{tls_addr}\"\n[backends.wrong_ca.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n\
+         [backends.wrong_name]\naddress = \"{tls_addr}\"\n[backends.wrong_name.tls]\nca = \"{}\"\nserver_name = \"db.internal\"\n\
+         [backends.lab]\naddress = \"{tls_addr}\"\n[backends.lab.tls]\ninsecure = true\n\
+         [pools.app]\nbackends = [\"good\", \"wrong_ca\", \"wrong_name\", \"lab\"]\n\
+         [listeners.plain]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n",
+        p(&ca_a_file),
+        p(&ca_b_file),
+        p(&ca_a_file)
+    );
+    let proxy = proxy(&text).await;
+    for name in ["wrong_ca", "wrong_name"] {
+        let view = await_status(&proxy, name, Status::Down).await;
+        let last = view.last_check.expect("checked");
+        assert_eq!(last.layer, Some(Layer::L6), "{name}: {last:?}");
+        let error = last.error.unwrap_or_default();
+        assert!(error.contains("certificate") || error.contains("Certificate"), "{name}: {error}");
+    }
+    await_status(&proxy, "good", Status::Up).await;
+    await_status(&proxy, "lab", Status::Up).await;
+    // The data path: plaintext in, TLS to the backend, the app answers.
+    let (code, body) = http_get(proxy.listener("plain").unwrap(), "/health").await;
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    proxy.shutdown().await;
+    tls_front.shutdown().await;
+    app_server.stop().await;
+}
