@@ -138,13 +138,28 @@ fn describe() {
         "Alarms raised: more than one writable backend in a primary pool."
     );
     describe_gauge!(ALARM_ACTIVE, "1 while a pool's alarm is active.");
-    describe_counter!(TLS_HANDSHAKES, "TLS handshakes completed on a listener, by version and certificate.");
-    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed on a listener, by reason.");
+    describe_counter!(
+        TLS_HANDSHAKES,
+        "TLS handshakes completed on a listener, by version and certificate."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes that failed on a listener, by reason."
+    );
     describe_counter!(TLS_RELOADS, "TLS certificate reloads, by outcome.");
     describe_gauge!(TLS_CERT_EXPIRY, "When a listener's certificate expires, Unix seconds.");
-    describe_counter!(BACKEND_TLS_FAILURES, "TLS handshakes to a backend that failed on the data path.");
-    describe_counter!(MYSQL_PLAINTEXT_REFUSED, "MySQL clients refused because they did not ask for TLS.");
-    describe_counter!(MYSQL_LOGIN_FAILURES, "MySQL logins the proxy could not carry through, by reason.");
+    describe_counter!(
+        BACKEND_TLS_FAILURES,
+        "TLS handshakes to a backend that failed on the data path."
+    );
+    describe_counter!(
+        MYSQL_PLAINTEXT_REFUSED,
+        "MySQL clients refused because they did not ask for TLS."
+    );
+    describe_counter!(
+        MYSQL_LOGIN_FAILURES,
+        "MySQL logins the proxy could not carry through, by reason."
+    );
     describe_gauge!(
         ROUTING_GENERATION,
         "Routing table generation; grows by one per published change."

@@ -322,3 +322,70 @@ async fn scram_credentials_log_the_check_in_and_a_wrong_password_fails_at_l7() {
     proxy.shutdown().await;
     blocking(|| drop(secantus));
 }
+
+/// pymongo with `tls=true` and the test CA through a TLS listener to a plaintext
+/// SecantusDB; then a second proxy that originates TLS to the first (its MongoDB
+/// probe and its sessions both over TLS) serves a plaintext pymongo client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymongo_with_tls_through_the_proxy_and_probes_over_tls() {
+    use support::tls::{ca, cert_dir, server_cert};
+    let dir = cert_dir("sy-mongo-tls");
+    let (test_ca, ca_file) = ca(&dir, "mongo");
+    let cert = server_cert(&test_ca, &dir, "front", &["mongo.example"]);
+    let peer = tokio::task::spawn_blocking(Secantus::start)
+        .await
+        .unwrap()
+        .expect("SecantusDB starts");
+    let check = "[check]\nkind = \"mongo\"\ninterval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"2s\"\nrise = 1\nfall = 1\n";
+    let front = proxy(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n{check}\
+         [backends.secantus]\naddress = \"{}\"\n[pools.mongo]\nbackends = [\"secantus\"]\n\
+         [listeners.tls]\nlisten = \"127.0.0.1:0\"\npool = \"mongo\"\n[listeners.tls.tls]\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        peer.addr(),
+        cert.cert.display(),
+        cert.key.display()
+    ))
+    .await;
+    await_pool(&front, "mongo", &["secantus"]).await;
+    let tls_addr = front.listener("tls").unwrap();
+
+    let script = r#"
+import sys, pymongo
+c = pymongo.MongoClient(sys.argv[1], directConnection=True, serverSelectionTimeoutMS=15000, **eval(sys.argv[2]))
+coll = c.app.tls_things
+coll.insert_one({"_id": sys.argv[3], "by": "pymongo"})
+print(coll.find_one({"_id": sys.argv[3]})["by"])
+"#;
+    let tls_options = format!("dict(tls=True, tlsCAFile={:?})", ca_file.display().to_string());
+    let uri = format!("mongodb://{tls_addr}/");
+    let out = blocking(|| python::run(script, &[&uri, &tls_options, "via-tls"])).unwrap();
+    assert_eq!(out.trim(), "pymongo");
+    // Without TLS the same port gives pymongo nothing it can use.
+    let plain = r#"
+import sys, pymongo
+c = pymongo.MongoClient(sys.argv[1], directConnection=True, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000)
+try:
+    c.admin.command("ping")
+    print("answered")
+except pymongo.errors.PyMongoError:
+    print("refused")
+"#;
+    assert_eq!(blocking(|| python::run(plain, &[&uri])).unwrap().trim(), "refused");
+
+    let origin = proxy(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n{check}\
+         [backends.front]\naddress = \"{tls_addr}\"\n[backends.front.tls]\nca = \"{}\"\nserver_name = \"mongo.example\"\n\
+         [pools.mongo]\nbackends = [\"front\"]\n[listeners.plain]\nlisten = \"127.0.0.1:0\"\npool = \"mongo\"\n",
+        ca_file.display()
+    ))
+    .await;
+    let view = await_status(&origin, "front", Status::Up).await;
+    assert!(view.report.and_then(|r| r.mongo).is_some(), "hello answered over TLS");
+    let uri = format!("mongodb://{}/", origin.listener("plain").unwrap());
+    let out = blocking(|| python::run(script, &[&uri, "dict()", "via-origin"])).unwrap();
+    assert_eq!(out.trim(), "pymongo");
+    origin.shutdown().await;
+    front.shutdown().await;
+    blocking(|| drop(peer));
+}

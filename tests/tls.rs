@@ -75,7 +75,10 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
     let resolve = |host: &str, port: u16| format!("{host}:{port}:127.0.0.1");
 
     // Each name gets the certificate of its own CA: only that CA verifies it.
-    for (host, right, wrong) in [("a.example", &ca_a_file, &ca_b_file), ("b.example", &ca_b_file, &ca_a_file)] {
+    for (host, right, wrong) in [
+        ("a.example", &ca_a_file, &ca_b_file),
+        ("b.example", &ca_b_file, &ca_a_file),
+    ] {
         let (ok, body, err) = curl(&["--cacert", &p(right), "--resolve", &resolve(host, web), &url(host, web)]).await;
         assert!(ok, "{host} with its CA: {err}");
         assert_eq!(body, "ok", "{host}: the plaintext backend answered through TLS");
@@ -128,7 +131,14 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
     assert!(metric(&proxy, &handshakes("web", "TLSv1.3", "b.example")).await >= 1.0);
     assert!(metric(&proxy, &handshakes("web", "TLSv1.2", "a.example")).await >= 1.0);
     assert!(metric(&proxy, &handshakes("mtls", "TLSv1.3", "default")).await >= 1.0);
-    assert!(metric(&proxy, "switchyard_tls_handshake_failures_total{listener=\"mtls\",reason=\"rejected\"}").await >= 1.0);
+    assert!(
+        metric(
+            &proxy,
+            "switchyard_tls_handshake_failures_total{listener=\"mtls\",reason=\"rejected\"}"
+        )
+        .await
+            >= 1.0
+    );
     proxy.shutdown().await;
     backend.stop().await;
 }
@@ -151,7 +161,9 @@ async fn bad_input_on_a_tls_port_is_closed_counted_and_harmless() {
     let connector = connector(&ca_file);
 
     // A good session, open across all of the bad ones.
-    let mut good = within(LIMIT, "TLS connect", connect_tls(web, "a.example", &connector)).await.unwrap();
+    let mut good = within(LIMIT, "TLS connect", connect_tls(web, "a.example", &connector))
+        .await
+        .unwrap();
     let mut banner = [0u8; 5];
     within(LIMIT, "banner", good.read_exact(&mut banner)).await.unwrap();
     assert_eq!(&banner, b"echo\n");
@@ -170,7 +182,8 @@ async fn bad_input_on_a_tls_port_is_closed_counted_and_harmless() {
     let mut stalled = TcpStream::connect(web).await.unwrap();
     closes(&mut stalled, "a stalled handshake").await;
 
-    let failures = |reason: &str| format!("switchyard_tls_handshake_failures_total{{listener=\"bad\",reason=\"{reason}\"}}");
+    let failures =
+        |reason: &str| format!("switchyard_tls_handshake_failures_total{{listener=\"bad\",reason=\"{reason}\"}}");
     assert!(metric(&proxy, &failures("rejected")).await >= 2.0);
     assert_eq!(metric(&proxy, &failures("timeout")).await, 1.0);
 
@@ -179,7 +192,9 @@ async fn bad_input_on_a_tls_port_is_closed_counted_and_harmless() {
     let mut back = [0u8; 10];
     within(LIMIT, "echo", good.read_exact(&mut back)).await.unwrap();
     assert_eq!(&back, b"still here");
-    let mut another = within(LIMIT, "TLS connect", connect_tls(web, "a.example", &connector)).await.unwrap();
+    let mut another = within(LIMIT, "TLS connect", connect_tls(web, "a.example", &connector))
+        .await
+        .unwrap();
     within(LIMIT, "banner", another.read_exact(&mut banner)).await.unwrap();
     let (_, status) = http_get(proxy.admin().unwrap(), "/status").await;
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -197,7 +212,10 @@ async fn closes_with_nothing_useful(stream: &mut TcpStream, what: &str) {
     let mut got = Vec::new();
     let read = within(LIMIT, what, stream.read_to_end(&mut got)).await;
     assert!(read.is_ok() || read.is_err(), "{what}");
-    assert!(!got.starts_with(b"echo"), "{what}: the backend must not be reached: {got:?}");
+    assert!(
+        !got.starts_with(b"echo"),
+        "{what}: the backend must not be reached: {got:?}"
+    );
     if let Some(&first) = got.first() {
         assert_eq!(first, 0x15, "{what}: only a TLS alert may come back, got {got:?}");
     }
@@ -244,18 +262,28 @@ async fn certificates_reload_under_live_sessions() {
     // Renewed files + reload: new handshakes get the new certificate, the live
     // session goes on with the keys it negotiated.
     install(&renewed, &live);
-    assert_eq!(http_post(admin, "/tls/reload", None).await.0, 401, "the token is required");
+    assert_eq!(
+        http_post(admin, "/tls/reload", None).await.0,
+        401,
+        "the token is required"
+    );
     let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
     assert_eq!(code, 200, "{body}");
     echo_roundtrip(&mut session, b"after the reload").await;
-    let err = connect_tls(web, "a.example", &old).await.expect_err("old CA no longer verifies");
+    let err = connect_tls(web, "a.example", &old)
+        .await
+        .expect_err("old CA no longer verifies");
     assert!(err.to_string().contains("certificate"), "{err}");
     let mut fresh = connect_tls(web, "a.example", &new).await.expect("new CA verifies");
     within(LIMIT, "banner", fresh.read_exact(&mut banner)).await.unwrap();
 
     // A broken file: the reload fails, says which file, and the current certificate
     // stays in service.
-    std::fs::write(&live.key, "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        &live.key,
+        "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains(&p(&live.key)), "the error names the file: {body}");
@@ -264,10 +292,16 @@ async fn certificates_reload_under_live_sessions() {
     let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("does not match"), "{body}");
-    connect_tls(web, "a.example", &new).await.expect("still the renewed certificate");
+    connect_tls(web, "a.example", &new)
+        .await
+        .expect("still the renewed certificate");
     echo_roundtrip(&mut session, b"still alive").await;
     assert_eq!(
-        metric(&proxy, "switchyard_tls_reloads_total{listener=\"reload\",outcome=\"failed\"}").await,
+        metric(
+            &proxy,
+            "switchyard_tls_reloads_total{listener=\"reload\",outcome=\"failed\"}"
+        )
+        .await,
         2.0
     );
     proxy.shutdown().await;
@@ -321,7 +355,10 @@ async fn sighup_reloads_certificates_in_the_binary() {
     .await;
     echo_roundtrip(&mut session, b"through the reload").await;
     system::signal(child.id(), "TERM").unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status}");
     backend.stop().await;
 }
@@ -364,7 +401,10 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
         let last = view.last_check.expect("checked");
         assert_eq!(last.layer, Some(Layer::L6), "{name}: {last:?}");
         let error = last.error.unwrap_or_default();
-        assert!(error.contains("certificate") || error.contains("Certificate"), "{name}: {error}");
+        assert!(
+            error.contains("certificate") || error.contains("Certificate"),
+            "{name}: {error}"
+        );
     }
     await_status(&proxy, "good", Status::Up).await;
     await_status(&proxy, "lab", Status::Up).await;

@@ -75,6 +75,8 @@ impl Node {
 pub struct Cluster {
     dir: PathBuf,
     nodes: Vec<Node>,
+    /// Lines appended to every node's `[mariadbd]` section.
+    extra: String,
 }
 
 fn mariadbd() -> &'static str {
@@ -93,6 +95,12 @@ pub fn ensure_installed() -> Result<()> {
 impl Cluster {
     /// Starts `n` nodes: node 0 primary, the rest replicas of it.
     pub fn start(n: usize) -> Result<Cluster> {
+        Cluster::start_with(n, "")
+    }
+
+    /// Like [`Cluster::start`], with `extra` lines (`option = value`) in every node's
+    /// `[mariadbd]` section, e.g. `ssl_cert`, `ssl_key` and `ssl_ca` for TLS.
+    pub fn start_with(n: usize, extra: &str) -> Result<Cluster> {
         assert!(n >= 1, "a cluster has at least one node");
         ensure_installed()?;
         let dir = system::temp_dir("sy-maria")?;
@@ -119,7 +127,11 @@ impl Cluster {
                 ]),
         )
         .context("mariadb-install-db")?;
-        let mut cluster = Cluster { dir, nodes: Vec::new() };
+        let mut cluster = Cluster {
+            dir,
+            nodes: Vec::new(),
+            extra: extra.trim_end().to_string(),
+        };
         for index in 0..n {
             let node_dir = cluster.dir.join(format!("n{}", index + 1));
             fs::create_dir_all(node_dir.join("tmp"))?;
@@ -160,7 +172,8 @@ impl Cluster {
              skip-name-resolve\nserver_id = {id}\nlog_bin = {d}/data/binlog\nlog_slave_updates = ON\n\
              binlog_format = ROW\ngtid_domain_id = 0\ngtid_strict_mode = ON\nread_only = {ro}\n\
              slave_net_timeout = 5\ninnodb_buffer_pool_size = 64M\ninnodb_log_file_size = 32M\n\
-             max_connections = 300\nperformance_schema = OFF\n",
+             max_connections = 300\nperformance_schema = OFF\n{extra}\n",
+            extra = self.extra,
             port = node.port,
             id = node.server_id(),
             ro = u8::from(read_only),

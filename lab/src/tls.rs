@@ -27,6 +27,9 @@ pub struct Issued {
     pub key_pem: String,
 }
 
+/// A calendar date: (year, month, day).
+pub type Date = (i32, u8, u8);
+
 /// Where [`Issued::write`] put a certificate and its key.
 #[derive(Debug, Clone)]
 pub struct Files {
@@ -54,7 +57,7 @@ impl Ca {
     }
 
     /// A server certificate valid only between the two dates `(year, month, day)`.
-    pub fn server_valid(&self, names: &[&str], from: (i32, u8, u8), until: (i32, u8, u8)) -> Result<Issued> {
+    pub fn server_valid(&self, names: &[&str], from: Date, until: Date) -> Result<Issued> {
         self.issue(names, ExtendedKeyUsagePurpose::ServerAuth, Some((from, until)))
     }
 
@@ -70,12 +73,7 @@ impl Ca {
         Ok(path)
     }
 
-    fn issue(
-        &self,
-        names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-        validity: Option<((i32, u8, u8), (i32, u8, u8))>,
-    ) -> Result<Issued> {
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, validity: Option<(Date, Date)>) -> Result<Issued> {
         let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
         params.distinguished_name.push(DnType::CommonName, names[0]);
         if usage == ExtendedKeyUsagePurpose::ServerAuth {

@@ -539,9 +539,12 @@ fn listeners(
             // MySQL starts TLS inside its protocol: a TLS-from-the-first-byte leg to it
             // would never handshake.
             let pool = &pools[pool];
-            if let Some(b) = pool.members.iter().map(|&id| &backends[id]).find(|b| {
-                b.tls.is_some() && matches!(b.check.probe, ProbeConfig::Mysql(_))
-            }) {
+            if let Some(b) = pool
+                .members
+                .iter()
+                .map(|&id| &backends[id])
+                .find(|b| b.tls.is_some() && matches!(b.check.probe, ProbeConfig::Mysql(_)))
+            {
                 return Err(ctx.invalid(
                     key("mode"),
                     format!(
@@ -568,7 +571,12 @@ fn listeners(
     Ok(listeners)
 }
 
-fn listener_tls(ctx: &Ctx, table: &str, raw: RawListenerTls, mode: ListenerMode) -> Result<ListenerTlsConfig, ConfigError> {
+fn listener_tls(
+    ctx: &Ctx,
+    table: &str,
+    raw: RawListenerTls,
+    mode: ListenerMode,
+) -> Result<ListenerTlsConfig, ConfigError> {
     let key = |field: &str| format!("{table}.{field}");
     if raw.certificates.is_empty() {
         return Err(ctx.invalid(

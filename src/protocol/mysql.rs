@@ -248,7 +248,10 @@ mod tests {
         let mut two = bytes.clone();
         two.extend_from_slice(&bytes);
         assert_eq!(decode(&two), Decode::Done((packet, 11)));
-        assert_eq!(decode(&[0xff, 0xff, 0xff, 0]), Decode::Invalid("login packet too large"));
+        assert_eq!(
+            decode(&[0xff, 0xff, 0xff, 0]),
+            Decode::Invalid("login packet too large")
+        );
         assert_eq!(header([1, 1, 1, 9]), (0x010101, 9));
     }
 

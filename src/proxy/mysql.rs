@@ -74,7 +74,10 @@ pub async fn login(
         Ok(Err(LoginError::Ended(ended))) => Err(ended),
         Ok(Err(LoginError::Protocol(what))) => {
             failed(ctx, "protocol");
-            warn!(cause = what, "MySQL login could not be carried through; closing the client");
+            warn!(
+                cause = what,
+                "MySQL login could not be carried through; closing the client"
+            );
             Err(Ended::Login)
         }
         Ok(Err(LoginError::Io(e))) => {
@@ -106,7 +109,9 @@ async fn exchange(
         // The server refused us (too many connections, host blocked): the client
         // should read why.
         client.write_all(&greeting.encode()).await?;
-        return Err(LoginError::Protocol("the backend answered with an error instead of a greeting"));
+        return Err(LoginError::Protocol(
+            "the backend answered with an error instead of a greeting",
+        ));
     }
     let backend_caps = wire::greeting_capabilities(&greeting.payload).map_err(LoginError::Protocol)?;
     let backend_tls = member.backend.tls.is_some();
@@ -120,7 +125,9 @@ async fn exchange(
             "switchyard: the backend does not offer TLS, which its configuration requires",
         )
         .await;
-        return Err(LoginError::Protocol("the backend does not offer TLS but backends.*.tls is set"));
+        return Err(LoginError::Protocol(
+            "the backend does not offer TLS but backends.*.tls is set",
+        ));
     }
     wire::set_greeting_ssl(&mut greeting.payload, ctx.tls.is_some()).map_err(LoginError::Protocol)?;
     client.write_all(&greeting.encode()).await?;
@@ -157,14 +164,24 @@ async fn exchange(
         (Stream::Plain(client), first)
     };
     if response.payload.len() <= wire::SSL_REQUEST_LEN {
-        return Err(LoginError::Protocol("a handshake response too short to hold a user name"));
+        return Err(LoginError::Protocol(
+            "a handshake response too short to hold a user name",
+        ));
     }
 
     // 3. The login to the backend, over its own TLS when configured.
     let mut response = response;
     let (mut upstream, backend_seq) = if backend_tls {
         let request = wire::ssl_request_for(&response.payload).ok_or(LoginError::Protocol("short response"))?;
-        upstream.write_all(&Packet { seq: 1, payload: request }.encode()).await?;
+        upstream
+            .write_all(
+                &Packet {
+                    seq: 1,
+                    payload: request,
+                }
+                .encode(),
+            )
+            .await?;
         let Some(stream) = originate_tls(ctx, member, upstream).await else {
             return Err(LoginError::Ended(Ended::BackendTls));
         };
@@ -195,7 +212,11 @@ async fn relay_auth(client: &mut Stream, upstream: &mut Stream, shift: u8) -> Re
             packet = from_client.next(client) => Side::Client(packet?),
         };
         match event {
-            Side::Backend(None) => return Err(LoginError::Protocol("the backend closed the connection during the login")),
+            Side::Backend(None) => {
+                return Err(LoginError::Protocol(
+                    "the backend closed the connection during the login",
+                ))
+            }
             Side::Client(None) => return Err(LoginError::Io(io::ErrorKind::UnexpectedEof.into())),
             Side::Backend(Some(mut packet)) => {
                 let done = packet.ends_login();

@@ -59,7 +59,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if count == 0 || count > 4 || input.len() < count {
             return None;
         }
-        let len = input[..count].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = input[..count]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         input = &input[count..];
         len
     };
@@ -153,9 +155,9 @@ mod tests {
         assert_eq!(validity(b"-----BEGIN CERTIFICATE-----"), None);
         // Every prefix of a structurally valid TBS must fail cleanly.
         let tbs = [
-            0x30, 0x29, 0x30, 0x27, 0x02, 0x01, 0x01, 0x30, 0x00, 0x30, 0x00, 0x30, 0x1e, 0x17, 0x0d, b'7', b'0',
-            b'0', b'1', b'0', b'1', b'0', b'0', b'0', b'0', b'0', b'0', b'Z', 0x17, 0x0d, b'4', b'9', b'1', b'2',
-            b'3', b'1', b'2', b'3', b'5', b'9', b'5', b'9', b'Z',
+            0x30, 0x29, 0x30, 0x27, 0x02, 0x01, 0x01, 0x30, 0x00, 0x30, 0x00, 0x30, 0x1e, 0x17, 0x0d, b'7', b'0', b'0',
+            b'1', b'0', b'1', b'0', b'0', b'0', b'0', b'0', b'0', b'Z', 0x17, 0x0d, b'4', b'9', b'1', b'2', b'3', b'1',
+            b'2', b'3', b'5', b'9', b'5', b'9', b'Z',
         ];
         assert_eq!(
             validity(&tbs),

@@ -140,10 +140,7 @@ fn join(prefix: &str, name: &str) -> String {
 }
 
 /// A chain and its key, checked to belong together; also the key's DER.
-fn certified_key(
-    field: &str,
-    files: &CertFiles,
-) -> Result<(CertifiedKey, PrivateKeyDer<'static>, i64), FileError> {
+fn certified_key(field: &str, files: &CertFiles) -> Result<(CertifiedKey, PrivateKeyDer<'static>, i64), FileError> {
     let cert_field = join(field, "cert");
     let key_field = join(field, "key");
     let (chain, expiry) = read_chain(&cert_field, &files.cert)?;

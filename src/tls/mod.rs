@@ -136,7 +136,9 @@ impl ServerTls {
         let acceptor = TlsAcceptor::from(self.current.load_full());
         let stream = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
             Err(_) => return Err(self.failed(HandshakeFailure::Timeout)),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => return Err(self.failed(HandshakeFailure::Rejected(e))),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(self.failed(HandshakeFailure::Rejected(e)))
+            }
             Ok(Err(e)) => return Err(self.failed(HandshakeFailure::Closed(e))),
             Ok(Ok(stream)) => stream,
         };

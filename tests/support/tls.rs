@@ -49,7 +49,11 @@ pub fn connector(ca_file: &Path) -> TlsConnector {
 }
 
 /// Connects and handshakes with SNI `name`.
-pub async fn connect_tls(addr: SocketAddr, name: &str, connector: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
+pub async fn connect_tls(
+    addr: SocketAddr,
+    name: &str,
+    connector: &TlsConnector,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(name.to_string()).expect("server name");
     connector.connect(name, tcp).await

@@ -71,10 +71,7 @@ impl HttpProbe {
 }
 
 /// Reads the head, then (if asked) the body up to its length, EOF or [`MAX_BODY`].
-async fn read_response(
-    stream: &mut Stream,
-    wants_body: bool,
-) -> Result<(ResponseHead, Vec<u8>), CheckError> {
+async fn read_response(stream: &mut Stream, wants_body: bool) -> Result<(ResponseHead, Vec<u8>), CheckError> {
     let mut buf = Vec::with_capacity(1024);
     let head = loop {
         match decode_response_head(&buf) {

@@ -25,8 +25,8 @@ use mysql_async::{ClientIdentity, Conn, OptsBuilder, Row, SslOpts, Value};
 use tokio::time::{timeout_at, Instant};
 
 use crate::config::{BackendTlsConfig, MysqlProbeConfig};
-use crate::tls::Verify;
 use crate::health::{CheckError, Phase, ReplicaState, Report, Role};
+use crate::tls::Verify;
 
 const QUERY: &str = "SELECT @@read_only, @@server_id, @@gtid_binlog_pos; SHOW SLAVE STATUS";
 
