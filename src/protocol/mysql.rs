@@ -211,7 +211,9 @@ mod tests {
             let _ = greeting_capabilities(&g[..end]);
             let _ = set_greeting_ssl(&mut g[..end].to_vec(), true);
         }
-        assert!(greeting_capabilities(&g[..30]).is_ok(), "the upper half is optional");
+        // version 1 + "5.5.5-10.11.19-MariaDB\0" 23 + id 4 + auth 8 + filler 1 = 37.
+        assert!(greeting_capabilities(&g[..38]).is_err(), "half a capability field");
+        assert_eq!(greeting_capabilities(&g[..39]), Ok(0xf7fe), "the upper half is optional");
     }
 
     #[test]
