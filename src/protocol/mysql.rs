@@ -213,7 +213,11 @@ mod tests {
         }
         // version 1 + "5.5.5-10.11.19-MariaDB\0" 23 + id 4 + auth 8 + filler 1 = 37.
         assert!(greeting_capabilities(&g[..38]).is_err(), "half a capability field");
-        assert_eq!(greeting_capabilities(&g[..39]), Ok(0xf7fe), "the upper half is optional");
+        assert_eq!(
+            greeting_capabilities(&g[..39]),
+            Ok(0xf7fe),
+            "the upper half is optional"
+        );
     }
 
     #[test]
