@@ -127,7 +127,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         router.run(stop_background.clone()),
     );
     for (backend, config) in backends.iter().zip(&config.backends) {
-        let checker = Checker::new(backend.clone(), &config.check, config.tls.as_ref(), events_tx.clone());
+        let checker = Checker::new(backend.clone(), &config.check, events_tx.clone());
         let name = format!("checker of {}", backend.name);
         critical(&background, &failed, name, checker.run(stop_background.clone()));
     }
@@ -245,9 +245,9 @@ impl Running {
         self.state.backends.iter().find(|b| b.name == name).cloned()
     }
 
-    /// Re-reads every TLS listener's certificates and keys; see
+    /// Re-reads every TLS listener's and backend's files; see
     /// [`AdminState::reload_tls`].
-    pub fn reload_tls(&self) -> Vec<(String, Result<(), String>)> {
+    pub fn reload_tls(&self) -> Vec<admin::Reloaded> {
         self.state.reload_tls()
     }
 

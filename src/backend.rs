@@ -94,7 +94,7 @@ impl Backend {
             id,
             name: config.name.clone(),
             address: config.address,
-            tls: config.tls.as_ref().map(|tls| tls.runtime()),
+            tls: config.tls.as_ref().map(|tls| ClientTls::new(&config.name, tls)),
             nudge: Notify::new(),
             urgent: AtomicBool::new(false),
             check: Recorder::default(),

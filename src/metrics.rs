@@ -52,6 +52,8 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "switchyard_tls_handshake_failures_tota
 pub const TLS_RELOADS: &str = "switchyard_tls_reloads_total";
 /// When a listener's certificate expires, Unix seconds. Labels: listener, certificate.
 pub const TLS_CERT_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
+/// Backend TLS reloads (CA bundle, client certificate). Labels: backend, outcome.
+pub const BACKEND_TLS_RELOADS: &str = "switchyard_backend_tls_reloads_total";
 /// TLS handshakes to backends that failed on the data path. Labels: pool, backend.
 pub const BACKEND_TLS_FAILURES: &str = "switchyard_backend_tls_failures_total";
 /// MySQL clients refused because they did not ask for TLS (`require_tls`). Labels: listener.

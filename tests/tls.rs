@@ -367,8 +367,11 @@ async fn sighup_reloads_certificates_in_the_binary() {
 async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
     let dir = cert_dir("sy-tls-origin");
     let (ca_a, ca_a_file) = ca(&dir, "alpha");
-    let (_, ca_b_file) = ca(&dir, "bravo");
+    let (ca_b, ca_b_file) = ca(&dir, "bravo");
     let front_cert = server_cert(&ca_a, &dir, "front", &["app.internal"]);
+    // What `good` trusts: CA alpha now, rotated to bravo below.
+    let good_ca_file = dir.join("good-ca.pem");
+    std::fs::copy(&ca_a_file, &good_ca_file).unwrap();
     // The "TLS backend": a first switchyard terminating TLS in front of a plaintext app.
     let app_server = Server::start(app()).await;
     let tls_front = proxy(&config(
@@ -383,7 +386,7 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
     .await;
     let tls_addr = tls_front.listener("tls").unwrap();
     let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n[shutdown]\ngrace = \"1s\"\n\
          [check]\nkind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ndown_interval = \"100ms\"\nrise = 1\nfall = 1\n\
          [backends.good]\naddress = \"{tls_addr}\"\n[backends.good.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n\
          [backends.wrong_ca]\naddress = \"{tls_addr}\"\n[backends.wrong_ca.tls]\nca = \"{}\"\nserver_name = \"app.internal\"\n\
@@ -391,7 +394,7 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
          [backends.lab]\naddress = \"{tls_addr}\"\n[backends.lab.tls]\ninsecure = true\n\
          [pools.app]\nbackends = [\"good\", \"wrong_ca\", \"wrong_name\", \"lab\"]\n\
          [listeners.plain]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n",
-        p(&ca_a_file),
+        p(&good_ca_file),
         p(&ca_b_file),
         p(&ca_a_file)
     );
@@ -411,6 +414,19 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
     // The data path: plaintext in, TLS to the backend, the app answers.
     let (code, body) = http_get(proxy.listener("plain").unwrap(), "/health").await;
     assert_eq!((code, body.as_str()), (200, "ok"));
+
+    // CA rotation: the backend moves to a certificate from bravo; `good` fails at L6
+    // until its CA file says bravo too and the proxy reloads — no restart.
+    install(&server_cert(&ca_b, &dir, "front-b", &["app.internal"]), &front_cert);
+    let (code, body) = http_post(tls_front.admin().unwrap(), "/tls/reload", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    let view = await_status(&proxy, "good", Status::Down).await;
+    assert_eq!(view.last_check.and_then(|c| c.layer), Some(Layer::L6));
+    std::fs::copy(&ca_b_file, &good_ca_file).unwrap();
+    let (code, body) = http_post(proxy.admin().unwrap(), "/tls/reload", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"backend\":\"good\""), "{body}");
+    await_status(&proxy, "good", Status::Up).await;
     proxy.shutdown().await;
     tls_front.shutdown().await;
     app_server.stop().await;

@@ -12,7 +12,7 @@
 //! - `POST /backends/{name}/drain|disable|enable`: operator overrides; they need
 //!   `Authorization: Bearer <admin.token>` and are refused when no token is set.
 //! - `POST /tls/reload`: re-reads every TLS listener's certificate, key and CA files
-//!   (as SIGHUP does); same token. 200 when all loaded, 422 when one kept its old
+//!   and every backend's CA bundle and client certificate (as SIGHUP does); same token. 200 when all loaded, 422 when one kept its old
 //!   certificate (the body says which file and why).
 
 pub mod client;
@@ -62,13 +62,42 @@ impl AdminState {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Re-reads every TLS listener's files; per listener, `Ok` or why it kept its
-    /// previous certificates. Live sessions are not touched.
-    pub fn reload_tls(&self) -> Vec<(String, Result<(), String>)> {
-        self.tls
-            .iter()
-            .map(|tls| (tls.listener().to_string(), tls.reload().map_err(|e| e.to_string())))
-            .collect()
+    /// Re-reads every TLS listener's certificates and every backend's CA bundle and
+    /// client certificate; per listener and backend, `Ok` or why it kept its previous
+    /// files. Live sessions are not touched.
+    pub fn reload_tls(&self) -> Vec<Reloaded> {
+        let listeners = self.tls.iter().map(|tls| Reloaded {
+            kind: "listener",
+            name: tls.listener().to_string(),
+            result: tls.reload().map_err(|e| e.to_string()),
+        });
+        let backends = self.backends.iter().filter_map(|b| {
+            b.tls.as_ref().map(|tls| Reloaded {
+                kind: "backend",
+                name: b.name.clone(),
+                result: tls.reload().map_err(|e| e.to_string()),
+            })
+        });
+        listeners.chain(backends).collect()
+    }
+}
+
+/// The outcome of reloading one listener's or backend's TLS files.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// `listener` or `backend`.
+    pub kind: &'static str,
+    pub name: String,
+    pub result: Result<(), String>,
+}
+
+impl Reloaded {
+    fn json(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ self.kind: self.name, "reloaded": self.result.is_ok() });
+        if let Err(e) = &self.result {
+            body["error"] = e.clone().into();
+        }
+        body
     }
 }
 
@@ -190,14 +219,8 @@ async fn reload_tls(State(state): State<Arc<AdminState>>, headers: HeaderMap) ->
         return *refused;
     }
     let results = state.reload_tls();
-    let all_ok = results.iter().all(|(_, r)| r.is_ok());
-    let body: Vec<_> = results
-        .into_iter()
-        .map(|(listener, result)| match result {
-            Ok(()) => serde_json::json!({ "listener": listener, "reloaded": true }),
-            Err(e) => serde_json::json!({ "listener": listener, "reloaded": false, "error": e }),
-        })
-        .collect();
+    let all_ok = results.iter().all(|r| r.result.is_ok());
+    let body: Vec<_> = results.iter().map(Reloaded::json).collect();
     let status = if all_ok {
         StatusCode::OK
     } else {

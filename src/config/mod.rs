@@ -17,11 +17,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use thiserror::Error;
 
 use crate::tls::load::LoadedServer;
-use crate::tls::{CertFiles, ClientTls, ServerFiles, Verify};
+use crate::tls::{CertFiles, ServerFiles, Verify};
 
 pub use forward::forward;
 pub use validate::validate;
@@ -108,13 +107,6 @@ pub struct BackendTlsConfig {
     pub identity: Option<CertFiles>,
     /// Built from the above at load time.
     pub client: Arc<rustls::ClientConfig>,
-}
-
-impl BackendTlsConfig {
-    pub fn runtime(&self) -> ClientTls {
-        let name = ServerName::try_from(self.server_name.clone()).expect("validated at load time");
-        ClientTls::new(self.client.clone(), name)
-    }
 }
 
 /// How and how often a backend is probed.

@@ -9,6 +9,8 @@ use std::time::Duration;
 use super::raw::{RawBackendTls, RawCheck, RawConfig, RawListener, RawListenerTls, RawPool};
 use super::*;
 use crate::duration;
+use rustls::pki_types::ServerName;
+
 use crate::tls::load::{self, FileError};
 
 /// The shortest check interval we accept: faster probing costs more than it buys.

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::probe::Probe;
 use super::{cadence, jittered, Hysteresis, Observation};
 use crate::backend::Backend;
-use crate::config::{BackendTlsConfig, CheckConfig};
+use crate::config::CheckConfig;
 
 /// The shortest gap between two checks, however often the data path nudges.
 const NUDGE_GAP: Duration = Duration::from_millis(20);
@@ -24,14 +24,9 @@ pub struct Checker {
 }
 
 impl Checker {
-    pub fn new(
-        backend: Arc<Backend>,
-        check: &CheckConfig,
-        tls: Option<&BackendTlsConfig>,
-        events: mpsc::Sender<Observation>,
-    ) -> Self {
+    pub fn new(backend: Arc<Backend>, check: &CheckConfig, events: mpsc::Sender<Observation>) -> Self {
         Checker {
-            probe: Probe::new(&check.probe, tls),
+            probe: Probe::new(&check.probe, backend.tls.as_ref()),
             check: check.clone(),
             backend,
             events,

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 pub use load::{CertFiles, FileError, ServerFiles, Verify};
 
+use crate::config::BackendTlsConfig;
 use crate::metrics as m;
 
 /// A listener's TLS termination.
@@ -181,22 +182,58 @@ impl ServerTls {
     }
 }
 
-/// TLS origination to one backend.
+/// TLS origination to one backend. Clones share one configuration, so a reload
+/// reaches the data path and the backend's checks at once.
 #[derive(Debug, Clone)]
-pub struct ClientTls {
-    config: Arc<ClientConfig>,
+pub struct ClientTls(Arc<ClientInner>);
+
+#[derive(Debug)]
+struct ClientInner {
+    backend: String,
+    settings: BackendTlsConfig,
     server_name: ServerName<'static>,
+    current: ArcSwap<ClientConfig>,
 }
 
 impl ClientTls {
-    pub fn new(config: Arc<ClientConfig>, server_name: ServerName<'static>) -> Self {
-        ClientTls { config, server_name }
+    pub fn new(backend: &str, settings: &BackendTlsConfig) -> Self {
+        let server_name = ServerName::try_from(settings.server_name.clone()).expect("validated at load time");
+        ClientTls(Arc::new(ClientInner {
+            backend: backend.to_string(),
+            server_name,
+            current: ArcSwap::new(settings.client.clone()),
+            settings: settings.clone(),
+        }))
+    }
+
+    /// What it was configured with (the MySQL probe hands these to mysql_async).
+    pub fn settings(&self) -> &BackendTlsConfig {
+        &self.0.settings
     }
 
     /// The client side of a handshake on `tcp`; the caller bounds it in time.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<client::TlsStream<TcpStream>> {
-        TlsConnector::from(self.config.clone())
-            .connect(self.server_name.clone(), tcp)
+        TlsConnector::from(self.0.current.load_full())
+            .connect(self.0.server_name.clone(), tcp)
             .await
+    }
+
+    /// Re-reads the CA bundle and client certificate; on failure keeps the old ones.
+    pub fn reload(&self) -> Result<(), FileError> {
+        let settings = &self.0.settings;
+        let outcome = load::client_config(&settings.verify, settings.identity.as_ref());
+        let label = if outcome.is_ok() { "ok" } else { "failed" };
+        metrics::counter!(m::BACKEND_TLS_RELOADS, "backend" => self.0.backend.clone(), "outcome" => label).increment(1);
+        match outcome {
+            Ok(config) => {
+                self.0.current.store(config);
+                info!(backend = %self.0.backend, "backend TLS files reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(backend = %self.0.backend, error = %e, "backend TLS reload failed; keeping the previous files");
+                Err(e)
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use tokio::time::Instant;
 
 use super::{CheckError, Phase, Report};
-use crate::config::{BackendTlsConfig, ProbeConfig};
+use crate::config::ProbeConfig;
 use crate::stream::Stream;
 use crate::tls::ClientTls;
 
@@ -35,12 +35,12 @@ pub enum Probe {
 impl Probe {
     /// `tls`: the backend's TLS, which its probe uses too (from the first byte, or
     /// inside the MySQL protocol for the MySQL probe).
-    pub fn new(config: &ProbeConfig, tls: Option<&BackendTlsConfig>) -> Probe {
-        let client = tls.map(BackendTlsConfig::runtime);
+    pub fn new(config: &ProbeConfig, tls: Option<&ClientTls>) -> Probe {
+        let client = tls.cloned();
         match config {
             ProbeConfig::Tcp => Probe::Tcp(client),
             ProbeConfig::Http(http) => Probe::Http(HttpProbe::new(http, client)),
-            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql, tls)),
+            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql, tls.map(ClientTls::settings))),
             ProbeConfig::Mongo(mongo) => Probe::Mongo(MongoProbe::new(mongo, client)),
         }
     }
