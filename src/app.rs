@@ -246,9 +246,14 @@ impl Running {
     }
 
     /// Re-reads every TLS listener's and backend's files; see
-    /// [`AdminState::reload_tls`].
+    /// [`AdminState::reload_tls`]. Reads files: call it off the async workers.
     pub fn reload_tls(&self) -> Vec<admin::Reloaded> {
         self.state.reload_tls()
+    }
+
+    /// A handle that can reload TLS files from another thread.
+    pub fn reloader(&self) -> Arc<AdminState> {
+        self.state.clone()
     }
 
     /// Stops accepting, lets sessions finish within the grace period, closes the

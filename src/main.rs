@@ -177,7 +177,9 @@ async fn reload_on_sighup(running: &app::Running) {
     };
     while hup.recv().await.is_some() {
         info!("SIGHUP: reloading TLS certificates");
-        running.reload_tls();
+        // File reads: off the async workers (the outcome is logged by the reload).
+        let reloading = running.reloader();
+        let _ = tokio::task::spawn_blocking(move || reloading.reload_tls()).await;
     }
     std::future::pending().await
 }

@@ -207,7 +207,14 @@ impl AsyncRead for Counted<'_> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        match ready!(Pin::new(&mut this.inner).poll_read(cx, buf)) {
+            Ok(()) => {}
+            // A TLS peer that closed the TCP connection without close_notify (common,
+            // and harmless here: the proxy frames nothing): end of stream, so the other
+            // direction goes on as with a plaintext FIN.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(())),
+            Err(e) => return Poll::Ready(Err(e)),
+        }
         let n = buf.filled().len() - before;
         if n > 0 {
             this.bytes.fetch_add(n as u64, Ordering::Relaxed);

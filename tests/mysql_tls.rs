@@ -23,6 +23,11 @@ fn p(path: &Path) -> String {
 
 /// The `mariadb` client through `port`, as `app`; returns (success, stdout, stderr).
 async fn mariadb(port: u16, tls: &[&str], sql: &str) -> (bool, String, String) {
+    mariadb_as(port, APP_USER, APP_PASSWORD, tls, sql).await
+}
+
+/// The `mariadb` client through `port` as `user`, in database `appdb`.
+async fn mariadb_as(port: u16, user: &str, password: &str, tls: &[&str], sql: &str) -> (bool, String, String) {
     let mut command = Command::new("mariadb");
     command
         .args([
@@ -33,11 +38,7 @@ async fn mariadb(port: u16, tls: &[&str], sql: &str) -> (bool, String, String) {
             &port.to_string(),
             "--protocol=TCP",
         ])
-        .args([
-            &format!("-u{APP_USER}"),
-            &format!("-p{APP_PASSWORD}"),
-            "--connect-timeout=10",
-        ])
+        .args([&format!("-u{user}"), &format!("-p{password}"), "--connect-timeout=10"])
         .args(tls)
         .args(["appdb", "-e", sql]);
     run(command).await
@@ -172,41 +173,46 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
         ("optional_secure", &["--skip-ssl"][..]),
         ("optional", &["--skip-ssl"][..]),
     ] {
-        let mut command = Command::new("mariadb");
-        command
-            .args([
-                "--no-defaults",
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &port(listener).to_string(),
-                "--protocol=TCP",
-            ])
-            .args(["-ued", "-pedpass", "--connect-timeout=10"])
-            .args(tls)
-            .args(["appdb", "-e", "SELECT CURRENT_USER() AS who"]);
-        let (ok, out, err) = run(command).await;
+        let (ok, out, err) = mariadb_as(port(listener), "ed", "edpass", tls, "SELECT CURRENT_USER() AS who").await;
         assert!(ok && out.contains("ed@%"), "{listener}: {out}{err}");
         let (ok, _, err) = mariadb(port(listener), tls, "SELECT 1").await;
         assert!(ok, "{listener} with the app user: {err}");
     }
-    let mut command = Command::new("mariadb");
-    command
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port("to_secure").to_string(),
-            "--protocol=TCP",
-        ])
-        .args(["-ued", "-pwrong", "--connect-timeout=10"])
-        .args(&verified)
-        .args(["-e", "SELECT 1"]);
-    let (ok, _, err) = run(command).await;
+    let (ok, _, err) = mariadb_as(port("to_secure"), "ed", "wrong", &verified, "SELECT 1").await;
     assert!(
         !ok && err.contains("1045"),
         "a wrong password gets the server's own refusal: {err}"
+    );
+
+    // PAM makes the server switch the client to the `dialog` plugin, which sends the
+    // password itself. Over a TLS client leg and a plaintext backend leg the proxy
+    // refuses before the password leaves; with TLS on both legs the exchange passes
+    // through to the server (whose PAM then judges it).
+    tokio::task::block_in_place(|| {
+        cluster.sql(
+            0,
+            "INSTALL SONAME 'auth_pam_v1';
+             CREATE USER 'pamuser'@'%' IDENTIFIED VIA pam USING 'switchyard-test';",
+        )
+    })
+    .expect("PAM user");
+    let pam_login = |listener: &str| mariadb_as(port(listener), "pamuser", "pampass", &verified, "SELECT 1");
+    let (ok, _, err) = pam_login("to_clear").await;
+    assert!(!ok && err.contains("1045"), "{err}");
+    assert!(err.contains("dialog would send the password in clear"), "{err}");
+    let (ok, _, err) = pam_login("to_secure").await;
+    assert!(!ok, "PAM has no such service here: {err}");
+    assert!(
+        !err.contains("switchyard"),
+        "the server, not the proxy, answered: {err}"
+    );
+    assert!(
+        metric(
+            &proxy,
+            "switchyard_mysql_login_failures_total{listener=\"to_clear\",reason=\"cleartext\"}"
+        )
+        .await
+            >= 1.0
     );
 
     // mysql_async with TLS, verifying the proxy's certificate for 127.0.0.1, on both

@@ -218,7 +218,11 @@ async fn reload_tls(State(state): State<Arc<AdminState>>, headers: HeaderMap) ->
     if let Err(refused) = authorized(&state, &headers) {
         return *refused;
     }
-    let results = state.reload_tls();
+    // File reads: off the async workers.
+    let reloading = state.clone();
+    let Ok(results) = tokio::task::spawn_blocking(move || reloading.reload_tls()).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "the reload task failed\n").into_response();
+    };
     let all_ok = results.iter().all(|r| r.result.is_ok());
     let body: Vec<_> = results.iter().map(Reloaded::json).collect();
     let status = if all_ok {

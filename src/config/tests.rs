@@ -563,6 +563,16 @@ mod tls {
             let error = with_listener_tls(table).expect_err(table);
             assert_eq!(error.key(), Some(key), "{error}");
         }
+        let two = format!("certificates = [{cert}, {cert}]");
+        let error = with_listener_tls(&two).expect_err("a second certificate without names");
+        assert_eq!(error.key(), Some("listeners.front.tls.certificates[1].server_names"));
+        let error = parse(&format!(
+            "{}[listeners.front.tls]\ncertificates = [{cert}]\nclient_ca = \"{}\"\nrequire_tls = false\n",
+            BASE.replace("pool = \"web\"", "pool = \"web\"\nmode = \"mysql\""),
+            s(&pki.ca_file)
+        ))
+        .expect_err("mTLS that a client could skip");
+        assert_eq!(error.key(), Some("listeners.front.tls.require_tls"), "{error}");
         let bad_mode = parse(&BASE.replace("pool = \"web\"", "pool = \"web\"\nmode = \"redis\""));
         assert_eq!(bad_mode.unwrap_err().key(), Some("listeners.front.mode"));
     }
@@ -609,5 +619,28 @@ mod tls {
         assert!(error.to_string().contains("backends.db.tls"), "{error}");
         let config = parse(&text.replace("pool = \"db\"\n", "pool = \"db\"\nmode = \"mysql\"\n")).unwrap();
         assert_eq!(config.listeners[0].mode, ListenerMode::Mysql);
+        // In mysql mode the backend's TLS starts inside the protocol: only the MySQL
+        // check can follow it.
+        let tcp_checked = text
+            .replace("pool = \"db\"\n", "pool = \"db\"\nmode = \"mysql\"\n")
+            .replace("kind = \"mysql\"\nuser = \"monitor\"", "kind = \"tcp\"");
+        let error = parse(&tcp_checked).expect_err("a TCP check on a MySQL TLS backend");
+        assert_eq!(error.key(), Some("backends.db.check.kind"), "{error}");
+        // TLS from the first byte in front of MySQL backends: no MySQL client does that.
+        let cert = pki
+            .ca
+            .server(&["db.example"])
+            .unwrap()
+            .write(&pki.dir, "front")
+            .unwrap();
+        let tls_first = format!(
+            "{}[listeners.sql.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+            text.replace(&format!("[backends.db.tls]\nca = \"{}\"\n", s(&pki.ca_file)), ""),
+            s(&cert.cert),
+            s(&cert.key)
+        );
+        let error = parse(&tls_first).expect_err("tcp-mode TLS in front of MySQL");
+        assert_eq!(error.key(), Some("listeners.sql.mode"), "{error}");
+        assert!(error.to_string().contains("inside the protocol"), "{error}");
     }
 }

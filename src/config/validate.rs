@@ -537,23 +537,43 @@ fn listeners(
             Some("mysql") => ListenerMode::Mysql,
             Some(other) => return Err(ctx.invalid(key("mode"), format!("\"tcp\" or \"mysql\", got \"{other}\""))),
         };
-        if mode == ListenerMode::Tcp {
-            // MySQL starts TLS inside its protocol: a TLS-from-the-first-byte leg to it
-            // would never handshake.
-            let pool = &pools[pool];
-            if let Some(b) = pool
-                .members
-                .iter()
-                .map(|&id| &backends[id])
-                .find(|b| b.tls.is_some() && matches!(b.check.probe, ProbeConfig::Mysql(_)))
-            {
-                return Err(ctx.invalid(
-                    key("mode"),
-                    format!(
-                        "\"mysql\": pool \"{}\" has a MySQL backend with TLS (backends.{}.tls), which only the mysql mode can speak",
-                        pool.name, b.name
-                    ),
-                ));
+        // MySQL starts TLS inside its protocol, after the greeting: a leg that does
+        // TLS from the first byte never handshakes with a MySQL client or server, and
+        // a backend whose TLS starts inside the protocol can only be checked by the
+        // MySQL probe.
+        let members = || pools[pool].members.iter().map(|&id| &backends[id]);
+        let is_mysql = |b: &BackendConfig| matches!(b.check.probe, ProbeConfig::Mysql(_));
+        let pool_name = &pools[pool].name;
+        match mode {
+            ListenerMode::Tcp => {
+                if let Some(b) = members().find(|b| b.tls.is_some() && is_mysql(b)) {
+                    return Err(ctx.invalid(
+                        key("mode"),
+                        format!(
+                            "\"mysql\": pool \"{pool_name}\" has a MySQL backend with TLS (backends.{}.tls), which only the mysql mode can speak",
+                            b.name
+                        ),
+                    ));
+                }
+                if let Some(b) = members().find(|b| listener.tls.is_some() && is_mysql(b)) {
+                    return Err(ctx.invalid(
+                        key("mode"),
+                        format!(
+                            "\"mysql\": MySQL clients ask for TLS inside the protocol, and pool \"{pool_name}\" has MySQL backends (backends.{})",
+                            b.name
+                        ),
+                    ));
+                }
+            }
+            ListenerMode::Mysql => {
+                if let Some(b) = members().find(|b| b.tls.is_some() && !is_mysql(b)) {
+                    return Err(ctx.invalid(
+                        format!("backends.{}.check.kind", b.name),
+                        format!(
+                            "\"mysql\": its TLS starts inside the MySQL protocol (listener \"{name}\" has mode = \"mysql\"), which only the mysql check speaks"
+                        ),
+                    ));
+                }
             }
         }
         let tls = match listener.tls {
@@ -607,6 +627,12 @@ fn listener_tls(
             seen.push(name.clone());
             server_names.push(name);
         }
+        if i > 0 && server_names.is_empty() {
+            return Err(ctx.invalid(
+                key(&format!("certificates[{i}].server_names")),
+                "the names this certificate answers for (only the first certificate is the default)",
+            ));
+        }
         certificates.push(CertFiles {
             cert: certificate.cert.into(),
             key: certificate.key.into(),
@@ -629,6 +655,12 @@ fn listener_tls(
         return Err(ctx.invalid(
             key("require_tls"),
             "no require_tls outside mode = \"mysql\" (a tcp-mode TLS listener always requires TLS)",
+        ));
+    }
+    if raw.require_tls == Some(false) && files.client_ca.is_some() {
+        return Err(ctx.invalid(
+            key("require_tls"),
+            "true with client_ca: a client that skips TLS would skip its certificate check too",
         ));
     }
     let loaded = load::server_config(&files).map_err(|e| ctx.tls_file(table, e))?;

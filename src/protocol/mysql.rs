@@ -30,6 +30,18 @@ pub const SSL_REQUEST_LEN: usize = 32;
 pub const ER_SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 /// `ER_HANDSHAKE_ERROR`.
 pub const ER_HANDSHAKE_ERROR: u16 = 1043;
+/// `ER_ACCESS_DENIED_ERROR`: what a refused login looks like to every client.
+pub const ER_ACCESS_DENIED_ERROR: u16 = 1045;
+
+const CLIENT_CONNECT_WITH_DB: u32 = 0x0008;
+const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
+const CLIENT_PLUGIN_AUTH: u32 = 0x0008_0000;
+const CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA: u32 = 0x0020_0000;
+
+/// Client auth plugins that send the password itself (not a scramble) when they
+/// believe the connection is encrypted: over a TLS client leg they would hand the
+/// password to a plaintext backend leg.
+pub const CLEARTEXT_PLUGINS: &[&str] = &["mysql_clear_password", "dialog", "sha256_password"];
 
 /// One packet of the connection phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +168,65 @@ pub fn ssl_request_for(response: &[u8]) -> Option<Vec<u8>> {
     Some(request)
 }
 
+/// The auth plugin a HandshakeResponse41 names (`CLIENT_PLUGIN_AUTH`), if it names one.
+pub fn response_plugin(payload: &[u8]) -> Option<&str> {
+    let caps = client_capabilities(payload)?;
+    let rest = payload.get(SSL_REQUEST_LEN..)?;
+    let (_user, rest) = nul_terminated(rest)?;
+    let rest = if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 {
+        let (len, rest) = lenenc(rest)?;
+        rest.get(usize::try_from(len).ok()?..)?
+    } else if caps & CLIENT_SECURE_CONNECTION != 0 {
+        let (&len, rest) = rest.split_first()?;
+        rest.get(usize::from(len)..)?
+    } else {
+        nul_terminated(rest)?.1
+    };
+    let rest = if caps & CLIENT_CONNECT_WITH_DB != 0 {
+        nul_terminated(rest)?.1
+    } else {
+        rest
+    };
+    if caps & CLIENT_PLUGIN_AUTH == 0 {
+        return None;
+    }
+    let (plugin, _) = nul_terminated(rest).unwrap_or((rest, &[]));
+    std::str::from_utf8(plugin).ok()
+}
+
+/// The plugin an AuthSwitchRequest (0xFE, name, NUL, data) switches the client to.
+pub fn auth_switch_plugin(payload: &[u8]) -> Option<&str> {
+    let rest = payload.strip_prefix(&[0xFE])?;
+    let (name, _) = nul_terminated(rest)?;
+    std::str::from_utf8(name).ok()
+}
+
+/// caching_sha2_password's "perform full authentication": the client answers with
+/// the password, in clear if its leg is encrypted, else RSA-encrypted.
+pub fn is_full_auth_request(payload: &[u8]) -> bool {
+    payload == [0x01, 0x04]
+}
+
+fn nul_terminated(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = input.iter().position(|&b| b == 0)?;
+    Some((&input[..end], &input[end + 1..]))
+}
+
+/// A length-encoded integer.
+fn lenenc(input: &[u8]) -> Option<(u64, &[u8])> {
+    let (&first, rest) = input.split_first()?;
+    let width = match first {
+        0..=0xfa => return Some((u64::from(first), rest)),
+        0xfc => 2,
+        0xfd => 3,
+        0xfe => 8,
+        _ => return None,
+    };
+    let bytes = rest.get(..width)?;
+    let value = bytes.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    Some((value, &rest[width..]))
+}
+
 /// An ERR packet payload: 0xFF, code, `#`, SQLSTATE, message.
 pub fn err_payload(code: u16, sql_state: &str, message: &str) -> Vec<u8> {
     let mut payload = vec![0xFF];
@@ -259,6 +330,65 @@ mod tests {
             Decode::Invalid("login packet too large")
         );
         assert_eq!(header([1, 1, 1, 9]), (0x010101, 9));
+    }
+
+    fn response(caps: u32, auth: &[u8], db: Option<&str>, plugin: &str) -> Vec<u8> {
+        let mut p = vec![0u8; 32];
+        p[..4].copy_from_slice(&caps.to_le_bytes());
+        p.extend_from_slice(b"app\0");
+        if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA != 0 || caps & CLIENT_SECURE_CONNECTION != 0 {
+            p.push(auth.len() as u8);
+            p.extend_from_slice(auth);
+        } else {
+            p.extend_from_slice(auth);
+            p.push(0);
+        }
+        if let Some(db) = db {
+            p.extend_from_slice(db.as_bytes());
+            p.push(0);
+        }
+        p.extend_from_slice(plugin.as_bytes());
+        p.push(0);
+        p
+    }
+
+    #[test]
+    fn the_response_names_its_plugin() {
+        let base = CLIENT_PROTOCOL_41 | CLIENT_PLUGIN_AUTH;
+        for caps in [
+            base | CLIENT_SECURE_CONNECTION,
+            base | CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT_SECURE_CONNECTION,
+            base,
+        ] {
+            let p = response(caps, b"\x01\x02scramble", None, "mysql_native_password");
+            assert_eq!(response_plugin(&p), Some("mysql_native_password"), "{caps:#x}");
+            let p = response(
+                caps | CLIENT_CONNECT_WITH_DB,
+                b"secret",
+                Some("appdb"),
+                "sha256_password",
+            );
+            assert_eq!(response_plugin(&p), Some("sha256_password"), "{caps:#x}");
+        }
+        let p = response(CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION, b"x", None, "ignored");
+        assert_eq!(response_plugin(&p), None, "no CLIENT_PLUGIN_AUTH");
+        let p = response(base | CLIENT_SECURE_CONNECTION, b"x", None, "dialog");
+        for end in 0..p.len() {
+            let _ = response_plugin(&p[..end]);
+        }
+        assert_eq!(lenenc(&[0xfc, 0x01, 0x02]), Some((0x0201, &[][..])));
+        assert_eq!(lenenc(&[0xfe, 1]), None);
+        assert_eq!(lenenc(&[0xff]), None);
+    }
+
+    #[test]
+    fn auth_switches_and_full_auth_are_recognised() {
+        assert_eq!(auth_switch_plugin(b"\xfedialog\0\x04Password: "), Some("dialog"));
+        assert_eq!(auth_switch_plugin(b"\xfeclient_ed25519\0salt"), Some("client_ed25519"));
+        assert_eq!(auth_switch_plugin(b"\xfe"), None);
+        assert_eq!(auth_switch_plugin(b"\x00\x00"), None);
+        assert!(is_full_auth_request(&[1, 4]));
+        assert!(!is_full_auth_request(&[1, 3]), "fast auth success");
     }
 
     #[test]

@@ -21,7 +21,14 @@
 //! phase restarts at 0 on both legs).
 //!
 //! A client that does not ask for TLS is refused with `ER_SECURE_TRANSPORT_REQUIRED`
-//! when `require_tls` is set, else its login passes in clear. The whole connection
+//! when `require_tls` is set, else its login passes in clear.
+//!
+//! When only the client's leg is encrypted, auth plugins that send the password
+//! itself because they trust the connection (`mysql_clear_password`, `dialog` for
+//! PAM, `sha256_password`, caching_sha2's full authentication) would put it on the
+//! plaintext backend leg: such a login is refused (1045) before the password is
+//! forwarded, with a message that says to configure TLS to the backend. The native,
+//! ed25519 and cached logins send only scrambles and pass. The whole connection
 //! phase runs under [`LOGIN_TIMEOUT`], the client's TLS handshake under the
 //! listener's handshake timeout.
 
@@ -170,6 +177,16 @@ async fn exchange(
     }
 
     // 3. The login to the backend, over its own TLS when configured.
+    let legs = Legs {
+        client_tls: matches!(client, Stream::Server(_)),
+        backend_tls,
+    };
+    let mut client = client;
+    if legs.downgrade() {
+        if let Some(plugin) = wire::response_plugin(&response.payload).filter(|p| wire::CLEARTEXT_PLUGINS.contains(p)) {
+            return Err(cleartext_refused(ctx, &mut client, response.seq.wrapping_add(1), plugin).await);
+        }
+    }
     let mut response = response;
     let (mut upstream, backend_seq) = if backend_tls {
         let request = wire::ssl_request_for(&response.payload).ok_or(LoginError::Protocol("short response"))?;
@@ -196,15 +213,46 @@ async fn exchange(
     upstream.flush().await?;
 
     // 4. The authentication exchange, until the backend's OK or ERR.
-    let mut client = client;
-    relay_auth(&mut client, &mut upstream, shift).await?;
+    relay_auth(ctx, &mut client, &mut upstream, shift, legs).await?;
     Ok((client, upstream))
 }
 
-/// Relays packets both ways, shifting sequence ids, until the backend ends the login.
-/// Bytes read past the last packet (there should be none: a client waits for the OK)
-/// are passed on unchanged.
-async fn relay_auth(client: &mut Stream, upstream: &mut Stream, shift: u8) -> Result<(), LoginError> {
+/// Which legs are encrypted.
+#[derive(Debug, Clone, Copy)]
+struct Legs {
+    client_tls: bool,
+    backend_tls: bool,
+}
+
+impl Legs {
+    /// The client trusts its leg; the backend's is plaintext.
+    fn downgrade(self) -> bool {
+        self.client_tls && !self.backend_tls
+    }
+}
+
+/// Refuses a login whose password would cross the plaintext backend leg in clear.
+async fn cleartext_refused(ctx: &SessionContext, client: &mut Stream, seq: u8, plugin: &str) -> LoginError {
+    failed(ctx, "cleartext");
+    warn!(plugin, "refused a MySQL login: its auth plugin sends the password in clear, and the backend leg is not encrypted; configure [backends.NAME.tls]");
+    let message = format!(
+        "switchyard: auth plugin {plugin} would send the password in clear over the unencrypted backend connection; the backend needs TLS"
+    );
+    refuse(client, seq, wire::ER_ACCESS_DENIED_ERROR, "28000", &message).await;
+    LoginError::Ended(Ended::Login)
+}
+
+/// Relays packets both ways, shifting sequence ids, until the backend ends the login
+/// (an ERR from the backend is passed on, and ends the session). Bytes read past the
+/// last packet (there should be none: a client waits for the OK) are passed on
+/// unchanged.
+async fn relay_auth(
+    ctx: &SessionContext,
+    client: &mut Stream,
+    upstream: &mut Stream,
+    shift: u8,
+    legs: Legs,
+) -> Result<(), LoginError> {
     let (mut from_client, mut from_backend) = (Reader::default(), Reader::default());
     loop {
         let event = tokio::select! {
@@ -221,11 +269,21 @@ async fn relay_auth(client: &mut Stream, upstream: &mut Stream, shift: u8) -> Re
             Side::Backend(Some(mut packet)) => {
                 let done = packet.ends_login();
                 packet.seq = packet.seq.wrapping_add(shift);
+                if legs.downgrade() {
+                    let switch = wire::auth_switch_plugin(&packet.payload);
+                    if let Some(plugin) = switch.filter(|p| wire::CLEARTEXT_PLUGINS.contains(p)) {
+                        return Err(cleartext_refused(ctx, client, packet.seq, plugin).await);
+                    }
+                    if wire::is_full_auth_request(&packet.payload) {
+                        return Err(cleartext_refused(ctx, client, packet.seq, "caching_sha2_password").await);
+                    }
+                }
                 client.write_all(&packet.encode()).await?;
                 client.flush().await?;
                 if done {
                     if packet.is_err() {
                         debug!("the backend refused the login");
+                        return Err(LoginError::Ended(Ended::Login));
                     }
                     if !from_client.buf.is_empty() {
                         upstream.write_all(&from_client.buf).await?;
@@ -289,7 +347,7 @@ async fn read_exact_packet(stream: &mut (impl AsyncRead + Unpin)) -> Result<Pack
 }
 
 /// Sends an ERR packet (best effort: the client may be gone).
-async fn refuse(stream: &mut (impl AsyncWrite + Unpin), seq: u8, code: u16, state: &str, message: &str) {
+async fn refuse(stream: &mut (impl AsyncWrite + Unpin + ?Sized), seq: u8, code: u16, state: &str, message: &str) {
     let packet = Packet {
         seq,
         payload: wire::err_payload(code, state, message),
