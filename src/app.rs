@@ -73,7 +73,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = metrics::install();
     let mut bound = Vec::new();
     for listener in &config.listeners {
-        let tcp = tcp::bind(listener.listen).map_err(|source| StartError::Bind {
+        let tcp = tcp::bind(listener.listen, Some(&listener.tcp)).map_err(|source| StartError::Bind {
             what: format!("listener {}", listener.name),
             address: listener.listen,
             source,
@@ -81,7 +81,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         bound.push(tcp);
     }
     let admin_tcp = match &config.admin {
-        Some(admin) => Some(tcp::bind(admin.listen).map_err(|source| StartError::Bind {
+        Some(admin) => Some(tcp::bind(admin.listen, None).map_err(|source| StartError::Bind {
             what: "admin".into(),
             address: admin.listen,
             source,

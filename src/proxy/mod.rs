@@ -100,8 +100,11 @@ pub async fn serve(ctx: Arc<SessionContext>, client: TcpStream, peer: std::net::
 }
 
 async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
-    if let Err(e) = tcp::tune(&client, &ctx.tcp) {
-        warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the client socket; half-open sessions may linger");
+    // On Linux the client socket came with the listener's options (see `tcp`).
+    if !tcp::ACCEPTED_INHERIT_OPTIONS {
+        if let Err(e) = tcp::tune(&client, &ctx.tcp) {
+            warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the client socket; half-open sessions may linger");
+        }
     }
     match ctx.mode {
         ListenerMode::Tcp => {
