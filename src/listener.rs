@@ -1,6 +1,7 @@
-//! The accept loop of one listener: a connection cap (a semaphore permit per
-//! session), backoff on accept errors (EMFILE must not spin a core), and one task per
-//! session, tracked so shutdown can wait for them.
+//! The accept loop of one listener socket: a connection cap (a semaphore permit per
+//! session, shared by the listener's sockets on every data-plane thread), backoff on
+//! accept errors (EMFILE must not spin a core), and one task per session on the
+//! thread's own runtime, tracked so shutdown can wait for them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info};
+use tracing::{debug, error};
 
 use crate::proxy::{self, SessionContext};
 
 pub struct Listener {
     pub name: String,
-    pub tcp: TcpListener,
+    /// Registered with the runtime that runs [`Listener::run`].
+    pub tcp: std::net::TcpListener,
     pub limit: Arc<Semaphore>,
     pub ctx: Arc<SessionContext>,
 }
@@ -23,8 +25,15 @@ pub struct Listener {
 impl Listener {
     /// Accepts until `stop` is cancelled; sessions run on in `sessions`.
     pub async fn run(self, stop: CancellationToken, sessions: TaskTracker) {
+        let tcp = match TcpListener::from_std(self.tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                error!(listener = %self.name, error = %e, "cannot register the listening socket; not accepting on it");
+                return;
+            }
+        };
         let mut backoff = Duration::from_millis(5);
-        info!(listener = %self.name, address = ?self.tcp.local_addr().ok(), pool = %self.ctx.pool.name(), "listening");
+        debug!(listener = %self.name, address = ?tcp.local_addr().ok(), pool = %self.ctx.pool.name(), "accepting");
         loop {
             let permit = tokio::select! {
                 permit = self.limit.clone().acquire_owned() => match permit {
@@ -34,7 +43,7 @@ impl Listener {
                 _ = stop.cancelled() => return,
             };
             let accepted = tokio::select! {
-                accepted = self.tcp.accept() => accepted,
+                accepted = tcp.accept() => accepted,
                 _ = stop.cancelled() => return,
             };
             match accepted {

@@ -105,7 +105,9 @@ fn main() -> ExitCode {
         } => config::forward(listen, &backends, admin),
         Command::Status { admin, json } => return status(admin, json),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The control plane (checkers, router, admin) is light: one thread. The data plane
+    // has its own threads (see `app`).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");

@@ -36,17 +36,47 @@ fn apply(socket: &Socket, options: &TcpOptions) -> io::Result<()> {
 
 /// Binds a listening socket with `SO_REUSEADDR` (restart without waiting for
 /// TIME_WAIT) and a deep backlog (a burst of reconnects after a failover). With
-/// `options`, the sockets it accepts come with them (see the module docs).
+/// `options`, the sockets it accepts come with them (see the module docs). Must be
+/// called inside a tokio runtime, which will drive it.
 pub fn bind(addr: SocketAddr, options: Option<&TcpOptions>) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, options, false)?)
+}
+
+fn bind_std(addr: SocketAddr, options: Option<&TcpOptions>, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     if let Some(options) = options {
         apply(&socket, options)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// `count` listening sockets on one address, one per data-plane thread, with
+/// `SO_REUSEPORT` so the kernel spreads new connections across them (and so across
+/// cores) with no shared accept queue. Each is handed to its thread's runtime.
+///
+/// `SO_REUSEPORT` would also let another process of this user bind the same
+/// address and take half the connections, silently; so the address is first bound
+/// once without it, which fails if anyone holds it.
+pub fn bind_group(addr: SocketAddr, options: &TcpOptions, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if count <= 1 || !cfg!(unix) {
+        return Ok(vec![bind_std(addr, Some(options), false)?]);
+    }
+    if addr.port() != 0 {
+        drop(bind_std(addr, None, false)?);
+    }
+    let first = bind_std(addr, Some(options), true)?;
+    let addr = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(bind_std(addr, Some(options), true)?);
+    }
+    Ok(group)
 }
 
 /// Whether accepted sockets inherit the listener's options here (Linux does).
@@ -56,13 +86,29 @@ pub const ACCEPTED_INHERIT_OPTIONS: bool = cfg!(any(target_os = "linux", target_
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_group_shares_one_port_and_refuses_a_taken_one() {
+        let options = TcpOptions {
+            keepalive: Duration::from_secs(30),
+            user_timeout: Duration::from_secs(30),
+        };
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), &options, 3).unwrap();
+        let ports: Vec<_> = group.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+        // Another group (another process, say) on the same address is refused.
+        let taken = group[0].local_addr().unwrap();
+        let error = bind_group(taken, &options, 2).expect_err("address in use");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+    }
+
     #[tokio::test]
     async fn accepted_sockets_inherit_the_listeners_options() {
         let options = TcpOptions {
             keepalive: Duration::from_secs(17),
             user_timeout: Duration::from_secs(23),
         };
-        let listener = bind("127.0.0.1:0".parse().unwrap(), Some(&options)).unwrap();
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), &options, 2).unwrap();
+        let listener = TcpListener::from_std(group.into_iter().next().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let (accepted, _client) = tokio::join!(listener.accept(), TcpStream::connect(addr));
         let (accepted, _) = accepted.unwrap();

@@ -32,6 +32,7 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
         source: "forward".into(),
         admin: admin.map(|listen| AdminConfig { listen, token: None }),
         shutdown_grace: Duration::from_secs(10),
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         pools: vec![PoolConfig {
             name: "forward".into(),
             role: PoolRole::Any,

@@ -72,6 +72,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// How long in-flight sessions may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Data-plane threads, each with its own single-threaded runtime and its own
+    /// `SO_REUSEPORT` socket per listener.
+    pub workers: usize,
     pub backends: Vec<BackendConfig>,
     pub pools: Vec<PoolConfig>,
     pub listeners: Vec<ListenerConfig>,

@@ -13,6 +13,7 @@ use serde::Deserialize;
 pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub shutdown: Option<RawShutdown>,
+    pub runtime: Option<RawRuntime>,
     /// Defaults for every backend's `check` table.
     pub check: Option<RawCheck>,
     #[serde(default)]
@@ -30,6 +31,12 @@ pub struct RawAdmin {
     pub token: Option<String>,
     pub token_env: Option<String>,
     pub token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub workers: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -162,6 +162,17 @@ fn each_mistake_names_its_key() {
 }
 
 #[test]
+fn workers_default_to_one_per_core_and_are_bounded() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(parse(BASE).unwrap().workers, cores);
+    assert_eq!(parse(&format!("{BASE}[runtime]\nworkers = 3\n")).unwrap().workers, 3);
+    for bad in ["-1", "257"] {
+        let error = parse(&format!("{BASE}[runtime]\nworkers = {bad}\n")).expect_err(bad);
+        assert_eq!(error.key(), Some("runtime.workers"), "{error}");
+    }
+}
+
+#[test]
 fn no_listener_is_refused() {
     let text = BASE.split("[listeners.front]").next().unwrap();
     assert_eq!(parse(text).unwrap_err().key(), Some("listeners"));

@@ -106,6 +106,11 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     };
     let grace = raw.shutdown.as_ref().and_then(|s| s.grace.as_deref());
     let shutdown_grace = ctx.duration("shutdown.grace", grace, Duration::from_secs(30))?;
+    let workers = match raw.runtime.as_ref().and_then(|r| r.workers).unwrap_or(0) {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n @ 1..=256 => n as usize,
+        n => return Err(ctx.invalid("runtime.workers", format!("0 (one per core) to 256, got {n}"))),
+    };
 
     let check_defaults = raw.check.unwrap_or_default();
     let mut backends = Vec::new();
@@ -141,6 +146,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         source: file.to_string(),
         admin,
         shutdown_grace,
+        workers,
         backends,
         pools,
         listeners,
