@@ -72,7 +72,7 @@ pub async fn bidirectional(client: TcpStream, upstream: TcpStream, traffic: &Tra
 /// A hand-written future rather than two `async fn`s joined: its whole state is the
 /// two sockets and two small [`Direction`]s (about 150 bytes instead of 720), which is
 /// most of what an idle session costs.
-struct Bidirectional<'a> {
+pub struct Bidirectional<'a> {
     client: TcpStream,
     upstream: TcpStream,
     up: Direction,
@@ -217,10 +217,20 @@ fn write_filled(to: &TcpStream, buf: &[u8]) -> io::Result<usize> {
 /// tokio's copy loop (16 KiB each way) with the byte counters on the read side.
 /// rustls keeps its own record buffers per connection, so buffer-on-demand would buy
 /// little on a TLS leg.
-pub async fn streams(client: Stream, upstream: Stream, traffic: &Traffic) -> io::Result<()> {
+///
+/// Not an `async fn`: its state would be the larger of the two paths in every
+/// session. The TLS path is boxed, so a plaintext session carries only the
+/// [`Bidirectional`] state (a whole session's future went from 1712 to 1336 bytes).
+pub fn streams(client: Stream, upstream: Stream, traffic: &Traffic) -> Copying<'_> {
     match (client, upstream) {
-        (Stream::Plain(client), Stream::Plain(upstream)) => bidirectional(client, upstream, traffic).await,
-        (client, upstream) => {
+        (Stream::Plain(client), Stream::Plain(upstream)) => Copying::Plain(Bidirectional {
+            client,
+            upstream,
+            up: Direction::default(),
+            down: Direction::default(),
+            traffic,
+        }),
+        (client, upstream) => Copying::Tls(Box::pin(async move {
             let mut client = Counted {
                 inner: client,
                 bytes: &traffic.upstream,
@@ -234,6 +244,23 @@ pub async fn streams(client: Stream, upstream: Stream, traffic: &Traffic) -> io:
             tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, TLS_BUFFER, TLS_BUFFER)
                 .await
                 .map(|_| ())
+        })),
+    }
+}
+
+/// The copy of one session, plain or with a TLS leg.
+pub enum Copying<'a> {
+    Plain(Bidirectional<'a>),
+    Tls(Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>),
+}
+
+impl Future for Copying<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Copying::Plain(copy) => Pin::new(copy).poll(cx),
+            Copying::Tls(copy) => copy.as_mut().poll(cx),
         }
     }
 }

@@ -33,12 +33,18 @@ pub async fn hello(stream: &mut TcpStream) -> std::io::Result<Document> {
 /// Connects through the proxy and returns the stream and the `me` of the member
 /// that answered.
 pub async fn who_answers(addr: SocketAddr) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect through the proxy");
+    try_who_answers(addr).await.expect("hello answered")
+}
+
+/// Like [`who_answers`], but a session closed before the answer is an error, not a
+/// failure: during a failover a session that reached the old primary just before
+/// the swap is fenced (closed), as it should be.
+pub async fn try_who_answers(addr: SocketAddr) -> std::io::Result<(TcpStream, String)> {
+    let mut stream = TcpStream::connect(addr).await?;
     let reply = tokio::time::timeout(Duration::from_secs(15), hello(&mut stream))
         .await
-        .expect("hello within 15s")
-        .expect("hello answered");
-    (stream, reply.get_str("me").expect("me in hello").to_string())
+        .expect("hello within 15s")?;
+    Ok((stream, reply.get_str("me").expect("me in hello").to_string()))
 }
 
 /// A Rust driver client with a direct connection (what clients of the proxy use),
