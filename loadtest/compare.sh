@@ -7,9 +7,11 @@
 #
 # Tests: iperf3 (1 stream, Gbit/s), wrk (64 connections, 128-byte HTTP responses,
 # req/s and p99), new connections per second (wrk with `Connection: close`), memory per
-# idle proxied connection (RSS delta over 2000 idle connections), and switchyard's CPU
-# for health-checking 1000 backends at a 1 s interval. Every process it starts is
-# stopped by PID at the end; everything listens on 127.0.0.1 only.
+# idle proxied connection (RSS delta over 2000 idle connections), switchyard's CPU
+# for health-checking 1000 backends at a 1 s interval, and last `sysbench
+# oltp_read_write` direct vs switchyard vs HAProxy against a real MariaDB
+# (`loadtest sysbench`, 3 x SECONDS per run). Every process it starts is stopped by
+# PID at the end; everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -23,7 +25,7 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release -q -p switchyard
+cargo build --release -q -p switchyard -p switchyard-loadtest
 SY=target/release/switchyard
 
 WORK=$(mktemp -d /tmp/sy-compare.XXXXXX)
@@ -180,3 +182,6 @@ for name, m, best in rows:
 print("(ratios above 1 are better for throughput and rates, worse for latency and memory)")
 print(f"\nswitchyard CPU for checking 1000 backends every 1 s: {sys.argv[1]} % of one core")
 PY
+
+# --- sysbench through a real MariaDB ------------------------------------------------------
+target/release/loadtest sysbench --rounds "$ROUNDS" --secs $((SECS * 3)) --switchyard "$SY"

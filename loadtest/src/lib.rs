@@ -18,6 +18,8 @@
 //!   writes acknowledged by a non-primary, acknowledged writes missing afterwards.
 //! - [`report`]: JSON and a self-contained HTML page (inline SVG).
 //! - [`drill`]: runs one scenario against one target, end to end.
+//! - [`sysbench`]: `sysbench oltp_read_write` direct vs switchyard vs HAProxy (the
+//!   last part of `loadtest/compare.sh`).
 
 pub mod drill;
 pub mod fault;
@@ -26,5 +28,6 @@ pub mod peers;
 pub mod report;
 pub mod scenario;
 pub mod servers;
+pub mod sysbench;
 pub mod target;
 pub mod workload;

@@ -4,6 +4,8 @@
 //!   and read_only switchover, 40 s) through switchyard and through HAProxy, prints
 //!   the side-by-side table and the path of the HTML report.
 //! - `loadtest run SCENARIO [--target switchyard|haproxy]...`: any scenario file.
+//! - `loadtest sysbench [--rounds N] [--secs S]`: sysbench oltp_read_write direct,
+//!   through switchyard's release binary and through HAProxy, alternating.
 
 use std::path::PathBuf;
 
@@ -40,6 +42,19 @@ enum Command {
         #[arg(long, default_value = "target/drill-report")]
         out: PathBuf,
     },
+    /// sysbench oltp_read_write: direct vs switchyard vs HAProxy, one MariaDB.
+    Sysbench {
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 8)]
+        threads: u32,
+        /// The switchyard binary to measure.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
 }
 
 const DEMO: &str = include_str!("../scenarios/demo.toml");
@@ -57,6 +72,17 @@ async fn main() -> Result<()> {
             )
         }
         Command::Run { scenario, targets, out } => (Scenario::load(&scenario)?, targets, out),
+        Command::Sysbench {
+            rounds,
+            secs,
+            threads,
+            switchyard,
+        } => {
+            return tokio::task::spawn_blocking(move || {
+                switchyard_loadtest::sysbench::compare(rounds, secs, threads, &switchyard)
+            })
+            .await?;
+        }
     };
     eprintln!(
         "drill: {} ({} s), targets: {targets:?}",

@@ -1,0 +1,246 @@
+//! `sysbench oltp_read_write` direct, through switchyard (the release binary, as
+//! deployed) and through HAProxy, against one real MariaDB, in alternating rounds;
+//! prints medians and switchyard's ratios. `loadtest/compare.sh` runs it last.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use switchyard_lab::mariadb::{Cluster, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER};
+use switchyard_lab::system;
+
+/// A process stopped by PID when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = system::signal(self.0.id(), "TERM");
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
+    let log = std::fs::File::create(log)?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("spawn {command:?}"))?;
+    Ok(Proc(child))
+}
+
+fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on {addr}")
+}
+
+/// One sysbench result.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    tps: f64,
+    p95_ms: f64,
+}
+
+fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
+    let port = format!("--mysql-port={port}");
+    let user = format!("--mysql-user={APP_USER}");
+    let password = format!("--mysql-password={APP_PASSWORD}");
+    let mut args = vec![
+        "oltp_read_write",
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        &port,
+        &user,
+        &password,
+        "--mysql-db=sbtest",
+        "--tables=4",
+        "--table-size=10000",
+    ];
+    args.extend_from_slice(extra);
+    args.push(command);
+    system::run(Command::new("sysbench").args(&args))
+}
+
+/// `transactions: N (X per sec.)` and `95th percentile: Y` from sysbench's report.
+fn parse(out: &str) -> Option<Run> {
+    let tps = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))?
+        .split('(')
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let p95_ms = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("95th percentile:"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Run { tps, p95_ms })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Runs the comparison; blocking (call it off the async workers).
+pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Result<()> {
+    system::ensure_packages(&[("sysbench", "sysbench"), ("haproxy", "haproxy")])?;
+    if !switchyard.is_file() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p switchyard)",
+            switchyard.display()
+        );
+    }
+    let cluster = Cluster::start(1)?;
+    let node = cluster.node(0).addr();
+    let dir = system::temp_dir("sy-sysbench")?;
+
+    let sy_port = system::free_port()?;
+    let sy_config = dir.join("switchyard.toml");
+    std::fs::write(
+        &sy_config,
+        format!(
+            "[check]\nkind = \"mysql\"\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\ninterval = \"1s\"\n\
+             [backends.db1]\naddress = \"{node}\"\n[pools.writer]\nbackends = [\"db1\"]\nrole = \"primary\"\n\
+             [listeners.writer]\nlisten = \"127.0.0.1:{sy_port}\"\npool = \"writer\"\n"
+        ),
+    )?;
+    let _switchyard = spawn(
+        Command::new(switchyard)
+            .args(["run", "--config"])
+            .arg(&sy_config)
+            .env("RUST_LOG", "warn"),
+        &dir.join("switchyard.log"),
+    )?;
+    let ha_port = system::free_port()?;
+    let ha_config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &ha_config,
+        format!(
+            "global\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
+             listen mysql\n    bind 127.0.0.1:{ha_port}\n    option mysql-check user haproxy post-41\n    server db1 {node} check inter 1s\n"
+        ),
+    )?;
+    let _haproxy = spawn(
+        Command::new("haproxy").arg("-db").arg("-f").arg(&ha_config),
+        &dir.join("haproxy.log"),
+    )?;
+    let targets = [("direct", node.port()), ("switchyard", sy_port), ("haproxy", ha_port)];
+    for (name, port) in &targets[1..] {
+        wait_listening(SocketAddr::from(([127, 0, 0, 1], *port)), name)?;
+    }
+    // switchyard routes once its first check passed: wait for a query to go through.
+    for attempt in 0.. {
+        let probe = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--protocol=tcp",
+                "-h127.0.0.1",
+                &format!("-P{sy_port}"),
+            ])
+            .args([&format!("-u{APP_USER}"), &format!("-p{APP_PASSWORD}"), "-e", "SELECT 1"])
+            .output()?;
+        if probe.status.success() {
+            break;
+        }
+        if attempt > 100 {
+            bail!("no query went through switchyard");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    sysbench(node.port(), "prepare", &[])?;
+    let time = format!("--time={secs}");
+    let threads = format!("--threads={threads}");
+    let mut results: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    for round in 1..=rounds {
+        for (i, (name, port)) in targets.iter().enumerate() {
+            let out = sysbench(*port, "run", &[&threads, &time, "--events=0"])?;
+            let run = parse(&out).with_context(|| format!("{name}: no result in sysbench's output:\n{out}"))?;
+            results[i].push(run);
+        }
+        eprintln!("sysbench round {round} done");
+    }
+    let tps: Vec<f64> = results
+        .iter()
+        .map(|r| median(r.iter().map(|x| x.tps).collect()))
+        .collect();
+    let p95: Vec<f64> = results
+        .iter()
+        .map(|r| median(r.iter().map(|x| x.p95_ms).collect()))
+        .collect();
+    println!("\nsysbench oltp_read_write ({threads}, {secs} s per run, medians of {rounds} rounds):\n");
+    println!("| | direct | switchyard | haproxy | switchyard / direct | switchyard / haproxy |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| transactions/s | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+        tps[0],
+        tps[1],
+        tps[2],
+        tps[1] / tps[0],
+        tps[1] / tps[2]
+    );
+    println!(
+        "| p95 latency, ms | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        p95[0],
+        p95[1],
+        p95[2],
+        p95[1] / p95[0],
+        p95[1] / p95[2]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
+    Ok(())
+}
+
+/// The default path of the release binary.
+pub fn default_binary() -> PathBuf {
+    PathBuf::from("target/release/switchyard")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_sysbench_reports() {
+        let out = "SQL statistics:\n    transactions:                        12345  (411.44 per sec.)\n\
+                   Latency (ms):\n         min:                                    1.02\n\
+                   95th percentile:                       28.67\n";
+        let run = parse(out).unwrap();
+        assert_eq!(run.tps, 411.44);
+        assert_eq!(run.p95_ms, 28.67);
+        assert!(parse("nothing").is_none());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
