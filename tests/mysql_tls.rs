@@ -1,5 +1,5 @@
 //! MySQL's in-protocol TLS through the `mysql` listener mode, against a real MariaDB
-//! that has a certificate of its own: the `mariadb` client with `--ssl --ssl-ca
+//! without TLS and one that has a certificate of its own: the `mariadb` client with `--ssl --ssl-ca
 //! --ssl-verify-server-cert` and mysql_async with TLS through the proxy, the backend
 //! leg in clear and over its own TLS, `require_tls` refusing a client without TLS,
 //! and a monitor with the wrong CA failing at L6.
@@ -77,11 +77,20 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
         p(&db.key),
         p(&db_ca_file)
     );
-    let cluster = tokio::task::spawn_blocking(move || Cluster::start_with(1, &server_tls))
-        .await
-        .unwrap()
-        .expect("MariaDB with TLS starts");
-    let addr = cluster.node(0).addr();
+    // Two servers: one with no TLS at all, one with a certificate of its own.
+    let (plain, cluster) =
+        tokio::task::spawn_blocking(move || (Cluster::start(1), Cluster::start_with(1, &server_tls)))
+            .await
+            .unwrap();
+    let plain = plain.expect("MariaDB without TLS starts");
+    let cluster = cluster.expect("MariaDB with TLS starts");
+    let (clear_addr, addr) = (plain.node(0).addr(), cluster.node(0).addr());
+    let on_both = |sql: &str| {
+        tokio::task::block_in_place(|| {
+            plain.sql(0, sql)?;
+            cluster.sql(0, sql)
+        })
+    };
     let listener = |name: &str, pool: &str, extra: &str| {
         format!(
             "[listeners.{name}]\nlisten = \"127.0.0.1:0\"\npool = \"{pool}\"\nmode = \"mysql\"\n\
@@ -94,7 +103,7 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
         "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\
          [check]\nkind = \"mysql\"\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\n\
          interval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"2s\"\nrise = 1\nfall = 1\n\
-         [backends.clear]\naddress = \"{addr}\"\n\
+         [backends.clear]\naddress = \"{clear_addr}\"\n\
          [backends.secure]\naddress = \"{addr}\"\n[backends.secure.tls]\nca = \"{}\"\nserver_name = \"db1.internal\"\n\
          [backends.wrong_ca]\naddress = \"{addr}\"\n[backends.wrong_ca.tls]\nca = \"{}\"\nserver_name = \"db1.internal\"\n\
          [pools.clear]\nbackends = [\"clear\"]\n[pools.secure]\nbackends = [\"secure\"]\n[pools.wrong]\nbackends = [\"wrong_ca\"]\n\
@@ -158,14 +167,11 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
     // A multi-packet login (ed25519: the server switches the client to another auth
     // plugin mid-login) on every combination of legs, so every sequence-id shift is
     // exercised: TLS→clear (+1), TLS→TLS (0), clear→TLS (−1), clear→clear (0).
-    tokio::task::block_in_place(|| {
-        cluster.sql(
-            0,
-            "INSTALL SONAME 'auth_ed25519';
-             CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpass');
-             GRANT ALL ON appdb.* TO 'ed'@'%';",
-        )
-    })
+    on_both(
+        "INSTALL SONAME 'auth_ed25519';
+         CREATE USER 'ed'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('edpass');
+         GRANT ALL ON appdb.* TO 'ed'@'%';",
+    )
     .expect("ed25519 user");
     for (listener, tls) in [
         ("to_clear", &verified[..]),
@@ -188,13 +194,10 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
     // password itself. Over a TLS client leg and a plaintext backend leg the proxy
     // refuses before the password leaves; with TLS on both legs the exchange passes
     // through to the server (whose PAM then judges it).
-    tokio::task::block_in_place(|| {
-        cluster.sql(
-            0,
-            "INSTALL SONAME 'auth_pam_v1';
-             CREATE USER 'pamuser'@'%' IDENTIFIED VIA pam USING 'switchyard-test';",
-        )
-    })
+    on_both(
+        "INSTALL SONAME 'auth_pam_v1';
+         CREATE USER 'pamuser'@'%' IDENTIFIED VIA pam USING 'switchyard-test';",
+    )
     .expect("PAM user");
     let pam_login = |listener: &str| mariadb_as(port(listener), "pamuser", "pampass", &verified, "SELECT 1");
     let (ok, _, err) = pam_login("to_clear").await;
@@ -247,5 +250,5 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
     assert_eq!(last.layer, Some(Layer::L6), "{last:?}");
     assert_eq!(proxy.backend("secure").unwrap().view().status, Status::Up);
     proxy.shutdown().await;
-    drop(cluster);
+    tokio::task::block_in_place(|| drop((plain, cluster)));
 }

@@ -257,13 +257,18 @@ impl Router {
                 }
             }
         }
+        // The failover event opens (and the pool starts watching for its first
+        // session) before the table that routes to the new primary is published:
+        // sessions run on other threads and may start on it at once.
+        for (pool, old) in self.pools.clone().iter().zip(&previous) {
+            if pool.config.role == PoolRole::Primary {
+                self.record_failover(pool, old.members.first().copied());
+            }
+        }
         self.publish();
         for (pool, old) in self.pools.clone().iter().zip(&previous) {
             self.alarm(pool, old);
             self.fence(pool, &old.members);
-            if pool.config.role == PoolRole::Primary {
-                self.record_failover(pool, old.members.first().copied());
-            }
         }
     }
 
