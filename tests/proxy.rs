@@ -214,15 +214,21 @@ async fn close_policy_cuts_live_sessions_of_a_backend_that_goes_down() {
     // The application server is still there and would echo forever; only fencing
     // closes this session.
     closes(&mut session, "the fenced close").await;
-    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("switchyard_fenced_sessions_total{")
-                && l.contains("backend=\"app\"")
-                && !l.ends_with(" 0")),
-        "{metrics}"
-    );
+    // Counted as the session ends, on its own thread: a moment after the close.
+    within(LIMIT, "the fenced session to be counted", async {
+        loop {
+            let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+            if metrics.lines().any(|l| {
+                l.starts_with("switchyard_fenced_sessions_total{")
+                    && l.contains("backend=\"app\"")
+                    && !l.ends_with(" 0")
+            }) {
+                break;
+            }
+            poll_pause().await;
+        }
+    })
+    .await;
     proxy.shutdown().await;
 }
 

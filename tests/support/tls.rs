@@ -88,3 +88,19 @@ pub async fn metric(proxy: &Running, series: &str) -> f64 {
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Waits until the sample of `series` reaches `at_least` (a counter may be bumped a
+/// moment after the connection it counts was closed, on another thread).
+pub async fn await_metric(proxy: &Running, series: &str, at_least: f64) -> f64 {
+    let what = format!("{series} >= {at_least}");
+    super::within(std::time::Duration::from_secs(20), &what, async {
+        loop {
+            let value = metric(proxy, series).await;
+            if value >= at_least {
+                return value;
+            }
+            super::poll_pause().await;
+        }
+    })
+    .await
+}
