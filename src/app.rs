@@ -78,9 +78,23 @@ pub struct Running {
     stop_background: CancellationToken,
     sessions: TaskTracker,
     background: TaskTracker,
+    /// The accept loops, which shutdown waits for before it waits for sessions (so
+    /// no session starts after that wait).
+    accepting: TaskTracker,
     /// The data-plane threads (accept loops and sessions), and their stop signal.
     workers: Vec<std::thread::JoinHandle<()>>,
     stop_workers: CancellationToken,
+}
+
+/// A `Running` dropped without [`Running::shutdown`] (a panicking test, a dropped
+/// runtime) must not leave its data-plane threads accepting on stale routing.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.kill_sessions.cancel();
+        self.stop_workers.cancel();
+        self.stop_background.cancel();
+    }
 }
 
 /// Binds and starts everything `config` describes.
@@ -96,10 +110,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             })?;
         bound.push(group);
     }
-    let runtimes = (0..config.workers)
-        .map(|_| tokio::runtime::Builder::new_current_thread().enable_all().build())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StartError::Runtime)?;
     let admin_tcp = match &config.admin {
         Some(admin) => Some(tcp::bind(admin.listen, None).map_err(|source| StartError::Bind {
             what: "admin".into(),
@@ -200,22 +210,53 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     }
     let stop_workers = CancellationToken::new();
+    let accepting = TaskTracker::new();
     let mut workers = Vec::new();
-    for (index, (runtime, accept_loops)) in runtimes.into_iter().zip(per_worker).enumerate() {
+    let mut started = Vec::new();
+    for (index, accept_loops) in per_worker.into_iter().enumerate() {
         let (stop_accepting, sessions, stop) = (stop_accepting.clone(), sessions.clone(), stop_workers.clone());
-        let thread = std::thread::Builder::new()
+        let accepting = accepting.clone();
+        let (ready, is_ready) = tokio::sync::oneshot::channel();
+        // The runtime is built on its own thread: a runtime must not be dropped inside
+        // an async context, which a failed start would otherwise do.
+        let spawned = std::thread::Builder::new()
             .name(format!("switchyard-io-{index}"))
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
                 runtime.block_on(async move {
                     for accept in accept_loops {
-                        tokio::spawn(accept.run(stop_accepting.clone(), sessions.clone()));
+                        accepting.spawn(accept.run(stop_accepting.clone(), sessions.clone()));
                     }
                     // Sessions run on this runtime until shutdown has waited for them.
                     stop.cancelled().await;
                 });
-            })
-            .map_err(StartError::Runtime)?;
-        workers.push(thread);
+            });
+        match spawned {
+            Ok(thread) => {
+                workers.push(thread);
+                started.push(is_ready);
+            }
+            Err(e) => {
+                stop_workers.cancel();
+                return Err(StartError::Runtime(e));
+            }
+        }
+    }
+    for is_ready in started {
+        let outcome = is_ready
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("a data-plane thread died at start")));
+        if let Err(e) = outcome {
+            stop_workers.cancel();
+            return Err(StartError::Runtime(e));
+        }
     }
 
     let state = Arc::new(AdminState {
@@ -250,6 +291,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop_background,
         sessions,
         background,
+        accepting,
         workers,
         stop_workers,
     })
@@ -304,9 +346,11 @@ impl Running {
     /// Stops accepting, lets sessions finish within the grace period, closes the
     /// rest, then stops checkers, router and admin. `/health` answers 503 from the
     /// first moment.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.state.draining.store(true, Ordering::Relaxed);
         self.stop_accepting.cancel();
+        self.accepting.close();
+        self.accepting.wait().await;
         self.sessions.close();
         let open = self.sessions.len();
         info!(open_sessions = open, grace = ?self.grace, "draining");
@@ -319,7 +363,7 @@ impl Running {
             self.sessions.wait().await;
         }
         self.stop_workers.cancel();
-        let workers = self.workers;
+        let workers = std::mem::take(&mut self.workers);
         let joined = tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
         if !matches!(joined, Ok(true)) {
             error!("a data-plane thread panicked");

@@ -10,8 +10,9 @@
 //! - [`app`]: wires one process together (bind, spawn checkers, router, listeners,
 //!   admin) and owns the shutdown sequence.
 //! - [`listener`]: the accept loop (connection cap, backoff on accept errors).
-//! - [`proxy`]: one client session: pick from the routing snapshot, hold while the
-//!   pool is empty, connect with a timeout, copy both ways, obey fencing.
+//! - [`proxy`]: one client session: (TLS handshake), pick from the routing snapshot,
+//!   hold while the pool is empty, connect with a timeout, (backend TLS, or the MySQL
+//!   login with in-protocol TLS in [`proxy::mysql`]), copy both ways, obey fencing.
 //! - [`pipe`]: the copy loop, with a buffer only while bytes are in flight.
 //! - [`pool`] and [`backend`]: the runtime objects the routing table points at.
 //! - [`routing`]: the immutable [`routing::RoutingTable`], its selection policies and

@@ -35,13 +35,11 @@ impl Listener {
         let mut backoff = Duration::from_millis(5);
         debug!(listener = %self.name, address = ?tcp.local_addr().ok(), pool = %self.ctx.pool.name(), "accepting");
         loop {
-            let permit = tokio::select! {
-                permit = self.limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                _ = stop.cancelled() => return,
-            };
+            // Accept first, then take a permit: the permits are shared by this
+            // listener's sockets on every data-plane thread, and a loop that held one
+            // while waiting in `accept` could starve another thread's socket whose
+            // client the kernel had already queued. At the cap, the accepted client
+            // waits here for a session to end, as it would have in the backlog.
             let accepted = tokio::select! {
                 accepted = tcp.accept() => accepted,
                 _ = stop.cancelled() => return,
@@ -49,6 +47,13 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
+                    let permit = tokio::select! {
+                        permit = self.limit.clone().acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                        _ = stop.cancelled() => return,
+                    };
                     let ctx = self.ctx.clone();
                     sessions.spawn(async move {
                         proxy::serve(ctx, stream, peer).await;

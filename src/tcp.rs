@@ -68,7 +68,10 @@ pub fn bind_group(addr: SocketAddr, options: &TcpOptions, count: usize) -> io::R
         return Ok(vec![bind_std(addr, Some(options), false)?]);
     }
     if addr.port() != 0 {
-        drop(bind_std(addr, None, false)?);
+        // Bound, never listening: no client can land on it meanwhile.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into())?;
     }
     let first = bind_std(addr, Some(options), true)?;
     let addr = first.local_addr()?;

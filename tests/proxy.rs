@@ -317,3 +317,52 @@ async fn drain_policy_closes_sessions_only_after_the_deadline() {
     closes(&mut session, "the drain deadline").await;
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_start_is_an_error_not_a_panic() {
+    // The admin port is taken after the listeners bound: start must unwind cleanly.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = format!(
+        "[admin]\nlisten = \"{}\"\n[backends.a]\naddress = \"127.0.0.1:9\"\n[pools.p]\nbackends = [\"a\"]\n\
+         [listeners.front]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n",
+        taken.local_addr().unwrap()
+    );
+    let config = switchyard::config::Config::parse(&text, "test.toml").unwrap();
+    let error = switchyard::app::start(config)
+        .await
+        .err()
+        .expect("the admin bind fails");
+    assert!(error.to_string().contains("cannot bind admin"), "{error}");
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_across_data_plane_threads() {
+    // One session at a time, two data-plane threads (two sockets on one port): a
+    // client that waits for the cap is served as soon as the session before it ends,
+    // whichever thread's socket the kernel gave it to.
+    let server = Server::start(Behavior::Echo("capped")).await;
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n[runtime]\nworkers = 2\n[check]\ninterval = \"100ms\"\n\
+         [backends.a]\naddress = \"{}\"\n[pools.p]\nbackends = [\"a\"]\n\
+         [listeners.front]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\nmax_connections = 1\n",
+        server.addr
+    );
+    let proxy = proxy(&text).await;
+    await_routable(&proxy, &["a"]).await;
+    let front = proxy.listener("front").unwrap();
+    let (mut current, banner) = connect_and_read_banner(front).await;
+    assert_eq!(banner, "capped");
+    for round in 0..6 {
+        let waiting = tokio::spawn(async move { connect_and_read_banner(front).await });
+        // The waiting client gets nothing while the cap is taken...
+        current.write_all(b"still mine\n").await.unwrap();
+        assert_eq!(read_line(&mut current).await, "still mine");
+        // ... and its session as soon as the current one ends.
+        drop(current);
+        let (next, banner) = within(LIMIT, "the waiting client to be served", waiting).await.unwrap();
+        assert_eq!(banner, "capped", "round {round}");
+        current = next;
+    }
+    proxy.shutdown().await;
+    server.stop().await;
+}
