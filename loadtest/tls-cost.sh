@@ -10,7 +10,9 @@
 # - small requests: wrk, 64 keep-alive connections, 128-byte bodies, req/s and p99;
 # - new connections: `openssl s_time -new` (a full handshake per connection, no
 #   resumption) against the TLS listeners, and wrk with `Connection: close` against
-#   both kinds, connections/s.
+#   both kinds, connections/s;
+# - memory per idle TLS session: the proxy's RSS growth with 1000 idle TLS clients
+#   (Python's ssl module), once per proxy after the rounds.
 # The certificate is a throw-away ECDSA P-256 one made here with openssl. Every
 # process it starts is stopped by PID at the end; everything listens on 127.0.0.1.
 set -euo pipefail
@@ -82,7 +84,7 @@ pool = "http"
 [listeners.tls.tls]
 certificates = [{ cert = "$WORK/cert.pem", key = "$WORK/key.pem" }]
 CONF
-RUST_LOG=warn "$SY" run --config "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" & PIDS+=($!)
+RUST_LOG=warn "$SY" run --config "$WORK/switchyard.toml" 2>"$WORK/switchyard.log" & PIDS+=($!); SY_PID=$!
 cat > "$WORK/haproxy.cfg" <<CONF
 global
     maxconn 4000
@@ -99,7 +101,7 @@ listen tls
     bind 127.0.0.1:${PORT[haproxy-tls]} ssl crt $WORK/haproxy.pem
     server s 127.0.0.1:$HTTP
 CONF
-haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & PIDS+=($!)
+haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 & PIDS+=($!); HA_PID=$!
 for t in "${!PORT[@]}"; do wait_port "${PORT[$t]}" "$t"; done
 sleep 1.5   # switchyard's first check
 
@@ -126,6 +128,29 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round done" >&2
 done
 
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+idle_tls_kb() { # $1 pid of the proxy, $2 its TLS port: KB per idle TLS session
+  local before after client
+  before=$(rss "$1")
+  python3 - "$2" "$WORK/cert.pem" <<'PY' &
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+conns = []
+for _ in range(1000):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="127.0.0.1")
+    s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+    conns.append(s)
+time.sleep(4)
+PY
+  client=$!
+  sleep 3
+  after=$(rss "$1")
+  wait "$client" 2>/dev/null || true
+  python3 -c "print(round(($after - $before) / 1000, 1))"
+}
+record switchyard-tls idlekb "$(idle_tls_kb "$SY_PID" "${PORT[switchyard-tls]}")"
+record haproxy-tls idlekb "$(idle_tls_kb "$HA_PID" "${PORT[haproxy-tls]}")"
+
 python3 - <<PY
 import statistics
 R = {}
@@ -133,7 +158,8 @@ $(for k in "${!R[@]}"; do echo "R[tuple('$k'.split(','))] = [float(x) for x in '
 med = lambda t, m: statistics.median(R[(t, m)]) if (t, m) in R else None
 rows = [("bulk, 4 conns x 16 MiB bodies, MiB/s", "bulk"), ("wrk 64 conns 128 B, req/s", "rps"),
         ("wrk p99 latency, ms", "p99"), ("new connections/s (wrk, Connection: close)", "cps"),
-        ("full handshakes/s (openssl s_time -new, 1 client)", "full")]
+        ("full handshakes/s (openssl s_time -new, 1 client)", "full"),
+        ("memory per idle TLS session, KB (1000 sessions)", "idlekb")]
 fmt = lambda v: "-" if v is None else f"{v:g}"
 ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
 print("| test | switchyard plain | switchyard TLS | TLS / plain | haproxy plain | haproxy TLS | TLS / plain | switchyard TLS / haproxy TLS |")
@@ -141,5 +167,5 @@ print("|---|---|---|---|---|---|---|---|")
 for name, m in rows:
     sp, st, hp, ht = (med(t, m) for t in ["switchyard", "switchyard-tls", "haproxy", "haproxy-tls"])
     print(f"| {name} | {fmt(sp)} | {fmt(st)} | {ratio(st, sp)} | {fmt(hp)} | {fmt(ht)} | {ratio(ht, hp)} | {ratio(st, ht)} |")
-print("(for p99 a ratio above 1 is worse; for the rest it is better)")
+print("(for p99 and memory a ratio above 1 is worse; for the rest it is better)")
 PY
