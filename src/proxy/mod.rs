@@ -153,7 +153,7 @@ async fn accept_tls(tls: &ServerTls, client: TcpStream) -> Option<tokio_rustls::
             }
             Some(accepted.stream)
         }
-        Err(e @ crate::tls::HandshakeFailure::Rejected(_)) => {
+        Err(e @ crate::tls::HandshakeFailure::Rejected(_)) if tls.log_rejection() => {
             info!(cause = %e, "client TLS handshake failed");
             None
         }

@@ -16,6 +16,7 @@ pub mod der;
 pub mod load;
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +43,14 @@ pub struct ServerTls {
     /// Lower-case SNI names with a certificate of their own (the metrics label).
     names: ArcSwap<Vec<String>>,
     expiry: Vec<Gauge>,
+    /// (Unix second << 16 | count) of rejected-handshake log lines: see
+    /// [`ServerTls::log_rejection`].
+    rejection_logs: AtomicU64,
 }
+
+/// Rejected handshakes logged per listener per second at most; the rest are counted
+/// in the metrics only (a port scan must not flood the log).
+const REJECTIONS_LOGGED_PER_SECOND: u64 = 10;
 
 /// A completed handshake.
 pub struct Accepted {
@@ -113,6 +121,7 @@ impl ServerTls {
             handshake_timeout,
             names: ArcSwap::from_pointee(names),
             expiry,
+            rejection_logs: AtomicU64::new(0),
         };
         tls.publish_expiry(&loaded);
         tls
@@ -159,6 +168,23 @@ impl ServerTls {
         metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "listener" => self.listener.clone(), "reason" => failure.reason())
             .increment(1);
         failure
+    }
+
+    /// Whether a rejected handshake may be logged now (at most
+    /// [`REJECTIONS_LOGGED_PER_SECOND`] per second; approximate under races).
+    pub fn log_rejection(&self) -> bool {
+        let now = load::now().max(0) as u64;
+        let packed = self.rejection_logs.load(Ordering::Relaxed);
+        let (second, count) = (packed >> 16, packed & 0xffff);
+        if second != now {
+            self.rejection_logs.store(now << 16 | 1, Ordering::Relaxed);
+            return true;
+        }
+        if count < REJECTIONS_LOGGED_PER_SECOND {
+            self.rejection_logs.store(packed + 1, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     /// Re-reads the certificate, key and CA files. On success new handshakes use
@@ -235,5 +261,33 @@ impl ClientTls {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_handshakes_are_logged_at_most_ten_a_second() {
+        let dir = switchyard_lab::system::temp_dir("sy-tls-logs").unwrap();
+        let ca = switchyard_lab::tls::Ca::new("test").unwrap();
+        let files = ca.server(&["a.example"]).unwrap().write(&dir, "a").unwrap();
+        let files = ServerFiles {
+            certificates: vec![CertFiles {
+                cert: files.cert,
+                key: files.key,
+                server_names: vec![],
+            }],
+            client_ca: None,
+        };
+        let loaded = load::server_config(&files).unwrap();
+        let tls = ServerTls::new("logs", files, loaded, Duration::from_secs(1));
+        let allowed = (0..100).filter(|_| tls.log_rejection()).count() as u64;
+        // All within one second, or straddling two.
+        assert!(
+            (REJECTIONS_LOGGED_PER_SECOND..=2 * REJECTIONS_LOGGED_PER_SECOND).contains(&allowed),
+            "{allowed}"
+        );
     }
 }
