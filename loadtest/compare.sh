@@ -17,29 +17,13 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-3}
 
-need=()
-for pair in iperf3:iperf3 wrk:wrk haproxy:haproxy nginx:nginx-light; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
-done
-[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || need+=(libnginx-mod-stream)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source loadtest/common.sh
+install_missing iperf3:iperf3 wrk:wrk haproxy:haproxy nginx:nginx-light
+[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || install_missing ngx-stream-module:libnginx-mod-stream
 cargo build --release -q -p switchyard -p switchyard-loadtest
 SY=target/release/switchyard
 
-WORK=$(mktemp -d /tmp/sy-compare.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 ($2) never opened" >&2; tail -3 "$WORK"/*.log "$WORK"/*.err >&2 2>/dev/null; exit 1; }
+work_dir compare
 
 # --- backends: iperf3 server, nginx answering 128-byte bodies -------------------------
 IPERF=$(port); HTTP=$(port)
@@ -115,22 +99,19 @@ sleep 1.5   # switchyard's first checks
 PID[nginx-stream]=$(pgrep -P "$(cat "$WORK/stream.pid")" | head -1)
 
 TARGETS=(direct switchyard haproxy haproxy-splice nginx-stream)
-declare -A R
-record() { R[$1,$2]="${R[$1,$2]:-} $3"; }
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     g=$(iperf3 -c 127.0.0.1 -p "${P1[$t]}" -t "$SECS" -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))')
     record "$t" gbit "$g"
     out=$(wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:${P2[$t]}/" 2>/dev/null)
-    record "$t" rps "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-    record "$t" p99 "$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")"
+    record "$t" rps "$(wrk_rps "$out")"
+    record "$t" p99 "$(wrk_p99_ms "$out")"
     out=$(wrk -t2 -c16 -d"${SECS}s" -H "Connection: close" "http://127.0.0.1:${P2[$t]}/" 2>/dev/null)
-    record "$t" cps "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    record "$t" cps "$(wrk_rps "$out")"
   done
   echo "round $round done" >&2
 done
 
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_kb() { # $1 target: KB per idle connection (2000 idle connections through it)
   local pid=${PID[$1]} before after
   before=$(rss "$pid")

@@ -20,28 +20,12 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-3}
 
-need=()
-for pair in wrk:wrk haproxy:haproxy nginx:nginx-light openssl:openssl; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source loadtest/common.sh
+install_missing wrk:wrk haproxy:haproxy nginx:nginx-light openssl:openssl
 cargo build --release -q -p switchyard
 SY=target/release/switchyard
 
-WORK=$(mktemp -d /tmp/sy-tls-cost.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 ($2) never opened" >&2; tail -3 "$WORK"/*.log "$WORK"/*.err >&2 2>/dev/null; exit 1; }
+work_dir tls-cost
 
 # --- certificate ------------------------------------------------------------------------
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -107,8 +91,6 @@ sleep 1.5   # switchyard's first check
 
 url() { case $1 in *-tls) echo "https://127.0.0.1:${PORT[$1]}$2" ;; *) echo "http://127.0.0.1:${PORT[$1]}$2" ;; esac; }
 TARGETS=(switchyard switchyard-tls haproxy haproxy-tls)
-declare -A R
-record() { R[$1,$2]="${R[$1,$2]:-} $3"; }
 mib() { awk '/Transfer\/sec/ {v=$2; if (v ~ /GB$/) {sub("GB","",v); v=v*1024} else if (v ~ /MB$/) {sub("MB","",v)} else if (v ~ /KB$/) {sub("KB","",v); v=v/1024}; print v}'; }
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
@@ -116,10 +98,10 @@ for round in $(seq "$ROUNDS"); do
     grep -q "Non-2xx" <<<"$out" && { echo "bulk test got errors from $t: $out" >&2; exit 1; }
     record "$t" bulk "$(mib <<<"$out")"
     out=$(wrk -t2 -c64 -d"${SECS}s" --latency "$(url "$t" /small)" 2>/dev/null)
-    record "$t" rps "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
-    record "$t" p99 "$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' <<<"$out")"
+    record "$t" rps "$(wrk_rps "$out")"
+    record "$t" p99 "$(wrk_p99_ms "$out")"
     out=$(wrk -t2 -c16 -d"${SECS}s" -H "Connection: close" "$(url "$t" /small)" 2>/dev/null)
-    record "$t" cps "$(awk '/Requests\/sec/ {print $2}' <<<"$out")"
+    record "$t" cps "$(wrk_rps "$out")"
     case $t in *-tls)
       out=$(openssl s_time -connect "127.0.0.1:${PORT[$t]}" -new -time "$SECS" 2>/dev/null | grep 'connections in' | tail -1)
       record "$t" full "$(awk '{print $1 / $4}' <<<"$out")" ;;
@@ -128,7 +110,6 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round done" >&2
 done
 
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle_tls_kb() { # $1 pid of the proxy, $2 its TLS port: KB per idle TLS session
   local before after client
   before=$(rss "$1")

@@ -1,23 +1,25 @@
 //! Copying a session's bytes both ways, with a buffer only while bytes are in flight.
 //!
-//! Each direction waits for readability *without* a buffer, takes a 64 KiB buffer
-//! from a per-thread pool, reads, writes all it read, and gives the buffer back. An idle session therefore holds no copy buffer
-//! (`copy_bidirectional` keeps two 8 KiB buffers per session for its whole life), and
-//! a busy one moves up to 64 KiB per syscall instead of 8 KiB. End of stream in one
-//! direction is forwarded as a FIN (`shutdown`) while the other direction goes on:
-//! half-close is kept.
+//! Each direction takes a 64 KiB buffer from a per-thread pool only when there is
+//! something to read, writes all it read, and gives the buffer back. An idle session
+//! therefore holds no copy buffer (`copy_bidirectional` keeps two for a session's
+//! whole life), and a busy one moves up to 64 KiB per syscall. End of stream in one
+//! direction is forwarded (a FIN; close_notify first on a TLS leg) while the other
+//! direction goes on: half-close is kept.
+//!
+//! One future, [`Copy`], over two kinds of [`Leg`]: plain TCP waits for readiness
+//! *without* a buffer and reads with one syscall less per message (see
+//! [`read_drained`]); a TLS leg cannot say "readable" without being read, so each
+//! `poll_read` borrows a pooled buffer and hands it back at once if nothing came.
 
 use std::cell::RefCell;
-use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::future::Future;
+use std::io::{self, Read, Write};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
-use std::io::{Read, Write};
-
-use socket2::SockRef;
+use socket2::{SockRef, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -58,251 +60,75 @@ pub struct Traffic {
 }
 
 /// Copies both ways until both directions reached end of stream, or one failed.
-pub async fn bidirectional(client: TcpStream, upstream: TcpStream, traffic: &Traffic) -> io::Result<()> {
-    Bidirectional {
-        client,
-        upstream,
-        up: Direction::default(),
-        down: Direction::default(),
-        traffic,
+/// Plain legs take the readiness path; a TLS leg on either side takes the generic one.
+pub fn copy(client: Stream, upstream: Stream, traffic: &Traffic) -> Copy<'_> {
+    match (client, upstream) {
+        (Stream::Plain(client), Stream::Plain(upstream)) => Copy::Plain(Both::new(client, upstream, traffic)),
+        (client, upstream) => Copy::Streams(Both::new(client, upstream, traffic)),
     }
-    .await
 }
 
-/// A hand-written future rather than two `async fn`s joined: its whole state is the
-/// two sockets and two small [`Direction`]s (about 150 bytes instead of 720), which is
-/// most of what an idle session costs.
-pub struct Bidirectional<'a> {
-    client: TcpStream,
-    upstream: TcpStream,
+/// The copy of one session. Not an `async fn`: a hand-written future is only the two
+/// legs and two small [`Direction`]s, most of what an idle session costs (a whole
+/// session's future went from 2424 to 1336 bytes once the paths were split this way
+/// and the rare ones boxed).
+pub enum Copy<'a> {
+    Plain(Both<'a, TcpStream>),
+    Streams(Both<'a, Stream>),
+}
+
+impl Future for Copy<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Copy::Plain(both) => Pin::new(both).poll(cx),
+            Copy::Streams(both) => Pin::new(both).poll(cx),
+        }
+    }
+}
+
+/// Both directions between two legs of one kind.
+pub struct Both<'a, L> {
+    client: L,
+    upstream: L,
     up: Direction,
     down: Direction,
     traffic: &'a Traffic,
 }
 
-#[derive(Default)]
-struct Direction {
-    /// Bytes read and not yet written; `None` while nothing is in flight.
-    buffer: Option<Box<[u8]>>,
-    pos: usize,
-    len: usize,
-    ended: bool,
-}
-
-impl Future for Bidirectional<'_> {
-    type Output = io::Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let traffic = this.traffic;
-        let up = poll_direction(
-            &this.client,
-            &this.upstream,
-            &mut this.up,
-            &traffic.upstream,
-            &traffic.activity,
-            cx,
-        )?;
-        let down = poll_direction(
-            &this.upstream,
-            &this.client,
-            &mut this.down,
-            &traffic.downstream,
-            &traffic.activity,
-            cx,
-        )?;
-        if up.is_ready() && down.is_ready() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-/// Moves bytes `from` → `to` until the socket would block (Pending) or `from` ended
-/// and the FIN was forwarded (Ready).
-fn poll_direction(
-    from: &TcpStream,
-    to: &TcpStream,
-    d: &mut Direction,
-    bytes: &AtomicU64,
-    activity: &AtomicU64,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        if d.ended {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(buffer) = &d.buffer {
-            if d.pos < d.len {
-                ready!(to.poll_write_ready(cx))?;
-                match write_filled(to, &buffer[d.pos..d.len]) {
-                    Ok(n) => d.pos += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-                continue;
-            }
-        }
-        // Nothing in flight: the buffer goes back before we wait for more.
-        if let Some(buffer) = d.buffer.take() {
-            give_back(buffer);
-        }
-        ready!(from.poll_read_ready(cx))?;
-        let mut buffer = take();
-        match read_drained(from, &mut buffer) {
-            Ok(0) => {
-                give_back(buffer);
-                // Forward the FIN; the other direction goes on (half-close).
-                socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
-                d.ended = true;
-            }
-            Ok(n) => {
-                bytes.fetch_add(n as u64, Ordering::Relaxed);
-                activity.fetch_add(1, Ordering::Relaxed);
-                (d.buffer, d.pos, d.len) = (Some(buffer), 0, n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_back(buffer),
-            Err(e) => {
-                give_back(buffer);
-                return Poll::Ready(Err(e));
-            }
-        }
-    }
-}
-
-/// Reads once from `from`. A read that returned less than the buffer emptied the
-/// socket's receive queue, so it also tells tokio "would block" (through `try_io`),
-/// which clears the read readiness now instead of after one more `recv` that could
-/// only return EAGAIN. One syscall less per message per direction: with 128-byte
-/// request/response pairs, wrk through the proxy went from 69–74k to 73–84k req/s on the
-/// 2-core test machine. Safe with edge-triggered epoll: bytes that arrive after this
-/// read raise a new edge, and tokio does not clear readiness that a newer event set.
-/// One exception: Linux stops a read at a TCP urgent mark (`MSG_OOB`) with bytes
-/// still queued, which would then wait for the next bytes or the idle timeout. None
-/// of the protocols switchyard fronts (MySQL, MongoDB, HTTP) sends urgent data.
-fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let mut short = None;
-    let result = from.try_io(Interest::READABLE, || {
-        let n = (&*SockRef::from(from)).read(buf)?;
-        if n > 0 && n < buf.len() {
-            short = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match (result, short) {
-        (_, Some(n)) => Ok(n),
-        (result, None) => result,
-    }
-}
-
-/// Writes once to `to`; a short write means the send buffer is full, so, as for
-/// reads, the write readiness is cleared now rather than by a write that returns
-/// EAGAIN.
-fn write_filled(to: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut short = None;
-    let result = to.try_io(Interest::WRITABLE, || {
-        let n = (&*SockRef::from(to)).write(buf)?;
-        if n < buf.len() {
-            short = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match (result, short) {
-        (_, Some(n)) => Ok(n),
-        (result, None) => result,
-    }
-}
-
-/// Copies both ways between two legs: the readiness loop above when both are plain
-/// TCP, else [`StreamCopy`], the same buffer-on-demand idea over `AsyncRead` /
-/// `AsyncWrite` for legs with TLS.
-///
-/// Not an `async fn`: its state would be the larger of the two paths in every
-/// session (a whole session's future went from 1712 to 1336 bytes when the paths
-/// were split).
-pub fn streams(client: Stream, upstream: Stream, traffic: &Traffic) -> Copying<'_> {
-    match (client, upstream) {
-        (Stream::Plain(client), Stream::Plain(upstream)) => Copying::Plain(Bidirectional {
+impl<'a, L> Both<'a, L> {
+    fn new(client: L, upstream: L, traffic: &'a Traffic) -> Self {
+        Both {
             client,
             upstream,
             up: Direction::default(),
             down: Direction::default(),
             traffic,
-        }),
-        (client, upstream) => Copying::Streams(StreamCopy {
-            client,
-            upstream,
-            up: Half::default(),
-            down: Half::default(),
-            traffic,
-        }),
-    }
-}
-
-/// The copy of one session, plain or with a TLS leg.
-pub enum Copying<'a> {
-    Plain(Bidirectional<'a>),
-    Streams(StreamCopy<'a>),
-}
-
-impl Future for Copying<'_> {
-    type Output = io::Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Copying::Plain(copy) => Pin::new(copy).poll(cx),
-            Copying::Streams(copy) => Pin::new(copy).poll(cx),
         }
     }
 }
 
-/// Both directions between legs of which at least one is TLS. A TLS stream cannot
-/// say "readable" without being read, so each read borrows a pooled buffer for the
-/// `poll_read` and gives it back at once if nothing came: an idle TLS session holds
-/// no copy buffer (tokio's `copy_bidirectional` keeps two for the session's life:
-/// an idle TLS session measured 27 KB of RSS before, 10.7 KB after). Writes are flushed
-/// before waiting for more input, so rustls never sits on ciphertext.
-pub struct StreamCopy<'a> {
-    client: Stream,
-    upstream: Stream,
-    up: Half,
-    down: Half,
-    traffic: &'a Traffic,
-}
-
-#[derive(Default)]
-struct Half {
-    buffer: Option<Box<[u8]>>,
-    pos: usize,
-    len: usize,
-    read_done: bool,
-    need_flush: bool,
-    done: bool,
-}
-
-impl Future for StreamCopy<'_> {
+impl<L: Leg> Future for Both<'_, L> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let traffic = this.traffic;
-        let up = poll_half(
+        let up = L::poll_direction(
             &mut this.client,
             &mut this.upstream,
             &mut this.up,
             &traffic.upstream,
-            &traffic.activity,
+            traffic,
             cx,
         )?;
-        let down = poll_half(
+        let down = L::poll_direction(
             &mut this.upstream,
             &mut this.client,
             &mut this.down,
             &traffic.downstream,
-            &traffic.activity,
+            traffic,
             cx,
         )?;
         if up.is_ready() && down.is_ready() {
@@ -313,82 +139,39 @@ impl Future for StreamCopy<'_> {
     }
 }
 
-/// Moves bytes `from` → `to` until `from` would block (Pending) or ended and `to`
-/// was shut down (Ready).
-fn poll_half(
-    from: &mut Stream,
-    to: &mut Stream,
-    h: &mut Half,
-    bytes: &AtomicU64,
-    activity: &AtomicU64,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        if h.done {
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(buffer) = &h.buffer {
-            if h.pos < h.len {
-                let n = ready!(Pin::new(&mut *to).poll_write(cx, &buffer[h.pos..h.len]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                h.pos += n;
-                h.need_flush = true;
-                continue;
-            }
-        }
-        if let Some(buffer) = h.buffer.take() {
-            give_back(buffer);
-        }
-        if h.read_done {
-            // Forward the end of stream (close_notify and FIN on a TLS leg); the
-            // other direction goes on.
-            ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
-            h.done = true;
-            continue;
-        }
-        let mut buffer = take();
-        let mut read = ReadBuf::new(&mut buffer);
-        match Pin::new(&mut *from).poll_read(cx, &mut read) {
-            Poll::Pending => {
-                give_back(buffer);
-                if h.need_flush {
-                    ready!(Pin::new(&mut *to).poll_flush(cx))?;
-                    h.need_flush = false;
-                }
-                return Poll::Pending;
-            }
-            // A TLS peer that closed the TCP connection without close_notify (common,
-            // and harmless here: the proxy frames nothing) ends the stream like a FIN.
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                give_back(buffer);
-                h.read_done = true;
-            }
-            Poll::Ready(Err(e)) => {
-                give_back(buffer);
-                return Poll::Ready(Err(e));
-            }
-            Poll::Ready(Ok(())) => {
-                let n = read.filled().len();
-                if n == 0 {
-                    give_back(buffer);
-                    h.read_done = true;
-                } else {
-                    bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    activity.fetch_add(1, Ordering::Relaxed);
-                    (h.buffer, h.pos, h.len) = (Some(buffer), 0, n);
-                }
-            }
-        }
-    }
+/// One direction's state.
+#[derive(Default)]
+pub struct Direction {
+    /// Bytes read and not yet written; `None` while nothing is in flight.
+    buffer: Option<Box<[u8]>>,
+    pos: usize,
+    len: usize,
+    /// `from` reached end of stream; `to` still has to be shut down.
+    read_done: bool,
+    /// Written since the last flush (a TLS leg may hold ciphertext).
+    need_flush: bool,
+    /// End of stream forwarded: nothing more to do.
+    done: bool,
 }
 
-impl Drop for Half {
-    fn drop(&mut self) {
+impl Direction {
+    /// Counts `n` bytes read into `buffer` and keeps it until they are written.
+    fn filled(&mut self, buffer: Box<[u8]>, n: usize, bytes: &AtomicU64, traffic: &Traffic) {
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        traffic.activity.fetch_add(1, Ordering::Relaxed);
+        (self.buffer, self.pos, self.len) = (Some(buffer), 0, n);
+    }
+
+    /// The bytes in flight, if any; the buffer goes back to the pool once they are
+    /// all written.
+    fn pending(&mut self) -> Option<&[u8]> {
+        if self.buffer.is_some() && self.pos < self.len {
+            return self.buffer.as_deref().map(|b| &b[self.pos..self.len]);
+        }
         if let Some(buffer) = self.buffer.take() {
             give_back(buffer);
         }
+        None
     }
 }
 
@@ -398,6 +181,181 @@ impl Drop for Direction {
             give_back(buffer);
         }
     }
+}
+
+/// A session leg the copy loop can drive.
+pub trait Leg: Unpin {
+    /// Moves bytes `from` → `to` until `from` would block (Pending) or ended and the
+    /// end was forwarded (Ready).
+    fn poll_direction(
+        from: &mut Self,
+        to: &mut Self,
+        d: &mut Direction,
+        bytes: &AtomicU64,
+        traffic: &Traffic,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>>;
+}
+
+impl Leg for TcpStream {
+    fn poll_direction(
+        from: &mut Self,
+        to: &mut Self,
+        d: &mut Direction,
+        bytes: &AtomicU64,
+        traffic: &Traffic,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if d.done {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(pending) = d.pending() {
+                ready!(to.poll_write_ready(cx))?;
+                match write_filled(to, pending) {
+                    Ok(n) => d.pos += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                continue;
+            }
+            // Nothing in flight, and no buffer held, while we wait for more.
+            ready!(from.poll_read_ready(cx))?;
+            let mut buffer = take();
+            match read_drained(from, &mut buffer) {
+                Ok(0) => {
+                    give_back(buffer);
+                    // Forward the FIN; the other direction goes on (half-close).
+                    SockRef::from(&*to).shutdown(std::net::Shutdown::Write)?;
+                    d.done = true;
+                }
+                Ok(n) => d.filled(buffer, n, bytes, traffic),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_back(buffer),
+                Err(e) => {
+                    give_back(buffer);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Legs with TLS on either side (an idle TLS session measured 27 KB of RSS with
+/// tokio's `copy_bidirectional`, 10.7 KB with this). Writes are flushed before
+/// waiting for more input, so rustls never sits on ciphertext.
+impl Leg for Stream {
+    fn poll_direction(
+        from: &mut Self,
+        to: &mut Self,
+        d: &mut Direction,
+        bytes: &AtomicU64,
+        traffic: &Traffic,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if d.done {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(pending) = d.pending() {
+                let n = ready!(Pin::new(&mut *to).poll_write(cx, pending))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                d.pos += n;
+                d.need_flush = true;
+                continue;
+            }
+            if d.read_done {
+                // close_notify, then the FIN.
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                d.done = true;
+                continue;
+            }
+            let mut buffer = take();
+            let mut read = ReadBuf::new(&mut buffer);
+            match Pin::new(&mut *from).poll_read(cx, &mut read) {
+                Poll::Pending => {
+                    give_back(buffer);
+                    if d.need_flush {
+                        ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                        d.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(())) if !read.filled().is_empty() => {
+                    let n = read.filled().len();
+                    d.filled(buffer, n, bytes, traffic);
+                }
+                // End of stream; also a TLS peer that closed the TCP connection without
+                // close_notify (common, and harmless here: the proxy frames nothing).
+                Poll::Ready(Ok(())) => {
+                    give_back(buffer);
+                    d.read_done = true;
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    give_back(buffer);
+                    d.read_done = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    give_back(buffer);
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Reads once from `from`. A read that returned less than the buffer emptied the
+/// socket's receive queue, so it also tells tokio "would block" (through `try_io`),
+/// which clears the read readiness now instead of after one more `recv` that could
+/// only return EAGAIN. One syscall less per message per direction: with 128-byte
+/// request/response pairs, wrk through the proxy went from 69–74k to 73–84k req/s on
+/// the 2-core test machine. Safe with edge-triggered epoll: bytes that arrive after
+/// this read raise a new edge, and tokio does not clear readiness that a newer event
+/// set. One exception: Linux stops a read at a TCP urgent mark (`MSG_OOB`) with bytes
+/// still queued, which would then wait for the next bytes or the idle timeout. None
+/// of the protocols switchyard fronts (MySQL, MongoDB, HTTP) sends urgent data.
+fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let full = buf.len();
+    once(
+        from,
+        Interest::READABLE,
+        |mut socket| socket.read(buf),
+        |n| n > 0 && n < full,
+    )
+}
+
+/// Writes once to `to`; a short write means the send buffer is full, so, as for
+/// reads, the write readiness is cleared now rather than by a write that returns
+/// EAGAIN.
+fn write_filled(to: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    once(
+        to,
+        Interest::WRITABLE,
+        |mut socket| socket.write(buf),
+        |n| n < buf.len(),
+    )
+}
+
+/// One `op` on `stream` under tokio's readiness; when `drained(n)` says the socket
+/// cannot do more, the readiness is cleared too (by reporting WouldBlock to
+/// `try_io`) while `n` is still returned.
+fn once(
+    stream: &TcpStream,
+    interest: Interest,
+    op: impl FnOnce(&Socket) -> io::Result<usize>,
+    drained: impl Fn(usize) -> bool,
+) -> io::Result<usize> {
+    let mut short = None;
+    let result = stream.try_io(interest, || {
+        let n = op(&SockRef::from(stream))?;
+        if drained(n) {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    short.map_or(result, Ok)
 }
 
 #[cfg(test)]
@@ -414,19 +372,26 @@ mod tests {
         (connected.unwrap(), accepted.unwrap().0)
     }
 
-    #[tokio::test]
-    async fn copies_both_ways_and_keeps_half_close() {
-        // client_end <-> [proxy_client | proxy_upstream] <-> server_end
+    /// client_end <-> [proxy_client | proxy_upstream] <-> server_end, through the
+    /// plain path or the one TLS legs take (here over plain streams).
+    async fn copies_both_ways_keeping_half_close(stream_path: bool) {
         let (mut client_end, proxy_client) = pair().await;
         let (proxy_upstream, mut server_end) = pair().await;
         let traffic = Traffic::default();
-        let copying = bidirectional(proxy_client, proxy_upstream, &traffic);
+        let (client, upstream) = (Stream::Plain(proxy_client), Stream::Plain(proxy_upstream));
+        let copying = if stream_path {
+            Copy::Streams(Both::new(client, upstream, &traffic))
+        } else {
+            copy(client, upstream, &traffic)
+        };
+        assert_eq!(matches!(copying, Copy::Streams(_)), stream_path);
+        let big = vec![7u8; 300 * 1024];
         let talking = async {
-            client_end.write_all(b"hello").await.unwrap();
+            client_end.write_all(&big).await.unwrap();
             client_end.shutdown().await.unwrap();
             let mut got = Vec::new();
             server_end.read_to_end(&mut got).await.unwrap();
-            assert_eq!(got, b"hello", "the FIN came through after the bytes");
+            assert!(got == big, "every byte, then the FIN");
             // The other direction still works after the client's half-close.
             server_end.write_all(b"world").await.unwrap();
             server_end.shutdown().await.unwrap();
@@ -436,40 +401,18 @@ mod tests {
         };
         let (copied, ()) = tokio::join!(copying, talking);
         copied.unwrap();
-        assert_eq!(traffic.upstream.load(Ordering::Relaxed), 5);
+        assert_eq!(traffic.upstream.load(Ordering::Relaxed), big.len() as u64);
         assert_eq!(traffic.downstream.load(Ordering::Relaxed), 5);
     }
 
     #[tokio::test]
-    async fn the_stream_copy_keeps_half_close_and_returns_its_buffers() {
-        // The path TLS legs take, here over plain streams.
-        let (mut client_end, proxy_client) = pair().await;
-        let (proxy_upstream, mut server_end) = pair().await;
-        let traffic = Traffic::default();
-        let copying = StreamCopy {
-            client: Stream::Plain(proxy_client),
-            upstream: Stream::Plain(proxy_upstream),
-            up: Half::default(),
-            down: Half::default(),
-            traffic: &traffic,
-        };
-        let talking = async {
-            let big = vec![7u8; 300 * 1024];
-            client_end.write_all(&big).await.unwrap();
-            client_end.shutdown().await.unwrap();
-            let mut got = Vec::new();
-            server_end.read_to_end(&mut got).await.unwrap();
-            assert_eq!(got, big, "every byte, then the FIN");
-            server_end.write_all(b"world").await.unwrap();
-            server_end.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            client_end.read_to_end(&mut back).await.unwrap();
-            assert_eq!(back, b"world");
-        };
-        let (copied, ()) = tokio::join!(copying, talking);
-        copied.unwrap();
-        assert_eq!(traffic.upstream.load(Ordering::Relaxed), 300 * 1024);
-        assert_eq!(traffic.downstream.load(Ordering::Relaxed), 5);
+    async fn the_plain_path_copies_both_ways_and_keeps_half_close() {
+        copies_both_ways_keeping_half_close(false).await;
+    }
+
+    #[tokio::test]
+    async fn the_stream_path_copies_both_ways_and_keeps_half_close() {
+        copies_both_ways_keeping_half_close(true).await;
     }
 
     #[test]

@@ -14,6 +14,7 @@ use support::tls::*;
 use support::*;
 use switchyard::health::{Layer, Status};
 use switchyard_lab::system;
+use switchyard_lab::tls::Files;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -29,6 +30,44 @@ fn app() -> Behavior {
 
 fn p(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// A listener on `listen` for pool `app`, terminating TLS with `cert`; `extra` lines
+/// go in its tls table.
+fn tls_listener(name: &str, listen: &str, cert: &Files, extra: &str) -> String {
+    format!(
+        "[listeners.{name}]\nlisten = \"{listen}\"\npool = \"app\"\n[listeners.{name}.tls]\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n{extra}\n",
+        p(&cert.cert),
+        p(&cert.key)
+    )
+}
+
+/// A certificate renewal: `live` (the files a listener serves, from the old CA) and
+/// `renewed` (the same name from the new CA), with both CA files.
+struct Renewal {
+    dir: std::path::PathBuf,
+    old_ca: switchyard_lab::tls::Ca,
+    old_ca_file: std::path::PathBuf,
+    new_ca_file: std::path::PathBuf,
+    live: Files,
+    renewed: Files,
+}
+
+fn renewal(prefix: &str) -> Renewal {
+    let dir = cert_dir(prefix);
+    let (old_ca, old_ca_file) = ca(&dir, "old");
+    let (new_ca, new_ca_file) = ca(&dir, "new");
+    let live = server_cert(&old_ca, &dir, "live", &["a.example"]);
+    let renewed = server_cert(&new_ca, &dir, "renewed", &["a.example"]);
+    Renewal {
+        dir,
+        old_ca,
+        old_ca_file,
+        new_ca_file,
+        live,
+        renewed,
+    }
 }
 
 /// Admin, one backend `app1` at `backend`, pool `app`, and the given listeners.
@@ -57,15 +96,17 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         "[listeners.web]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.web.tls]\ncertificates = [\n\
          {{ cert = \"{}\", key = \"{}\", server_names = [\"a.example\"] }},\n\
          {{ cert = \"{}\", key = \"{}\", server_names = [\"b.example\"] }},\n]\n\
-         [listeners.mtls]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.mtls.tls]\n\
-         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\nclient_ca = \"{}\"\n",
+         {}",
         p(&a.cert),
         p(&a.key),
         p(&b.cert),
         p(&b.key),
-        p(&a.cert),
-        p(&a.key),
-        p(&client_ca_file)
+        tls_listener(
+            "mtls",
+            "127.0.0.1:0",
+            &a,
+            &format!("client_ca = \"{}\"", p(&client_ca_file))
+        )
     );
     let proxy = proxy(&config(backend.addr, &listeners)).await;
     await_routable(&proxy, &["app1"]).await;
@@ -147,12 +188,7 @@ async fn bad_input_on_a_tls_port_is_closed_counted_and_harmless() {
     let (ca_a, ca_file) = ca(&dir, "alpha");
     let a = server_cert(&ca_a, &dir, "a", &["a.example"]);
     let backend = Server::start(Behavior::Echo("echo")).await;
-    let listeners = format!(
-        "[listeners.bad]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.bad.tls]\n\
-         handshake_timeout = \"300ms\"\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-        p(&a.cert),
-        p(&a.key)
-    );
+    let listeners = tls_listener("bad", "127.0.0.1:0", &a, "handshake_timeout = \"300ms\"");
     let proxy = proxy(&config(backend.addr, &listeners)).await;
     await_routable(&proxy, &["app1"]).await;
     let web = proxy.listener("bad").unwrap();
@@ -220,7 +256,7 @@ async fn closes_with_nothing_useful(stream: &mut TcpStream, what: &str) {
 }
 
 /// Writes `a` over the live files, as an operator's renewal would.
-fn install(from: &switchyard_lab::tls::Files, to: &switchyard_lab::tls::Files) {
+fn install(from: &Files, to: &Files) {
     std::fs::copy(&from.cert, &to.cert).unwrap();
     std::fs::copy(&from.key, &to.key).unwrap();
 }
@@ -234,19 +270,17 @@ async fn echo_roundtrip(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin)
 
 #[tokio::test]
 async fn certificates_reload_under_live_sessions() {
-    let dir = cert_dir("sy-tls-reload");
-    let (old_ca, old_ca_file) = ca(&dir, "old");
-    let (new_ca, new_ca_file) = ca(&dir, "new");
-    let live = server_cert(&old_ca, &dir, "live", &["a.example"]);
-    let renewed = server_cert(&new_ca, &dir, "renewed", &["a.example"]);
+    let Renewal {
+        dir,
+        old_ca,
+        old_ca_file,
+        new_ca_file,
+        live,
+        renewed,
+    } = renewal("sy-tls-reload");
     let original = server_cert(&old_ca, &dir, "original", &["a.example"]);
     let backend = Server::start(Behavior::Echo("echo")).await;
-    let listeners = format!(
-        "[listeners.reload]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.reload.tls]\n\
-         certificates = [{{ cert = \"{}\", key = \"{}\", server_names = [\"a.example\"] }}]\n",
-        p(&live.cert),
-        p(&live.key)
-    );
+    let listeners = tls_listener("reload", "127.0.0.1:0", &live, "");
     let proxy = proxy(&config(backend.addr, &listeners)).await;
     await_routable(&proxy, &["app1"]).await;
     let web = proxy.listener("reload").unwrap();
@@ -308,19 +342,17 @@ async fn certificates_reload_under_live_sessions() {
 
 #[tokio::test]
 async fn sighup_reloads_certificates_in_the_binary() {
-    let dir = cert_dir("sy-tls-hup");
-    let (old_ca, old_ca_file) = ca(&dir, "old");
-    let (new_ca, new_ca_file) = ca(&dir, "new");
-    let live = server_cert(&old_ca, &dir, "live", &["a.example"]);
-    let renewed = server_cert(&new_ca, &dir, "renewed", &["a.example"]);
+    let Renewal {
+        dir,
+        old_ca_file,
+        new_ca_file,
+        live,
+        renewed,
+        ..
+    } = renewal("sy-tls-hup");
     let backend = Server::start(Behavior::Echo("echo")).await;
     let port = system::free_port().unwrap();
-    let listeners = format!(
-        "[listeners.web]\nlisten = \"127.0.0.1:{port}\"\npool = \"app\"\n[listeners.web.tls]\n\
-         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-        p(&live.cert),
-        p(&live.key)
-    );
+    let listeners = tls_listener("web", &format!("127.0.0.1:{port}"), &live, "");
     let config_file = dir.join("switchyard.toml");
     std::fs::write(&config_file, config(backend.addr, &listeners)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -374,12 +406,7 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
     let app_server = Server::start(app()).await;
     let tls_front = proxy(&config(
         app_server.addr,
-        &format!(
-            "[listeners.tls]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n[listeners.tls.tls]\n\
-             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
-            p(&front_cert.cert),
-            p(&front_cert.key)
-        ),
+        &tls_listener("tls", "127.0.0.1:0", &front_cert, ""),
     ))
     .await;
     let tls_addr = tls_front.listener("tls").unwrap();

@@ -49,6 +49,9 @@ fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
     bail!("{what} did not listen on {addr}")
 }
 
+/// The longest one sysbench call may take, in seconds (`timeout` kills it after).
+const SYSBENCH_LIMIT: &str = "600";
+
 /// One sysbench result.
 #[derive(Debug, Clone, Copy)]
 struct Run {
@@ -73,28 +76,25 @@ fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
     ];
     args.extend_from_slice(extra);
     args.push(command);
-    system::run(Command::new("sysbench").args(&args))
+    // `run` is bounded by --time; the outer limit covers a connect that never returns.
+    system::run(Command::new("timeout").arg(SYSBENCH_LIMIT).arg("sysbench").args(&args))
 }
 
 /// `transactions: N (X per sec.)` and `95th percentile: Y` from sysbench's report.
 fn parse(out: &str) -> Option<Run> {
-    let tps = out
-        .lines()
-        .find(|l| l.trim_start().starts_with("transactions:"))?
+    let after = |label: &str| {
+        out.lines()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .map(str::trim)
+    };
+    let tps = after("transactions:")?
         .split('(')
         .nth(1)?
         .split_whitespace()
         .next()?
         .parse()
         .ok()?;
-    let p95_ms = out
-        .lines()
-        .find(|l| l.trim_start().starts_with("95th percentile:"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
+    let p95_ms = after("95th percentile:")?.parse().ok()?;
     Some(Run { tps, p95_ms })
 }
 

@@ -10,7 +10,7 @@
 //!    nudges that backend's checker.
 //! 2. If nothing is routable or every connect failed, hold: wait for the next table
 //!    generation, up to `hold_timeout`, then close cleanly.
-//! 3. Copy both ways with [`pipe::bidirectional`] (a FIN in one direction is forwarded
+//! 3. Copy both ways with [`pipe::copy`] (a FIN in one direction is forwarded
 //!    as a FIN and the other direction goes on; a buffer only while bytes are in
 //!    flight), until both sides close, the session is idle too long, the member is
 //!    fenced, or shutdown's grace runs out.
@@ -303,7 +303,7 @@ async fn pipe(client: Stream, upstream: Stream, member: &Member, ctx: &SessionCo
     let ended = tokio::select! {
         biased;
         ended = watchdog(&traffic.activity, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
-        result = pipe::streams(client, upstream, &traffic) => {
+        result = pipe::copy(client, upstream, &traffic) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }

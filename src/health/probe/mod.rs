@@ -56,6 +56,15 @@ impl Probe {
     }
 }
 
+/// A failed or timed-out exchange leaves a kept connection in an unknown state: it is
+/// dropped, and the next check connects (and logs in) afresh.
+fn drop_on_error<C, T>(conn: &mut Option<C>, result: Result<T, CheckError>) -> Result<T, CheckError> {
+    if result.is_err() {
+        *conn = None;
+    }
+    result
+}
+
 /// Runs one phase of a check under the shared deadline.
 async fn phase<T>(
     deadline: Instant,

@@ -15,7 +15,7 @@ use bson::{doc, Binary, Bson, Document};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{connect, phase, scram};
+use super::{connect, drop_on_error, phase, scram};
 use crate::config::MongoProbeConfig;
 use crate::health::{CheckError, Phase, Report, Role};
 use crate::protocol::mongo::{decode_op_msg, encode_op_msg, parse_hello, Hello};
@@ -50,10 +50,7 @@ impl MongoProbe {
 
     pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         let result = self.check_inner(addr, deadline).await;
-        if result.is_err() {
-            self.conn = None;
-        }
-        result
+        drop_on_error(&mut self.conn, result)
     }
 
     async fn check_inner(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {

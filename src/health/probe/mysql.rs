@@ -57,11 +57,7 @@ impl MysqlProbe {
 
     pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         let result = self.check_inner(addr, deadline).await;
-        if result.is_err() {
-            // A failed or timed-out exchange leaves the connection in an unknown state.
-            self.conn = None;
-        }
-        result
+        super::drop_on_error(&mut self.conn, result)
     }
 
     async fn check_inner(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
