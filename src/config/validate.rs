@@ -6,12 +6,14 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use super::raw::{RawBackendTls, RawCheck, RawConfig, RawListener, RawListenerTls, RawPool};
+use super::raw::{RawCheck, RawConfig, RawListener, RawPool};
 use super::*;
 use crate::duration;
-use rustls::pki_types::ServerName;
+use crate::tls::load::FileError;
 
-use crate::tls::load::{self, FileError};
+mod tls;
+
+use tls::{backend_tls, listener_tls, mode_fits_pool};
 
 /// The shortest check interval we accept: faster probing costs more than it buys.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -543,45 +545,7 @@ fn listeners(
             Some("mysql") => ListenerMode::Mysql,
             Some(other) => return Err(ctx.invalid(key("mode"), format!("\"tcp\" or \"mysql\", got \"{other}\""))),
         };
-        // MySQL starts TLS inside its protocol, after the greeting: a leg that does
-        // TLS from the first byte never handshakes with a MySQL client or server, and
-        // a backend whose TLS starts inside the protocol can only be checked by the
-        // MySQL probe.
-        let members = || pools[pool].members.iter().map(|&id| &backends[id]);
-        let is_mysql = |b: &BackendConfig| matches!(b.check.probe, ProbeConfig::Mysql(_));
-        let pool_name = &pools[pool].name;
-        match mode {
-            ListenerMode::Tcp => {
-                if let Some(b) = members().find(|b| b.tls.is_some() && is_mysql(b)) {
-                    return Err(ctx.invalid(
-                        key("mode"),
-                        format!(
-                            "\"mysql\": pool \"{pool_name}\" has a MySQL backend with TLS (backends.{}.tls), which only the mysql mode can speak",
-                            b.name
-                        ),
-                    ));
-                }
-                if let Some(b) = members().find(|b| listener.tls.is_some() && is_mysql(b)) {
-                    return Err(ctx.invalid(
-                        key("mode"),
-                        format!(
-                            "\"mysql\": MySQL clients ask for TLS inside the protocol, and pool \"{pool_name}\" has MySQL backends (backends.{})",
-                            b.name
-                        ),
-                    ));
-                }
-            }
-            ListenerMode::Mysql => {
-                if let Some(b) = members().find(|b| b.tls.is_some() && !is_mysql(b)) {
-                    return Err(ctx.invalid(
-                        format!("backends.{}.check.kind", b.name),
-                        format!(
-                            "\"mysql\": its TLS starts inside the MySQL protocol (listener \"{name}\" has mode = \"mysql\"), which only the mysql check speaks"
-                        ),
-                    ));
-                }
-            }
-        }
+        mode_fits_pool(ctx, &name, mode, listener.tls.is_some(), &pools[pool], backends)?;
         let tls = match listener.tls {
             Some(tls) => Some(listener_tls(ctx, &key("tls"), tls, mode)?),
             None => None,
@@ -597,130 +561,4 @@ fn listeners(
         });
     }
     Ok(listeners)
-}
-
-fn listener_tls(
-    ctx: &Ctx,
-    table: &str,
-    raw: RawListenerTls,
-    mode: ListenerMode,
-) -> Result<ListenerTlsConfig, ConfigError> {
-    let key = |field: &str| format!("{table}.{field}");
-    if raw.certificates.is_empty() {
-        return Err(ctx.invalid(
-            key("certificates"),
-            "at least one { cert = \"...\", key = \"...\" } entry",
-        ));
-    }
-    let mut seen: Vec<String> = Vec::new();
-    let mut certificates = Vec::new();
-    for (i, certificate) in raw.certificates.into_iter().enumerate() {
-        let mut server_names = Vec::new();
-        for name in certificate.server_names {
-            let name = name.to_ascii_lowercase();
-            if ServerName::try_from(name.as_str()).is_err() || name.parse::<std::net::IpAddr>().is_ok() {
-                return Err(ctx.invalid(
-                    key(&format!("certificates[{i}].server_names")),
-                    format!("DNS names, got \"{name}\""),
-                ));
-            }
-            if seen.contains(&name) {
-                return Err(ctx.invalid(
-                    key(&format!("certificates[{i}].server_names")),
-                    format!("each name once across certificates, but \"{name}\" repeats"),
-                ));
-            }
-            seen.push(name.clone());
-            server_names.push(name);
-        }
-        if i > 0 && server_names.is_empty() {
-            return Err(ctx.invalid(
-                key(&format!("certificates[{i}].server_names")),
-                "the names this certificate answers for (only the first certificate is the default)",
-            ));
-        }
-        certificates.push(CertFiles {
-            cert: certificate.cert.into(),
-            key: certificate.key.into(),
-            server_names,
-        });
-    }
-    let files = ServerFiles {
-        certificates,
-        client_ca: raw.client_ca.map(Into::into),
-    };
-    let handshake_timeout = ctx.duration(
-        &key("handshake_timeout"),
-        raw.handshake_timeout.as_deref(),
-        Duration::from_secs(5),
-    )?;
-    if handshake_timeout.is_zero() {
-        return Err(ctx.invalid(key("handshake_timeout"), "a duration above zero"));
-    }
-    if raw.require_tls.is_some() && mode != ListenerMode::Mysql {
-        return Err(ctx.invalid(
-            key("require_tls"),
-            "no require_tls outside mode = \"mysql\" (a tcp-mode TLS listener always requires TLS)",
-        ));
-    }
-    if raw.require_tls == Some(false) && files.client_ca.is_some() {
-        return Err(ctx.invalid(
-            key("require_tls"),
-            "true with client_ca: a client that skips TLS would skip its certificate check too",
-        ));
-    }
-    let loaded = load::server_config(&files).map_err(|e| ctx.tls_file(table, e))?;
-    Ok(ListenerTlsConfig {
-        files,
-        loaded,
-        handshake_timeout,
-        require_tls: raw.require_tls.unwrap_or(true),
-    })
-}
-
-fn backend_tls(ctx: &Ctx, table: &str, raw: RawBackendTls, address: &str) -> Result<BackendTlsConfig, ConfigError> {
-    let key = |field: &str| format!("{table}.{field}");
-    let verify = match (raw.ca, raw.insecure.unwrap_or(false)) {
-        (Some(_), true) => {
-            return Err(ctx.invalid(key("insecure"), "either ca or insecure = true, not both"));
-        }
-        (Some(ca), false) => Verify::Ca(ca.into()),
-        (None, true) => Verify::Insecure,
-        (None, false) => {
-            return Err(ctx.invalid(
-                key("ca"),
-                "a CA bundle to verify the backend with (or insecure = true, for labs only)",
-            ));
-        }
-    };
-    let identity = match (raw.cert, raw.key) {
-        (Some(cert), Some(k)) => Some(CertFiles {
-            cert: cert.into(),
-            key: k.into(),
-            server_names: Vec::new(),
-        }),
-        (None, None) => None,
-        (Some(_), None) => return Err(ctx.invalid(key("key"), "the client certificate's key, since cert is set")),
-        (None, Some(_)) => return Err(ctx.invalid(key("cert"), "a client certificate, since key is set")),
-    };
-    let server_name = raw.server_name.unwrap_or_else(|| host_of(address));
-    if ServerName::try_from(server_name.as_str()).is_err() {
-        return Err(ctx.invalid(
-            key("server_name"),
-            format!("a DNS name or an IP address, got \"{server_name}\""),
-        ));
-    }
-    let client = load::client_config(&verify, identity.as_ref()).map_err(|e| ctx.tls_file(table, e))?;
-    Ok(BackendTlsConfig {
-        verify,
-        server_name,
-        identity,
-        client,
-    })
-}
-
-/// The host part of `host:port`, `[v6]:port` or `v4:port`.
-fn host_of(address: &str) -> String {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']').to_string()
 }
