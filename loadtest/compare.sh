@@ -117,6 +117,7 @@ idle_kb() { # $1 target: KB per idle connection (2000 idle connections through i
   before=$(rss "$pid")
   python3 - "${P2[$1]}" <<'PY' &
 import socket, sys, time
+socket.setdefaulttimeout(10)  # a stalled proxy fails the run instead of hanging it
 conns = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(2000)]
 open("/dev/stdout", "w").write("")
 time.sleep(4)

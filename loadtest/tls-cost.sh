@@ -115,6 +115,7 @@ idle_tls_kb() { # $1 pid of the proxy, $2 its TLS port: KB per idle TLS session
   before=$(rss "$1")
   python3 - "$2" "$WORK/cert.pem" <<'PY' &
 import socket, ssl, sys, time
+socket.setdefaulttimeout(10)  # a stalled proxy fails the run instead of hanging it
 ctx = ssl.create_default_context(cafile=sys.argv[2])
 conns = []
 for _ in range(1000):

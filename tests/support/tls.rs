@@ -48,15 +48,17 @@ pub fn connector(ca_file: &Path) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
-/// Connects and handshakes with SNI `name`.
+/// Connects and handshakes with SNI `name`; a peer that stalls for 15 s is an error.
 pub async fn connect_tls(
     addr: SocketAddr,
     name: &str,
     connector: &TlsConnector,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(name.to_string()).expect("server name");
-    connector.connect(name, tcp).await
+    let handshake = async { connector.connect(name, TcpStream::connect(addr).await?).await };
+    tokio::time::timeout(std::time::Duration::from_secs(15), handshake)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// Runs a command off the async workers; returns (success, stdout, stderr).
