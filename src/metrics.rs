@@ -16,6 +16,9 @@ pub const SESSIONS_ACTIVE: &str = "switchyard_sessions_active";
 pub const BYTES_UPSTREAM: &str = "switchyard_bytes_upstream_total";
 /// Bytes from backends to clients. Labels: pool, backend.
 pub const BYTES_DOWNSTREAM: &str = "switchyard_bytes_downstream_total";
+/// Of the bytes both ways, those moved by splice(2), never copied through user space.
+/// Labels: pool, backend.
+pub const BYTES_SPLICED: &str = "switchyard_bytes_spliced_total";
 /// Failed connects from the data path. Labels: pool, backend, layer.
 pub const CONNECT_FAILURES: &str = "switchyard_connect_failures_total";
 /// Sessions closed because their backend left the pool. Labels: pool, backend.
@@ -123,6 +126,11 @@ fn describe() {
     describe_gauge!(SESSIONS_ACTIVE, "Sessions open now.");
     describe_counter!(BYTES_UPSTREAM, Unit::Bytes, "Bytes from clients to backends.");
     describe_counter!(BYTES_DOWNSTREAM, Unit::Bytes, "Bytes from backends to clients.");
+    describe_counter!(
+        BYTES_SPLICED,
+        Unit::Bytes,
+        "Of the bytes both ways, those moved by splice(2) without a copy through user space."
+    );
     describe_counter!(CONNECT_FAILURES, "Failed connects from the data path, by layer.");
     describe_counter!(FENCED_SESSIONS, "Sessions closed because their backend left the pool.");
     describe_counter!(HOLDS, "Sessions that waited for a routable backend.");

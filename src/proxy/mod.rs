@@ -316,6 +316,7 @@ async fn pipe(client: Stream, upstream: Stream, member: &Member, ctx: &SessionCo
     );
     member.bytes_upstream.increment(up);
     member.bytes_downstream.increment(down);
+    member.bytes_spliced.increment(traffic.spliced.load(Ordering::Relaxed));
     (ended, up + down)
 }
 

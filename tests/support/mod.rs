@@ -335,3 +335,28 @@ pub fn pool_status(status: &serde_json::Value, name: &str) -> serde_json::Value 
         .cloned()
         .unwrap_or_default()
 }
+
+/// The value of the sample whose line starts with `series` (name and labels as
+/// rendered), or 0 when absent.
+pub async fn metric(proxy: &Running, series: &str) -> f64 {
+    let (_, text) = http_get(proxy.admin().expect("admin"), "/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the sample of `series` reaches `at_least` (a counter may be bumped a
+/// moment after the connection it counts was closed, on another thread).
+pub async fn await_metric(proxy: &Running, series: &str, at_least: f64) -> f64 {
+    let what = format!("{series} >= {at_least}");
+    within(std::time::Duration::from_secs(20), &what, async {
+        loop {
+            let value = metric(proxy, series).await;
+            if value >= at_least {
+                return value;
+            }
+            poll_pause().await;
+        }
+    })
+    .await
+}

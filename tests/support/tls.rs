@@ -1,5 +1,5 @@
 //! TLS test helpers: a directory of throw-away certificates, a rustls client (the
-//! proxy's own provider), curl, and reading one counter from `/metrics`.
+//! proxy's own provider) and curl.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,14 +8,11 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use switchyard::app::Running;
 use switchyard_lab::system;
 use switchyard_lab::tls::{Ca, Files};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-
-use super::http_get;
 
 /// A temp directory for certificate files.
 pub fn cert_dir(prefix: &str) -> PathBuf {
@@ -80,29 +77,4 @@ pub async fn curl(args: &[&str]) -> (bool, String, String) {
     let mut command = Command::new("curl");
     command.args(["-sS", "--max-time", "10"]).args(args);
     run(command).await
-}
-
-/// The value of the sample whose line starts with `series` (name and labels as
-/// rendered), or 0 when absent.
-pub async fn metric(proxy: &Running, series: &str) -> f64 {
-    let (_, text) = http_get(proxy.admin().expect("admin"), "/metrics").await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Waits until the sample of `series` reaches `at_least` (a counter may be bumped a
-/// moment after the connection it counts was closed, on another thread).
-pub async fn await_metric(proxy: &Running, series: &str, at_least: f64) -> f64 {
-    let what = format!("{series} >= {at_least}");
-    super::within(std::time::Duration::from_secs(20), &what, async {
-        loop {
-            let value = metric(proxy, series).await;
-            if value >= at_least {
-                return value;
-            }
-            super::poll_pause().await;
-        }
-    })
-    .await
 }

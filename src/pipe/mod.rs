@@ -9,14 +9,17 @@
 //!
 //! One future, [`Copy`], over two kinds of [`Leg`]: plain TCP waits for readiness
 //! *without* a buffer and reads with one syscall less per message (see
-//! [`read_drained`]); a TLS leg cannot say "readable" without being read, so each
+//! [`read_drained`]); once a read fills a whole buffer the direction is moving bulk,
+//! and on Linux it splices socket → pipe → socket instead ([`splice`]: iperf3, one
+//! stream through the proxy on the 2-core test machine, went from 6.7 to 10.1 Gbit/s
+//! in the same run); a TLS leg cannot say "readable" without being read, so each
 //! `poll_read` borrows a pooled buffer and hands it back at once if nothing came.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
 use socket2::{SockRef, Socket};
@@ -24,6 +27,42 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::stream::Stream;
+
+#[cfg(target_os = "linux")]
+mod splice;
+#[cfg(not(target_os = "linux"))]
+mod splice {
+    //! No splice(2) off Linux: bulk bytes take the buffer path.
+    use std::io;
+    use tokio::net::TcpStream;
+
+    #[derive(Debug)]
+    pub enum Pipe {}
+    impl Pipe {
+        pub fn take() -> Option<Pipe> {
+            None
+        }
+        pub fn give_back(self) {}
+        pub fn fill(&self, _: &TcpStream) -> io::Result<usize> {
+            match *self {}
+        }
+        pub fn drain(&self, _: &TcpStream, _: usize) -> io::Result<usize> {
+            match *self {}
+        }
+    }
+    pub fn unsupported(_: &io::Error) -> bool {
+        true
+    }
+}
+use splice::Pipe;
+
+/// A splice that moved less than this (message-sized) ends bulk mode: small messages go
+/// back to the buffer path, whose short-read shortcut saves a syscall each (see
+/// [`read_drained`]). Between 1 byte and 16 KiB, iperf3 through the proxy could not
+/// tell the thresholds apart; a bulk stream rarely delivers less than a page.
+const BULK_MIN: usize = 4 * 1024;
+/// Cleared for good the first time the kernel refuses splice(2) on a TCP socket.
+static SPLICE_WORKS: AtomicBool = AtomicBool::new(true);
 
 /// Bytes per read while a burst is in flight.
 pub const BUFFER: usize = 64 * 1024;
@@ -55,6 +94,8 @@ pub struct Traffic {
     pub upstream: AtomicU64,
     /// Backend → client bytes.
     pub downstream: AtomicU64,
+    /// Of `upstream` + `downstream`, the bytes moved by splice(2).
+    pub spliced: AtomicU64,
     /// Bumped on every read that moved bytes, either way (the idle timer watches it).
     pub activity: AtomicU64,
 }
@@ -152,14 +193,32 @@ pub struct Direction {
     need_flush: bool,
     /// End of stream forwarded: nothing more to do.
     done: bool,
+    /// Plain legs only: a read filled a whole buffer, so this direction is moving bulk
+    /// and splices through `pipe` (Linux) until a splice moves less than [`BULK_MIN`].
+    bulk: bool,
+    /// Held only while `in_pipe` bytes are in it, or while bulk bytes are being read.
+    pipe: Option<Pipe>,
+    in_pipe: usize,
 }
 
 impl Direction {
     /// Counts `n` bytes read into `buffer` and keeps it until they are written.
     fn filled(&mut self, buffer: Box<[u8]>, n: usize, bytes: &AtomicU64, traffic: &Traffic) {
+        self.count(n, bytes, traffic);
+        (self.buffer, self.pos, self.len) = (Some(buffer), 0, n);
+    }
+
+    fn count(&self, n: usize, bytes: &AtomicU64, traffic: &Traffic) {
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         traffic.activity.fetch_add(1, Ordering::Relaxed);
-        (self.buffer, self.pos, self.len) = (Some(buffer), 0, n);
+    }
+
+    /// `from` ended: forward the FIN while the other direction goes on (half-close).
+    fn forward_end(&mut self, to: &TcpStream) -> io::Result<()> {
+        self.release_pipe();
+        SockRef::from(to).shutdown(std::net::Shutdown::Write)?;
+        self.done = true;
+        Ok(())
     }
 
     /// The bytes in flight, if any; the buffer goes back to the pool once they are
@@ -173,6 +232,16 @@ impl Direction {
         }
         None
     }
+
+    /// Gives the pipe back to the pool if it is empty (a pipe with bytes in it is
+    /// closed on drop, bytes and all: the session is over).
+    fn release_pipe(&mut self) {
+        if self.in_pipe == 0 {
+            if let Some(pipe) = self.pipe.take() {
+                pipe.give_back();
+            }
+        }
+    }
 }
 
 impl Drop for Direction {
@@ -180,6 +249,7 @@ impl Drop for Direction {
         if let Some(buffer) = self.buffer.take() {
             give_back(buffer);
         }
+        self.release_pipe();
     }
 }
 
@@ -197,6 +267,8 @@ pub trait Leg: Unpin {
     ) -> Poll<io::Result<()>>;
 }
 
+/// Plain TCP on both sides: wait for readiness without a buffer, read with the
+/// short-read shortcut, and splice bulk bytes (Linux).
 impl Leg for TcpStream {
     fn poll_direction(
         from: &mut Self,
@@ -210,6 +282,16 @@ impl Leg for TcpStream {
             if d.done {
                 return Poll::Ready(Ok(()));
             }
+            if d.in_pipe > 0 {
+                ready!(to.poll_write_ready(cx))?;
+                let pipe = d.pipe.as_ref().expect("bytes in flight are in a pipe");
+                match pipe.drain(to, d.in_pipe) {
+                    Ok(n) => d.in_pipe -= n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                continue;
+            }
             if let Some(pending) = d.pending() {
                 ready!(to.poll_write_ready(cx))?;
                 match write_filled(to, pending) {
@@ -219,17 +301,44 @@ impl Leg for TcpStream {
                 }
                 continue;
             }
-            // Nothing in flight, and no buffer held, while we wait for more.
-            ready!(from.poll_read_ready(cx))?;
+            // Nothing in flight, and no buffer or pipe held, while we wait for more.
+            if let Poll::Ready(ready) = from.poll_read_ready(cx) {
+                ready?;
+            } else {
+                d.release_pipe();
+                return Poll::Pending;
+            }
+            if d.bulk && d.pipe.is_none() {
+                d.pipe = Pipe::take();
+            }
+            if let (true, Some(pipe)) = (d.bulk, &d.pipe) {
+                match pipe.fill(from) {
+                    Ok(0) => d.forward_end(to)?,
+                    Ok(n) => {
+                        d.count(n, bytes, traffic);
+                        traffic.spliced.fetch_add(n as u64, Ordering::Relaxed);
+                        d.in_pipe = n;
+                        d.bulk = n >= BULK_MIN;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if splice::unsupported(&e) => {
+                        SPLICE_WORKS.store(false, Ordering::Relaxed);
+                        d.bulk = false;
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                continue;
+            }
             let mut buffer = take();
             match read_drained(from, &mut buffer) {
                 Ok(0) => {
                     give_back(buffer);
-                    // Forward the FIN; the other direction goes on (half-close).
-                    SockRef::from(&*to).shutdown(std::net::Shutdown::Write)?;
-                    d.done = true;
+                    d.forward_end(to)?;
                 }
-                Ok(n) => d.filled(buffer, n, bytes, traffic),
+                Ok(n) => {
+                    d.bulk = n == buffer.len() && SPLICE_WORKS.load(Ordering::Relaxed);
+                    d.filled(buffer, n, bytes, traffic);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_back(buffer),
                 Err(e) => {
                     give_back(buffer);
@@ -413,6 +522,49 @@ mod tests {
     #[tokio::test]
     async fn the_stream_path_copies_both_ways_and_keeps_half_close() {
         copies_both_ways_keeping_half_close(true).await;
+    }
+
+    /// A bulk transfer (more than fits in socket buffers) followed by small exchanges
+    /// on the same session: every byte arrives in order, in bulk through splice(2) on
+    /// Linux, and the small messages after it still get through both ways.
+    #[tokio::test]
+    async fn bulk_then_small_messages_arrive_intact() {
+        let (mut client_end, proxy_client) = pair().await;
+        let (proxy_upstream, mut server_end) = pair().await;
+        let traffic = Traffic::default();
+        let copying = copy(Stream::Plain(proxy_client), Stream::Plain(proxy_upstream), &traffic);
+        let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let talking = async {
+            let (sent, got) = tokio::join!(client_end.write_all(&big), async {
+                let mut got = vec![0u8; big.len()];
+                server_end.read_exact(&mut got).await.map(|_| got)
+            });
+            sent.unwrap();
+            assert!(got.unwrap() == big, "8 MiB arrive in order");
+            for round in 0..50u8 {
+                client_end.write_all(&[round; 100]).await.unwrap();
+                let mut request = [0u8; 100];
+                server_end.read_exact(&mut request).await.unwrap();
+                assert_eq!(request, [round; 100]);
+                server_end.write_all(&[round; 7]).await.unwrap();
+                let mut response = [0u8; 7];
+                client_end.read_exact(&mut response).await.unwrap();
+                assert_eq!(response, [round; 7]);
+            }
+            client_end.shutdown().await.unwrap();
+            server_end.shutdown().await.unwrap();
+            assert_eq!(server_end.read(&mut [0u8; 1]).await.unwrap(), 0, "the FIN follows");
+            assert_eq!(client_end.read(&mut [0u8; 1]).await.unwrap(), 0);
+        };
+        let (copied, ()) = tokio::join!(copying, talking);
+        copied.unwrap();
+        assert_eq!(traffic.upstream.load(Ordering::Relaxed), big.len() as u64 + 5000);
+        assert_eq!(traffic.downstream.load(Ordering::Relaxed), 350);
+        let spliced = traffic.spliced.load(Ordering::Relaxed);
+        if cfg!(target_os = "linux") {
+            assert!(spliced > 0, "the bulk went through splice(2)");
+        }
+        assert!(spliced < big.len() as u64 + 5000, "not the first buffer's worth");
     }
 
     #[test]

@@ -1,0 +1,108 @@
+//! Bulk bytes between two plain sockets without passing through user space: splice(2)
+//! from the reading socket into a pipe, then from the pipe into the writing socket.
+//! The kernel moves page references instead of copying every byte into a buffer and
+//! out again, which is two of the four copies a proxied byte costs on loopback.
+//!
+//! A pipe is held only while bytes are in it, like the copy buffers: taken from a
+//! per-thread pool when a bulk direction has something to read, given back empty when
+//! it waits again. An idle session holds no pipe and no file descriptors beyond its
+//! two sockets.
+//!
+//! Only ever spliced *into an empty pipe*: then a splice that returns EAGAIN can only
+//! mean the socket has nothing to read (with bytes already in the pipe, it could
+//! also mean the pipe is full), so tokio's readiness stays exact.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::OwnedFd;
+
+use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Bytes a pipe holds. The kernel's default is 64 KiB in 16 page slots, and a socket's
+/// pages may fill a slot only partly; iperf3 through the proxy, same run: 7.0 Gbit/s
+/// with 64 KiB pipes, 9.6 with 256 KiB, 9.2 with 1 MiB.
+const CAPACITY: usize = 256 * 1024;
+/// Empty pipes kept per worker thread between bursts (two descriptors each).
+const POOLED: usize = 16;
+
+thread_local! {
+    static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One pipe, both ends non-blocking.
+#[derive(Debug)]
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
+}
+
+impl Pipe {
+    /// An empty pipe: a pooled one, or a new one. `None` when none can be made (out of
+    /// descriptors, say); the caller copies through a buffer instead.
+    pub fn take() -> Option<Pipe> {
+        if let Some(pipe) = POOL.with(|pool| pool.borrow_mut().pop()) {
+            return Some(pipe);
+        }
+        let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).ok()?;
+        // Best effort: past the per-user pipe page limit the kernel refuses, and the
+        // default size still works.
+        let capacity = fcntl_setpipe_size(&write, CAPACITY).unwrap_or(64 * 1024);
+        Some(Pipe { read, write, capacity })
+    }
+
+    /// Returns an *empty* pipe to this thread's pool (or closes it if the pool is full).
+    pub fn give_back(self) {
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOLED {
+                pool.push(self);
+            }
+        });
+    }
+
+    /// Moves what `from` has to read into this pipe, which must be empty. Ok(0) is end
+    /// of stream; WouldBlock clears `from`'s read readiness.
+    pub fn fill(&self, from: &TcpStream) -> io::Result<usize> {
+        from.try_io(Interest::READABLE, || {
+            Ok(splice(from, None, &self.write, None, self.capacity, flags())?)
+        })
+    }
+
+    /// Moves up to `len` bytes from this pipe into `to`; WouldBlock clears `to`'s write
+    /// readiness (the pipe is not empty, so the socket is what is full).
+    pub fn drain(&self, to: &TcpStream, len: usize) -> io::Result<usize> {
+        to.try_io(Interest::WRITABLE, || {
+            Ok(splice(&self.read, None, to, None, len, flags())?)
+        })
+    }
+}
+
+fn flags() -> SpliceFlags {
+    SpliceFlags::MOVE | SpliceFlags::NONBLOCK
+}
+
+/// splice(2) refused these sockets (a kernel or socket type without it): nothing was
+/// moved, and the bytes can still be copied the ordinary way.
+pub fn unsupported(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput || e.kind() == io::ErrorKind::Unsupported
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_bounded_and_pipes_are_reused() {
+        let pipes: Vec<Pipe> = (0..POOLED + 4).map(|_| Pipe::take().unwrap()).collect();
+        assert!(pipes[0].capacity >= 64 * 1024);
+        for pipe in pipes {
+            pipe.give_back();
+        }
+        assert_eq!(POOL.with(|p| p.borrow().len()), POOLED);
+        Pipe::take().unwrap();
+        assert_eq!(POOL.with(|p| p.borrow().len()), POOLED - 1);
+    }
+}
