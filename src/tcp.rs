@@ -24,13 +24,17 @@ pub fn tune(stream: &TcpStream, options: &TcpOptions) -> io::Result<()> {
 fn apply(socket: &Socket, options: &TcpOptions) -> io::Result<()> {
     socket.set_tcp_nodelay(true)?;
     let interval = (options.keepalive / 3).max(Duration::from_secs(1));
-    let keepalive = TcpKeepalive::new()
-        .with_time(options.keepalive)
-        .with_interval(interval)
-        .with_retries(3);
-    socket.set_tcp_keepalive(&keepalive)?;
+    let keepalive = TcpKeepalive::new().with_time(options.keepalive).with_interval(interval);
+    // Where TCP_USER_TIMEOUT exists it decides when unanswered probes kill the
+    // connection, and the kernel ignores the probe count (tcp(7)): not setting
+    // TCP_KEEPCNT there saves a syscall per backend connection and changes nothing.
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    socket.set_tcp_user_timeout(Some(options.user_timeout))?;
+    {
+        socket.set_tcp_keepalive(&keepalive)?;
+        socket.set_tcp_user_timeout(Some(options.user_timeout))?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    socket.set_tcp_keepalive(&keepalive.with_retries(3))?;
     Ok(())
 }
 
