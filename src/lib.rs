@@ -42,6 +42,7 @@ pub mod pool;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
+pub mod spread;
 pub mod stats;
 pub mod stream;
 pub mod tcp;

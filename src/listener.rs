@@ -1,7 +1,8 @@
 //! The accept loop of one listener socket: a connection cap (a semaphore permit per
 //! session, shared by the listener's sockets on every data-plane thread), backoff on
 //! accept errors (EMFILE must not spin a core), and one task per session on the
-//! thread's own runtime, tracked so shutdown can wait for them.
+//! thread's own runtime (or, if this thread is clearly busier, on another: see
+//! [`spread`](crate::spread)), tracked so shutdown can wait for them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
-use crate::proxy::{self, SessionContext};
+use crate::proxy::SessionContext;
+use crate::spread::{self, Threads};
 
 pub struct Listener {
     pub name: String,
@@ -20,6 +22,9 @@ pub struct Listener {
     pub tcp: std::net::TcpListener,
     pub limit: Arc<Semaphore>,
     pub ctx: Arc<SessionContext>,
+    /// The data-plane thread this loop runs on, and all of them.
+    pub thread: usize,
+    pub threads: Arc<Threads>,
 }
 
 impl Listener {
@@ -54,11 +59,8 @@ impl Listener {
                         },
                         _ = stop.cancelled() => return,
                     };
-                    let ctx = self.ctx.clone();
-                    sessions.spawn(async move {
-                        proxy::serve(ctx, stream, peer).await;
-                        drop(permit);
-                    });
+                    let counted = self.threads.place(self.thread);
+                    spread::dispatch(self.thread, stream, peer, self.ctx.clone(), permit, counted, &sessions);
                 }
                 Err(e) => {
                     error!(listener = %self.name, error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");

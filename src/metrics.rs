@@ -19,6 +19,9 @@ pub const BYTES_DOWNSTREAM: &str = "switchyard_bytes_downstream_total";
 /// Of the bytes both ways, those moved by splice(2), never copied through user space.
 /// Labels: pool, backend.
 pub const BYTES_SPLICED: &str = "switchyard_bytes_spliced_total";
+/// Connections accepted on one data-plane thread and served on a less busy one.
+/// Labels: listener.
+pub const SESSIONS_MOVED: &str = "switchyard_sessions_moved_total";
 /// Failed connects from the data path. Labels: pool, backend, layer.
 pub const CONNECT_FAILURES: &str = "switchyard_connect_failures_total";
 /// Sessions closed because their backend left the pool. Labels: pool, backend.
@@ -130,6 +133,10 @@ fn describe() {
         BYTES_SPLICED,
         Unit::Bytes,
         "Of the bytes both ways, those moved by splice(2) without a copy through user space."
+    );
+    describe_counter!(
+        SESSIONS_MOVED,
+        "Connections accepted on one data-plane thread and served on a less busy one."
     );
     describe_counter!(CONNECT_FAILURES, "Failed connects from the data path, by layer.");
     describe_counter!(FENCED_SESSIONS, "Sessions closed because their backend left the pool.");

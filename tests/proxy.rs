@@ -343,20 +343,26 @@ async fn a_failed_start_is_an_error_not_a_panic() {
     assert!(error.to_string().contains("cannot bind admin"), "{error}");
 }
 
+/// A proxy with two data-plane threads, one listener (`name`, with `listener_extra`)
+/// to one backend `a` at `backend`; returns once `a` is routable.
+async fn two_threads(backend: std::net::SocketAddr, name: &str, listener_extra: &str) -> switchyard::app::Running {
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n[runtime]\nworkers = 2\n[check]\ninterval = \"100ms\"\n\
+         [backends.a]\naddress = \"{backend}\"\n[pools.p]\nbackends = [\"a\"]\n\
+         [listeners.{name}]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n{listener_extra}\n"
+    );
+    let proxy = proxy(&text).await;
+    await_routable(&proxy, &["a"]).await;
+    proxy
+}
+
 #[tokio::test]
 async fn the_connection_cap_holds_across_data_plane_threads() {
     // One session at a time, two data-plane threads (two sockets on one port): a
     // client that waits for the cap is served as soon as the session before it ends,
     // whichever thread's socket the kernel gave it to.
     let server = Server::start(Behavior::Echo("capped")).await;
-    let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n[runtime]\nworkers = 2\n[check]\ninterval = \"100ms\"\n\
-         [backends.a]\naddress = \"{}\"\n[pools.p]\nbackends = [\"a\"]\n\
-         [listeners.front]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\nmax_connections = 1\n",
-        server.addr
-    );
-    let proxy = proxy(&text).await;
-    await_routable(&proxy, &["a"]).await;
+    let proxy = two_threads(server.addr, "front", "max_connections = 1").await;
     let front = proxy.listener("front").unwrap();
     let (mut current, banner) = connect_and_read_banner(front).await;
     assert_eq!(banner, "capped");
@@ -371,6 +377,45 @@ async fn the_connection_cap_holds_across_data_plane_threads() {
         assert_eq!(banner, "capped", "round {round}");
         current = next;
     }
+    proxy.shutdown().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_are_spread_evenly_over_data_plane_threads() {
+    // SO_REUSEPORT hashes each connection to one of the two threads' sockets; however
+    // it split these, the sessions end up nearly even, and those handed to the other
+    // thread work like the rest.
+    const CLIENTS: usize = 200;
+    let server = Server::start(Behavior::Echo("spread")).await;
+    let proxy = two_threads(server.addr, "spread", "").await;
+    let front = proxy.listener("spread").unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, banner) = within(LIMIT, "a session", connect_and_read_banner(front)).await;
+        assert_eq!(banner, "spread");
+        clients.push(client);
+    }
+    let counts = proxy.thread_sessions();
+    assert_eq!(counts.iter().sum::<usize>(), CLIENTS, "{counts:?}");
+    let (most, least) = (*counts.iter().max().unwrap(), *counts.iter().min().unwrap());
+    assert!(most <= least + 2 + least / 8, "uneven: {counts:?}");
+    // A random split of 200 strays past that margin almost surely, so some moved.
+    assert!(metric(&proxy, "switchyard_sessions_moved_total{listener=\"spread\"}").await > 0.0);
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.write_all(format!("client {i}\n").as_bytes()).await.unwrap();
+        assert_eq!(
+            within(LIMIT, "the echo", read_line(client)).await,
+            format!("client {i}")
+        );
+    }
+    drop(clients);
+    within(LIMIT, "every session to end and be uncounted", async {
+        while proxy.thread_sessions().iter().sum::<usize>() > 0 {
+            poll_pause().await;
+        }
+    })
+    .await;
     proxy.shutdown().await;
     server.stop().await;
 }
