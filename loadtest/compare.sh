@@ -7,7 +7,8 @@
 #
 # Tests: iperf3 (1 stream, Gbit/s), wrk (64 connections, 128-byte HTTP responses,
 # req/s and p99), new connections per second (wrk with `Connection: close`), memory per
-# idle proxied connection (RSS delta over 2000 idle connections), switchyard's CPU
+# idle proxied connection (RSS delta over 2000 idle connections), each proxy's own
+# CPU time per GB, per request and per new connection in those runs, switchyard's CPU
 # for health-checking 1000 backends at a 1 s interval, and last `sysbench
 # oltp_read_write` direct vs switchyard vs HAProxy against a real MariaDB
 # (`loadtest sysbench`, 3 x SECONDS per run). Every process it starts is stopped by
@@ -98,16 +99,28 @@ for t in direct switchyard haproxy haproxy-splice nginx-stream; do wait_port "${
 sleep 1.5   # switchyard's first checks
 PID[nginx-stream]=$(pgrep -P "$(cat "$WORK/stream.pid")" | head -1)
 
+# Besides each client's figure, the proxy's own CPU time over the run (user + system,
+# all threads, from /proc), per unit of work: on 2 shared cores the throughput of a
+# proxy is capped by what the clients and backends leave it, while its CPU cost per
+# request is what it would scale with on cores of its own.
 TARGETS=(direct switchyard haproxy haproxy-splice nginx-stream)
 for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
-    g=$(iperf3 -c 127.0.0.1 -p "${P1[$t]}" -t "$SECS" -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9,2))')
+    pid=${PID[$t]:-}
+    c0=$(cpu_ticks "$pid")
+    read -r g bytes < <(iperf3 -c 127.0.0.1 -p "${P1[$t]}" -t "$SECS" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(round(e["bits_per_second"]/1e9,2), e["bytes"])')
+    c1=$(cpu_ticks "$pid")
     record "$t" gbit "$g"
+    [ -n "$pid" ] && record "$t" cpu_gb "$(per_unit "$c0" "$c1" "$bytes / 1e9" 1e3)"
     out=$(wrk -t2 -c64 -d"${SECS}s" --latency "http://127.0.0.1:${P2[$t]}/" 2>/dev/null)
+    c2=$(cpu_ticks "$pid")
     record "$t" rps "$(wrk_rps "$out")"
     record "$t" p99 "$(wrk_p99_ms "$out")"
+    [ -n "$pid" ] && record "$t" cpu_req "$(per_unit "$c1" "$c2" "$(wrk_requests "$out")" 1e6)"
     out=$(wrk -t2 -c16 -d"${SECS}s" -H "Connection: close" "http://127.0.0.1:${P2[$t]}/" 2>/dev/null)
+    c3=$(cpu_ticks "$pid")
     record "$t" cps "$(wrk_rps "$out")"
+    [ -n "$pid" ] && record "$t" cpu_conn "$(per_unit "$c2" "$c3" "$(wrk_requests "$out")" 1e6)"
   done
   echo "round $round done" >&2
 done
@@ -139,8 +152,7 @@ for t in switchyard haproxy nginx-stream; do record "$t" idlekb "$(idle_kb "$t")
 } > "$WORK/thousand.toml"
 RUST_LOG=warn "$SY" run --config "$WORK/thousand.toml" 2>/dev/null & PIDS+=($!); THOUSAND=$!
 sleep 3
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-t0=$(ticks "$THOUSAND"); sleep 10; t1=$(ticks "$THOUSAND")
+t0=$(cpu_ticks "$THOUSAND"); sleep 10; t1=$(cpu_ticks "$THOUSAND")
 CHECK_CPU=$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) / 10 * 100, 1))")
 
 # --- report ---------------------------------------------------------------------------
@@ -152,7 +164,10 @@ med = lambda t, m: statistics.median(R[(t, m)]) if (t, m) in R else None
 targets = ["direct", "switchyard", "haproxy", "haproxy-splice", "nginx-stream"]
 rows = [("iperf3 1 stream, Gbit/s", "gbit", max), ("wrk 64 conns 128 B, req/s", "rps", max),
         ("wrk p99 latency, ms", "p99", min), ("new connections/s (Connection: close)", "cps", max),
-        ("memory per idle connection, KB", "idlekb", min)]
+        ("memory per idle connection, KB", "idlekb", min),
+        ("proxy CPU per GB moved (iperf3), ms", "cpu_gb", min),
+        ("proxy CPU per request (wrk 64 conns), µs", "cpu_req", min),
+        ("proxy CPU per new connection, µs", "cpu_conn", min)]
 print("| test | " + " | ".join(targets) + " | switchyard / best alternative |")
 print("|---|" + "---|" * (len(targets) + 1))
 for name, m, best in rows:
@@ -161,7 +176,7 @@ for name, m, best in rows:
     sy = med("switchyard", m)
     ratio = f"{sy / best(alts):.2f}" if sy and alts and best(alts) else "-"
     print(f"| {name} | " + " | ".join("-" if v is None else f"{v:g}" for v in vals) + f" | {ratio} |")
-print("(ratios above 1 are better for throughput and rates, worse for latency and memory)")
+print("(ratios above 1 are better for throughput and rates, worse for latency, memory and CPU)")
 print(f"\nswitchyard CPU for checking 1000 backends every 1 s: {sys.argv[1]} % of one core")
 PY
 
