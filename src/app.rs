@@ -152,6 +152,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let stop_background = CancellationToken::new();
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();
+    background.spawn(crate::metrics::upkeep(
+        metrics.clone(),
+        crate::metrics::UPKEEP_PERIOD,
+        stop_background.clone(),
+    ));
 
     let failed = CancellationToken::new();
     critical(
