@@ -208,6 +208,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             tcp: listener.tcp,
             kill: kill_sessions.clone(),
             timeline: timeline.clone(),
+            moved: ::metrics::counter!(metrics::SESSIONS_MOVED, "listener" => listener.name.clone()),
         });
         let limit = Arc::new(Semaphore::new(listener.max_connections));
         for (thread, (worker, tcp)) in per_worker.iter_mut().zip(group).enumerate() {

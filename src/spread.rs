@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
-use crate::metrics as m;
 use crate::proxy::{self, SessionContext};
 
 /// The data-plane threads' session counts, and their inboxes.
@@ -154,7 +153,7 @@ pub fn dispatch(
             return;
         }
     };
-    metrics::counter!(m::SESSIONS_MOVED, "listener" => ctx.listener.clone()).increment(1);
+    ctx.moved.increment(1);
     let threads = counted.threads.clone();
     let arrival = Arrival {
         stream,

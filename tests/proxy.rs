@@ -419,3 +419,42 @@ async fn sessions_are_spread_evenly_over_data_plane_threads() {
     proxy.shutdown().await;
     server.stop().await;
 }
+
+/// Whether a socket connected to `port` on loopback has its keepalive timer armed:
+/// in `/proc/net/tcp` such a row has remote port `port`, state 01 (established) and
+/// timer kind 2 (keepalive).
+#[cfg(target_os = "linux")]
+fn keepalive_armed_towards(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).any(|row| {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        let remote_port = fields[2]
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        remote_port == Some(port) && fields[3] == "01" && fields[5].starts_with("02:")
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_lasting_session_gets_keepalive_on_its_backend_socket() {
+    // Set only once a session has lived a moment (short ones never need it): this
+    // one stays open and idle, and its backend socket gets the keepalive timer.
+    let backend = Server::start(Behavior::Echo("lasting")).await;
+    let proxy = proxy(&config(&[("a", backend.addr)], "", FAST_TCP)).await;
+    await_routable(&proxy, &["a"]).await;
+    let (mut session, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+    assert_eq!(banner, "lasting");
+    within(LIMIT, "the backend socket's keepalive timer", async {
+        while !keepalive_armed_towards(backend.addr.port()) {
+            poll_pause().await;
+        }
+    })
+    .await;
+    // And the session still works.
+    session.write_all(b"still here\n").await.unwrap();
+    assert_eq!(read_line(&mut session).await, "still here");
+    proxy.shutdown().await;
+    backend.stop().await;
+}

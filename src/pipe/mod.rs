@@ -26,7 +26,10 @@ use socket2::{SockRef, Socket};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::config::TcpOptions;
 use crate::stream::Stream;
+use crate::tcp;
+use tracing::warn;
 
 #[cfg(target_os = "linux")]
 mod splice;
@@ -98,14 +101,18 @@ pub struct Traffic {
     pub spliced: AtomicU64,
     /// Bumped on every read that moved bytes, either way (the idle timer watches it).
     pub activity: AtomicU64,
+    /// Set by the session's timer once it has lived [`tcp::LIVENESS_AFTER`]: the copy
+    /// then gives the backend socket its keepalive options (see [`tcp`]).
+    pub liveness_due: AtomicBool,
 }
 
 /// Copies both ways until both directions reached end of stream, or one failed.
 /// Plain legs take the readiness path; a TLS leg on either side takes the generic one.
-pub fn copy(client: Stream, upstream: Stream, traffic: &Traffic) -> Copy<'_> {
+/// `liveness`: the backend socket's keepalive options, set once `traffic` says so.
+pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Copy<'a> {
     match (client, upstream) {
-        (Stream::Plain(client), Stream::Plain(upstream)) => Copy::Plain(Both::new(client, upstream, traffic)),
-        (client, upstream) => Copy::Streams(Both::new(client, upstream, traffic)),
+        (Stream::Plain(client), Stream::Plain(upstream)) => Copy::Plain(Both::new(client, upstream, traffic, liveness)),
+        (client, upstream) => Copy::Streams(Both::new(client, upstream, traffic, liveness)),
     }
 }
 
@@ -136,16 +143,19 @@ pub struct Both<'a, L> {
     up: Direction,
     down: Direction,
     traffic: &'a Traffic,
+    /// Until applied to `upstream`.
+    liveness: Option<&'a TcpOptions>,
 }
 
 impl<'a, L> Both<'a, L> {
-    fn new(client: L, upstream: L, traffic: &'a Traffic) -> Self {
+    fn new(client: L, upstream: L, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Self {
         Both {
             client,
             upstream,
             up: Direction::default(),
             down: Direction::default(),
             traffic,
+            liveness: Some(liveness),
         }
     }
 }
@@ -156,6 +166,16 @@ impl<L: Leg> Future for Both<'_, L> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let traffic = this.traffic;
+        // The session's timer wakes this task when it sets the flag, so an idle
+        // session gets there too.
+        if let Some(options) = this.liveness {
+            if traffic.liveness_due.load(Ordering::Relaxed) {
+                this.liveness = None;
+                if let Err(e) = tcp::liveness(this.upstream.tcp(), options) {
+                    warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the backend socket; a vanished backend may hold this session");
+                }
+            }
+        }
         let up = L::poll_direction(
             &mut this.client,
             &mut this.upstream,
@@ -264,6 +284,9 @@ impl Drop for Direction {
 
 /// A session leg the copy loop can drive.
 pub trait Leg: Unpin {
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream;
+
     /// Moves bytes `from` → `to` until `from` would block (Pending) or ended and the
     /// end was forwarded (Ready). `other_done`: the opposite direction has ended, so
     /// this end ends the session.
@@ -281,6 +304,10 @@ pub trait Leg: Unpin {
 /// Plain TCP on both sides: wait for readiness without a buffer, read with the
 /// short-read shortcut, and splice bulk bytes (Linux).
 impl Leg for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
     fn poll_direction(
         from: &mut Self,
         to: &mut Self,
@@ -365,6 +392,10 @@ impl Leg for TcpStream {
 /// tokio's `copy_bidirectional`, 10.7 KB with this). Writes are flushed before
 /// waiting for more input, so rustls never sits on ciphertext.
 impl Leg for Stream {
+    fn tcp(&self) -> &TcpStream {
+        Stream::tcp(self)
+    }
+
     fn poll_direction(
         from: &mut Self,
         to: &mut Self,
@@ -487,6 +518,11 @@ mod tests {
 
     use super::*;
 
+    const OPTIONS: TcpOptions = TcpOptions {
+        keepalive: std::time::Duration::from_secs(17),
+        user_timeout: std::time::Duration::from_secs(23),
+    };
+
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let connect = TcpStream::connect(listener.local_addr().unwrap());
@@ -502,9 +538,9 @@ mod tests {
         let traffic = Traffic::default();
         let (client, upstream) = (Stream::Plain(proxy_client), Stream::Plain(proxy_upstream));
         let copying = if stream_path {
-            Copy::Streams(Both::new(client, upstream, &traffic))
+            Copy::Streams(Both::new(client, upstream, &traffic, &OPTIONS))
         } else {
-            copy(client, upstream, &traffic)
+            copy(client, upstream, &traffic, &OPTIONS)
         };
         assert_eq!(matches!(copying, Copy::Streams(_)), stream_path);
         let big = vec![7u8; 300 * 1024];
@@ -545,7 +581,12 @@ mod tests {
         let (mut client_end, proxy_client) = pair().await;
         let (proxy_upstream, mut server_end) = pair().await;
         let traffic = Traffic::default();
-        let copying = copy(Stream::Plain(proxy_client), Stream::Plain(proxy_upstream), &traffic);
+        let copying = copy(
+            Stream::Plain(proxy_client),
+            Stream::Plain(proxy_upstream),
+            &traffic,
+            &OPTIONS,
+        );
         let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let talking = async {
             let (sent, got) = tokio::join!(client_end.write_all(&big), async {
@@ -578,6 +619,34 @@ mod tests {
             assert!(spliced > 0, "the bulk went through splice(2)");
         }
         assert!(spliced < big.len() as u64 + 5000, "not the first buffer's worth");
+    }
+
+    /// Polls `copying` once.
+    async fn poll_once(copying: &mut Copy<'_>) -> Poll<io::Result<()>> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *copying).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn the_backend_socket_gets_keepalive_once_due() {
+        let (_client_end, proxy_client) = pair().await;
+        let (proxy_upstream, _server_end) = pair().await;
+        // The same socket, through a second descriptor.
+        let probe = SockRef::from(&proxy_upstream).try_clone().unwrap();
+        let traffic = Traffic::default();
+        let mut copying = copy(
+            Stream::Plain(proxy_client),
+            Stream::Plain(proxy_upstream),
+            &traffic,
+            &OPTIONS,
+        );
+        assert!(poll_once(&mut copying).await.is_pending());
+        assert!(!probe.keepalive().unwrap(), "not before it is due");
+        traffic.liveness_due.store(true, Ordering::Relaxed);
+        assert!(poll_once(&mut copying).await.is_pending());
+        assert!(probe.keepalive().unwrap());
+        assert_eq!(probe.tcp_keepalive_time().unwrap(), OPTIONS.keepalive);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert_eq!(probe.tcp_user_timeout().unwrap(), Some(OPTIONS.user_timeout));
     }
 
     /// Two directions are what an idle session holds beside its sockets.

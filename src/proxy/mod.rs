@@ -15,7 +15,7 @@
 //!    flight), until both sides close, the session is idle too long, the member is
 //!    fenced, or shutdown's grace runs out.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +56,8 @@ pub struct SessionContext {
     /// Cancelled when shutdown's grace period is over.
     pub kill: CancellationToken,
     pub timeline: Arc<Timeline>,
+    /// `switchyard_sessions_moved_total` for this listener.
+    pub moved: metrics::Counter,
 }
 
 /// How a session ended.
@@ -188,9 +190,8 @@ async fn originate_tls(
 async fn connect_backend(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)> {
     let (member, upstream) = connect_routed(ctx).await?;
     Span::current().record("backend", member.backend.name.as_str());
-    if let Err(e) = tcp::tune(&upstream, &ctx.tcp) {
-        warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the backend socket; half-open sessions may linger");
-    }
+    // TCP_NODELAY is set; keepalive and TCP_USER_TIMEOUT follow once the session has
+    // lived a moment (see `tcp`).
     Some((member, upstream))
 }
 
@@ -251,7 +252,7 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
             let attempt = Instant::now();
             let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);
             let connected = tokio::select! {
-                connected = timeout_at(deadline, TcpStream::connect(member.backend.address)) => connected,
+                connected = timeout_at(deadline, tcp::connect(member.backend.address)) => connected,
                 _ = ctx.kill.cancelled() => return None,
             };
             match connected {
@@ -302,8 +303,8 @@ async fn pipe(client: Stream, upstream: Stream, member: &Member, ctx: &SessionCo
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
         biased;
-        ended = watchdog(&traffic.activity, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
-        result = pipe::copy(client, upstream, &traffic) => {
+        ended = watchdog(&traffic, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
+        result = pipe::copy(client, upstream, &traffic, &ctx.tcp) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }
@@ -323,19 +324,24 @@ async fn pipe(client: Stream, upstream: Stream, member: &Member, ctx: &SessionCo
 /// Resolves with the reason a session must end, other than both sides closing:
 /// shutdown's grace ran out, its member was fenced (now, or at the drain deadline),
 /// or no byte moved either way for about `idle_limit` (checked four times per period,
-/// so it fires between `idle_limit` and 1.25 × `idle_limit`).
+/// so it fires between `idle_limit` and 1.25 × `idle_limit`). On the way, it tells
+/// the copy when the backend socket is due its keepalive options
+/// ([`tcp::LIVENESS_AFTER`]).
 ///
-/// One future with one timer for all three, because an idle session is mostly this
-/// state: three separate futures cost about 300 bytes more per session.
+/// One future with one timer for all of these, because an idle session is mostly
+/// this state: three separate futures cost about 300 bytes more per session.
 async fn watchdog(
-    activity: &AtomicU64,
+    traffic: &Traffic,
     idle_limit: Duration,
     mut eviction: watch::Receiver<Eviction>,
     kill: &CancellationToken,
 ) -> Ended {
+    let activity = &traffic.activity;
     let step = (idle_limit / 4).max(Duration::from_millis(10));
     let (mut seen, mut quiet) = (activity.load(Ordering::Relaxed), Duration::ZERO);
-    let mut next_idle_check = Instant::now() + step;
+    let started = Instant::now();
+    let mut next_idle_check = started + step;
+    let mut liveness_at = Some(started + tcp::LIVENESS_AFTER);
     let mut eviction_open = true;
     let timer = sleep_until(next_idle_check);
     tokio::pin!(timer);
@@ -344,9 +350,11 @@ async fn watchdog(
             Eviction::Active => None,
             Eviction::CloseAt(at) => Some(at),
         };
-        timer
-            .as_mut()
-            .reset(close_at.map_or(next_idle_check, |at| at.min(next_idle_check)));
+        let wake = [close_at, liveness_at]
+            .into_iter()
+            .flatten()
+            .fold(next_idle_check, Instant::min);
+        timer.as_mut().reset(wake);
         tokio::select! {
             biased;
             _ = kill.cancelled() => return Ended::Shutdown,
@@ -355,6 +363,11 @@ async fn watchdog(
                 let now = Instant::now();
                 if close_at.is_some_and(|at| now >= at) {
                     return Ended::Fenced;
+                }
+                if liveness_at.is_some_and(|at| now >= at) {
+                    // The copy, polled right after this in the same wake-up, applies them.
+                    traffic.liveness_due.store(true, Ordering::Relaxed);
+                    liveness_at = None;
                 }
                 if now >= next_idle_check {
                     let moved = activity.load(Ordering::Relaxed);
