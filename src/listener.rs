@@ -4,10 +4,13 @@
 //! thread's own runtime (or, if this thread is clearly busier, on another: see
 //! [`spread`](crate::spread)), tracked so shutdown can wait for them.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -15,6 +18,7 @@ use tracing::{debug, error};
 
 use crate::proxy::SessionContext;
 use crate::spread::{self, Threads};
+use crate::tcp;
 
 pub struct Listener {
     pub name: String,
@@ -30,7 +34,10 @@ pub struct Listener {
 impl Listener {
     /// Accepts until `stop` is cancelled; sessions run on in `sessions`.
     pub async fn run(self, stop: CancellationToken, sessions: TaskTracker) {
-        let tcp = match TcpListener::from_std(self.tcp) {
+        // SAFETY: the descriptor belongs to the `TcpListener` that the `AsyncFd` owns
+        // from here to its drop, so it stays open and the same for its whole life.
+        let registered = unsafe { AsyncFd::register_with_interest(self.tcp, Interest::READABLE) };
+        let tcp = match registered {
             Ok(tcp) => tcp,
             Err(e) => {
                 error!(listener = %self.name, error = %e, "cannot register the listening socket; not accepting on it");
@@ -38,7 +45,7 @@ impl Listener {
             }
         };
         let mut backoff = Duration::from_millis(5);
-        debug!(listener = %self.name, address = ?tcp.local_addr().ok(), pool = %self.ctx.pool.name(), "accepting");
+        debug!(listener = %self.name, address = ?tcp.get_ref().local_addr().ok(), pool = %self.ctx.pool.name(), "accepting");
         loop {
             // Accept first, then take a permit: the permits are shared by this
             // listener's sockets on every data-plane thread, and a loop that held one
@@ -46,7 +53,7 @@ impl Listener {
             // client the kernel had already queued. At the cap, the accepted client
             // waits here for a session to end, as it would have in the backlog.
             let accepted = tokio::select! {
-                accepted = tcp.accept() => accepted,
+                accepted = accept(&tcp) => accepted,
                 _ = stop.cancelled() => return,
             };
             match accepted {
@@ -71,6 +78,16 @@ impl Listener {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
+        }
+    }
+}
+
+/// The next connection on `listener`, unregistered (see [`tcp::accept`]).
+async fn accept(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(accepted) = ready.try_io(|listener| tcp::accept(listener.get_ref())) {
+            return accepted;
         }
     }
 }

@@ -8,9 +8,9 @@
 //!
 //! So each thread counts the sessions it runs ([`Threads`]), and an accept loop whose
 //! thread holds clearly more than the least busy one ([`should_move`]) hands the new
-//! connection over ([`Arrival`], through that thread's inbox): the socket leaves this
-//! thread's reactor and joins the other's. That costs two `epoll_ctl` calls and a
-//! wake-up, paid only by the connections that move; the rest take the direct path.
+//! connection over ([`Arrival`], through that thread's inbox). Accepted sockets are
+//! registered only by the thread that serves them, so a move costs a channel send
+//! and, if that thread sleeps, a wake-up; the rest take the direct path.
 //! A moved connection is counted on its new thread at once, so a burst of accepts
 //! does not overshoot.
 
@@ -130,11 +130,12 @@ impl Counted {
     }
 }
 
-/// Serves a connection accepted on this thread: here, or handed to the thread
-/// `counted` names.
+/// Serves a connection accepted (and not yet registered) on this thread: here, or on
+/// the thread `counted` names. Either way it is registered once, by the thread that
+/// serves it, so a move costs no extra `epoll_ctl`.
 pub fn dispatch(
     here: usize,
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
     permit: OwnedSemaphorePermit,
@@ -142,19 +143,11 @@ pub fn dispatch(
     sessions: &TaskTracker,
 ) {
     if counted.thread == here {
-        sessions.spawn(serve(ctx, stream, peer, permit, counted));
+        start(stream, peer, ctx, permit, counted, sessions);
         return;
     }
-    let to = counted.thread;
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(e) => {
-            warn!(listener = %ctx.listener, client = %peer, error = %e, "cannot hand a connection to another thread; closing it");
-            return;
-        }
-    };
     ctx.moved.increment(1);
-    let threads = counted.threads.clone();
+    let (threads, to) = (counted.threads.clone(), counted.thread);
     let arrival = Arrival {
         stream,
         peer,
@@ -165,6 +158,25 @@ pub fn dispatch(
     // Refused only while shutting down (the inbox task has stopped): the connection
     // is closed, as it would have been in the backlog.
     let _ = threads.slots[to].inbox.send(arrival);
+}
+
+/// Registers `stream` with this thread's runtime and runs its session there.
+fn start(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<SessionContext>,
+    permit: OwnedSemaphorePermit,
+    counted: Counted,
+    sessions: &TaskTracker,
+) {
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            sessions.spawn(serve(ctx, stream, peer, permit, counted));
+        }
+        Err(e) => {
+            warn!(listener = %ctx.listener, client = %peer, error = %e, "cannot register an accepted connection; closing it");
+        }
+    }
 }
 
 /// A thread's inbox: serves the connections other threads hand it, until `stop`.
@@ -184,14 +196,7 @@ pub async fn inbox(mut arrivals: UnboundedReceiver<Arrival>, stop: CancellationT
             permit,
             counted,
         } = arrival;
-        match TcpStream::from_std(stream) {
-            Ok(stream) => {
-                sessions.spawn(serve(ctx, stream, peer, permit, counted));
-            }
-            Err(e) => {
-                warn!(listener = %ctx.listener, client = %peer, error = %e, "cannot register a handed-over connection; closing it");
-            }
-        }
+        start(stream, peer, ctx, permit, counted, &sessions);
     }
 }
 

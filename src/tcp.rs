@@ -54,6 +54,26 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Accepts one connection, non-blocking from the start (one `accept4` on Linux), and
+/// not yet registered with any runtime: the thread that serves it does that (see
+/// [`spread`](crate::spread)).
+pub fn accept(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let (socket, peer) = SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+        let peer = peer
+            .as_socket()
+            .ok_or_else(|| io::Error::other("an accepted TCP peer without an IP address"))?;
+        Ok((socket.into(), peer))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let (stream, peer) = listener.accept()?;
+        stream.set_nonblocking(true)?;
+        Ok((stream, peer))
+    }
+}
+
 #[cfg(unix)]
 fn in_progress(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINPROGRESS)
