@@ -71,7 +71,10 @@ impl Pipe {
     }
 
     /// Moves up to `len` bytes from this pipe into `to`; WouldBlock clears `to`'s write
-    /// readiness (the pipe is not empty, so the socket is what is full).
+    /// readiness (the pipe is not empty, so the socket is what is full). Unlike `send`
+    /// with `MSG_NOSIGNAL`, a splice into a socket whose peer is gone raises SIGPIPE;
+    /// Rust programs ignore that signal from the start (std does it before `main`), so
+    /// here it is the EPIPE error it would be anyway.
     pub fn drain(&self, to: &TcpStream, len: usize) -> io::Result<usize> {
         to.try_io(Interest::WRITABLE, || {
             Ok(splice(&self.read, None, to, None, len, flags())?)
