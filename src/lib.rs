@@ -9,11 +9,13 @@
 //!   port is bound.
 //! - [`app`]: wires one process together (bind, spawn checkers, router, listeners,
 //!   admin) and owns the shutdown sequence.
-//! - [`listener`]: the accept loop (connection cap, backoff on accept errors).
+//! - [`listener`]: the accept loop (connection cap, backoff on accept errors);
+//!   [`spread`]: handing new connections from a busy data-plane thread to an idle one.
 //! - [`proxy`]: one client session: (TLS handshake), pick from the routing snapshot,
 //!   hold while the pool is empty, connect with a timeout, (backend TLS, or the MySQL
 //!   login with in-protocol TLS in [`proxy::mysql`]), copy both ways, obey fencing.
-//! - [`pipe`]: the copy loop, with a buffer only while bytes are in flight.
+//! - [`pipe`]: the copy loop, with a buffer only while bytes are in flight, and
+//!   splice(2) for bulk on Linux.
 //! - [`pool`] and [`backend`]: the runtime objects the routing table points at.
 //! - [`routing`]: the immutable [`routing::RoutingTable`], its selection policies and
 //!   the single-writer [`routing::Router`] that publishes it through `ArcSwap`.
@@ -24,7 +26,8 @@
 //!   hdrhistograms behind the percentiles on `/status`.
 //! - [`tls`]: TLS termination (reloadable, SNI, mTLS) and origination, from PEM files
 //!   checked at load time; [`stream`]: a session leg, plain or TLS.
-//! - [`tcp`]: socket options shared by both legs of a session and the probes.
+//! - [`tcp`]: socket options shared by both legs of a session and the probes, the
+//!   backend connect and the non-blocking accept.
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
