@@ -317,6 +317,8 @@ impl Leg for TcpStream {
         traffic: &Traffic,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
+        // A fill that moved nothing is confirmed by one read on the buffer path.
+        let mut confirm = false;
         loop {
             if d.done {
                 return Poll::Ready(Ok(()));
@@ -347,19 +349,23 @@ impl Leg for TcpStream {
                 d.release_pipe();
                 return Poll::Pending;
             }
-            if d.bulk && d.pipe.is_none() {
+            if d.bulk && !confirm && d.pipe.is_none() {
                 d.pipe = Pipe::take();
             }
-            if let (true, Some(pipe)) = (d.bulk, &d.pipe) {
+            if let (true, false, Some(pipe)) = (d.bulk, confirm, &d.pipe) {
                 match pipe.fill(from) {
-                    Ok(0) => d.forward_end(to, other_done)?,
-                    Ok(n) => {
+                    Ok(n) if n > 0 => {
                         d.count(n, bytes, traffic);
                         traffic.spliced.fetch_add(n as u64, Ordering::Relaxed);
                         d.in_pipe = n as u32;
                         d.bulk = n >= BULK_MIN;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // Nothing moved: drained, or the end of the stream, or a TCP urgent
+                    // mark, where a splice stops for good and a recv goes on. One read
+                    // on the buffer path tells which (one recv per burst), and clears
+                    // the readiness if drained; the direction stays in bulk mode.
+                    Ok(_) => confirm = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => confirm = true,
                     Err(e) if splice::unsupported(&e) => {
                         SPLICE_WORKS.store(false, Ordering::Relaxed);
                         d.bulk = false;
@@ -375,7 +381,10 @@ impl Leg for TcpStream {
                     d.forward_end(to, other_done)?;
                 }
                 Ok(n) => {
-                    d.bulk = n == buffer.len() && SPLICE_WORKS.load(Ordering::Relaxed);
+                    if n == buffer.len() && SPLICE_WORKS.load(Ordering::Relaxed) {
+                        d.bulk = true;
+                    }
+                    confirm = false;
                     d.filled(buffer, n, bytes, traffic);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_back(buffer),
@@ -619,6 +628,41 @@ mod tests {
             assert!(spliced > 0, "the bulk went through splice(2)");
         }
         assert!(spliced < big.len() as u64 + 5000, "not the first buffer's worth");
+    }
+
+    /// A TCP urgent byte in the middle of a bulk transfer: a splice stops at the mark
+    /// for good, so the copy must step over it with a read instead of stalling or
+    /// ending the stream there. (Without `SO_OOBINLINE` the urgent byte itself is not
+    /// part of the stream.)
+    #[tokio::test]
+    async fn an_urgent_byte_in_a_bulk_transfer_neither_stalls_nor_truncates() {
+        let (mut client_end, proxy_client) = pair().await;
+        let (proxy_upstream, mut server_end) = pair().await;
+        let traffic = Traffic::default();
+        let copying = copy(Stream::Plain(proxy_client), Stream::Plain(proxy_upstream), &traffic, &OPTIONS);
+        let half: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+        let talking = async {
+            let sending = async {
+                client_end.write_all(&half).await.unwrap();
+                SockRef::from(&client_end).send_out_of_band(b"!").unwrap();
+                client_end.write_all(&half).await.unwrap();
+                client_end.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let (_, read) = tokio::join!(sending, server_end.read_to_end(&mut got));
+            read.unwrap();
+            assert_eq!(got.len(), 2 * half.len(), "every byte but the urgent one");
+            assert!(got[..half.len()] == half[..] && got[half.len()..] == half[..]);
+            drop(server_end);
+        };
+        let (_, ()) = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            tokio::join!(copying, talking)
+        })
+        .await
+        .expect("the copy went past the urgent mark");
+        if cfg!(target_os = "linux") {
+            assert!(traffic.spliced.load(Ordering::Relaxed) > 0, "the bulk was spliced");
+        }
     }
 
     /// Polls `copying` once.

@@ -8,9 +8,10 @@
 //! it waits again. An idle session holds no pipe and no file descriptors beyond its
 //! two sockets.
 //!
-//! Only ever spliced *into an empty pipe*: then a splice that returns EAGAIN can only
-//! mean the socket has nothing to read (with bytes already in the pipe, it could
-//! also mean the pipe is full), so tokio's readiness stays exact.
+//! Only ever spliced *into an empty pipe*, so a fill that moves nothing is about the
+//! socket, never a full pipe. Even so it is not taken as "drained": TCP's splice
+//! stops at an urgent mark (`MSG_OOB`) that `recv` steps over, so the caller confirms
+//! with one ordinary read, which also clears tokio's readiness.
 
 use std::cell::RefCell;
 use std::io;
@@ -62,12 +63,10 @@ impl Pipe {
         });
     }
 
-    /// Moves what `from` has to read into this pipe, which must be empty. Ok(0) is end
-    /// of stream; WouldBlock clears `from`'s read readiness.
+    /// Moves what `from` has to read into this pipe, which must be empty. Ok(0) and
+    /// WouldBlock leave `from`'s readiness as it was (see the module docs).
     pub fn fill(&self, from: &TcpStream) -> io::Result<usize> {
-        from.try_io(Interest::READABLE, || {
-            Ok(splice(from, None, &self.write, None, CAPACITY, flags())?)
-        })
+        Ok(splice(from, None, &self.write, None, CAPACITY, flags())?)
     }
 
     /// Moves up to `len` bytes from this pipe into `to`; WouldBlock clears `to`'s write
