@@ -156,9 +156,10 @@ pub fn dispatch(
         permit,
         counted,
     };
-    // Refused only while shutting down (the inbox task has stopped): the connection
-    // is closed, as it would have been in the backlog.
-    let _ = threads.slots[to].inbox.send(arrival);
+    // Refused only once that thread's inbox has stopped (shutting down): served here.
+    if let Err(mpsc::error::SendError(arrival)) = threads.slots[to].inbox.send(arrival) {
+        arrival.start(sessions);
+    }
 }
 
 /// Registers `stream` with this thread's runtime and runs its session there.
@@ -180,24 +181,28 @@ fn start(
     }
 }
 
-/// A thread's inbox: serves the connections other threads hand it, until `stop`.
+/// A thread's inbox: serves the connections other threads hand it. At `stop` it
+/// takes no more, and still serves those already handed over: they were accepted.
 pub async fn inbox(mut arrivals: UnboundedReceiver<Arrival>, stop: CancellationToken, sessions: TaskTracker) {
     loop {
-        let arrival = tokio::select! {
+        tokio::select! {
+            biased;
             arrival = arrivals.recv() => match arrival {
-                Some(arrival) => arrival,
+                Some(arrival) => arrival.start(&sessions),
                 None => return,
             },
-            _ = stop.cancelled() => return,
-        };
-        let Arrival {
-            stream,
-            peer,
-            ctx,
-            permit,
-            counted,
-        } = arrival;
-        start(stream, peer, ctx, permit, counted, &sessions);
+            _ = stop.cancelled() => break,
+        }
+    }
+    arrivals.close();
+    while let Some(arrival) = arrivals.recv().await {
+        arrival.start(&sessions);
+    }
+}
+
+impl Arrival {
+    fn start(self, sessions: &TaskTracker) {
+        start(self.stream, self.peer, self.ctx, self.permit, self.counted, sessions);
     }
 }
 

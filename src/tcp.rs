@@ -36,7 +36,14 @@ pub fn tune(stream: &TcpStream, options: &TcpOptions) -> io::Result<()> {
 /// side) and asks the socket for its error only then: one `getsockopt` fewer per
 /// session that connects.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let socket = {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
     socket.set_tcp_nodelay(true)?;
     match socket.connect(&addr.into()) {
         Ok(()) => {}
@@ -45,7 +52,7 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         Err(e) => return Err(e),
     }
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
-    let ready = stream.ready(Interest::WRITABLE).await?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
     if ready.is_error() || ready.is_write_closed() {
         return Err(stream
             .take_error()?
@@ -99,12 +106,17 @@ fn apply(socket: &Socket, options: &TcpOptions) -> io::Result<()> {
 fn set_liveness(socket: &Socket, options: &TcpOptions) -> io::Result<()> {
     let interval = (options.keepalive / 3).max(Duration::from_secs(1));
     let keepalive = TcpKeepalive::new().with_time(options.keepalive).with_interval(interval);
-    // Where TCP_USER_TIMEOUT exists it decides when unanswered probes kill the
-    // connection, and the kernel ignores the probe count (tcp(7)): not setting
-    // TCP_KEEPCNT there saves a syscall per backend connection and changes nothing.
+    // Where TCP_USER_TIMEOUT is set, it decides when unanswered probes kill the
+    // connection and the kernel ignores the probe count (tcp(7)): not setting
+    // TCP_KEEPCNT then saves a syscall per backend connection and changes nothing.
+    // With `user_timeout = "0s"` (off) the count matters again.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        socket.set_tcp_keepalive(&keepalive)?;
+        if options.user_timeout.is_zero() {
+            socket.set_tcp_keepalive(&keepalive.with_retries(3))?;
+        } else {
+            socket.set_tcp_keepalive(&keepalive)?;
+        }
         socket.set_tcp_user_timeout(Some(options.user_timeout))?;
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -194,6 +206,32 @@ mod tests {
         drop(listener);
         let refused = connect(addr).await.expect_err("nothing listens there now");
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
+    }
+
+    /// With TCP_USER_TIMEOUT on, the probe count is left to the kernel (it ignores
+    /// it); with it off (`0s`), three probes.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn the_probe_count_is_set_only_when_the_user_timeout_is_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for (user_timeout, probes) in [(Duration::from_secs(23), None), (Duration::ZERO, Some(3))] {
+            let (stream, accepted) = tokio::join!(connect(addr), listener.accept());
+            let (stream, _accepted) = (stream.unwrap(), accepted.unwrap());
+            let default = SockRef::from(&stream).tcp_keepalive_retries().unwrap();
+            let options = TcpOptions {
+                keepalive: Duration::from_secs(17),
+                user_timeout,
+            };
+            liveness(&stream, &options).unwrap();
+            let socket = SockRef::from(&stream);
+            assert!(socket.keepalive().unwrap());
+            assert_eq!(socket.tcp_keepalive_retries().unwrap(), probes.unwrap_or(default));
+            assert_eq!(
+                socket.tcp_user_timeout().unwrap(),
+                Some(user_timeout).filter(|t| !t.is_zero())
+            );
+        }
     }
 
     #[tokio::test]

@@ -639,7 +639,12 @@ mod tests {
         let (mut client_end, proxy_client) = pair().await;
         let (proxy_upstream, mut server_end) = pair().await;
         let traffic = Traffic::default();
-        let copying = copy(Stream::Plain(proxy_client), Stream::Plain(proxy_upstream), &traffic, &OPTIONS);
+        let copying = copy(
+            Stream::Plain(proxy_client),
+            Stream::Plain(proxy_upstream),
+            &traffic,
+            &OPTIONS,
+        );
         let half: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
         let talking = async {
             let sending = async {
