@@ -47,7 +47,7 @@ struct Slot {
 #[repr(align(128))]
 struct Padded(AtomicUsize);
 
-/// A connection accepted on one thread, to be served on another.
+/// An accepted connection, not yet registered, on its way to the thread that serves it.
 pub struct Arrival {
     stream: std::net::TcpStream,
     peer: SocketAddr,
@@ -143,12 +143,7 @@ pub fn dispatch(
     counted: Counted,
     sessions: &TaskTracker,
 ) {
-    if counted.thread == here {
-        start(stream, peer, ctx, permit, counted, sessions);
-        return;
-    }
-    ctx.moved.increment(1);
-    let (threads, to) = (counted.threads.clone(), counted.thread);
+    let to = counted.thread;
     let arrival = Arrival {
         stream,
         peer,
@@ -156,28 +151,14 @@ pub fn dispatch(
         permit,
         counted,
     };
+    if to == here {
+        return arrival.start(sessions);
+    }
+    arrival.ctx.moved.increment(1);
+    let threads = arrival.counted.threads.clone();
     // Refused only once that thread's inbox has stopped (shutting down): served here.
     if let Err(mpsc::error::SendError(arrival)) = threads.slots[to].inbox.send(arrival) {
         arrival.start(sessions);
-    }
-}
-
-/// Registers `stream` with this thread's runtime and runs its session there.
-fn start(
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<SessionContext>,
-    permit: OwnedSemaphorePermit,
-    counted: Counted,
-    sessions: &TaskTracker,
-) {
-    match TcpStream::from_std(stream) {
-        Ok(stream) => {
-            sessions.spawn(serve(ctx, stream, peer, permit, counted));
-        }
-        Err(e) => {
-            warn!(listener = %ctx.listener, client = %peer, error = %e, "cannot register an accepted connection; closing it");
-        }
     }
 }
 
@@ -201,20 +182,27 @@ pub async fn inbox(mut arrivals: UnboundedReceiver<Arrival>, stop: CancellationT
 }
 
 impl Arrival {
+    /// Registers the connection with this thread's runtime and runs its session here.
     fn start(self, sessions: &TaskTracker) {
-        start(self.stream, self.peer, self.ctx, self.permit, self.counted, sessions);
+        let Arrival {
+            stream,
+            peer,
+            ctx,
+            permit,
+            counted,
+        } = self;
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                sessions.spawn(async move {
+                    proxy::serve(ctx, stream, peer).await;
+                    drop((permit, counted));
+                });
+            }
+            Err(e) => {
+                warn!(listener = %ctx.listener, client = %peer, error = %e, "cannot register an accepted connection; closing it");
+            }
+        }
     }
-}
-
-async fn serve(
-    ctx: Arc<SessionContext>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    counted: Counted,
-) {
-    proxy::serve(ctx, stream, peer).await;
-    drop((permit, counted));
 }
 
 #[cfg(test)]

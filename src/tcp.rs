@@ -34,7 +34,8 @@ pub fn tune(stream: &TcpStream, options: &TcpOptions) -> io::Result<()> {
 /// Connects to a backend, with `TCP_NODELAY` set. Unlike `TcpStream::connect`, it
 /// reads the outcome from the readiness event itself (an error flag or a closed write
 /// side) and asks the socket for its error only then: one `getsockopt` fewer per
-/// session that connects.
+/// session that connects. No timeout of its own: the caller bounds it
+/// (`connect_timeout`, `hold_timeout`).
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;

@@ -201,22 +201,19 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
     println!("\nsysbench oltp_read_write ({threads}, {secs} s per run, medians of {rounds} rounds):\n");
     println!("| | direct | switchyard | haproxy | switchyard / direct | switchyard / haproxy |");
     println!("|---|---|---|---|---|---|");
-    println!(
-        "| transactions/s | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
-        tps[0],
-        tps[1],
-        tps[2],
-        tps[1] / tps[0],
-        tps[1] / tps[2]
-    );
-    println!(
-        "| p95 latency, ms | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        p95[0],
-        p95[1],
-        p95[2],
-        p95[1] / p95[0],
-        p95[1] / p95[2]
-    );
+    // Values for direct, switchyard, haproxy; then switchyard's ratio to the other two.
+    let row = |name: &str, v: &[f64], decimals: usize| {
+        println!(
+            "| {name} | {:.decimals$} | {:.decimals$} | {:.decimals$} | {:.2} | {:.2} |",
+            v[0],
+            v[1],
+            v[2],
+            v[1] / v[0],
+            v[1] / v[2]
+        )
+    };
+    row("transactions/s", &tps, 0);
+    row("p95 latency, ms", &p95, 2);
     let _ = std::fs::remove_dir_all(&dir);
     drop(cluster);
     Ok(())

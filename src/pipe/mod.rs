@@ -9,7 +9,7 @@
 //!
 //! One future, [`Copy`], over two kinds of [`Leg`]: plain TCP waits for readiness
 //! *without* a buffer and reads with one syscall less per message (see
-//! [`read_drained`]); once a read fills a whole buffer the direction is moving bulk,
+//! `plain::read_drained`); once a read fills a whole buffer the direction is moving bulk,
 //! and on Linux it splices socket → pipe → socket instead (module `splice`: iperf3, one
 //! stream through the proxy on the 2-core test machine, went from 6.7 to 10.1 Gbit/s
 //! in the same run); a TLS leg cannot say "readable" without being read, so each
@@ -17,19 +17,21 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
-use socket2::{SockRef, Socket};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use socket2::SockRef;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::TcpOptions;
 use crate::stream::Stream;
 use crate::tcp;
 use tracing::warn;
+
+mod plain;
 
 #[cfg(target_os = "linux")]
 mod splice;
@@ -61,7 +63,7 @@ use splice::Pipe;
 
 /// A splice that moved less than this (message-sized) ends bulk mode: small messages go
 /// back to the buffer path, whose short-read shortcut saves a syscall each (see
-/// [`read_drained`]). Between 1 byte and 16 KiB, iperf3 through the proxy could not
+/// `plain::read_drained`). Between 1 byte and 16 KiB, iperf3 through the proxy could not
 /// tell the thresholds apart; a bulk stream rarely delivers less than a page.
 const BULK_MIN: usize = 4 * 1024;
 /// Cleared for good the first time the kernel refuses splice(2) on a TCP socket.
@@ -301,102 +303,6 @@ pub trait Leg: Unpin {
     ) -> Poll<io::Result<()>>;
 }
 
-/// Plain TCP on both sides: wait for readiness without a buffer, read with the
-/// short-read shortcut, and splice bulk bytes (Linux).
-impl Leg for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
-    }
-
-    fn poll_direction(
-        from: &mut Self,
-        to: &mut Self,
-        d: &mut Direction,
-        other_done: bool,
-        bytes: &AtomicU64,
-        traffic: &Traffic,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        // A fill that moved nothing is confirmed by one read on the buffer path.
-        let mut confirm = false;
-        loop {
-            if d.done {
-                return Poll::Ready(Ok(()));
-            }
-            if d.in_pipe > 0 {
-                ready!(to.poll_write_ready(cx))?;
-                let pipe = d.pipe.as_ref().expect("bytes in flight are in a pipe");
-                match pipe.drain(to, d.in_pipe as usize) {
-                    Ok(n) => d.in_pipe -= n as u32,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-                continue;
-            }
-            if let Some(pending) = d.pending() {
-                ready!(to.poll_write_ready(cx))?;
-                match write_filled(to, pending) {
-                    Ok(n) => d.pos += n as u32,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-                continue;
-            }
-            // Nothing in flight, and no buffer or pipe held, while we wait for more.
-            if let Poll::Ready(ready) = from.poll_read_ready(cx) {
-                ready?;
-            } else {
-                d.release_pipe();
-                return Poll::Pending;
-            }
-            if d.bulk && !confirm && d.pipe.is_none() {
-                d.pipe = Pipe::take();
-            }
-            if let (true, false, Some(pipe)) = (d.bulk, confirm, &d.pipe) {
-                match pipe.fill(from) {
-                    Ok(n) if n > 0 => {
-                        d.count(n, bytes, traffic);
-                        traffic.spliced.fetch_add(n as u64, Ordering::Relaxed);
-                        d.in_pipe = n as u32;
-                        d.bulk = n >= BULK_MIN;
-                    }
-                    // Nothing moved: drained, or the end of the stream, or a TCP urgent
-                    // mark, where a splice stops for good and a recv goes on. One read
-                    // on the buffer path tells which (one recv per burst), and clears
-                    // the readiness if drained; the direction stays in bulk mode.
-                    Ok(_) => confirm = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => confirm = true,
-                    Err(e) if splice::unsupported(&e) => {
-                        SPLICE_WORKS.store(false, Ordering::Relaxed);
-                        d.bulk = false;
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
-                continue;
-            }
-            let mut buffer = take();
-            match read_drained(from, &mut buffer) {
-                Ok(0) => {
-                    give_back(buffer);
-                    d.forward_end(to, other_done)?;
-                }
-                Ok(n) => {
-                    if n == buffer.len() && SPLICE_WORKS.load(Ordering::Relaxed) {
-                        d.bulk = true;
-                    }
-                    confirm = false;
-                    d.filled(buffer, n, bytes, traffic);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => give_back(buffer),
-                Err(e) => {
-                    give_back(buffer);
-                    return Poll::Ready(Err(e));
-                }
-            }
-        }
-    }
-}
-
 /// Legs with TLS on either side (an idle TLS session measured 27 KB of RSS with
 /// tokio's `copy_bidirectional`, 10.7 KB with this). Writes are flushed before
 /// waiting for more input, so rustls never sits on ciphertext.
@@ -467,253 +373,5 @@ impl Leg for Stream {
     }
 }
 
-/// Reads once from `from`. A read that returned less than the buffer emptied the
-/// socket's receive queue, so it also tells tokio "would block" (through `try_io`),
-/// which clears the read readiness now instead of after one more `recv` that could
-/// only return EAGAIN. One syscall less per message per direction: with 128-byte
-/// request/response pairs, wrk through the proxy went from 69–74k to 73–84k req/s on
-/// the 2-core test machine. Safe with edge-triggered epoll: bytes that arrive after
-/// this read raise a new edge, and tokio does not clear readiness that a newer event
-/// set. One exception: Linux stops a read at a TCP urgent mark (`MSG_OOB`) with bytes
-/// still queued, which would then wait for the next bytes or the idle timeout. None
-/// of the protocols switchyard fronts (MySQL, MongoDB, HTTP) sends urgent data.
-fn read_drained(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let full = buf.len();
-    once(
-        from,
-        Interest::READABLE,
-        |mut socket| socket.read(buf),
-        |n| n > 0 && n < full,
-    )
-}
-
-/// Writes once to `to`; a short write means the send buffer is full, so, as for
-/// reads, the write readiness is cleared now rather than by a write that returns
-/// EAGAIN.
-fn write_filled(to: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    once(
-        to,
-        Interest::WRITABLE,
-        |mut socket| socket.write(buf),
-        |n| n < buf.len(),
-    )
-}
-
-/// One `op` on `stream` under tokio's readiness; when `drained(n)` says the socket
-/// cannot do more, the readiness is cleared too (by reporting WouldBlock to
-/// `try_io`) while `n` is still returned.
-fn once(
-    stream: &TcpStream,
-    interest: Interest,
-    op: impl FnOnce(&Socket) -> io::Result<usize>,
-    drained: impl Fn(usize) -> bool,
-) -> io::Result<usize> {
-    let mut short = None;
-    let result = stream.try_io(interest, || {
-        let n = op(&SockRef::from(stream))?;
-        if drained(n) {
-            short = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    short.map_or(result, Ok)
-}
-
 #[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    const OPTIONS: TcpOptions = TcpOptions {
-        keepalive: std::time::Duration::from_secs(17),
-        user_timeout: std::time::Duration::from_secs(23),
-    };
-
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let connect = TcpStream::connect(listener.local_addr().unwrap());
-        let (accepted, connected) = tokio::join!(listener.accept(), connect);
-        (connected.unwrap(), accepted.unwrap().0)
-    }
-
-    /// client_end <-> [proxy_client | proxy_upstream] <-> server_end, through the
-    /// plain path or the one TLS legs take (here over plain streams).
-    async fn copies_both_ways_keeping_half_close(stream_path: bool) {
-        let (mut client_end, proxy_client) = pair().await;
-        let (proxy_upstream, mut server_end) = pair().await;
-        let traffic = Traffic::default();
-        let (client, upstream) = (Stream::Plain(proxy_client), Stream::Plain(proxy_upstream));
-        let copying = if stream_path {
-            Copy::Streams(Both::new(client, upstream, &traffic, &OPTIONS))
-        } else {
-            copy(client, upstream, &traffic, &OPTIONS)
-        };
-        assert_eq!(matches!(copying, Copy::Streams(_)), stream_path);
-        let big = vec![7u8; 300 * 1024];
-        let talking = async {
-            client_end.write_all(&big).await.unwrap();
-            client_end.shutdown().await.unwrap();
-            let mut got = Vec::new();
-            server_end.read_to_end(&mut got).await.unwrap();
-            assert!(got == big, "every byte, then the FIN");
-            // The other direction still works after the client's half-close.
-            server_end.write_all(b"world").await.unwrap();
-            server_end.shutdown().await.unwrap();
-            let mut back = Vec::new();
-            client_end.read_to_end(&mut back).await.unwrap();
-            assert_eq!(back, b"world");
-        };
-        let (copied, ()) = tokio::join!(copying, talking);
-        copied.unwrap();
-        assert_eq!(traffic.upstream.load(Ordering::Relaxed), big.len() as u64);
-        assert_eq!(traffic.downstream.load(Ordering::Relaxed), 5);
-    }
-
-    #[tokio::test]
-    async fn the_plain_path_copies_both_ways_and_keeps_half_close() {
-        copies_both_ways_keeping_half_close(false).await;
-    }
-
-    #[tokio::test]
-    async fn the_stream_path_copies_both_ways_and_keeps_half_close() {
-        copies_both_ways_keeping_half_close(true).await;
-    }
-
-    /// A bulk transfer (more than fits in socket buffers) followed by small exchanges
-    /// on the same session: every byte arrives in order, in bulk through splice(2) on
-    /// Linux, and the small messages after it still get through both ways.
-    #[tokio::test]
-    async fn bulk_then_small_messages_arrive_intact() {
-        let (mut client_end, proxy_client) = pair().await;
-        let (proxy_upstream, mut server_end) = pair().await;
-        let traffic = Traffic::default();
-        let copying = copy(
-            Stream::Plain(proxy_client),
-            Stream::Plain(proxy_upstream),
-            &traffic,
-            &OPTIONS,
-        );
-        let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-        let talking = async {
-            let (sent, got) = tokio::join!(client_end.write_all(&big), async {
-                let mut got = vec![0u8; big.len()];
-                server_end.read_exact(&mut got).await.map(|_| got)
-            });
-            sent.unwrap();
-            assert!(got.unwrap() == big, "8 MiB arrive in order");
-            for round in 0..50u8 {
-                client_end.write_all(&[round; 100]).await.unwrap();
-                let mut request = [0u8; 100];
-                server_end.read_exact(&mut request).await.unwrap();
-                assert_eq!(request, [round; 100]);
-                server_end.write_all(&[round; 7]).await.unwrap();
-                let mut response = [0u8; 7];
-                client_end.read_exact(&mut response).await.unwrap();
-                assert_eq!(response, [round; 7]);
-            }
-            client_end.shutdown().await.unwrap();
-            server_end.shutdown().await.unwrap();
-            assert_eq!(server_end.read(&mut [0u8; 1]).await.unwrap(), 0, "the FIN follows");
-            assert_eq!(client_end.read(&mut [0u8; 1]).await.unwrap(), 0);
-        };
-        let (copied, ()) = tokio::join!(copying, talking);
-        copied.unwrap();
-        assert_eq!(traffic.upstream.load(Ordering::Relaxed), big.len() as u64 + 5000);
-        assert_eq!(traffic.downstream.load(Ordering::Relaxed), 350);
-        let spliced = traffic.spliced.load(Ordering::Relaxed);
-        if cfg!(target_os = "linux") {
-            assert!(spliced > 0, "the bulk went through splice(2)");
-        }
-        assert!(spliced < big.len() as u64 + 5000, "not the first buffer's worth");
-    }
-
-    /// A TCP urgent byte in the middle of a bulk transfer: a splice stops at the mark
-    /// for good, so the copy must step over it with a read instead of stalling or
-    /// ending the stream there. (Without `SO_OOBINLINE` the urgent byte itself is not
-    /// part of the stream.)
-    #[tokio::test]
-    async fn an_urgent_byte_in_a_bulk_transfer_neither_stalls_nor_truncates() {
-        let (mut client_end, proxy_client) = pair().await;
-        let (proxy_upstream, mut server_end) = pair().await;
-        let traffic = Traffic::default();
-        let copying = copy(
-            Stream::Plain(proxy_client),
-            Stream::Plain(proxy_upstream),
-            &traffic,
-            &OPTIONS,
-        );
-        let half: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 253) as u8).collect();
-        let talking = async {
-            let sending = async {
-                client_end.write_all(&half).await.unwrap();
-                SockRef::from(&client_end).send_out_of_band(b"!").unwrap();
-                client_end.write_all(&half).await.unwrap();
-                client_end.shutdown().await.unwrap();
-            };
-            let mut got = Vec::new();
-            let (_, read) = tokio::join!(sending, server_end.read_to_end(&mut got));
-            read.unwrap();
-            assert_eq!(got.len(), 2 * half.len(), "every byte but the urgent one");
-            assert!(got[..half.len()] == half[..] && got[half.len()..] == half[..]);
-            drop(server_end);
-        };
-        let (_, ()) = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            tokio::join!(copying, talking)
-        })
-        .await
-        .expect("the copy went past the urgent mark");
-        if cfg!(target_os = "linux") {
-            assert!(traffic.spliced.load(Ordering::Relaxed) > 0, "the bulk was spliced");
-        }
-    }
-
-    /// Polls `copying` once.
-    async fn poll_once(copying: &mut Copy<'_>) -> Poll<io::Result<()>> {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *copying).poll(cx))).await
-    }
-
-    #[tokio::test]
-    async fn the_backend_socket_gets_keepalive_once_due() {
-        let (_client_end, proxy_client) = pair().await;
-        let (proxy_upstream, _server_end) = pair().await;
-        // The same socket, through a second descriptor.
-        let probe = SockRef::from(&proxy_upstream).try_clone().unwrap();
-        let traffic = Traffic::default();
-        let mut copying = copy(
-            Stream::Plain(proxy_client),
-            Stream::Plain(proxy_upstream),
-            &traffic,
-            &OPTIONS,
-        );
-        assert!(poll_once(&mut copying).await.is_pending());
-        assert!(!probe.keepalive().unwrap(), "not before it is due");
-        traffic.liveness_due.store(true, Ordering::Relaxed);
-        assert!(poll_once(&mut copying).await.is_pending());
-        assert!(probe.keepalive().unwrap());
-        assert_eq!(probe.tcp_keepalive_time().unwrap(), OPTIONS.keepalive);
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        assert_eq!(probe.tcp_user_timeout().unwrap(), Some(OPTIONS.user_timeout));
-    }
-
-    /// Two directions are what an idle session holds beside its sockets.
-    #[test]
-    fn a_direction_stays_small() {
-        assert!(
-            std::mem::size_of::<Direction>() <= 40,
-            "{}",
-            std::mem::size_of::<Direction>()
-        );
-    }
-
-    #[test]
-    fn the_pool_is_bounded() {
-        for _ in 0..POOLED + 10 {
-            give_back(vec![0u8; BUFFER].into_boxed_slice());
-        }
-        assert_eq!(POOL.with(|p| p.borrow().len()), POOLED);
-        assert_eq!(take().len(), BUFFER);
-    }
-}
+mod tests;
