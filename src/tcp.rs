@@ -36,6 +36,14 @@ pub fn tune(stream: &TcpStream, options: &TcpOptions) -> io::Result<()> {
 /// side) and asks the socket for its error only then: one `getsockopt` fewer per
 /// session that connects. No timeout of its own: the caller bounds it
 /// (`connect_timeout`, `hold_timeout`).
+///
+/// Before waiting, it asks once more with a second `connect`, which sends nothing
+/// and answers for the handshake so far: 0 once established, EALREADY while under
+/// way, or the connect's error. To a backend on the same host the handshake has
+/// usually completed inside the first `connect` (loopback delivers in the caller's
+/// context), and the session starts without a trip through `epoll_wait`; see
+/// `pipe::plain` for the first bytes, which then go without one too. Elsewhere it is
+/// one syscall that finds the handshake under way.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
@@ -47,9 +55,16 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     };
     socket.set_tcp_nodelay(true)?;
     match socket.connect(&addr.into()) {
-        Ok(()) => {}
+        Ok(()) => return TcpStream::from_std(socket.into()),
         // Under way, as expected of a non-blocking connect.
         Err(e) if in_progress(&e) => {}
+        Err(e) => return Err(e),
+    }
+    #[cfg(unix)]
+    match socket.connect(&addr.into()) {
+        Ok(()) => return TcpStream::from_std(socket.into()),
+        Err(e) if e.raw_os_error() == Some(libc::EISCONN) => return TcpStream::from_std(socket.into()),
+        Err(e) if e.raw_os_error() == Some(libc::EALREADY) || in_progress(&e) => {}
         Err(e) => return Err(e),
     }
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
@@ -207,6 +222,33 @@ mod tests {
         drop(listener);
         let refused = connect(addr).await.expect_err("nothing listens there now");
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
+    }
+
+    /// A handshake still under way after the second look is awaited: the listener's
+    /// accept queue is full, so the kernel drops the SYN and the connect completes
+    /// with the retransmission (1 s later) once the queue has room.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn connect_waits_for_a_handshake_still_under_way() {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        socket.listen(0).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let listener = std::net::TcpListener::from(socket);
+        // Fills the accept queue (room for one with a backlog of 0).
+        let _queued = std::net::TcpStream::connect(addr).unwrap();
+        let connecting = tokio::spawn(connect(addr));
+        tokio::task::yield_now().await;
+        let (first, _) = listener.accept().unwrap();
+        let stream = tokio::time::timeout(Duration::from_secs(30), connecting)
+            .await
+            .expect("the SYN is retransmitted")
+            .unwrap()
+            .expect("the second SYN finds room");
+        assert_eq!(stream.peer_addr().unwrap(), addr);
+        drop(first);
     }
 
     /// With TCP_USER_TIMEOUT on, the probe count is left to the kernel (it ignores

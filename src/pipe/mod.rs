@@ -154,7 +154,7 @@ impl<'a, L> Both<'a, L> {
         Both {
             client,
             upstream,
-            up: Direction::default(),
+            up: Direction::eager(),
             down: Direction::default(),
             traffic,
             liveness: Some(liveness),
@@ -219,15 +219,35 @@ pub struct Direction {
     need_flush: bool,
     /// End of stream forwarded: nothing more to do.
     done: bool,
-    /// Plain legs only: a read filled a whole buffer, so this direction is moving bulk
-    /// and splices through `pipe` (Linux) until a splice moves less than [`BULK_MIN`].
-    bulk: bool,
+    /// Plain legs only: how the next read goes.
+    mode: Mode,
     /// Held only while `in_pipe` bytes are in it, or while bulk bytes are being read.
     pipe: Option<Pipe>,
     in_pipe: u32,
 }
 
+/// How a plain direction reads (TLS legs do not look at it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Mode {
+    /// A session's first read from the client, and the write of what it read to the
+    /// backend, go without waiting for readiness (see `plain::poll_direction`).
+    Eager,
+    /// Wait for readiness, read into a pooled buffer.
+    #[default]
+    Buffered,
+    /// A read filled a whole buffer, so this direction is moving bulk and splices
+    /// through `pipe` (Linux) until a splice moves less than [`BULK_MIN`].
+    Bulk,
+}
+
 impl Direction {
+    /// A session's client → backend direction, before its first read.
+    fn eager() -> Self {
+        let mut d = Direction::default();
+        d.mode = Mode::Eager;
+        d
+    }
+
     /// Counts `n` bytes read into `buffer` and keeps it until they are written.
     fn filled(&mut self, buffer: Box<[u8]>, n: usize, bytes: &AtomicU64, traffic: &Traffic) {
         self.count(n, bytes, traffic);

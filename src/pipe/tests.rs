@@ -146,6 +146,33 @@ async fn poll_once(copying: &mut Copy<'_>) -> Poll<io::Result<()>> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *copying).poll(cx))).await
 }
 
+/// A request the client sent before its session started reaches the backend in the
+/// copy's first poll, with no readiness event: tokio knows nothing yet of sockets
+/// it registered a moment ago, so only the eager first read and write get it there.
+#[tokio::test]
+async fn a_waiting_request_goes_through_on_the_first_poll() {
+    let std_pair = || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (connected, listener.accept().unwrap().0)
+    };
+    let (mut client_end, proxy_client) = std_pair();
+    let (proxy_upstream, mut server_end) = std_pair();
+    std::io::Write::write_all(&mut client_end, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let fresh = |socket: std::net::TcpStream| {
+        socket.set_nonblocking(true).unwrap();
+        TcpStream::from_std(socket).unwrap()
+    };
+    let traffic = Traffic::default();
+    let mut copying = plain_copy(fresh(proxy_client), fresh(proxy_upstream), &traffic);
+    assert!(poll_once(&mut copying).await.is_pending());
+    server_end.set_nonblocking(true).unwrap();
+    let mut got = [0u8; 64];
+    let n = std::io::Read::read(&mut server_end, &mut got).expect("the request is at the backend already");
+    assert_eq!(&got[..n], b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(traffic.upstream.load(Ordering::Relaxed), n as u64);
+}
+
 #[tokio::test]
 async fn the_backend_socket_gets_keepalive_once_due() {
     let (_client_end, proxy_client) = pair().await;
