@@ -11,7 +11,8 @@
 # CPU time per GB, per request and per new connection in those runs, switchyard's CPU
 # for health-checking 1000 backends at a 1 s interval, and last `sysbench
 # oltp_read_write` direct vs switchyard vs HAProxy against a real MariaDB
-# (`loadtest sysbench`, 3 x SECONDS per run). Every process it starts is stopped by
+# (`loadtest sysbench`, 3 x SECONDS per run, with the proxy's and the whole machine's
+# CPU time per query). Every process it starts is stopped by
 # PID at the end; everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,12 @@
 //! `sysbench oltp_read_write` direct, through switchyard (the release binary, as
 //! deployed) and through HAProxy, against one real MariaDB, in alternating rounds;
 //! prints medians and switchyard's ratios. `loadtest/compare.sh` runs it last.
+//!
+//! Besides throughput, the CPU time each query costs (Linux `/proc`): the proxy's own,
+//! and the whole machine's (every process and the kernel, idle excluded). On a
+//! machine that sysbench and MariaDB already keep busy, a proxy's throughput is
+//! bounded by what it adds to the machine's cost per query, so this row tells how
+//! far any proxy could get, and what part of the gap is the proxy's own code.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +63,56 @@ const SYSBENCH_LIMIT: &str = "600";
 struct Run {
     tps: f64,
     p95_ms: f64,
+    /// Statements run (sysbench's `queries:` total).
+    queries: f64,
+}
+
+/// CPU time spent during one run, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    /// By the proxy process (user + system, every thread); 0 for the direct path.
+    proxy: f64,
+    /// By the whole machine: every CPU's time that was not idle or waiting for I/O.
+    machine: f64,
+}
+
+/// Clock ticks per second, for `/proc` times.
+fn clock_ticks() -> Result<f64> {
+    let out = system::run(Command::new("getconf").arg("CLK_TCK"))?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("getconf CLK_TCK printed {out:?}"))
+}
+
+/// The proxy's and the machine's CPU time so far, in clock ticks (`/proc`).
+fn cpu_ticks(proxy: Option<u32>) -> Result<Spent> {
+    let proxy = match proxy {
+        Some(pid) => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            // Fields after the command name (which may hold spaces) in parentheses;
+            // utime and stime are the 14th and 15th of the whole line.
+            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            field(11)
+                .zip(field(12))
+                .map(|(u, s)| u + s)
+                .context("/proc/PID/stat: no utime/stime")?
+        }
+        None => 0.0,
+    };
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .context("/proc/stat: no cpu line")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...: busy = all - idle - iowait.
+    let machine = cpu.iter().take(8).sum::<f64>() - cpu.get(3).unwrap_or(&0.0) - cpu.get(4).unwrap_or(&0.0);
+    Ok(Spent { proxy, machine })
 }
 
 fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
@@ -80,7 +136,8 @@ fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
     system::run(Command::new("timeout").arg(SYSBENCH_LIMIT).arg("sysbench").args(&args))
 }
 
-/// `transactions: N (X per sec.)` and `95th percentile: Y` from sysbench's report.
+/// `transactions: N (X per sec.)`, `queries: Q (...)` and `95th percentile: Y` from
+/// sysbench's report.
 fn parse(out: &str) -> Option<Run> {
     let after = |label: &str| {
         out.lines()
@@ -95,7 +152,8 @@ fn parse(out: &str) -> Option<Run> {
         .parse()
         .ok()?;
     let p95_ms = after("95th percentile:")?.parse().ok()?;
-    Some(Run { tps, p95_ms })
+    let queries = after("queries:")?.split_whitespace().next()?.parse().ok()?;
+    Some(Run { tps, p95_ms, queries })
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -134,7 +192,7 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
              [listeners.writer]\nlisten = \"127.0.0.1:{sy_port}\"\npool = \"writer\"\n"
         ),
     )?;
-    let _switchyard = spawn(
+    let switchyard_proc = spawn(
         Command::new(switchyard)
             .args(["run", "--config"])
             .arg(&sy_config)
@@ -150,10 +208,11 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
              listen mysql\n    bind 127.0.0.1:{ha_port}\n    option mysql-check user haproxy post-41\n    server db1 {node} check inter 1s\n"
         ),
     )?;
-    let _haproxy = spawn(
+    let haproxy_proc = spawn(
         Command::new("haproxy").arg("-db").arg("-f").arg(&ha_config),
         &dir.join("haproxy.log"),
     )?;
+    let pids = [None, Some(switchyard_proc.0.id()), Some(haproxy_proc.0.id())];
     let targets = [("direct", node.port()), ("switchyard", sy_port), ("haproxy", ha_port)];
     for (name, port) in &targets[1..] {
         wait_listening(SocketAddr::from(([127, 0, 0, 1], *port)), name)?;
@@ -181,23 +240,33 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
     sysbench(node.port(), "prepare", &[])?;
     let time = format!("--time={secs}");
     let threads = format!("--threads={threads}");
-    let mut results: Vec<Vec<Run>> = vec![Vec::new(); targets.len()];
+    let ticks = clock_ticks()?;
+    let mut results: Vec<Vec<(Run, Spent)>> = vec![Vec::new(); targets.len()];
     for round in 1..=rounds {
         for (i, (name, port)) in targets.iter().enumerate() {
+            let before = cpu_ticks(pids[i])?;
             let out = sysbench(*port, "run", &[&threads, &time, "--events=0"])?;
+            let after = cpu_ticks(pids[i])?;
             let run = parse(&out).with_context(|| format!("{name}: no result in sysbench's output:\n{out}"))?;
-            results[i].push(run);
+            let spent = Spent {
+                proxy: (after.proxy - before.proxy) / ticks,
+                machine: (after.machine - before.machine) / ticks,
+            };
+            results[i].push((run, spent));
         }
         eprintln!("sysbench round {round} done");
     }
-    let tps: Vec<f64> = results
-        .iter()
-        .map(|r| median(r.iter().map(|x| x.tps).collect()))
-        .collect();
-    let p95: Vec<f64> = results
-        .iter()
-        .map(|r| median(r.iter().map(|x| x.p95_ms).collect()))
-        .collect();
+    let medians = |of: &dyn Fn(&Run, &Spent) -> f64| -> Vec<f64> {
+        results
+            .iter()
+            .map(|r| median(r.iter().map(|(run, spent)| of(run, spent)).collect()))
+            .collect()
+    };
+    let tps = medians(&|run, _| run.tps);
+    let p95 = medians(&|run, _| run.p95_ms);
+    // µs per query (sysbench's statements, BEGIN and COMMIT included).
+    let proxy_us = medians(&|run, spent| spent.proxy / run.queries * 1e6);
+    let machine_us = medians(&|run, spent| spent.machine / run.queries * 1e6);
     println!("\nsysbench oltp_read_write ({threads}, {secs} s per run, medians of {rounds} rounds):\n");
     println!("| | direct | switchyard | haproxy | switchyard / direct | switchyard / haproxy |");
     println!("|---|---|---|---|---|---|");
@@ -214,6 +283,13 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
     };
     row("transactions/s", &tps, 0);
     row("p95 latency, ms", &p95, 2);
+    row("machine CPU per query, µs", &machine_us, 1);
+    println!(
+        "| proxy CPU per query, µs | - | {:.1} | {:.1} | - | {:.2} |",
+        proxy_us[1],
+        proxy_us[2],
+        proxy_us[1] / proxy_us[2]
+    );
     let _ = std::fs::remove_dir_all(&dir);
     drop(cluster);
     Ok(())
@@ -231,11 +307,13 @@ mod tests {
     #[test]
     fn reads_sysbench_reports() {
         let out = "SQL statistics:\n    transactions:                        12345  (411.44 per sec.)\n\
+                   queries:                             246900 (8228.80 per sec.)\n\
                    Latency (ms):\n         min:                                    1.02\n\
                    95th percentile:                       28.67\n";
         let run = parse(out).unwrap();
         assert_eq!(run.tps, 411.44);
         assert_eq!(run.p95_ms, 28.67);
+        assert_eq!(run.queries, 246900.0);
         assert!(parse("nothing").is_none());
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
