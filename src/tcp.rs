@@ -43,7 +43,8 @@ pub fn tune(stream: &TcpStream, options: &TcpOptions) -> io::Result<()> {
 /// usually completed inside the first `connect` (loopback delivers in the caller's
 /// context), and the session starts without a trip through `epoll_wait`; see
 /// `pipe::plain` for the first bytes, which then go without one too. Elsewhere it is
-/// one syscall that finds the handshake under way.
+/// one syscall that finds the handshake under way. Linux only: elsewhere a second
+/// `connect` may report a failed handshake with another error than its own.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
@@ -60,7 +61,7 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         Err(e) if in_progress(&e) => {}
         Err(e) => return Err(e),
     }
-    #[cfg(unix)]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     match socket.connect(&addr.into()) {
         Ok(()) => return TcpStream::from_std(socket.into()),
         Err(e) if e.raw_os_error() == Some(libc::EISCONN) => return TcpStream::from_std(socket.into()),

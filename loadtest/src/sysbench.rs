@@ -72,7 +72,8 @@ struct Run {
 struct Spent {
     /// By the proxy process (user + system, every thread); 0 for the direct path.
     proxy: f64,
-    /// By the whole machine: every CPU's time that was not idle or waiting for I/O.
+    /// By the whole machine: every CPU's time that was not idle, waiting for I/O or
+    /// taken by the hypervisor (steal).
     machine: f64,
 }
 
@@ -110,8 +111,10 @@ fn cpu_ticks(proxy: Option<u32>) -> Result<Spent> {
         .split_whitespace()
         .filter_map(|f| f.parse().ok())
         .collect();
-    // user nice system idle iowait irq softirq steal ...: busy = all - idle - iowait.
-    let machine = cpu.iter().take(8).sum::<f64>() - cpu.get(3).unwrap_or(&0.0) - cpu.get(4).unwrap_or(&0.0);
+    // user nice system idle iowait irq softirq steal ...: busy = the first seven less
+    // idle and iowait. Steal (time the hypervisor gave to others) is no work done here;
+    // guest time is already in user and nice.
+    let machine = cpu.iter().take(7).sum::<f64>() - cpu.get(3).unwrap_or(&0.0) - cpu.get(4).unwrap_or(&0.0);
     Ok(Spent { proxy, machine })
 }
 

@@ -159,6 +159,12 @@ async fn a_waiting_request_goes_through_on_the_first_poll() {
     let (mut client_end, proxy_client) = std_pair();
     let (proxy_upstream, mut server_end) = std_pair();
     std::io::Write::write_all(&mut client_end, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    // At the proxy's socket before its session starts (loopback usually delivers
+    // inside the write; a busy kernel may defer it a little).
+    proxy_client
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    proxy_client.peek(&mut [0u8; 1]).expect("the request arrives");
     let fresh = |socket: std::net::TcpStream| {
         socket.set_nonblocking(true).unwrap();
         TcpStream::from_std(socket).unwrap()
