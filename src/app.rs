@@ -33,37 +33,11 @@ use crate::listener::Listener;
 use crate::pool::Pool;
 use crate::proxy::SessionContext;
 use crate::routing::{Router, Routing};
-use crate::spread::{self, Threads};
+use crate::spread::Threads;
 use crate::timeline::Timeline;
 use crate::tls::{ServerTls, Verify};
+use crate::worker::Worker;
 use crate::{metrics, tcp};
-
-/// How far ahead [`timer_floor`] keeps a timer armed on each data-plane runtime: at
-/// most the shortest timer a session sets with default settings (the watchdog's first
-/// tick, [`tcp::LIVENESS_AFTER`] = 1 s; the connect timeout, 2 s).
-const TIMER_FLOOR: Duration = Duration::from_millis(250);
-
-/// Keeps a timer armed on a data-plane runtime, at most [`TIMER_FLOOR`] ahead.
-///
-/// tokio (1.54; its issue #5207) wakes its own driver, an eventfd `write` and then an
-/// `epoll_wait` that returns at once, whenever a timer is set earlier than the earliest
-/// one the driver knew of when it last went to sleep, and on every timer set if it
-/// knew of none; even from the runtime's own thread while it is running tasks, when
-/// there is nothing to wake. Every session sets a timer or two (its watchdog; the
-/// connect timeout unless the connect completed at once), and a thread between
-/// sessions sleeps with none: with wrk
-/// `Connection: close`, 0.6 eventfd `write`s per connection (`strace -c`). With this
-/// timer always the earliest, a session's timers (1 s and more away unless configured
-/// shorter) are never earlier: 0.16 `write`s per connection are left, the hand-overs
-/// between threads ([`spread`]). Its own re-arming wakes the driver so too, four
-/// times a second. On an idle thread it costs about a dozen
-/// wake-ups a second (tokio's wheel moves a timer down its levels on the way), under
-/// 0.1 % of a core.
-async fn timer_floor() {
-    loop {
-        tokio::time::sleep(TIMER_FLOOR).await;
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -179,8 +153,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let stop_background = CancellationToken::new();
     let sessions = TaskTracker::new();
     let background = TaskTracker::new();
+    let prometheus = metrics.clone();
     background.spawn(crate::metrics::upkeep(
-        metrics.clone(),
+        move || prometheus.run_upkeep(),
         crate::metrics::UPKEEP_PERIOD,
         stop_background.clone(),
     ));
@@ -254,34 +229,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut workers = Vec::new();
     let mut started = Vec::new();
     for (index, (accept_loops, inbox)) in per_worker.into_iter().zip(inboxes).enumerate() {
-        let (stop_accepting, sessions, stop) = (stop_accepting.clone(), sessions.clone(), stop_workers.clone());
-        let accepting = accepting.clone();
-        let (ready, is_ready) = tokio::sync::oneshot::channel();
-        // The runtime is built on its own thread: a runtime must not be dropped inside
-        // an async context, which a failed start would otherwise do.
-        let spawned = std::thread::Builder::new()
-            .name(format!("switchyard-io-{index}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(()));
-                runtime.block_on(async move {
-                    for accept in accept_loops {
-                        accepting.spawn(accept.run(stop_accepting.clone(), sessions.clone()));
-                    }
-                    accepting.spawn(spread::inbox(inbox, stop_accepting.clone(), sessions.clone()));
-                    tokio::spawn(timer_floor());
-                    // Sessions run on this runtime until shutdown has waited for them.
-                    stop.cancelled().await;
-                });
-            });
+        let worker = Worker {
+            accept_loops,
+            inbox,
+            stop_accepting: stop_accepting.clone(),
+            sessions: sessions.clone(),
+            accepting: accepting.clone(),
+            stop: stop_workers.clone(),
+        };
+        let spawned = worker.spawn(index);
         match spawned {
-            Ok(thread) => {
+            Ok((thread, is_ready)) => {
                 workers.push(thread);
                 started.push(is_ready);
             }

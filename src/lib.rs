@@ -10,7 +10,8 @@
 //! - [`app`]: wires one process together (bind, spawn checkers, router, listeners,
 //!   admin) and owns the shutdown sequence.
 //! - [`listener`]: the accept loop (connection cap, backoff on accept errors);
-//!   [`spread`]: handing new connections from a busy data-plane thread to an idle one.
+//!   [`spread`]: handing new connections from a busy data-plane thread to an idle one;
+//!   [`worker`]: one data-plane thread (its runtime, accept loops, inbox).
 //! - [`proxy`]: one client session: (TLS handshake), pick from the routing snapshot,
 //!   hold while the pool is empty, connect with a timeout, (backend TLS, or the MySQL
 //!   login with in-protocol TLS in [`proxy::mysql`]), copy both ways, obey fencing.
@@ -51,3 +52,4 @@ pub mod stream;
 pub mod tcp;
 pub mod timeline;
 pub mod tls;
+pub mod worker;

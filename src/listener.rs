@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
 use crate::proxy::SessionContext;
-use crate::spread::{self, Threads};
+use crate::spread::Threads;
 use crate::tcp;
 
 pub struct Listener {
@@ -66,11 +66,11 @@ impl Listener {
                         },
                         _ = stop.cancelled() => return,
                     };
-                    let counted = self.threads.place(self.thread);
-                    spread::dispatch(self.thread, stream, peer, self.ctx.clone(), permit, counted, &sessions);
+                    self.threads
+                        .dispatch(self.thread, stream, peer, self.ctx.clone(), permit, &sessions);
                 }
                 Err(e) => {
-                    error!(listener = %self.name, error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    error!(listener = %self.name, pool = %self.ctx.pool.name(), error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stop.cancelled() => return,

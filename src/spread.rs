@@ -109,7 +109,7 @@ impl Threads {
     }
 
     /// Picks the thread for a connection accepted on `here`, and counts it there.
-    pub fn place(self: &Arc<Self>, here: usize) -> Counted {
+    fn place(self: &Arc<Self>, here: usize) -> Counted {
         let load = |i: usize| self.slots[i].sessions.0.load(Ordering::Relaxed);
         let mine = load(here);
         let (least, thread) = (0..self.slots.len())
@@ -125,40 +125,37 @@ impl Threads {
     }
 }
 
-impl Counted {
-    pub fn thread(&self) -> usize {
-        self.thread
-    }
-}
-
-/// Serves a connection accepted (and not yet registered) on this thread: here, or on
-/// the thread `counted` names. Either way it is registered once, by the thread that
-/// serves it, so a move costs no extra `epoll_ctl`.
-pub fn dispatch(
-    here: usize,
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<SessionContext>,
-    permit: OwnedSemaphorePermit,
-    counted: Counted,
-    sessions: &TaskTracker,
-) {
-    let to = counted.thread;
-    let arrival = Arrival {
-        stream,
-        peer,
-        ctx,
-        permit,
-        counted,
-    };
-    if to == here {
-        return arrival.start(sessions);
-    }
-    arrival.ctx.moved.increment(1);
-    let threads = arrival.counted.threads.clone();
-    // Refused only once that thread's inbox has stopped (shutting down): served here.
-    if let Err(mpsc::error::SendError(arrival)) = threads.slots[to].inbox.send(arrival) {
-        arrival.start(sessions);
+impl Threads {
+    /// Serves a connection accepted (and not yet registered) on thread `here`: here,
+    /// or on the less busy thread [`should_move`] picks. Either way it is registered
+    /// once, by the thread that serves it, so a move costs no extra `epoll_ctl`.
+    pub fn dispatch(
+        self: &Arc<Self>,
+        here: usize,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+        ctx: Arc<SessionContext>,
+        permit: OwnedSemaphorePermit,
+        sessions: &TaskTracker,
+    ) {
+        let counted = self.place(here);
+        let to = counted.thread;
+        let arrival = Arrival {
+            stream,
+            peer,
+            ctx,
+            permit,
+            counted,
+        };
+        if to == here {
+            return arrival.start(sessions);
+        }
+        arrival.ctx.moved.increment(1);
+        // Refused only once that thread's inbox has stopped (shutting down): served
+        // here, while still counted there, which no longer matters then.
+        if let Err(mpsc::error::SendError(arrival)) = self.slots[to].inbox.send(arrival) {
+            arrival.start(sessions);
+        }
     }
 }
 
@@ -199,7 +196,7 @@ impl Arrival {
                 });
             }
             Err(e) => {
-                warn!(listener = %ctx.listener, client = %peer, error = %e, "cannot register an accepted connection; closing it");
+                warn!(listener = %ctx.listener, pool = %ctx.pool.name(), client = %peer, error = %e, "cannot register an accepted connection; closing it");
             }
         }
     }
@@ -230,7 +227,7 @@ mod tests {
         assert_eq!(counts.iter().sum::<usize>(), 64);
         let (most, least) = (counts[0].max(counts[1]), counts[0].min(counts[1]));
         assert!(most <= least + 2 + least / 8, "{counts:?}");
-        let moved = placed.iter().filter(|c| c.thread() == 1).count();
+        let moved = placed.iter().filter(|c| c.thread == 1).count();
         assert_eq!(moved, counts[1]);
         drop(placed);
         assert_eq!(threads.sessions(), vec![0, 0]);
@@ -240,7 +237,7 @@ mod tests {
     fn one_thread_never_moves() {
         let (threads, _inboxes) = Threads::new(1);
         let placed: Vec<Counted> = (0..10).map(|_| threads.place(0)).collect();
-        assert!(placed.iter().all(|c| c.thread() == 0));
+        assert!(placed.iter().all(|c| c.thread == 0));
         assert_eq!(threads.sessions(), vec![10]);
     }
 }

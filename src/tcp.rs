@@ -71,9 +71,12 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
     let ready = stream.ready(Interest::WRITABLE | Interest::ERROR).await?;
     if ready.is_error() || ready.is_write_closed() {
-        return Err(stream
-            .take_error()?
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::ConnectionRefused, "connection failed")));
+        return Err(stream.take_error()?.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "connect failed (the socket reported no error)",
+            )
+        }));
     }
     Ok(stream)
 }
@@ -98,14 +101,9 @@ pub fn accept(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStre
     }
 }
 
-#[cfg(unix)]
+// Unix only, as the whole data plane is (`AsyncFd` in `listener`).
 fn in_progress(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINPROGRESS)
-}
-
-#[cfg(not(unix))]
-fn in_progress(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// Keepalive and `TCP_USER_TIMEOUT`, so that a peer that vanished without a FIN or
@@ -171,7 +169,7 @@ fn bind_std(addr: SocketAddr, options: Option<&TcpOptions>, reuse_port: bool) ->
 /// address and take half the connections, silently; so the address is first bound
 /// once without it, which fails if anyone holds it.
 pub fn bind_group(addr: SocketAddr, options: &TcpOptions, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    if count <= 1 || !cfg!(unix) {
+    if count <= 1 {
         return Ok(vec![bind_std(addr, Some(options), false)?]);
     }
     if addr.port() != 0 {

@@ -9,9 +9,10 @@ use std::task::{ready, Context, Poll};
 use socket2::{SockRef, Socket};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tracing::warn;
 
 use super::splice::{self, Pipe};
-use super::{give_back, take, Direction, Leg, Mode, Traffic, BULK_MIN, SPLICE_WORKS};
+use super::{give_back, take, Direction, Leg, Mode, BULK_MIN, SPLICE_WORKS};
 
 /// Plain TCP on both sides: wait for readiness without a buffer, read with the
 /// short-read shortcut, and splice bulk bytes (Linux).
@@ -26,23 +27,11 @@ impl Leg for TcpStream {
         d: &mut Direction,
         other_done: bool,
         bytes: &AtomicU64,
-        traffic: &Traffic,
+        spliced: &AtomicU64,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         // A fill that moved nothing is confirmed by one read on the buffer path.
         let mut confirm = false;
-        // A new session's client socket was registered with the runtime a moment ago,
-        // so tokio may know nothing of its readiness yet, nor of the backend's if
-        // `tcp::connect` found it connected at once. Waiting would cost a trip through
-        // `epoll_wait` for what is usually there already: a client that speaks first
-        // (HTTP, MongoDB) sent its request while the proxy accepted and connected. So
-        // the first read, and the write of what it read, go straight to the sockets;
-        // a WouldBlock leaves tokio's readiness as it is (at worst, one more syscall
-        // finds EAGAIN later and clears it), and the direction waits as usual. With wrk `Connection: close` (`strace -c`), 1.1 `epoll_wait`
-        // per connection instead of 1.6 (HAProxy, which reads eagerly too: 1.0); with
-        // the timer floor in `app`, 2.8 % more connections per second and 2.4 % less
-        // CPU per connection (A/B, 5 alternating rounds). A server that speaks first
-        // (MySQL) costs one `recv` that finds nothing.
         let mut eager = d.mode == Mode::Eager;
         if eager {
             d.mode = Mode::Buffered;
@@ -51,25 +40,24 @@ impl Leg for TcpStream {
             if d.done {
                 return Poll::Ready(Ok(()));
             }
-            if d.in_pipe > 0 {
+            // Bytes in flight go out first, from the pipe or the buffer.
+            if let (Some(pipe), 1..) = (&d.pipe, d.in_pipe) {
                 ready!(to.poll_write_ready(cx))?;
-                let pipe = d.pipe.as_ref().expect("bytes in flight are in a pipe");
-                match pipe.drain(to, d.in_pipe as usize) {
-                    Ok(n) => d.in_pipe -= n as u32,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
+                let len = d.in_pipe as usize;
+                d.in_pipe -= moved(once(
+                    to,
+                    Interest::WRITABLE,
+                    false,
+                    |_| pipe.drain(to, len),
+                    |n| n < len,
+                ))? as u32;
                 continue;
             }
             if let Some(pending) = d.pending() {
                 if !eager {
                     ready!(to.poll_write_ready(cx))?;
                 }
-                match write_filled(to, pending, eager) {
-                    Ok(n) => d.pos += n as u32,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
+                d.pos += moved(write_filled(to, pending, eager))? as u32;
                 eager = false;
                 continue;
             }
@@ -82,36 +70,8 @@ impl Leg for TcpStream {
                     return Poll::Pending;
                 }
             }
-            if d.mode == Mode::Bulk && !confirm && d.pipe.is_none() {
-                d.pipe = Pipe::take();
-                // None: out of descriptors, say. Copy through buffers until the next
-                // full read tries again, rather than a failing pipe2 on every read.
-                if d.pipe.is_none() {
-                    d.mode = Mode::Buffered;
-                }
-            }
-            if let (Mode::Bulk, false, Some(pipe)) = (d.mode, confirm, &d.pipe) {
-                match pipe.fill(from) {
-                    Ok(n) if n > 0 => {
-                        d.count(n, bytes, traffic);
-                        traffic.spliced.fetch_add(n as u64, Ordering::Relaxed);
-                        d.in_pipe = n as u32;
-                        if n < BULK_MIN {
-                            d.mode = Mode::Buffered;
-                        }
-                    }
-                    // Nothing moved: drained, or the end of the stream, or a TCP urgent
-                    // mark, where a splice stops for good and a recv goes on. One read
-                    // on the buffer path tells which (one recv per burst), and clears
-                    // the readiness if drained; the direction stays in bulk mode.
-                    Ok(_) => confirm = true,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => confirm = true,
-                    Err(e) if splice::unsupported(&e) => {
-                        SPLICE_WORKS.store(false, Ordering::Relaxed);
-                        d.mode = Mode::Buffered;
-                    }
-                    Err(e) => return Poll::Ready(Err(e)),
-                }
+            if d.mode == Mode::Bulk && !confirm {
+                confirm = fill(from, d, bytes, spliced)?;
                 continue;
             }
             let mut buffer = take();
@@ -125,7 +85,7 @@ impl Leg for TcpStream {
                         d.mode = Mode::Bulk;
                     }
                     confirm = false;
-                    d.filled(buffer, n, bytes, traffic);
+                    d.filled(buffer, n, bytes);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     give_back(buffer);
@@ -137,6 +97,52 @@ impl Leg for TcpStream {
                 }
             }
         }
+    }
+}
+
+/// What a write moved; "would block" moved nothing (and cleared the readiness).
+fn moved(result: io::Result<usize>) -> io::Result<usize> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        other => other,
+    }
+}
+
+/// One splice from `from` into the direction's pipe, taken from the pool first.
+/// Returns true when nothing moved: the socket is drained, or at its end, or at a TCP
+/// urgent mark, where a splice stops for good and a recv goes on. One read on the
+/// buffer path then tells which (one recv per burst) and clears the readiness if
+/// drained; the direction stays in bulk mode.
+fn fill(from: &TcpStream, d: &mut Direction, bytes: &AtomicU64, spliced: &AtomicU64) -> io::Result<bool> {
+    if d.pipe.is_none() {
+        d.pipe = Pipe::take();
+    }
+    let Some(pipe) = &d.pipe else {
+        // Out of descriptors, say. Copy through buffers until the next full read tries
+        // again, rather than a failing pipe2 on every read.
+        d.mode = Mode::Buffered;
+        return Ok(false);
+    };
+    match pipe.fill(from) {
+        Ok(0) => Ok(true),
+        Ok(n) => {
+            bytes.fetch_add(n as u64, Ordering::Relaxed);
+            spliced.fetch_add(n as u64, Ordering::Relaxed);
+            d.in_pipe = n as u32;
+            if n < BULK_MIN {
+                d.mode = Mode::Buffered;
+            }
+            Ok(false)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) if splice::unsupported(&e) => {
+            if SPLICE_WORKS.swap(false, Ordering::Relaxed) {
+                warn!(error = %e, "splice(2) refused on a TCP socket; bulk bytes are copied through buffers from now on");
+            }
+            d.mode = Mode::Buffered;
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -18,7 +18,6 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Bytes a pipe holds (at most 4 GiB: counts of bytes in a pipe fit a `u32`). The kernel's default is 64 KiB in 16 page slots, and a socket's
@@ -69,15 +68,14 @@ impl Pipe {
         Ok(splice(from, None, &self.write, None, CAPACITY, flags())?)
     }
 
-    /// Moves up to `len` bytes from this pipe into `to`; WouldBlock clears `to`'s write
-    /// readiness (the pipe is not empty, so the socket is what is full). Unlike `send`
-    /// with `MSG_NOSIGNAL`, a splice into a socket whose peer is gone raises SIGPIPE;
-    /// Rust programs ignore that signal from the start (std does it before `main`), so
-    /// here it is the EPIPE error it would be anyway.
+    /// Moves up to `len` bytes from this pipe into `to`, one syscall; the caller runs it
+    /// under `to`'s write readiness (the pipe is not empty, so a short or refused
+    /// splice means the socket is full). Unlike `send` with `MSG_NOSIGNAL`, a splice
+    /// into a socket whose peer is gone raises SIGPIPE; Rust programs ignore that
+    /// signal from the start (std does it before `main`), so here it is the EPIPE error
+    /// it would be anyway.
     pub fn drain(&self, to: &TcpStream, len: usize) -> io::Result<usize> {
-        to.try_io(Interest::WRITABLE, || {
-            Ok(splice(&self.read, None, to, None, len, flags())?)
-        })
+        Ok(splice(&self.read, None, to, None, len, flags())?)
     }
 }
 

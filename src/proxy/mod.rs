@@ -114,13 +114,13 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
                 None => Stream::Plain(client),
                 // Boxed, here and below: an async fn's state is as large as its largest
                 // await point, so inline TLS and MySQL-login states would make every
-                // session pay for them (2424 bytes per session instead of 1712).
+                // session pay for them.
                 Some(tls) => match Box::pin(accept_tls(tls, client)).await {
                     Some(stream) => Stream::Server(Box::new(stream)),
                     None => return Ended::Handshake,
                 },
             };
-            let Some((member, upstream)) = connect_backend(ctx).await else {
+            let Some((member, upstream)) = connect_routed(ctx).await else {
                 return Ended::NoBackend;
             };
             let upstream = match &member.backend.tls {
@@ -133,7 +133,7 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
             carry(ctx, &member, client, upstream).await
         }
         ListenerMode::Mysql => {
-            let Some((member, upstream)) = connect_backend(ctx).await else {
+            let Some((member, upstream)) = connect_routed(ctx).await else {
                 return Ended::NoBackend;
             };
             match Box::pin(mysql::login(ctx, &member, client, upstream)).await {
@@ -187,14 +187,6 @@ async fn originate_tls(
 }
 
 /// Picks and connects a backend, and sets up the socket.
-async fn connect_backend(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)> {
-    let (member, upstream) = connect_routed(ctx).await?;
-    Span::current().record("backend", member.backend.name.as_str());
-    // TCP_NODELAY is set; keepalive and TCP_USER_TIMEOUT follow once the session has
-    // lived a moment (see `tcp`).
-    Some((member, upstream))
-}
-
 /// Copies a connected session to its end and records what it did.
 async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstream: Stream) -> Ended {
     let counted = member.enter();
@@ -202,7 +194,7 @@ async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstr
         ctx.pool.first_session_seen();
     }
     let started = Instant::now();
-    let (ended, bytes) = pipe(client, upstream, member, ctx).await;
+    let (ended, bytes) = copy_to_end(client, upstream, member, ctx).await;
     drop(counted);
     let duration = started.elapsed();
     member.stats.duration.record_duration(duration);
@@ -265,6 +257,9 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
                     member.stats.connect.record_duration(latency);
                     member.connect_seconds.record(latency.as_secs_f64());
                     record_hold(held);
+                    // TCP_NODELAY is set; keepalive and TCP_USER_TIMEOUT follow once
+                    // the session has lived a moment (see `tcp`).
+                    Span::current().record("backend", member.backend.name.as_str());
                     return Some((member, stream));
                 }
                 Ok(Err(e)) => last_error = format!("{}: {e}", member.backend.name),
@@ -298,7 +293,7 @@ async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)
 
 /// Copies both ways until the session ends for one of the reasons in [`Ended`];
 /// returns the reason and the bytes moved (both directions).
-async fn pipe(client: Stream, upstream: Stream, member: &Member, ctx: &SessionContext) -> (Ended, u64) {
+async fn copy_to_end(client: Stream, upstream: Stream, member: &Member, ctx: &SessionContext) -> (Ended, u64) {
     let traffic = Traffic::default();
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
@@ -336,9 +331,10 @@ async fn watchdog(
     mut eviction: watch::Receiver<Eviction>,
     kill: &CancellationToken,
 ) -> Ended {
-    let activity = &traffic.activity;
+    // Bytes moved either way; unchanged over `idle_limit` means idle.
+    let activity = || traffic.upstream.load(Ordering::Relaxed) + traffic.downstream.load(Ordering::Relaxed);
     let step = (idle_limit / 4).max(Duration::from_millis(10));
-    let (mut seen, mut quiet) = (activity.load(Ordering::Relaxed), Duration::ZERO);
+    let (mut seen, mut quiet) = (activity(), Duration::ZERO);
     let started = Instant::now();
     let mut next_idle_check = started + step;
     let mut liveness_at = Some(started + tcp::LIVENESS_AFTER);
@@ -370,7 +366,7 @@ async fn watchdog(
                     liveness_at = None;
                 }
                 if now >= next_idle_check {
-                    let moved = activity.load(Ordering::Relaxed);
+                    let moved = activity();
                     quiet = if moved == seen { quiet + step } else { Duration::ZERO };
                     seen = moved;
                     if quiet >= idle_limit {
