@@ -2,11 +2,16 @@
 # root. Everything listens on 127.0.0.1; every process a script starts goes in PIDS
 # and is stopped by PID on exit.
 
-# install_missing CMD:PACKAGE... — apt-get installs the packages whose command is missing.
+# install_missing CMD:PACKAGE... — apt-get installs the packages whose command (or,
+# when it starts with /, file) is missing.
 install_missing() {
-  local need=() pair
+  local need=() pair what
   for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+    what=${pair%%:*}
+    case $what in
+      /*) [ -e "$what" ] || need+=("${pair#*:}") ;;
+      *) command -v "$what" >/dev/null 2>&1 || [ -x "/usr/sbin/$what" ] || need+=("${pair#*:}") ;;
+    esac
   done
   if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -35,9 +40,56 @@ cpu_ticks() { if [ -n "${1:-}" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; 
 # SCALE, per unit of work (e.g. SCALE 1e6 and UNITS requests: µs per request).
 per_unit() { python3 -c "print(round(($2 - $1) / $(getconf CLK_TCK) * $4 / ($3), 2))"; }
 
-# Results: record TARGET MEASURE VALUE; R holds the values per (target, measure).
+# Results: record TARGET MEASURE VALUE; R holds the values per (target, measure). A
+# measurement that produced no number stops the run (rather than a median over fewer).
 declare -A R
-record() { R[$1,$2]="${R[$1,$2]:-} $3"; }
+record() {
+  [[ $3 =~ ^[0-9]+(\.[0-9]+)?(e[-+]?[0-9]+)?$ ]] || { echo "$1 $2: no value (got '$3')" >&2; exit 1; }
+  R[$1,$2]="${R[$1,$2]:-} $3"
+}
+# py_results — Python lines that load R into a dict R[(target, measure)] = [values],
+# and med(target, measure), the median or None; for a report's heredoc.
+py_results() {
+  echo "import statistics"
+  echo "R = {}"
+  local k
+  for k in "${!R[@]}"; do echo "R[tuple('$k'.split(','))] = [float(x) for x in '${R[$k]}'.split()]"; done
+  echo "med = lambda t, m: statistics.median(R[(t, m)]) if (t, m) in R else None"
+}
+
+# idle_kb PID PORT COUNT [CAFILE] — KB of RSS per idle connection through the proxy
+# PID: COUNT connections opened to PORT (TLS, sending one request, with CAFILE), RSS
+# read once all are open, then closed. A client that fails or stalls fails the run.
+idle_kb() {
+  local before after fifo client ready=""
+  before=$(rss "$1")
+  fifo="$WORK/idle.$2"; mkfifo "$fifo"
+  python3 - "$2" "$3" "${4:-}" >"$fifo" <<'PY' &
+import socket, ssl, sys, time
+socket.setdefaulttimeout(10)
+port, count, cafile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=cafile) if cafile else None
+conns = []
+for _ in range(count):
+    s = socket.create_connection(("127.0.0.1", port))
+    if ctx:
+        s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+        s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+    conns.append(s)
+print("ready", flush=True)
+time.sleep(4)
+PY
+  client=$!
+  exec 3<"$fifo"
+  read -r -t 60 ready <&3 || true
+  [ "$ready" = ready ] || { echo "idle connections to port $2 never all opened" >&2; exit 1; }
+  sleep 1   # let the proxy settle its per-connection state
+  after=$(rss "$1")
+  wait "$client" || { echo "the idle-connection client for port $2 failed" >&2; exit 1; }
+  exec 3<&-
+  rm -f "$fifo"
+  python3 -c "print(round(($after - $before) / $3, 2))"
+}
 
 # From wrk's output (with --latency): requests/s, requests in all, and p99 in ms.
 wrk_rps() { awk '/Requests\/sec/ {print $2}' <<<"$1"; }

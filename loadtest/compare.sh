@@ -21,7 +21,7 @@ SECS=${2:-3}
 
 source loadtest/common.sh
 install_missing iperf3:iperf3 wrk:wrk haproxy:haproxy nginx:nginx-light
-[ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || install_missing ngx-stream-module:libnginx-mod-stream
+install_missing /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream
 cargo build --release -q -p switchyard -p switchyard-loadtest
 SY=target/release/switchyard
 
@@ -109,7 +109,7 @@ for round in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     pid=${PID[$t]:-}
     c0=$(cpu_ticks "$pid")
-    read -r g bytes < <(iperf3 -c 127.0.0.1 -p "${P1[$t]}" -t "$SECS" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(round(e["bits_per_second"]/1e9,2), e["bytes"])')
+    read -r g bytes < <(timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "${P1[$t]}" -t "$SECS" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(round(e["bits_per_second"]/1e9,2), e["bytes"])')
     c1=$(cpu_ticks "$pid")
     record "$t" gbit "$g"
     [ -n "$pid" ] && record "$t" cpu_gb "$(per_unit "$c0" "$c1" "$bytes / 1e9" 1e3)"
@@ -126,23 +126,7 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round done" >&2
 done
 
-idle_kb() { # $1 target: KB per idle connection (2000 idle connections through it)
-  local pid=${PID[$1]} before after
-  before=$(rss "$pid")
-  python3 - "${P2[$1]}" <<'PY' &
-import socket, sys, time
-socket.setdefaulttimeout(10)  # a stalled proxy fails the run instead of hanging it
-conns = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(2000)]
-open("/dev/stdout", "w").write("")
-time.sleep(4)
-PY
-  local client=$!
-  sleep 3
-  after=$(rss "$pid")
-  wait "$client" 2>/dev/null || true
-  python3 -c "print(round(($after - $before) / 2000, 2))"
-}
-for t in switchyard haproxy nginx-stream; do record "$t" idlekb "$(idle_kb "$t")"; done
+for t in switchyard haproxy nginx-stream; do record "$t" idlekb "$(idle_kb "${PID[$t]}" "${P2[$t]}" 2000)"; done
 
 # --- health checking 1000 backends at 1 s ---------------------------------------------
 {
@@ -154,14 +138,12 @@ for t in switchyard haproxy nginx-stream; do record "$t" idlekb "$(idle_kb "$t")
 RUST_LOG=warn "$SY" run --config "$WORK/thousand.toml" 2>/dev/null & PIDS+=($!); THOUSAND=$!
 sleep 3
 t0=$(cpu_ticks "$THOUSAND"); sleep 10; t1=$(cpu_ticks "$THOUSAND")
-CHECK_CPU=$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) / 10 * 100, 1))")
+CHECK_CPU=$(per_unit "$t0" "$t1" 10 100)   # % of one core over 10 s
 
 # --- report ---------------------------------------------------------------------------
 python3 - "$CHECK_CPU" <<PY
-import statistics, sys
-R = {}
-$(for k in "${!R[@]}"; do echo "R[tuple('$k'.split(','))] = [float(x) for x in '${R[$k]}'.split()]"; done)
-med = lambda t, m: statistics.median(R[(t, m)]) if (t, m) in R else None
+import sys
+$(py_results)
 targets = ["direct", "switchyard", "haproxy", "haproxy-splice", "nginx-stream"]
 rows = [("iperf3 1 stream, Gbit/s", "gbit", max), ("wrk 64 conns 128 B, req/s", "rps", max),
         ("wrk p99 latency, ms", "p99", min), ("new connections/s (Connection: close)", "cps", max),

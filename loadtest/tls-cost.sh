@@ -103,41 +103,18 @@ for round in $(seq "$ROUNDS"); do
     out=$(wrk -t2 -c16 -d"${SECS}s" -H "Connection: close" "$(url "$t" /small)" 2>/dev/null)
     record "$t" cps "$(wrk_rps "$out")"
     case $t in *-tls)
-      out=$(openssl s_time -connect "127.0.0.1:${PORT[$t]}" -new -time "$SECS" 2>/dev/null | grep 'connections in' | tail -1)
+      out=$(timeout $((SECS + 30)) openssl s_time -connect "127.0.0.1:${PORT[$t]}" -new -time "$SECS" 2>/dev/null | grep 'connections in' | tail -1 || true)
       record "$t" full "$(awk '{print $1 / $4}' <<<"$out")" ;;
     esac
   done
   echo "round $round done" >&2
 done
 
-idle_tls_kb() { # $1 pid of the proxy, $2 its TLS port: KB per idle TLS session
-  local before after client
-  before=$(rss "$1")
-  python3 - "$2" "$WORK/cert.pem" <<'PY' &
-import socket, ssl, sys, time
-socket.setdefaulttimeout(10)  # a stalled proxy fails the run instead of hanging it
-ctx = ssl.create_default_context(cafile=sys.argv[2])
-conns = []
-for _ in range(1000):
-    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="127.0.0.1")
-    s.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
-    conns.append(s)
-time.sleep(4)
-PY
-  client=$!
-  sleep 3
-  after=$(rss "$1")
-  wait "$client" 2>/dev/null || true
-  python3 -c "print(round(($after - $before) / 1000, 1))"
-}
-record switchyard-tls idlekb "$(idle_tls_kb "$SY_PID" "${PORT[switchyard-tls]}")"
-record haproxy-tls idlekb "$(idle_tls_kb "$HA_PID" "${PORT[haproxy-tls]}")"
+record switchyard-tls idlekb "$(idle_kb "$SY_PID" "${PORT[switchyard-tls]}" 1000 "$WORK/cert.pem")"
+record haproxy-tls idlekb "$(idle_kb "$HA_PID" "${PORT[haproxy-tls]}" 1000 "$WORK/cert.pem")"
 
 python3 - <<PY
-import statistics
-R = {}
-$(for k in "${!R[@]}"; do echo "R[tuple('$k'.split(','))] = [float(x) for x in '${R[$k]}'.split()]"; done)
-med = lambda t, m: statistics.median(R[(t, m)]) if (t, m) in R else None
+$(py_results)
 rows = [("bulk, 4 conns x 16 MiB bodies, MiB/s", "bulk"), ("wrk 64 conns 128 B, req/s", "rps"),
         ("wrk p99 latency, ms", "p99"), ("new connections/s (wrk, Connection: close)", "cps"),
         ("full handshakes/s (openssl s_time -new, 1 client)", "full"),

@@ -55,8 +55,9 @@ fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
     bail!("{what} did not listen on {addr}")
 }
 
-/// The longest one sysbench call may take, in seconds (`timeout` kills it after).
-const SYSBENCH_LIMIT: &str = "600";
+/// How much longer than its `--time` one sysbench call may take (connecting,
+/// preparing the tables) before `timeout` kills it.
+const SYSBENCH_SLACK: u64 = 300;
 
 /// One sysbench result.
 #[derive(Debug, Clone, Copy)]
@@ -67,8 +68,8 @@ struct Run {
     queries: f64,
 }
 
-/// CPU time spent during one run, in seconds.
-#[derive(Debug, Clone, Copy, Default)]
+/// CPU time, in seconds: spent so far, or during one run.
+#[derive(Debug, Clone, Copy)]
 struct Spent {
     /// By the proxy process (user + system, every thread); 0 for the direct path.
     proxy: f64,
@@ -85,11 +86,12 @@ fn clock_ticks() -> Result<f64> {
         .with_context(|| format!("getconf CLK_TCK printed {out:?}"))
 }
 
-/// The proxy's and the machine's CPU time so far, in clock ticks (`/proc`).
-fn cpu_ticks(proxy: Option<u32>) -> Result<Spent> {
+/// The proxy's and the machine's CPU time so far (`/proc`, `ticks` a second).
+fn cpu_spent(proxy: Option<u32>, ticks: f64) -> Result<Spent> {
     let proxy = match proxy {
         Some(pid) => {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("read /proc/{pid}/stat (has the proxy exited? see its log)"))?;
             // Fields after the command name (which may hold spaces) in parentheses;
             // utime and stime are the 14th and 15th of the whole line.
             let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
@@ -102,20 +104,27 @@ fn cpu_ticks(proxy: Option<u32>) -> Result<Spent> {
         }
         None => 0.0,
     };
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let cpu: Vec<f64> = stat
+    let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
+    let line = stat
         .lines()
         .next()
         .and_then(|l| l.strip_prefix("cpu "))
-        .context("/proc/stat: no cpu line")?
+        .context("/proc/stat: no cpu line")?;
+    let cpu = line
         .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal ...: busy = the first seven less
-    // idle and iowait. Steal (time the hypervisor gave to others) is no work done here;
-    // guest time is already in user and nice.
-    let machine = cpu.iter().take(7).sum::<f64>() - cpu.get(3).unwrap_or(&0.0) - cpu.get(4).unwrap_or(&0.0);
-    Ok(Spent { proxy, machine })
+        .map(str::parse::<f64>)
+        .collect::<Result<Vec<f64>, _>>()
+        .ok()
+        .filter(|cpu| cpu.len() >= 7)
+        .with_context(|| format!("/proc/stat: cannot read the cpu line {line:?}"))?;
+    // user nice system idle iowait irq softirq steal guest...: busy = user, nice,
+    // system, irq, softirq. Not idle or iowait; not steal (time the hypervisor gave to
+    // others is no work done here); guest time is already in user and nice.
+    let machine = [0, 1, 2, 5, 6].iter().map(|&i| cpu[i]).sum::<f64>();
+    Ok(Spent {
+        proxy: proxy / ticks,
+        machine: machine / ticks,
+    })
 }
 
 fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
@@ -136,7 +145,18 @@ fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
     args.extend_from_slice(extra);
     args.push(command);
     // `run` is bounded by --time; the outer limit covers a connect that never returns.
-    system::run(Command::new("timeout").arg(SYSBENCH_LIMIT).arg("sysbench").args(&args))
+    let time: u64 = extra
+        .iter()
+        .find_map(|a| a.strip_prefix("--time=")?.parse().ok())
+        .unwrap_or(0);
+    let limit = time + SYSBENCH_SLACK;
+    system::run(
+        Command::new("timeout")
+            .arg(limit.to_string())
+            .arg("sysbench")
+            .args(&args),
+    )
+    .with_context(|| format!("sysbench {command} (killed after {limit} s if it ran that long)"))
 }
 
 /// `transactions: N (X per sec.)`, `queries: Q (...)` and `95th percentile: Y` from
@@ -226,6 +246,7 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
             .args([
                 "--no-defaults",
                 "--protocol=tcp",
+                "--connect-timeout=5",
                 "-h127.0.0.1",
                 &format!("-P{sy_port}"),
             ])
@@ -235,7 +256,11 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
             break;
         }
         if attempt > 100 {
-            bail!("no query went through switchyard");
+            bail!(
+                "no query went through switchyard in 10 s: {} (its log: {})",
+                String::from_utf8_lossy(&probe.stderr).trim(),
+                dir.join("switchyard.log").display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -247,13 +272,13 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
     let mut results: Vec<Vec<(Run, Spent)>> = vec![Vec::new(); targets.len()];
     for round in 1..=rounds {
         for (i, (name, port)) in targets.iter().enumerate() {
-            let before = cpu_ticks(pids[i])?;
+            let before = cpu_spent(pids[i], ticks)?;
             let out = sysbench(*port, "run", &[&threads, &time, "--events=0"])?;
-            let after = cpu_ticks(pids[i])?;
+            let after = cpu_spent(pids[i], ticks)?;
             let run = parse(&out).with_context(|| format!("{name}: no result in sysbench's output:\n{out}"))?;
             let spent = Spent {
-                proxy: (after.proxy - before.proxy) / ticks,
-                machine: (after.machine - before.machine) / ticks,
+                proxy: after.proxy - before.proxy,
+                machine: after.machine - before.machine,
             };
             results[i].push((run, spent));
         }
