@@ -330,7 +330,7 @@ async fn scram_credentials_log_the_check_in_and_a_wrong_password_fails_at_l7() {
 /// probe and its sessions both over TLS) serves a plaintext pymongo client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymongo_with_tls_through_the_proxy_and_probes_over_tls() {
-    use support::tls::{ca, cert_dir, server_cert};
+    use support::tls::{ca, cert_dir, server_cert, tls_listener};
     let dir = cert_dir("sy-mongo-tls");
     let (test_ca, ca_file) = ca(&dir, "mongo");
     let cert = server_cert(&test_ca, &dir, "front", &["mongo.example"]);
@@ -341,12 +341,9 @@ async fn pymongo_with_tls_through_the_proxy_and_probes_over_tls() {
     let check = "[check]\nkind = \"mongo\"\ninterval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"2s\"\nrise = 1\nfall = 1\n";
     let front = proxy(&format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n{check}\
-         [backends.secantus]\naddress = \"{}\"\n[pools.mongo]\nbackends = [\"secantus\"]\n\
-         [listeners.tls]\nlisten = \"127.0.0.1:0\"\npool = \"mongo\"\n[listeners.tls.tls]\n\
-         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+         [backends.secantus]\naddress = \"{}\"\n[pools.mongo]\nbackends = [\"secantus\"]\n{}",
         peer.addr(),
-        cert.cert.display(),
-        cert.key.display()
+        tls_listener("tls", "127.0.0.1:0", "mongo", "", &cert, &[], "")
     ))
     .await;
     await_pool(&front, "mongo", &["secantus"]).await;

@@ -17,10 +17,6 @@ use support::*;
 use switchyard::health::{Layer, Status};
 use switchyard_lab::mariadb::{Cluster, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER};
 
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
 /// The `mariadb` client through `port`, as `app`; returns (success, stdout, stderr).
 async fn mariadb(port: u16, tls: &[&str], sql: &str) -> (bool, String, String) {
     mariadb_as(port, APP_USER, APP_PASSWORD, tls, sql).await
@@ -92,12 +88,7 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
         })
     };
     let listener = |name: &str, pool: &str, extra: &str| {
-        format!(
-            "[listeners.{name}]\nlisten = \"127.0.0.1:0\"\npool = \"{pool}\"\nmode = \"mysql\"\n\
-             [listeners.{name}.tls]\ncertificates = [{{ cert = \"{}\", key = \"{}\" }}]\n{extra}\n",
-            p(&front.cert),
-            p(&front.key)
-        )
+        tls_listener(name, "127.0.0.1:0", pool, "mode = \"mysql\"", &front, &[], extra)
     };
     let text = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\

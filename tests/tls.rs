@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -26,21 +25,6 @@ fn app() -> Behavior {
         banner: "app",
         healthy: Arc::new(AtomicBool::new(true)),
     }
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
-/// A listener on `listen` for pool `app`, terminating TLS with `cert`; `extra` lines
-/// go in its tls table.
-fn tls_listener(name: &str, listen: &str, cert: &Files, extra: &str) -> String {
-    format!(
-        "[listeners.{name}]\nlisten = \"{listen}\"\npool = \"app\"\n[listeners.{name}.tls]\n\
-         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n{extra}\n",
-        p(&cert.cert),
-        p(&cert.key)
-    )
 }
 
 /// A certificate renewal: `live` (the files a listener serves, from the old CA) and
@@ -104,7 +88,10 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         tls_listener(
             "mtls",
             "127.0.0.1:0",
+            "app",
+            "",
             &a,
+            &[],
             &format!("client_ca = \"{}\"", p(&client_ca_file))
         )
     );
@@ -188,7 +175,15 @@ async fn bad_input_on_a_tls_port_is_closed_counted_and_harmless() {
     let (ca_a, ca_file) = ca(&dir, "alpha");
     let a = server_cert(&ca_a, &dir, "a", &["a.example"]);
     let backend = Server::start(Behavior::Echo("echo")).await;
-    let listeners = tls_listener("bad", "127.0.0.1:0", &a, "handshake_timeout = \"300ms\"");
+    let listeners = tls_listener(
+        "bad",
+        "127.0.0.1:0",
+        "app",
+        "",
+        &a,
+        &[],
+        "handshake_timeout = \"300ms\"",
+    );
     let proxy = proxy(&config(backend.addr, &listeners)).await;
     await_routable(&proxy, &["app1"]).await;
     let web = proxy.listener("bad").unwrap();
@@ -280,7 +275,7 @@ async fn certificates_reload_under_live_sessions() {
     } = renewal("sy-tls-reload");
     let original = server_cert(&old_ca, &dir, "original", &["a.example"]);
     let backend = Server::start(Behavior::Echo("echo")).await;
-    let listeners = tls_listener("reload", "127.0.0.1:0", &live, "");
+    let listeners = tls_listener("reload", "127.0.0.1:0", "app", "", &live, &["a.example"], "");
     let proxy = proxy(&config(backend.addr, &listeners)).await;
     await_routable(&proxy, &["app1"]).await;
     let web = proxy.listener("reload").unwrap();
@@ -352,7 +347,7 @@ async fn sighup_reloads_certificates_in_the_binary() {
     } = renewal("sy-tls-hup");
     let backend = Server::start(Behavior::Echo("echo")).await;
     let port = system::free_port().unwrap();
-    let listeners = tls_listener("web", &format!("127.0.0.1:{port}"), &live, "");
+    let listeners = tls_listener("web", &format!("127.0.0.1:{port}"), "app", "", &live, &[], "");
     let config_file = dir.join("switchyard.toml");
     std::fs::write(&config_file, config(backend.addr, &listeners)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -406,7 +401,7 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
     let app_server = Server::start(app()).await;
     let tls_front = proxy(&config(
         app_server.addr,
-        &tls_listener("tls", "127.0.0.1:0", &front_cert, ""),
+        &tls_listener("tls", "127.0.0.1:0", "app", "", &front_cert, &[], ""),
     ))
     .await;
     let tls_addr = tls_front.listener("tls").unwrap();

@@ -21,6 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+/// How long one exchange with a test server, the proxy or its admin listener may
+/// take in the helpers below before the test fails (a hang guard, not a timing).
+pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
+
 /// Fails the test if `work` takes longer than `limit`: a safety net against hangs,
 /// not a timing assertion.
 pub async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = T>) -> T {
@@ -207,7 +211,10 @@ pub async fn proxy(toml: &str) -> Running {
 
 /// Connects and reads the first line (a server banner).
 pub async fn connect_and_read_banner(addr: SocketAddr) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to proxy");
+    let connect = TcpStream::connect(addr);
+    let mut stream = within(EXCHANGE_LIMIT, "a connect to the proxy", connect)
+        .await
+        .expect("connect to proxy");
     let line = read_line(&mut stream).await;
     (stream, line)
 }
@@ -251,12 +258,15 @@ pub async fn await_status(proxy: &Running, name: &str, status: Status) -> Backen
 pub async fn read_line(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
-    while let Ok(1) = stream.read(&mut byte).await {
-        if byte[0] == b'\n' {
-            break;
+    within(EXCHANGE_LIMIT, "a line", async {
+        while let Ok(1) = stream.read(&mut byte).await {
+            if byte[0] == b'\n' {
+                break;
+            }
+            line.push(byte[0]);
         }
-        line.push(byte[0]);
-    }
+    })
+    .await;
     String::from_utf8_lossy(&line).into_owned()
 }
 
@@ -268,15 +278,20 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// A minimal HTTP request (no body) with an optional bearer token; returns the
 /// status and body.
 pub async fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to admin");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let request =
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
+    let what = format!("{method} {path} on {addr}");
+    let response = within(EXCHANGE_LIMIT, &what, async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect to admin");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        response
+    })
+    .await;
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = text

@@ -14,6 +14,36 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// A path as it goes in TOML text.
+pub fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// A `[listeners.NAME]` table on `listen` for `pool`, with the lines `keys` in it,
+/// terminating TLS with `cert` (bound to `names`; any name when empty); the lines
+/// `extra` go in its tls table.
+pub fn tls_listener(
+    name: &str,
+    listen: &str,
+    pool: &str,
+    keys: &str,
+    cert: &Files,
+    names: &[&str],
+    extra: &str,
+) -> String {
+    let names = if names.is_empty() {
+        String::new()
+    } else {
+        format!(", server_names = {names:?}")
+    };
+    format!(
+        "[listeners.{name}]\nlisten = \"{listen}\"\npool = \"{pool}\"\n{keys}\n[listeners.{name}.tls]\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\"{names} }}]\n{extra}\n",
+        p(&cert.cert),
+        p(&cert.key)
+    )
+}
+
 /// A temp directory for certificate files.
 pub fn cert_dir(prefix: &str) -> PathBuf {
     system::temp_dir(prefix).expect("temp dir")

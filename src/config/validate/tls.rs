@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
-use super::super::raw::{RawBackendTls, RawListenerTls};
-use super::super::*;
 use super::Ctx;
+use crate::config::raw::{RawBackendTls, RawListenerTls};
+use crate::config::*;
 use crate::tls::load;
 
 pub(super) fn listener_tls(
