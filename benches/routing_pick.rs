@@ -19,7 +19,7 @@ use switchyard::routing::{select, Routing, RoutingTable};
 
 fn members() -> (Arc<Pool>, Vec<Arc<Member>>) {
     let addrs: Vec<SocketAddr> = (0..4).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
-    let config = config::forward("127.0.0.1:0".parse().unwrap(), &addrs, None);
+    let config = config::forward("127.0.0.1:0".parse().unwrap(), &addrs, None).expect("a valid forward config");
     let backends: Vec<_> = config
         .backends
         .iter()

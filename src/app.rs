@@ -175,8 +175,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     for backend in &config.backends {
         if let Some(tls) = &backend.tls {
-            if tls.verify == Verify::Insecure {
-                warn!(backend = %backend.name, server_name = %tls.server_name, "TLS to this backend does NOT verify its certificate (insecure = true): anyone on the path can impersonate it; labs only");
+            if *tls.verify() == Verify::Insecure {
+                warn!(backend = %backend.name, server_name = %tls.server_name(), "TLS to this backend does NOT verify its certificate (insecure = true): anyone on the path can impersonate it; labs only");
             }
         }
     }
@@ -205,7 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             mode: listener.mode,
             tls,
             require_tls: listener.tls.as_ref().is_some_and(|tls| tls.require_tls),
-            pool: pools[listener.pool].clone(),
+            pool: pools[listener.pool.id].clone(),
             routing: routing.clone(),
             tcp: listener.tcp,
             kill: kill_sessions.clone(),

@@ -102,7 +102,13 @@ fn main() -> ExitCode {
             listen,
             backends,
             admin,
-        } => config::forward(listen, &backends, admin),
+        } => match config::forward(listen, &backends, admin) {
+            Ok(config) => config,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(EX_USAGE);
+            }
+        },
         Command::Status { admin, json } => return status(admin, json),
     };
     // The control plane (checkers, router, admin) is light: one thread. The data plane

@@ -1,65 +1,57 @@
 //! The configuration `switchyard forward` builds without a file: one listener, one
-//! first-healthy pool, TCP checks with defaults that suit most TCP services.
+//! first-healthy pool, TCP checks. It is a raw tree like a file's and goes through
+//! the same [`validate`], so every default is the file's default; only the shutdown
+//! grace is shorter (a command-line proxy is stopped by hand).
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::time::Duration;
 
+use super::raw::{RawAdmin, RawBackend, RawConfig, RawListener, RawPool, RawShutdown, Span};
 use super::*;
 
-/// One listener in front of `backends`, tried in the given order.
-pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<SocketAddr>) -> Config {
-    let check = CheckConfig {
-        probe: ProbeConfig::Tcp,
-        interval: Duration::from_secs(1),
-        fast_interval: Duration::from_millis(250),
-        down_interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        rise: NonZeroU32::new(2).expect("2 is not zero"),
-        fall: NonZeroU32::new(2).expect("2 is not zero"),
-        jitter: 0.1,
-    };
-    let backends: Vec<_> = backends
-        .iter()
-        .map(|&address| BackendConfig {
-            name: address.to_string(),
-            address,
-            check: check.clone(),
-            tls: None,
-        })
-        .collect();
-    Config {
-        source: "forward".into(),
-        admin: admin.map(|listen| AdminConfig { listen, token: None }),
-        shutdown_grace: Duration::from_secs(10),
-        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        pools: vec![PoolConfig {
-            name: "forward".into(),
-            role: PoolRole::Any,
-            policy: Policy::First,
-            members: (0..backends.len()).collect(),
-            initially_up: true,
-            on_leave: LeavePolicy::Keep,
-            hold_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(3600),
-            max_replication_lag: Duration::from_secs(10),
-            fallback_to_primary: false,
-            two_writers: TwoWriters::KeepCurrent,
-            set_name: None,
-        }],
-        listeners: vec![ListenerConfig {
-            name: "forward".into(),
-            listen,
-            pool: 0,
-            max_connections: 10_000,
-            tcp: TcpOptions {
-                keepalive: Duration::from_secs(30),
-                user_timeout: Duration::from_secs(30),
+/// How long `forward` lets sessions finish after SIGTERM.
+const FORWARD_GRACE: Duration = Duration::from_secs(10);
+
+/// One listener in front of `backends`, tried in the given order. Each backend is
+/// named after its address, so an address given twice is refused.
+pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<SocketAddr>) -> Result<Config, ConfigError> {
+    let names: Vec<String> = backends.iter().map(SocketAddr::to_string).collect();
+    let raw = RawConfig {
+        admin: admin.map(|listen| RawAdmin {
+            listen: listen.to_string(),
+            ..RawAdmin::default()
+        }),
+        shutdown: Some(RawShutdown {
+            grace: Some(Span(FORWARD_GRACE)),
+        }),
+        backends: names
+            .iter()
+            .map(|name| {
+                let backend = RawBackend {
+                    address: name.clone(),
+                    ..RawBackend::default()
+                };
+                (name.clone(), backend)
+            })
+            .collect(),
+        pools: [(
+            "forward".to_string(),
+            RawPool {
+                backends: names,
+                ..RawPool::default()
             },
-            mode: ListenerMode::Tcp,
-            tls: None,
-        }],
-        backends,
-    }
+        )]
+        .into(),
+        listeners: [(
+            "forward".to_string(),
+            RawListener {
+                listen: listen.to_string(),
+                pool: "forward".into(),
+                ..RawListener::default()
+            },
+        )]
+        .into(),
+        ..RawConfig::default()
+    };
+    validate(raw, "forward")
 }

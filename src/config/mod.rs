@@ -2,27 +2,36 @@
 //! before any port is bound. Every error names the file, the key and what was
 //! expected; `main` turns it into exit code 64 (`EX_USAGE`, as linkerd does).
 //!
-//! Data flow: `load(path)` → read → `toml::from_str::<RawConfig>` → [`validate`] →
-//! `Config` (indexes instead of names: a pool lists `BackendId`s, a listener a
-//! `PoolId`).
+//! Data flow: `load(path)` → read → [`raw::RawConfig`] (serde: key names, enum
+//! spellings, durations) → [`validate`] (defaults from [`defaults`], ranges, rules
+//! across fields, TLS files) → `Config`. `forward` builds a `RawConfig` and takes
+//! the same path.
+//!
+//! The model is comparable item by item (`PartialEq`): a backend, pool or listener
+//! is identified by its name, and references between them ([`Members`],
+//! [`PoolRef`]) compare by name too, so two configs can be diffed by name although
+//! the indexes (`BackendId`, `PoolId`) the runtime uses may differ between them.
 
+mod check;
+pub mod defaults;
 mod forward;
+mod listener;
+mod pool;
 pub mod raw;
 mod validate;
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
-use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::tls::load::LoadedServer;
-use crate::tls::{CertFiles, ServerFiles, Verify};
+use crate::tls::{BackendTls, ServerFiles};
 
+pub use check::{CheckConfig, Fraction, HttpProbeConfig, MongoProbeConfig, MysqlProbeConfig, ProbeConfig, Secret};
 pub use forward::forward;
+pub use listener::{ListenerConfig, ListenerMode, ListenerTlsConfig, PoolRef, TcpOptions};
+pub use pool::{LeavePolicy, Members, Policy, PoolConfig, PoolRole, TwoWriters};
 pub use validate::validate;
 
 /// Index of a backend in [`Config::backends`].
@@ -35,8 +44,17 @@ pub type PoolId = usize;
 pub enum ConfigError {
     #[error("{file}: cannot read: {reason}")]
     Read { file: String, reason: String },
+    /// Not TOML, or a table serde could not take as a whole (an unknown key).
     #[error("{file}: {reason}")]
     Parse { file: String, reason: String },
+    /// A value of the wrong type or spelling (`policy = "random"`, `interval = "5"`).
+    #[error("{file}: {key}: {reason} (line {line})")]
+    Value {
+        file: String,
+        key: String,
+        line: usize,
+        reason: String,
+    },
     #[error("{file}: {key}: expected {expected}")]
     Invalid {
         file: String,
@@ -57,14 +75,16 @@ impl ConfigError {
     /// The dotted key the error is about, when it is about one key.
     pub fn key(&self) -> Option<&str> {
         match self {
-            ConfigError::Invalid { key, .. } | ConfigError::TlsFile { key, .. } => Some(key),
+            ConfigError::Invalid { key, .. } | ConfigError::TlsFile { key, .. } | ConfigError::Value { key, .. } => {
+                Some(key)
+            }
             _ => None,
         }
     }
 }
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where it came from, for messages.
     pub source: String,
@@ -75,13 +95,18 @@ pub struct Config {
     /// Data-plane threads, each with its own single-threaded runtime and its own
     /// `SO_REUSEPORT` socket per listener.
     pub workers: usize,
+    /// Sorted by name; a backend's index is its [`BackendId`].
     pub backends: Vec<BackendConfig>,
+    /// Sorted by name; a pool's index is its [`PoolId`].
     pub pools: Vec<PoolConfig>,
+    /// Sorted by name.
     pub listeners: Vec<ListenerConfig>,
 }
 
-#[derive(Debug, Clone)]
+/// The admin HTTP listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
+    /// Where it listens (loopback unless an operator chose otherwise).
     pub listen: SocketAddr,
     /// The bearer token the state-changing admin calls require; without one they
     /// are refused.
@@ -89,226 +114,15 @@ pub struct AdminConfig {
 }
 
 /// One server that pools route to, and how it is checked.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
+    /// Its identity, in this config and across reloads.
     pub name: String,
     pub address: SocketAddr,
     pub check: CheckConfig,
-    /// TLS to this backend, for sessions and probes alike.
-    pub tls: Option<BackendTlsConfig>,
-}
-
-/// TLS origination to a backend. For MySQL backends the TLS starts inside the MySQL
-/// protocol (after the greeting, on an SSLRequest); for every other kind it starts
-/// with the first byte.
-#[derive(Debug, Clone)]
-pub struct BackendTlsConfig {
-    pub verify: Verify,
-    /// The name the backend's certificate must be valid for (SNI too).
-    pub server_name: String,
-    /// A client certificate, for backends that require one.
-    pub identity: Option<CertFiles>,
-    /// Built from the above at load time.
-    pub client: Arc<rustls::ClientConfig>,
-}
-
-/// How and how often a backend is probed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckConfig {
-    pub probe: ProbeConfig,
-    /// Between checks while the backend is up and the last check passed.
-    pub interval: Duration,
-    /// Between checks after a failure, until the backend is marked down.
-    pub fast_interval: Duration,
-    /// Between checks while the backend is down.
-    pub down_interval: Duration,
-    /// Covers every phase of one check (connect, handshake, request, response).
-    pub timeout: Duration,
-    /// Consecutive passes that bring a down backend up.
-    pub rise: NonZeroU32,
-    /// Consecutive failures that take an up backend down.
-    pub fall: NonZeroU32,
-    /// Each wait is scaled by a random factor in `1 ± jitter`.
-    pub jitter: f64,
-}
-
-/// The closed set of probes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProbeConfig {
-    /// A TCP connect.
-    Tcp,
-    /// An HTTP/1.1 request.
-    Http(HttpProbeConfig),
-    /// A MySQL/MariaDB login and one round trip reading role and replication state.
-    Mysql(MysqlProbeConfig),
-    /// A MongoDB `hello` on a kept connection (after SCRAM-SHA-256 when credentials
-    /// are set).
-    Mongo(MongoProbeConfig),
-}
-
-impl ProbeConfig {
-    /// Whether the probe reports roles (primary/replica), which role pools need.
-    pub fn knows_roles(&self) -> bool {
-        matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct MongoProbeConfig {
-    /// Optional SCRAM-SHA-256 credentials: the check then logs in before `hello`.
-    pub user: Option<String>,
-    pub password: Option<Secret>,
-    /// The database the user is defined in.
-    pub auth_source: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MysqlProbeConfig {
-    pub user: String,
-    pub password: Option<Secret>,
-}
-
-/// A password: read at load time (from the file, an environment variable or a
-/// file), never printed.
-#[derive(Clone, PartialEq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpProbeConfig {
-    pub method: String,
-    pub path: String,
-    /// The `Host` header; the backend address when unset.
-    pub host: Option<String>,
-    pub expect_status: RangeInclusive<u16>,
-    pub body_contains: Option<String>,
-}
-
-/// Which role a pool serves. `Any` accepts every healthy backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PoolRole {
-    Any,
-    /// At most one backend: the writable primary (see `routing::membership` for the
-    /// single-writer rule).
-    Primary,
-    /// Replicas that replicate and lag at most `max_replication_lag`.
-    Replica,
-}
-
-/// What a primary pool does when more than one member reports itself writable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TwoWriters {
-    /// Keep the current primary while it stays writable; with no current primary,
-    /// route nowhere. Either way, raise the alarm.
-    KeepCurrent,
-    /// Route nowhere while two members are writable, even the current primary.
-    FailClosed,
-}
-
-/// How a pool orders its routable members for a new session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Policy {
-    /// The first routable member in the pool's `backends` order (failover order).
-    First,
-    RoundRobin,
-    LeastConnections,
-    /// Two random members, the less loaded first (power of two choices).
-    PowerOfTwo,
-}
-
-/// What happens to live sessions of a member that leaves its pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeavePolicy {
-    /// Close them at once.
-    Close,
-    /// Let them run until the deadline, then close them.
-    Drain(Duration),
-    /// Leave them alone.
-    Keep,
-}
-
-#[derive(Debug, Clone)]
-pub struct PoolConfig {
-    pub name: String,
-    pub role: PoolRole,
-    pub policy: Policy,
-    /// In priority order.
-    pub members: Vec<BackendId>,
-    /// Whether a backend not yet checked may take traffic.
-    pub initially_up: bool,
-    pub on_leave: LeavePolicy,
-    /// How long a new session waits for a routable member before it is closed.
-    pub hold_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// A session with no bytes either way for this long is closed.
-    pub idle_timeout: Duration,
-    /// Replica pools: members lagging more than this leave the pool.
-    pub max_replication_lag: Duration,
-    /// Replica pools: route to the primary when no replica qualifies.
-    pub fallback_to_primary: bool,
-    /// Primary pools: the rule when two members are writable.
-    pub two_writers: TwoWriters,
-    /// MongoDB pools: only members reporting this replica-set name are eligible.
-    pub set_name: Option<String>,
-}
-
-/// Socket options for both legs of a session.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TcpOptions {
-    /// Idle time before the first keepalive probe (also the probe interval / 3).
-    pub keepalive: Duration,
-    /// `TCP_USER_TIMEOUT`: unacknowledged data for this long kills the connection.
-    pub user_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    pub name: String,
-    pub listen: SocketAddr,
-    pub pool: PoolId,
-    pub max_connections: usize,
-    pub tcp: TcpOptions,
-    pub mode: ListenerMode,
-    /// TLS termination.
-    pub tls: Option<ListenerTlsConfig>,
-}
-
-/// What a listener understands of the bytes it carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerMode {
-    /// Nothing: TLS (if any) from the first byte, then a byte pipe.
-    Tcp,
-    /// The MySQL connection phase, to terminate and originate TLS inside the
-    /// protocol (see `proxy::mysql`); a byte pipe after the login.
-    Mysql,
-}
-
-#[derive(Debug, Clone)]
-pub struct ListenerTlsConfig {
-    pub files: ServerFiles,
-    /// Built from `files` at load time.
-    pub loaded: LoadedServer,
-    pub handshake_timeout: Duration,
-    /// `mysql` mode: refuse clients that do not ask for TLS (else they pass in clear).
-    pub require_tls: bool,
+    /// TLS to this backend, for sessions and probes alike. For MySQL backends the TLS
+    /// starts inside the MySQL protocol; for every other kind with the first byte.
+    pub tls: Option<BackendTls>,
 }
 
 impl Config {
@@ -324,17 +138,55 @@ impl Config {
 
     /// Parses and validates TOML text; `file` only names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_string(),
-            reason: e.to_string().trim_end().to_string(),
-        })?;
-        validate(raw, file)
+        validate(parse_raw(text, file)?, file)
     }
 
     /// The pool a listener routes to.
     pub fn pool_of(&self, listener: &ListenerConfig) -> &PoolConfig {
-        &self.pools[listener.pool]
+        &self.pools[listener.pool.id]
     }
+
+    /// The backend of that name.
+    pub fn backend(&self, name: &str) -> Option<&BackendConfig> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    /// The pool of that name.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The listener of that name.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+}
+
+/// TOML text → the raw tree. A value serde refuses becomes [`ConfigError::Value`]
+/// with its dotted key and line; other errors keep toml's own message (which shows
+/// the line).
+fn parse_raw(text: &str, file: &str) -> Result<raw::RawConfig, ConfigError> {
+    let parse_error = |e: toml::de::Error| ConfigError::Parse {
+        file: file.to_string(),
+        reason: e.to_string().trim_end().to_string(),
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(parse_error)?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.span() {
+            Some(span) if key != "." && !inner.message().starts_with("unknown field") => ConfigError::Value {
+                file: file.to_string(),
+                key,
+                line: 1 + text.as_bytes()[..span.start.min(text.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count(),
+                reason: inner.message().to_string(),
+            },
+            _ => parse_error(inner),
+        }
+    })
 }
 
 #[cfg(test)]

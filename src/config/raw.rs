@@ -1,11 +1,20 @@
-//! The serde tree exactly as written in the TOML file. Everything is a string or a
-//! plain number here; [`super::validate`] turns it into typed values and names the
-//! key of every mistake. `deny_unknown_fields` everywhere: a typo is an error, not a
-//! silently ignored default.
+//! The serde tree as written in the TOML file. Spellings are checked here, by serde:
+//! enums for every closed set of words and [`Span`] for durations, so a typo fails
+//! with the key (from `serde_path_to_error`) and the allowed values. Ranges, defaults
+//! and rules across fields are [`super::validate`]'s. `deny_unknown_fields`
+//! everywhere: a misspelt key is an error, not a silently ignored default.
+//!
+//! Every field is optional where a default exists; the defaults themselves live in
+//! [`super::defaults`], nowhere else. `Default` on each struct lets code (the
+//! `forward` command, tests) build a tree without TOML.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use super::{ListenerMode, Policy, PoolRole, TwoWriters};
+use crate::duration;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -24,7 +33,20 @@ pub struct RawConfig {
     pub listeners: BTreeMap<String, RawListener>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A duration in the config's syntax (`250ms`, `2s`, `5m`, `1h`; see [`duration`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        duration::parse(&text)
+            .map(Span)
+            .map_err(|e| serde::de::Error::custom(format_args!("expected {e}")))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
@@ -33,19 +55,19 @@ pub struct RawAdmin {
     pub token_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub workers: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
-    pub grace: Option<String>,
+    pub grace: Option<Span>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
     pub address: String,
@@ -54,7 +76,7 @@ pub struct RawBackend {
 }
 
 /// TLS to a backend (data path and probes).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackendTls {
     pub ca: Option<String>,
@@ -64,16 +86,27 @@ pub struct RawBackendTls {
     pub key: Option<String>,
 }
 
+/// The probe a check runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckKind {
+    #[default]
+    Tcp,
+    Http,
+    Mysql,
+    Mongo,
+}
+
 /// Every field optional so that `[check]` defaults and a backend's own `check` table
 /// merge field by field.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
-    pub kind: Option<String>,
-    pub interval: Option<String>,
-    pub fast_interval: Option<String>,
-    pub down_interval: Option<String>,
-    pub timeout: Option<String>,
+    pub kind: Option<CheckKind>,
+    pub interval: Option<Span>,
+    pub fast_interval: Option<Span>,
+    pub down_interval: Option<Span>,
+    pub timeout: Option<Span>,
     pub rise: Option<i64>,
     pub fall: Option<i64>,
     pub jitter: Option<f64>,
@@ -116,48 +149,66 @@ impl RawCheck {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Whether a pool's members may take traffic before their first check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitialState {
+    Up,
+    Down,
+}
+
+/// What happens to the sessions of a member that leaves its pool, as written
+/// (`drain` takes its deadline from `drain_deadline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLeave {
+    Close,
+    Drain,
+    Keep,
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
     pub backends: Vec<String>,
-    pub policy: Option<String>,
-    pub role: Option<String>,
-    pub initial_state: Option<String>,
-    pub on_leave: Option<String>,
-    pub drain_deadline: Option<String>,
-    pub hold_timeout: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub idle_timeout: Option<String>,
-    pub max_replication_lag: Option<String>,
+    pub policy: Option<Policy>,
+    pub role: Option<PoolRole>,
+    pub initial_state: Option<InitialState>,
+    pub on_leave: Option<OnLeave>,
+    pub drain_deadline: Option<Span>,
+    pub hold_timeout: Option<Span>,
+    pub connect_timeout: Option<Span>,
+    pub idle_timeout: Option<Span>,
+    pub max_replication_lag: Option<Span>,
     pub fallback_to_primary: Option<bool>,
-    pub two_writers: Option<String>,
+    pub two_writers: Option<TwoWriters>,
     pub set_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub listen: String,
     pub pool: String,
     pub max_connections: Option<i64>,
-    pub keepalive: Option<String>,
-    pub user_timeout: Option<String>,
-    pub mode: Option<String>,
+    pub keepalive: Option<Span>,
+    pub user_timeout: Option<Span>,
+    pub mode: Option<ListenerMode>,
     pub tls: Option<RawListenerTls>,
 }
 
 /// TLS termination on a listener.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
     pub client_ca: Option<String>,
-    pub handshake_timeout: Option<String>,
+    pub handshake_timeout: Option<Span>,
     pub require_tls: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCertificate {
     pub cert: String,

@@ -38,7 +38,7 @@ impl Checker {
         let mut last = Instant::now();
         loop {
             let wait = cadence(&health, &self.check, self.backend.is_urgent());
-            let mut next = last + jittered(wait, self.check.jitter, fastrand::f64());
+            let mut next = last + jittered(wait, self.check.jitter.get(), fastrand::f64());
             loop {
                 tokio::select! {
                     _ = sleep_until(next) => break,

@@ -1,7 +1,7 @@
 use std::num::NonZeroU32;
 
 use super::*;
-use crate::config::ProbeConfig;
+use crate::config::{Fraction, ProbeConfig};
 
 fn run(h: &mut Hysteresis, results: &str) -> Vec<Status> {
     results
@@ -70,7 +70,7 @@ fn check() -> CheckConfig {
         timeout: Duration::from_secs(1),
         rise: NonZeroU32::new(2).unwrap(),
         fall: NonZeroU32::new(2).unwrap(),
-        jitter: 0.0,
+        jitter: Fraction::new(0.0).unwrap(),
     }
 }
 

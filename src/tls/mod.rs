@@ -6,31 +6,33 @@
 //!   `ArcSwap`: a handshake takes the current one, a reload (SIGHUP or the admin call)
 //!   swaps in a new one. Live sessions keep the keys they negotiated, so nothing is
 //!   dropped; a broken new file keeps the old configuration and says why.
-//! - [`ClientTls`]: origination to a backend (data path and probes), verifying the
-//!   server against a CA bundle and a configured name, or — labs only, logged loudly —
-//!   not at all.
+//! - [`BackendTls`] (settings, valid by construction) and [`ClientTls`] (their
+//!   reloadable rustls configuration): origination to a backend (data path and
+//!   probes), verifying the server against a CA bundle and a configured name, or —
+//!   labs only, logged loudly — not at all.
 //!
 //! TLS 1.2 and 1.3 only. Every handshake runs under a timeout.
 
+mod backend;
 pub mod der;
 pub mod load;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use metrics::Gauge;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ProtocolVersion, ServerConfig};
+
+use rustls::{ProtocolVersion, ServerConfig};
 use tokio::net::TcpStream;
-use tokio_rustls::{client, server, TlsAcceptor, TlsConnector};
+use tokio_rustls::{server, TlsAcceptor};
 use tracing::{info, warn};
 
+pub use backend::{BackendTls, BackendTlsError, ClientTls};
 pub use load::{CertFiles, FileError, ServerFiles, Verify};
 
-use crate::config::BackendTlsConfig;
 use crate::metrics as m;
 
 /// A listener's TLS termination.
@@ -214,62 +216,6 @@ impl ServerTls {
                 warn!(listener = %self.listener, error = %e, "TLS reload failed; keeping the previous certificates");
                 metrics::counter!(m::TLS_RELOADS, "listener" => self.listener.clone(), "outcome" => "failed")
                     .increment(1);
-                Err(e)
-            }
-        }
-    }
-}
-
-/// TLS origination to one backend. Clones share one configuration, so a reload
-/// reaches the data path and the backend's checks at once.
-#[derive(Debug, Clone)]
-pub struct ClientTls(Arc<ClientInner>);
-
-#[derive(Debug)]
-struct ClientInner {
-    backend: String,
-    settings: BackendTlsConfig,
-    server_name: ServerName<'static>,
-    current: ArcSwap<ClientConfig>,
-}
-
-impl ClientTls {
-    pub fn new(backend: &str, settings: &BackendTlsConfig) -> Self {
-        let server_name = ServerName::try_from(settings.server_name.clone()).expect("validated at load time");
-        ClientTls(Arc::new(ClientInner {
-            backend: backend.to_string(),
-            server_name,
-            current: ArcSwap::new(settings.client.clone()),
-            settings: settings.clone(),
-        }))
-    }
-
-    /// What it was configured with (the MySQL probe hands these to mysql_async).
-    pub fn settings(&self) -> &BackendTlsConfig {
-        &self.0.settings
-    }
-
-    /// The client side of a handshake on `tcp`; the caller bounds it in time.
-    pub async fn connect(&self, tcp: TcpStream) -> io::Result<client::TlsStream<TcpStream>> {
-        TlsConnector::from(self.0.current.load_full())
-            .connect(self.0.server_name.clone(), tcp)
-            .await
-    }
-
-    /// Re-reads the CA bundle and client certificate; on failure keeps the old ones.
-    pub fn reload(&self) -> Result<(), FileError> {
-        let settings = &self.0.settings;
-        let outcome = load::client_config(&settings.verify, settings.identity.as_ref());
-        let label = if outcome.is_ok() { "ok" } else { "failed" };
-        metrics::counter!(m::BACKEND_TLS_RELOADS, "backend" => self.0.backend.clone(), "outcome" => label).increment(1);
-        match outcome {
-            Ok(config) => {
-                self.0.current.store(config);
-                info!(backend = %self.0.backend, "backend TLS files reloaded");
-                Ok(())
-            }
-            Err(e) => {
-                warn!(backend = %self.0.backend, error = %e, "backend TLS reload failed; keeping the previous files");
                 Err(e)
             }
         }

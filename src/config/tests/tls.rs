@@ -203,7 +203,7 @@ fn backend_tls_mistakes_name_their_key() {
     let with = |table: &str| parse(&format!("{BASE}[backends.a.tls]\n{table}\n"));
     let ok = with(&format!("ca = \"{ca}\"")).unwrap();
     let tls = ok.backends[0].tls.as_ref().unwrap();
-    assert_eq!(tls.server_name, "127.0.0.1", "defaults to the address's host");
+    assert_eq!(tls.server_name(), "127.0.0.1", "defaults to the address's host");
     assert!(with("insecure = true").is_ok());
     let cases = [
         ("server_name = \"x\"", "backends.a.tls.ca"),

@@ -1,14 +1,13 @@
 //! The `tls` tables of listeners and backends: file paths in, rustls configurations
 //! out, every certificate and key read and checked here, at load time.
 
-use std::time::Duration;
-
 use rustls::pki_types::ServerName;
 
 use super::Ctx;
+use crate::config::defaults;
 use crate::config::raw::{RawBackendTls, RawListenerTls};
 use crate::config::*;
-use crate::tls::load;
+use crate::tls::{load, BackendTlsError, CertFiles, Verify};
 
 pub(super) fn listener_tls(
     ctx: &Ctx,
@@ -60,14 +59,11 @@ pub(super) fn listener_tls(
         certificates,
         client_ca: raw.client_ca.map(Into::into),
     };
-    let handshake_timeout = ctx.duration(
+    let handshake_timeout = ctx.above_zero(
         &key("handshake_timeout"),
-        raw.handshake_timeout.as_deref(),
-        Duration::from_secs(5),
+        raw.handshake_timeout,
+        defaults::HANDSHAKE_TIMEOUT,
     )?;
-    if handshake_timeout.is_zero() {
-        return Err(ctx.invalid(key("handshake_timeout"), "a duration above zero"));
-    }
     if raw.require_tls.is_some() && mode != ListenerMode::Mysql {
         return Err(ctx.invalid(
             key("require_tls"),
@@ -85,7 +81,7 @@ pub(super) fn listener_tls(
         files,
         loaded,
         handshake_timeout,
-        require_tls: raw.require_tls.unwrap_or(true),
+        require_tls: raw.require_tls.unwrap_or(defaults::REQUIRE_TLS),
     })
 }
 
@@ -94,7 +90,7 @@ pub(super) fn backend_tls(
     table: &str,
     raw: RawBackendTls,
     address: &str,
-) -> Result<BackendTlsConfig, ConfigError> {
+) -> Result<BackendTls, ConfigError> {
     let key = |field: &str| format!("{table}.{field}");
     let verify = match (raw.ca, raw.insecure.unwrap_or(false)) {
         (Some(_), true) => {
@@ -120,18 +116,9 @@ pub(super) fn backend_tls(
         (None, Some(_)) => return Err(ctx.invalid(key("cert"), "a client certificate, since key is set")),
     };
     let server_name = raw.server_name.unwrap_or_else(|| host_of(address));
-    if ServerName::try_from(server_name.as_str()).is_err() {
-        return Err(ctx.invalid(
-            key("server_name"),
-            format!("a DNS name or an IP address, got \"{server_name}\""),
-        ));
-    }
-    let client = load::client_config(&verify, identity.as_ref()).map_err(|e| ctx.tls_file(table, e))?;
-    Ok(BackendTlsConfig {
-        verify,
-        server_name,
-        identity,
-        client,
+    BackendTls::new(verify, &server_name, identity).map_err(|e| match e {
+        BackendTlsError::ServerName(_) => ctx.invalid(key("server_name"), e.to_string()),
+        BackendTlsError::File(e) => ctx.tls_file(table, e),
     })
 }
 

@@ -24,9 +24,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{ClientIdentity, Conn, OptsBuilder, Row, SslOpts, Value};
 use tokio::time::{timeout_at, Instant};
 
-use crate::config::{BackendTlsConfig, MysqlProbeConfig};
+use crate::config::MysqlProbeConfig;
 use crate::health::{CheckError, Phase, ReplicaState, Report, Role};
-use crate::tls::Verify;
+use crate::tls::{BackendTls, Verify};
 
 const QUERY: &str = "SELECT @@read_only, @@server_id, @@gtid_binlog_pos; SHOW SLAVE STATUS";
 
@@ -47,7 +47,7 @@ impl std::fmt::Debug for MysqlProbe {
 }
 
 impl MysqlProbe {
-    pub fn new(config: &MysqlProbeConfig, tls: Option<&BackendTlsConfig>) -> Self {
+    pub fn new(config: &MysqlProbeConfig, tls: Option<&BackendTls>) -> Self {
         MysqlProbe {
             config: config.clone(),
             ssl: tls.map(ssl_opts),
@@ -88,15 +88,15 @@ impl MysqlProbe {
 /// The backend's TLS settings in mysql_async's terms: the same CA, server name and
 /// client certificate as the data path (mysql_async builds its own rustls config,
 /// with the same single provider).
-fn ssl_opts(tls: &BackendTlsConfig) -> SslOpts {
-    let opts = SslOpts::default().with_danger_tls_hostname_override(Some(tls.server_name.clone()));
-    let opts = match &tls.verify {
+fn ssl_opts(tls: &BackendTls) -> SslOpts {
+    let opts = SslOpts::default().with_danger_tls_hostname_override(Some(tls.server_name()));
+    let opts = match tls.verify() {
         Verify::Ca(path) => opts
             .with_root_certs(vec![path.clone().into()])
             .with_disable_built_in_roots(true),
         Verify::Insecure => opts.with_danger_accept_invalid_certs(true),
     };
-    match &tls.identity {
+    match tls.identity() {
         Some(files) => opts.with_client_identity(Some(ClientIdentity::new(
             files.cert.clone().into(),
             files.key.clone().into(),

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::config::{LeavePolicy, Policy};
+use crate::config::{LeavePolicy, Members, Policy};
 use crate::health::ReplicaState;
 
 fn pool(role: PoolRole) -> PoolConfig {
@@ -9,7 +9,7 @@ fn pool(role: PoolRole) -> PoolConfig {
         name: "p".into(),
         role,
         policy: Policy::First,
-        members: vec![0, 1, 2],
+        members: Members::new((0..3).map(|id| (format!("b{id}"), id))),
         initially_up: false,
         on_leave: LeavePolicy::Close,
         hold_timeout: Duration::from_secs(1),

@@ -1,0 +1,115 @@
+//! How a backend is checked: the validated form of a `check` table.
+
+use std::num::NonZeroU32;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// How and how often a backend is probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// What one check does.
+    pub probe: ProbeConfig,
+    /// Between checks while the backend is up and the last check passed.
+    pub interval: Duration,
+    /// Between checks after a failure, until the backend is marked down.
+    pub fast_interval: Duration,
+    /// Between checks while the backend is down.
+    pub down_interval: Duration,
+    /// Covers every phase of one check (connect, handshake, request, response).
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down backend up.
+    pub rise: NonZeroU32,
+    /// Consecutive failures that take an up backend down.
+    pub fall: NonZeroU32,
+    /// Each wait is scaled by a random factor in `1 ± jitter`.
+    pub jitter: Fraction,
+}
+
+/// A fraction from 0.0 to 1.0, finite: comparable with `Eq`, unlike a bare `f64`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Fraction(f64);
+
+impl Fraction {
+    /// `None` outside 0.0..=1.0 (NaN included).
+    pub fn new(value: f64) -> Option<Fraction> {
+        // `+ 0.0` turns -0.0 into 0.0, so equal values have equal bits.
+        (0.0..=1.0).contains(&value).then_some(Fraction(value + 0.0))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl Eq for Fraction {}
+
+/// The closed set of probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeConfig {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP/1.1 request.
+    Http(HttpProbeConfig),
+    /// A MySQL/MariaDB login and one round trip reading role and replication state.
+    Mysql(MysqlProbeConfig),
+    /// A MongoDB `hello` on a kept connection (after SCRAM-SHA-256 when credentials
+    /// are set).
+    Mongo(MongoProbeConfig),
+}
+
+impl ProbeConfig {
+    /// Whether the probe reports roles (primary/replica), which role pools need.
+    pub fn knows_roles(&self) -> bool {
+        matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_))
+    }
+}
+
+/// A MongoDB check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MongoProbeConfig {
+    /// Optional SCRAM-SHA-256 credentials: the check then logs in before `hello`.
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// The database the user is defined in.
+    pub auth_source: String,
+}
+
+/// A MySQL/MariaDB check: the monitor user it logs in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlProbeConfig {
+    pub user: String,
+    pub password: Option<Secret>,
+}
+
+/// A password or token, read at load time (inline in the config, from an environment
+/// variable, or from a file) and never printed: its `Debug` shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// An HTTP check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProbeConfig {
+    pub method: String,
+    pub path: String,
+    /// The `Host` header; the backend address when unset.
+    pub host: Option<String>,
+    pub expect_status: RangeInclusive<u16>,
+    pub body_contains: Option<String>,
+}

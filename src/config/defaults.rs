@@ -1,0 +1,84 @@
+//! Every default of the config, in one place: what a key means when the file leaves
+//! it out. `validate` reads them; `config/example.toml` and the README document them.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::raw::{CheckKind, InitialState, OnLeave};
+use super::{ListenerMode, Policy, PoolRole, TwoWriters};
+
+/// `shutdown.grace`.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// `runtime.workers`: 0 means one data-plane thread per core.
+pub const WORKERS: i64 = 0;
+
+/// `check.kind`.
+pub const CHECK_KIND: CheckKind = CheckKind::Tcp;
+/// `check.interval`.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// `check.timeout`.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// `check.rise` and `check.fall`.
+pub const RISE: i64 = 2;
+pub const FALL: i64 = 2;
+/// `check.jitter`.
+pub const JITTER: f64 = 0.1;
+/// The shortest check interval accepted: faster probing costs more than it buys.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `check.fast_interval`: a quarter of the interval, but not below the minimum.
+pub fn fast_interval(interval: Duration) -> Duration {
+    (interval / 4).max(MIN_INTERVAL)
+}
+
+/// `check.down_interval`: the interval.
+pub fn down_interval(interval: Duration) -> Duration {
+    interval
+}
+
+/// HTTP checks: `method`, `path`, `expect_status`.
+pub const HTTP_METHOD: &str = "GET";
+pub const HTTP_PATH: &str = "/";
+pub const HTTP_EXPECT_STATUS: RangeInclusive<u16> = 200..=399;
+/// MongoDB checks: `auth_source`.
+pub const MONGO_AUTH_SOURCE: &str = "admin";
+
+/// `pools.*.role` and `policy`.
+pub const ROLE: PoolRole = PoolRole::Any;
+pub const POLICY: Policy = Policy::First;
+/// `pools.*.two_writers`.
+pub const TWO_WRITERS: TwoWriters = TwoWriters::KeepCurrent;
+/// `pools.*.drain_deadline`, `hold_timeout`, `connect_timeout`, `idle_timeout`,
+/// `max_replication_lag`.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+pub const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_REPLICATION_LAG: Duration = Duration::from_secs(10);
+
+/// `pools.*.initial_state`: a primary pool waits for a check (routing writes to an
+/// unchecked node could reach a replica); other pools start up.
+pub fn initial_state(role: PoolRole) -> InitialState {
+    match role {
+        PoolRole::Primary => InitialState::Down,
+        PoolRole::Any | PoolRole::Replica => InitialState::Up,
+    }
+}
+
+/// `pools.*.on_leave`: a primary pool fences the sessions of a demoted primary;
+/// other pools leave them alone.
+pub fn on_leave(role: PoolRole) -> OnLeave {
+    match role {
+        PoolRole::Primary => OnLeave::Close,
+        PoolRole::Any | PoolRole::Replica => OnLeave::Keep,
+    }
+}
+
+/// `listeners.*.max_connections`, `keepalive`, `user_timeout`, `mode`.
+pub const MAX_CONNECTIONS: i64 = 10_000;
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
+pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MODE: ListenerMode = ListenerMode::Tcp;
+/// `listeners.*.tls.handshake_timeout` and `require_tls`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUIRE_TLS: bool = true;

@@ -1,0 +1,82 @@
+//! Listeners: an address, its pool, socket options, mode and TLS termination.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::PoolId;
+use crate::tls::load::LoadedServer;
+use crate::tls::ServerFiles;
+
+/// The pool a listener routes to: its index in this config and its name, which
+/// alone decides equality (see [`Members`]).
+#[derive(Debug, Clone)]
+pub struct PoolRef {
+    pub id: PoolId,
+    pub name: String,
+}
+
+impl PartialEq for PoolRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PoolRef {}
+
+/// Socket options for both legs of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Idle time before the first keepalive probe (also the probe interval / 3).
+    pub keepalive: Duration,
+    /// `TCP_USER_TIMEOUT`: unacknowledged data for this long kills the connection.
+    pub user_timeout: Duration,
+}
+
+/// A listener: an address that accepts clients for one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Its identity, in this config and across reloads.
+    pub name: String,
+    pub listen: SocketAddr,
+    pub pool: PoolRef,
+    /// Connections beyond this wait in the kernel's backlog.
+    pub max_connections: usize,
+    pub tcp: TcpOptions,
+    pub mode: ListenerMode,
+    /// TLS termination.
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// What a listener understands of the bytes it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerMode {
+    /// Nothing: TLS (if any) from the first byte, then a byte pipe.
+    Tcp,
+    /// The MySQL connection phase, to terminate and originate TLS inside the
+    /// protocol (see `proxy::mysql`); a byte pipe after the login.
+    Mysql,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone)]
+pub struct ListenerTlsConfig {
+    /// The certificate files (and client CA), as configured.
+    pub files: ServerFiles,
+    /// Built from `files` at load time (not compared: equal files are equal config).
+    pub loaded: LoadedServer,
+    pub handshake_timeout: Duration,
+    /// `mysql` mode: refuse clients that do not ask for TLS (else they pass in clear).
+    pub require_tls: bool,
+}
+
+impl PartialEq for ListenerTlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.files, self.handshake_timeout, self.require_tls)
+            == (&other.files, other.handshake_timeout, other.require_tls)
+    }
+}
+
+impl Eq for ListenerTlsConfig {}

@@ -1,0 +1,121 @@
+//! Pools: which role they serve, how they pick, and what happens to the sessions of a
+//! member that leaves.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::BackendId;
+
+/// Which role a pool serves. `Any` accepts every healthy backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolRole {
+    Any,
+    /// At most one backend: the writable primary (see `routing::membership` for the
+    /// single-writer rule).
+    Primary,
+    /// Replicas that replicate and lag at most `max_replication_lag`.
+    #[serde(alias = "secondary")]
+    Replica,
+}
+
+/// What a primary pool does when more than one member reports itself writable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TwoWriters {
+    /// Keep the current primary while it stays writable; with no current primary,
+    /// route nowhere. Either way, raise the alarm.
+    KeepCurrent,
+    /// Route nowhere while two members are writable, even the current primary.
+    FailClosed,
+}
+
+/// How a pool orders its routable members for a new session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// The first routable member in the pool's `backends` order (failover order).
+    First,
+    RoundRobin,
+    LeastConnections,
+    /// Two random members, the less loaded first (power of two choices).
+    PowerOfTwo,
+}
+
+/// What happens to live sessions of a member that leaves its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeavePolicy {
+    /// Close them at once.
+    Close,
+    /// Let them run until the deadline, then close them.
+    Drain(Duration),
+    /// Leave them alone.
+    Keep,
+}
+
+/// A pool: the backends a listener routes to, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Its identity, in this config and across reloads.
+    pub name: String,
+    pub role: PoolRole,
+    pub policy: Policy,
+    /// In priority order.
+    pub members: Members,
+    /// Whether a backend not yet checked may take traffic.
+    pub initially_up: bool,
+    pub on_leave: LeavePolicy,
+    /// How long a new session waits for a routable member before it is closed.
+    pub hold_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// A session with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Replica pools: members lagging more than this leave the pool.
+    pub max_replication_lag: Duration,
+    /// Replica pools: route to the primary when no replica qualifies.
+    pub fallback_to_primary: bool,
+    /// Primary pools: the rule when two members are writable.
+    pub two_writers: TwoWriters,
+    /// MongoDB pools: only members reporting this replica-set name are eligible.
+    pub set_name: Option<String>,
+}
+
+/// A pool's members in priority order: their indexes in this config (which the
+/// runtime uses, through `Deref`) and their names (which identify them: two
+/// `Members` are equal when they name the same backends in the same order).
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    ids: Vec<BackendId>,
+    names: Vec<String>,
+}
+
+impl Members {
+    /// From `(name, id)` pairs in priority order.
+    pub fn new(members: impl IntoIterator<Item = (String, BackendId)>) -> Self {
+        let (names, ids) = members.into_iter().unzip();
+        Members { ids, names }
+    }
+
+    /// The members' backend names, in priority order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+impl Deref for Members {
+    type Target = [BackendId];
+
+    fn deref(&self) -> &[BackendId] {
+        &self.ids
+    }
+}
+
+impl PartialEq for Members {
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names
+    }
+}
+
+impl Eq for Members {}

@@ -1,0 +1,123 @@
+//! A pool → [`PoolConfig`]: its members, the settings only some roles take, and the
+//! fencing policy.
+
+use std::collections::HashMap;
+
+use super::Ctx;
+use crate::config::defaults;
+use crate::config::raw::{InitialState, OnLeave, RawPool};
+use crate::config::*;
+
+pub(super) fn pool_config(
+    ctx: &Ctx,
+    name: &str,
+    raw: RawPool,
+    backend_ids: &HashMap<&str, BackendId>,
+    backends: &[BackendConfig],
+) -> Result<PoolConfig, ConfigError> {
+    let key = |field: &str| format!("pools.{name}.{field}");
+    let members = members(ctx, &key("backends"), &raw.backends, backend_ids)?;
+    let role = raw.role.unwrap_or(defaults::ROLE);
+    role_fits_members(ctx, name, &raw, role, &members, backends)?;
+    let initial_state = raw.initial_state.unwrap_or(defaults::initial_state(role));
+    let on_leave = match raw.on_leave.unwrap_or(defaults::on_leave(role)) {
+        OnLeave::Close => LeavePolicy::Close,
+        OnLeave::Drain => LeavePolicy::Drain(raw.drain_deadline.map_or(defaults::DRAIN_DEADLINE, |s| s.0)),
+        OnLeave::Keep => LeavePolicy::Keep,
+    };
+    if raw.drain_deadline.is_some() && !matches!(on_leave, LeavePolicy::Drain(_)) {
+        return Err(ctx.invalid(key("drain_deadline"), "it only with `on_leave = \"drain\"`"));
+    }
+    Ok(PoolConfig {
+        name: name.to_string(),
+        role,
+        policy: raw.policy.unwrap_or(defaults::POLICY),
+        members,
+        initially_up: initial_state == InitialState::Up,
+        on_leave,
+        hold_timeout: raw.hold_timeout.map_or(defaults::HOLD_TIMEOUT, |s| s.0),
+        connect_timeout: ctx.above_zero(&key("connect_timeout"), raw.connect_timeout, defaults::CONNECT_TIMEOUT)?,
+        idle_timeout: ctx.above_zero(&key("idle_timeout"), raw.idle_timeout, defaults::IDLE_TIMEOUT)?,
+        max_replication_lag: raw.max_replication_lag.map_or(defaults::MAX_REPLICATION_LAG, |s| s.0),
+        fallback_to_primary: raw.fallback_to_primary.unwrap_or(false),
+        two_writers: raw.two_writers.unwrap_or(defaults::TWO_WRITERS),
+        set_name: raw.set_name.filter(|n| !n.is_empty()),
+    })
+}
+
+/// Backend names → [`Members`]: at least one, each known, each once.
+fn members(
+    ctx: &Ctx,
+    key: &str,
+    names: &[String],
+    backend_ids: &HashMap<&str, BackendId>,
+) -> Result<Members, ConfigError> {
+    if names.is_empty() {
+        return Err(ctx.invalid(key, "at least one backend name"));
+    }
+    let mut members: Vec<(String, BackendId)> = Vec::new();
+    for name in names {
+        let id = *backend_ids
+            .get(name.as_str())
+            .ok_or_else(|| ctx.invalid(key, format!("names of [backends.*] sections, got unknown \"{name}\"")))?;
+        if members.iter().any(|(_, seen)| *seen == id) {
+            return Err(ctx.invalid(key, format!("each backend once, got \"{name}\" twice")));
+        }
+        members.push((name.clone(), id));
+    }
+    Ok(Members::new(members))
+}
+
+/// Role pools need role-aware checks; some settings belong to one role only;
+/// `set_name` needs MongoDB checks.
+fn role_fits_members(
+    ctx: &Ctx,
+    name: &str,
+    raw: &RawPool,
+    role: PoolRole,
+    members: &[BackendId],
+    backends: &[BackendConfig],
+) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("pools.{name}.{field}");
+    if role != PoolRole::Any {
+        if let Some(&id) = members.iter().find(|&&id| !backends[id].check.probe.knows_roles()) {
+            return Err(ctx.invalid(
+                key("role"),
+                format!(
+                    "\"any\" unless every member has a role-aware check (kind = \"mysql\" or \"mongo\"); \"{}\" has none",
+                    backends[id].name
+                ),
+            ));
+        }
+    }
+    let role_only = [
+        (
+            "max_replication_lag",
+            raw.max_replication_lag.is_some() && role != PoolRole::Replica,
+        ),
+        (
+            "fallback_to_primary",
+            raw.fallback_to_primary.is_some() && role != PoolRole::Replica,
+        ),
+        ("two_writers", raw.two_writers.is_some() && role != PoolRole::Primary),
+    ];
+    if let Some((field, _)) = role_only.iter().find(|(_, misplaced)| *misplaced) {
+        let wanted = if *field == "two_writers" { "primary" } else { "replica" };
+        return Err(ctx.invalid(key(field), format!("it only in a pool with `role = \"{wanted}\"`")));
+    }
+    if raw.set_name.is_some() {
+        if let Some(&id) = members
+            .iter()
+            .find(|&&id| !matches!(backends[id].check.probe, ProbeConfig::Mongo(_)))
+        {
+            return Err(ctx.invalid(
+                key("set_name"),
+                format!(
+                    "it only when every member has `kind = \"mongo\"` checks; \"{}\" has not",
+                    backends[id].name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
