@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::health::probe::Probe;
 use crate::health::Checker;
 use crate::listener::Listener;
 use crate::pool::Pool;
@@ -168,7 +169,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         router.run(stop_background.clone()),
     );
     for (backend, config) in backends.iter().zip(&config.backends) {
-        let checker = Checker::new(backend.clone(), &config.check, events_tx.clone());
+        let probe = Probe::new(&config.check.probe, backend.tls.as_ref());
+        let attention = backend.attention.clone();
+        let checker = Checker::new(backend.id, backend.address, attention, probe, &config.check, events_tx.clone());
         let name = format!("checker of {}", backend.name);
         critical(&background, &failed, name, checker.run(stop_background.clone()));
     }

@@ -1,16 +1,17 @@
-//! The runtime side of a configured backend: its address, the hooks its checker
-//! listens to (nudge, urgency) and the last view the router recorded for `/status`.
+//! The runtime side of a configured backend: its address, the [`Attention`] its
+//! checker listens to (nudge, urgency) and the last view the router recorded for
+//! `/status`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use metrics::Histogram;
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::config::{BackendConfig, BackendId};
-use crate::health::{Layer, Report, Role, Status};
+use crate::health::{Attention, Layer, Report, Role, Status};
 use crate::metrics as m;
 use crate::stats::Recorder;
 use crate::tls::ClientTls;
@@ -23,8 +24,8 @@ pub struct Backend {
     pub address: SocketAddr,
     /// TLS to this backend on the data path, when configured.
     pub tls: Option<ClientTls>,
-    nudge: Notify,
-    urgent: AtomicBool,
+    /// Shared with its checker.
+    pub attention: Arc<Attention>,
     view: watch::Sender<BackendView>,
     /// Health check round trips, µs (recorded by the router).
     pub check: Recorder,
@@ -95,8 +96,7 @@ impl Backend {
             name: config.name.clone(),
             address: config.address,
             tls: config.tls.as_ref().map(|tls| ClientTls::new(&config.name, tls)),
-            nudge: Notify::new(),
-            urgent: AtomicBool::new(false),
+            attention: Arc::default(),
             check: Recorder::default(),
             check_seconds: metrics::histogram!(m::CHECK_SECONDS, "backend" => config.name.clone()),
             view: watch::Sender::new(BackendView {
@@ -113,26 +113,13 @@ impl Backend {
 
     /// Asks the checker for an early re-check (the data path failed to connect).
     pub fn nudge(&self) {
-        self.nudge.notify_one();
+        self.attention.nudge();
     }
 
-    /// Resolves when someone called [`Backend::nudge`].
-    pub async fn nudged(&self) {
-        self.nudge.notified().await
-    }
-
-    /// Whether a pool this backend serves has nothing routable, so its checker
-    /// should use the fast interval.
-    pub fn is_urgent(&self) -> bool {
-        self.urgent.load(Ordering::Relaxed)
-    }
-
-    /// Set by the router; turning urgent also triggers a check at once, so a
-    /// checker asleep in its down interval does not miss the news.
+    /// Set by the router while a pool this backend serves has nothing routable, so
+    /// its checker uses the fast interval.
     pub fn set_urgent(&self, urgent: bool) {
-        if !self.urgent.swap(urgent, Ordering::Relaxed) && urgent {
-            self.nudge();
-        }
+        self.attention.set_urgent(urgent);
     }
 
     pub fn view(&self) -> BackendView {

@@ -11,12 +11,12 @@
 mod checker;
 pub mod probe;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
 
-pub use checker::Checker;
+pub use checker::{Attention, Check, Checker};
 
 use crate::config::{BackendId, CheckConfig};
 
@@ -169,7 +169,6 @@ fn lag_secs<S: serde::Serializer>(lag: &Option<Duration>, s: S) -> Result<S::Ok,
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub backend: BackendId,
-    pub at: Instant,
     pub latency: Duration,
     pub result: Result<Report, CheckError>,
     /// The status after this observation.

@@ -1,0 +1,157 @@
+//! `Checker::run` under paused time, with a scripted check: when it checks (cadence,
+//! fast interval, nudges, urgency) and that it stops on shutdown. Checks take no
+//! time here, so the instant an observation arrives is the instant of its check.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+
+use super::*;
+use crate::config::{Fraction, ProbeConfig};
+use crate::health::Status;
+
+/// Outcomes in order; once they run out, every further check hangs.
+struct Script(VecDeque<bool>);
+
+impl Check for Script {
+    fn check(&mut self, _: SocketAddr, _: Instant) -> impl Future<Output = Result<Report, CheckError>> + Send {
+        let next = self.0.pop_front();
+        async move {
+            match next {
+                Some(true) => Ok(Report::reachable()),
+                Some(false) => Err(CheckError::Connect("refused (scripted)".into())),
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+fn config() -> CheckConfig {
+    CheckConfig {
+        probe: ProbeConfig::Tcp,
+        interval: Duration::from_secs(1),
+        fast_interval: Duration::from_millis(250),
+        down_interval: Duration::from_secs(2),
+        timeout: Duration::from_secs(1),
+        rise: NonZeroU32::new(2).unwrap(),
+        fall: NonZeroU32::new(2).unwrap(),
+        jitter: Fraction::new(0.0).unwrap(),
+    }
+}
+
+struct Running {
+    events: mpsc::Receiver<Observation>,
+    attention: Arc<Attention>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+/// Starts a checker on `script` ("+" passes, "-" fails).
+fn start(script: &str) -> Running {
+    let (tx, events) = mpsc::channel(16);
+    let attention = Arc::new(Attention::default());
+    let shutdown = CancellationToken::new();
+    let outcomes = script.chars().map(|c| c == '+').collect();
+    let address = "127.0.0.1:1".parse().unwrap();
+    let checker = Checker::new(7, address, attention.clone(), Script(outcomes), &config(), tx);
+    let task = tokio::spawn(checker.run(shutdown.clone()));
+    Running {
+        events,
+        attention,
+        shutdown,
+        task,
+        started: Instant::now(),
+    }
+}
+
+impl Running {
+    /// The next observation and when (in ms since the start) its check ran.
+    async fn next(&mut self) -> (u128, Observation) {
+        let observation = self.events.recv().await.expect("the checker stopped");
+        (self.started.elapsed().as_millis(), observation)
+    }
+
+    /// When (ms since the start) each of the next `n` checks ran.
+    async fn times(&mut self, n: usize) -> Vec<u128> {
+        let mut times = Vec::new();
+        for _ in 0..n {
+            times.push(self.next().await.0);
+        }
+        times
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rise_and_fall_set_the_cadence() {
+    let mut checker = start("+---+++");
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let (at, observation) = checker.next().await;
+        assert_eq!(observation.backend, 7);
+        seen.push((at, observation.status, observation.flip.map(|f| f.to)));
+    }
+    use Status::{Down, Up};
+    assert_eq!(
+        seen,
+        [
+            (0, Up, Some(Up)), // unchecked: at once, and the first result decides
+            (1000, Up, None),  // interval; the first failure of `fall = 2`
+            (1250, Down, Some(Down)),
+            (3250, Down, None), // down interval
+            (5250, Down, None), // the first pass of `rise = 2`
+            (7250, Up, Some(Up)),
+            (8250, Up, None), // interval again
+        ]
+    );
+    assert_eq!(
+        seen.iter().filter(|(_, _, flip)| flip.is_some()).count(),
+        3,
+        "each flip reported once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_short_of_fall_switches_to_the_fast_interval_until_a_pass() {
+    let mut checker = start("+-+++");
+    assert_eq!(checker.times(5).await, [0, 1000, 1250, 2250, 3250]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nudges_bring_the_next_check_forward_but_not_closer_than_the_gap() {
+    let mut checker = start("++++");
+    assert_eq!(checker.next().await.0, 0);
+    for _ in 0..5 {
+        checker.attention.nudge();
+    }
+    assert_eq!(checker.next().await.0, 20, "20 ms after the last check, not at once");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    checker.attention.nudge();
+    assert_eq!(checker.next().await.0, 520, "the gap has passed: at once");
+    assert_eq!(checker.next().await.0, 1520, "then the interval again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn urgency_checks_a_down_backend_at_once_and_then_at_the_fast_interval() {
+    let mut checker = start("------");
+    assert_eq!(checker.next().await.1.status, Status::Down);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    checker.attention.set_urgent(true);
+    assert_eq!(checker.times(3).await, [100, 350, 600]);
+    checker.attention.set_urgent(false);
+    assert_eq!(checker.times(2).await, [850, 2850], "the down interval once urgency ends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_a_waiting_checker_and_one_stuck_in_a_check() {
+    let mut waiting = start("+");
+    waiting.next().await;
+    waiting.shutdown.cancel();
+    waiting.task.await.unwrap();
+    assert!(waiting.events.recv().await.is_none(), "no check after shutdown");
+
+    let mut stuck = start("");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(stuck.events.try_recv().is_err(), "the check hangs");
+    stuck.shutdown.cancel();
+    stuck.task.await.unwrap();
+}
