@@ -32,7 +32,7 @@ use crate::health::probe::Probe;
 use crate::health::Checker;
 use crate::listener::Listener;
 use crate::pool::Pool;
-use crate::proxy::SessionContext;
+use crate::proxy::{SessionContext, TcpConnect};
 use crate::routing::{Router, Routing};
 use crate::spread::Threads;
 use crate::timeline::Timeline;
@@ -171,7 +171,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     for (backend, config) in backends.iter().zip(&config.backends) {
         let probe = Probe::new(&config.check.probe, backend.tls.as_ref());
         let attention = backend.attention.clone();
-        let checker = Checker::new(backend.id, backend.address, attention, probe, &config.check, events_tx.clone());
+        let checker = Checker::new(
+            backend.id,
+            backend.address,
+            attention,
+            probe,
+            &config.check,
+            events_tx.clone(),
+        );
         let name = format!("checker of {}", backend.name);
         critical(&background, &failed, name, checker.run(stop_background.clone()));
     }
@@ -214,6 +221,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             kill: kill_sessions.clone(),
             timeline: timeline.clone(),
             moved: ::metrics::counter!(metrics::SESSIONS_MOVED, "listener" => listener.name.clone()),
+            connect: TcpConnect,
         });
         let limit = Arc::new(Semaphore::new(listener.max_connections));
         for (thread, (worker, tcp)) in per_worker.iter_mut().zip(group).enumerate() {

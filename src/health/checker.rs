@@ -29,7 +29,11 @@ pub trait Check: Send {
 }
 
 impl Check for Probe {
-    fn check(&mut self, addr: SocketAddr, deadline: Instant) -> impl Future<Output = Result<Report, CheckError>> + Send {
+    fn check(
+        &mut self,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Report, CheckError>> + Send {
         Probe::check(self, addr, deadline)
     }
 }

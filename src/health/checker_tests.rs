@@ -138,7 +138,11 @@ async fn urgency_checks_a_down_backend_at_once_and_then_at_the_fast_interval() {
     checker.attention.set_urgent(true);
     assert_eq!(checker.times(3).await, [100, 350, 600]);
     checker.attention.set_urgent(false);
-    assert_eq!(checker.times(2).await, [850, 2850], "the down interval once urgency ends");
+    assert_eq!(
+        checker.times(2).await,
+        [850, 2850],
+        "the down interval once urgency ends"
+    );
 }
 
 #[tokio::test(start_paused = true)]

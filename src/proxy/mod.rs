@@ -20,29 +20,35 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use crate::config::{ListenerMode, TcpOptions};
 use crate::metrics as m;
 use crate::pipe::{self, Traffic};
-use crate::pool::{Eviction, Member, Pool};
-use crate::routing::{select, Routing};
+use crate::pool::{Member, Pool};
+use crate::routing::Routing;
 use crate::stream::Stream;
 use crate::tcp;
 use crate::timeline::Timeline;
 use crate::tls::ServerTls;
 
+mod connect;
 pub mod mysql;
+mod watchdog;
+
+use connect::connect_routed;
+pub use connect::{Connect, TcpConnect};
+use watchdog::watchdog;
 
 /// How long a backend TLS handshake may take on the data path.
 const BACKEND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a session needs from its listener.
+/// What a session needs from its listener. `C` is how it connects to a backend
+/// ([`TcpConnect`] but in tests).
 #[derive(Debug)]
-pub struct SessionContext {
+pub struct SessionContext<C: Connect = TcpConnect> {
     /// The listener's name, for metrics and logs.
     pub listener: String,
     pub mode: ListenerMode,
@@ -58,6 +64,7 @@ pub struct SessionContext {
     pub timeline: Arc<Timeline>,
     /// `switchyard_sessions_moved_total` for this listener.
     pub moved: metrics::Counter,
+    pub connect: C,
 }
 
 /// How a session ended.
@@ -186,7 +193,6 @@ async fn originate_tls(
     None
 }
 
-/// Picks and connects a backend, and sets up the socket.
 /// Copies a connected session to its end and records what it did.
 async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstream: Stream) -> Ended {
     let counted = member.enter();
@@ -208,87 +214,6 @@ async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstr
         ctx.timeline.old_sessions_closed(ctx.pool.id, &member.backend.name);
     }
     ended
-}
-
-/// Connects to the first member that answers, holding while there is none.
-///
-/// Every connect attempt ends by `connect_timeout`, and after the first round by
-/// `hold_timeout` too, so a session waits at most the larger of the two. A connect
-/// that completes to a member fenced meanwhile (the routing table changed while it
-/// was in flight) is dropped and the next candidate tried: no new session starts on
-/// a demoted primary.
-async fn connect_routed(ctx: &SessionContext) -> Option<(Arc<Member>, TcpStream)> {
-    let pool = &ctx.pool;
-    let arrived = Instant::now();
-    let hold_until = arrived + pool.config.hold_timeout;
-    let attempts_until = hold_until.max(arrived + pool.config.connect_timeout);
-    let mut generation = ctx.routing.subscribe();
-    let mut held = false;
-    let mut tried: Vec<String> = Vec::new();
-    let mut last_error = String::from("no routable backend");
-    let record_hold = |held: bool| {
-        if held {
-            let waited = arrived.elapsed();
-            pool.hold.record_duration(waited);
-            pool.hold_seconds.record(waited.as_secs_f64());
-        }
-    };
-    loop {
-        generation.borrow_and_update();
-        let candidates = ctx.routing.pick(|table| {
-            select::order(pool.config.policy, table.routable(pool.id), &pool.cursor, |n| {
-                fastrand::usize(..n)
-            })
-        });
-        for member in candidates {
-            let attempt = Instant::now();
-            let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);
-            let connected = tokio::select! {
-                connected = timeout_at(deadline, tcp::connect(member.backend.address)) => connected,
-                _ = ctx.kill.cancelled() => return None,
-            };
-            match connected {
-                Ok(Ok(_)) if member.is_evicted() => {
-                    debug!(backend = %member.backend.name, "connected to a member fenced meanwhile; trying the next");
-                    continue;
-                }
-                Ok(Ok(stream)) => {
-                    let latency = attempt.elapsed();
-                    member.stats.connect.record_duration(latency);
-                    member.connect_seconds.record(latency.as_secs_f64());
-                    record_hold(held);
-                    // TCP_NODELAY is set; keepalive and TCP_USER_TIMEOUT follow once
-                    // the session has lived a moment (see `tcp`).
-                    Span::current().record("backend", member.backend.name.as_str());
-                    return Some((member, stream));
-                }
-                Ok(Err(e)) => last_error = format!("{}: {e}", member.backend.name),
-                Err(_) => last_error = format!("{}: connect timed out", member.backend.name),
-            }
-            debug!(error = %last_error, "connect failed; trying the next");
-            if !tried.contains(&member.backend.name) {
-                tried.push(member.backend.name.clone());
-            }
-            member.connect_failures.increment(1);
-            member.backend.nudge();
-        }
-        if !held {
-            held = true;
-            pool.holds.increment(1);
-            debug!(cause = %last_error, "no backend answered; holding");
-        }
-        let changed = tokio::select! {
-            changed = timeout_at(hold_until, generation.changed()) => changed,
-            _ = ctx.kill.cancelled() => return None,
-        };
-        if let Ok(Ok(())) = changed {
-            continue;
-        }
-        record_hold(held);
-        pool.hold_timeouts.increment(1);
-        warn!(tried = %tried.join(","), last_error = %last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
-        return None;
-    }
 }
 
 /// Copies both ways until the session ends for one of the reasons in [`Ended`];
@@ -314,67 +239,4 @@ async fn copy_to_end(client: Stream, upstream: Stream, member: &Member, ctx: &Se
     member.bytes_downstream.increment(down);
     member.bytes_spliced.increment(traffic.spliced.load(Ordering::Relaxed));
     (ended, up + down)
-}
-
-/// Resolves with the reason a session must end, other than both sides closing:
-/// shutdown's grace ran out, its member was fenced (now, or at the drain deadline),
-/// or no byte moved either way for about `idle_limit` (checked four times per period,
-/// so it fires between `idle_limit` and 1.25 × `idle_limit`). On the way, it tells
-/// the copy when the backend socket is due its keepalive options
-/// ([`tcp::LIVENESS_AFTER`]).
-///
-/// One future with one timer for all of these, because an idle session is mostly
-/// this state: three separate futures cost about 300 bytes more per session.
-async fn watchdog(
-    traffic: &Traffic,
-    idle_limit: Duration,
-    mut eviction: watch::Receiver<Eviction>,
-    kill: &CancellationToken,
-) -> Ended {
-    // Bytes moved either way; unchanged over `idle_limit` means idle.
-    let activity = || traffic.upstream.load(Ordering::Relaxed) + traffic.downstream.load(Ordering::Relaxed);
-    let step = (idle_limit / 4).max(Duration::from_millis(10));
-    let (mut seen, mut quiet) = (activity(), Duration::ZERO);
-    let started = Instant::now();
-    let mut next_idle_check = started + step;
-    let mut liveness_at = Some(started + tcp::LIVENESS_AFTER);
-    let mut eviction_open = true;
-    let timer = sleep_until(next_idle_check);
-    tokio::pin!(timer);
-    loop {
-        let close_at = match *eviction.borrow_and_update() {
-            Eviction::Active => None,
-            Eviction::CloseAt(at) => Some(at),
-        };
-        let wake = [close_at, liveness_at]
-            .into_iter()
-            .flatten()
-            .fold(next_idle_check, Instant::min);
-        timer.as_mut().reset(wake);
-        tokio::select! {
-            biased;
-            _ = kill.cancelled() => return Ended::Shutdown,
-            changed = eviction.changed(), if eviction_open => eviction_open = changed.is_ok(),
-            _ = &mut timer => {
-                let now = Instant::now();
-                if close_at.is_some_and(|at| now >= at) {
-                    return Ended::Fenced;
-                }
-                if liveness_at.is_some_and(|at| now >= at) {
-                    // The copy, polled right after this in the same wake-up, applies them.
-                    traffic.liveness_due.store(true, Ordering::Relaxed);
-                    liveness_at = None;
-                }
-                if now >= next_idle_check {
-                    let moved = activity();
-                    quiet = if moved == seen { quiet + step } else { Duration::ZERO };
-                    seen = moved;
-                    if quiet >= idle_limit {
-                        return Ended::Idle;
-                    }
-                    next_idle_check = now + step;
-                }
-            }
-        }
-    }
 }

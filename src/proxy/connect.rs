@@ -1,0 +1,166 @@
+//! Step 1 and 2 of a session: pick from the routing table, connect, and hold while
+//! nothing answers. The connect itself is a seam ([`Connect`]): [`TcpConnect`] in a
+//! proxy, a scripted one in the paused-time tests.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, warn, Span};
+
+use super::SessionContext;
+use crate::pool::Member;
+use crate::routing::select;
+use crate::tcp;
+
+/// How a session reaches a backend's address.
+pub trait Connect: Send + Sync + 'static {
+    /// What a connect yields (a `TcpStream` in a proxy).
+    type Stream: Send;
+    fn connect(&self, address: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+/// The proxy's connect: [`tcp::connect`] (TCP_NODELAY set; keepalive and
+/// TCP_USER_TIMEOUT follow once the session has lived a moment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpConnect;
+
+impl Connect for TcpConnect {
+    type Stream = TcpStream;
+
+    fn connect(&self, address: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        tcp::connect(address)
+    }
+}
+
+/// Any `Fn(SocketAddr) -> impl Future<Output = io::Result<S>>` connects too (tests).
+impl<F, Fut, S> Connect for F
+where
+    F: Fn(SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = io::Result<S>> + Send,
+    S: Send,
+{
+    type Stream = S;
+
+    fn connect(&self, address: SocketAddr) -> impl Future<Output = io::Result<S>> + Send {
+        self(address)
+    }
+}
+
+/// What the attempts so far found, for the log line of a session that gives up.
+struct Attempts {
+    tried: Vec<String>,
+    last_error: String,
+}
+
+/// Connects to the first member that answers, holding while there is none.
+///
+/// Every connect attempt ends by `connect_timeout`, and after the first round by
+/// `hold_timeout` too, so a session waits at most the larger of the two. A connect
+/// that completes to a member fenced meanwhile (the routing table changed while it
+/// was in flight) is dropped and the next candidate tried: no new session starts on
+/// a demoted primary. `None` when the hold timed out or shutdown's grace ran out.
+pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Option<(Arc<Member>, C::Stream)> {
+    let pool = &ctx.pool;
+    let arrived = Instant::now();
+    let hold_until = arrived + pool.config.hold_timeout;
+    let attempts_until = hold_until.max(arrived + pool.config.connect_timeout);
+    let mut generation = ctx.routing.subscribe();
+    let mut held = false;
+    let mut attempts = Attempts {
+        tried: Vec::new(),
+        last_error: String::from("no routable backend"),
+    };
+    let record_hold = |held: bool| {
+        if held {
+            let waited = arrived.elapsed();
+            pool.hold.record_duration(waited);
+            pool.hold_seconds.record(waited.as_secs_f64());
+        }
+    };
+    loop {
+        generation.borrow_and_update();
+        match one_round(ctx, attempts_until, &mut attempts).await {
+            Round::Connected(member, stream) => {
+                record_hold(held);
+                return Some((member, stream));
+            }
+            Round::Killed => return None,
+            Round::NoneAnswered => {}
+        }
+        if !held {
+            held = true;
+            pool.holds.increment(1);
+            debug!(cause = %attempts.last_error, "no backend answered; holding");
+        }
+        let changed = tokio::select! {
+            changed = timeout_at(hold_until, generation.changed()) => changed,
+            _ = ctx.kill.cancelled() => return None,
+        };
+        if let Ok(Ok(())) = changed {
+            continue;
+        }
+        record_hold(held);
+        pool.hold_timeouts.increment(1);
+        warn!(tried = %attempts.tried.join(","), last_error = %attempts.last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
+        return None;
+    }
+}
+
+enum Round<S> {
+    Connected(Arc<Member>, S),
+    NoneAnswered,
+    Killed,
+}
+
+/// Tries the pool's routable members once, in the pool's order. Every failure is
+/// counted and nudges that backend's checker.
+async fn one_round<C: Connect>(
+    ctx: &SessionContext<C>,
+    attempts_until: Instant,
+    attempts: &mut Attempts,
+) -> Round<C::Stream> {
+    let pool = &ctx.pool;
+    let candidates = ctx.routing.pick(|table| {
+        select::order(pool.config.policy, table.routable(pool.id), &pool.cursor, |n| {
+            fastrand::usize(..n)
+        })
+    });
+    for member in candidates {
+        let attempt = Instant::now();
+        let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);
+        let connected = tokio::select! {
+            connected = timeout_at(deadline, ctx.connect.connect(member.backend.address)) => connected,
+            _ = ctx.kill.cancelled() => return Round::Killed,
+        };
+        match connected {
+            Ok(Ok(_)) if member.is_evicted() => {
+                debug!(backend = %member.backend.name, "connected to a member fenced meanwhile; trying the next");
+                continue;
+            }
+            Ok(Ok(stream)) => {
+                let latency = attempt.elapsed();
+                member.stats.connect.record_duration(latency);
+                member.connect_seconds.record(latency.as_secs_f64());
+                Span::current().record("backend", member.backend.name.as_str());
+                return Round::Connected(member, stream);
+            }
+            Ok(Err(e)) => attempts.last_error = format!("{}: {e}", member.backend.name),
+            Err(_) => attempts.last_error = format!("{}: connect timed out", member.backend.name),
+        }
+        debug!(error = %attempts.last_error, "connect failed; trying the next");
+        if !attempts.tried.contains(&member.backend.name) {
+            attempts.tried.push(member.backend.name.clone());
+        }
+        member.connect_failures.increment(1);
+        member.backend.nudge();
+    }
+    Round::NoneAnswered
+}
+
+#[cfg(test)]
+#[path = "connect_tests.rs"]
+mod tests;
