@@ -339,6 +339,11 @@ impl Running {
         self.state.timeline.failovers()
     }
 
+    /// The event record (tests await an event with [`Timeline::wait_for`]).
+    pub fn timeline(&self) -> &Timeline {
+        &self.state.timeline
+    }
+
     /// A pool's id by name.
     pub fn pool(&self, name: &str) -> Option<crate::config::PoolId> {
         self.state.pools.iter().find(|p| p.name() == name).map(|p| p.id)

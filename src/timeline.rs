@@ -1,16 +1,18 @@
 //! The event record: every health flip, role change, alarm, admin action and
 //! failover as an [`Event`] (the last [`EVENTS`], on `/events` and `/status`), and one
-//! [`FailoverEvent`] per change of a primary pool's primary, with the moments an operator asks about afterwards — when the fault was
-//! first observed, when routing stopped sending to the old primary, when it started
-//! sending to the new one, when the first session reached it, and when the old
-//! primary's last session was closed. The last [`CAPACITY`] events are kept for
-//! `/status`; each is logged once, when it completes.
+//! [`FailoverEvent`] per change of a primary pool's primary, with the moments an
+//! operator asks about afterwards — when the fault was first observed, when routing
+//! stopped sending to the old primary, when it started sending to the new one, when
+//! the first session reached it, and when the old primary's last session was closed.
+//! The last [`CAPACITY`] events are kept for `/status`; each is logged once, when it
+//! completes. [`Timeline::wait_for`] awaits a change instead of polling.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::PoolId;
@@ -115,6 +117,8 @@ impl FailoverEvent {
 pub struct Timeline {
     events: Mutex<VecDeque<FailoverEvent>>,
     log: Mutex<VecDeque<Event>>,
+    /// Bumped after every change of either record.
+    changes: watch::Sender<u64>,
 }
 
 impl Timeline {
@@ -133,6 +137,36 @@ impl Timeline {
             .collect()
     }
 
+    /// Waits until `find` returns something for the current failover events (oldest
+    /// first), checking again after every change of the timeline.
+    pub async fn wait_for<T>(&self, mut find: impl FnMut(&[FailoverEvent]) -> Option<T>) -> T {
+        let mut changes = self.changes.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if let Some(found) = find(self.failovers().as_slice()) {
+                return found;
+            }
+            // The sender lives as long as `self`: `changed` cannot fail while we borrow it.
+            let _ = changes.changed().await;
+        }
+    }
+
+    /// Waits until `find` returns something for the current plain events.
+    pub async fn wait_for_event<T>(&self, mut find: impl FnMut(&[Event]) -> Option<T>) -> T {
+        let mut changes = self.changes.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if let Some(found) = find(self.events().as_slice()) {
+                return found;
+            }
+            let _ = changes.changed().await;
+        }
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     /// Records an event. The caller logs it (once, where it happens).
     pub fn push(&self, kind: EventKind, pool: Option<&str>, backend: Option<&str>, detail: impl Into<String>) {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,6 +182,8 @@ impl Timeline {
             backend: backend.map(str::to_string),
             detail: detail.into(),
         });
+        drop(log);
+        self.changed();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<FailoverEvent>> {
@@ -163,6 +199,8 @@ impl Timeline {
             events.pop_front();
         }
         events.push_back(event);
+        drop(events);
+        self.changed();
     }
 
     /// Updates the newest event of `pool` that matches; returns whether there was one.
@@ -175,17 +213,17 @@ impl Timeline {
         let mut events = self.lock();
         // The newest matching event of the pool (not just the newest one: A's sessions
         // may still be draining after a second failover B -> C).
-        if let Some(event) = events.iter_mut().rev().find(|e| e.pool_id == pool && matches(e)) {
-            {
-                let was_complete = event.complete();
-                change(event);
-                if !was_complete {
-                    event.log_if_complete();
-                }
-                return true;
-            }
+        let Some(event) = events.iter_mut().rev().find(|e| e.pool_id == pool && matches(e)) else {
+            return false;
+        };
+        let was_complete = event.complete();
+        change(event);
+        if !was_complete {
+            event.log_if_complete();
         }
-        false
+        drop(events);
+        self.changed();
+        true
     }
 
     /// The data path's call when a session reached `backend` in `pool`; true when
@@ -256,6 +294,23 @@ mod tests {
         assert_eq!(events.len(), EVENTS);
         assert_eq!(events.last().unwrap().id, (EVENTS + 3) as u64);
         assert_eq!(events.last().unwrap().detail, format!("flip {}", EVENTS + 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_for_wakes_on_the_change_it_waits_for() {
+        let timeline = Timeline::default();
+        timeline.open(event(Some("a"), None));
+        let waiting = timeline.wait_for(|events| events.iter().find(|e| e.first_session_ms.is_some()).map(|e| e.id));
+        let changes = async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            timeline.update(0, |e| e.to.is_none(), |e| e.to = Some("b".into()));
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            timeline.first_session(0, "b");
+        };
+        let started = tokio::time::Instant::now();
+        let (id, ()) = tokio::join!(waiting, changes);
+        assert_eq!(id, 1);
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(2), "not before the first session");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use mysql_async::prelude::Queryable;
 use support::mysql::{cluster_config, connect, insert, server_id};
 use support::*;
 use switchyard::health::Status;
+use switchyard::timeline::EventKind;
 use switchyard_lab::mariadb::Cluster;
 
 /// Cluster calls block (they run the `mariadb` client); keep the proxy's workers free.
@@ -84,19 +85,13 @@ async fn kill_9_and_promotion_move_writes_to_the_new_primary_and_close_old_sessi
         old_session.query_drop("SELECT 1").await.is_err(),
         "the session on the dead primary is gone"
     );
-    let event = within(Duration::from_secs(10), "the failover record", async {
-        loop {
-            let events = proxy.failovers();
-            if let Some(e) = events
-                .iter()
-                .find(|e| e.from.as_deref() == Some("db1") && e.first_session_ms.is_some())
-            {
-                return e.clone();
-            }
-            poll_pause().await;
-        }
-    })
-    .await;
+    let record = proxy.timeline().wait_for(|events| {
+        events
+            .iter()
+            .find(|e| e.from.as_deref() == Some("db1") && e.first_session_ms.is_some())
+            .cloned()
+    });
+    let event = within(Duration::from_secs(10), "the failover record", record).await;
     assert_eq!(event.to, Some(format!("db{}", new + 1)));
     assert!(event.fault_observed_ms <= event.old_removed_ms && event.old_removed_ms <= event.new_routed_ms);
     assert!(event.old_sessions_closed_ms.is_some());
@@ -199,6 +194,20 @@ async fn replica_with_stopped_sql_thread_leaves_the_replica_pool_and_returns_aft
     blocking(|| drop(cluster));
 }
 
+/// Resolves once the writer pool's two-writers alarm was raised `n` times.
+async fn alarms(proxy: &switchyard::app::Running, n: usize) {
+    proxy
+        .timeline()
+        .wait_for_event(|events| {
+            let raised = events
+                .iter()
+                .filter(|e| e.kind == EventKind::Alarm && e.pool.as_deref() == Some("writer") && e.detail.starts_with("two writable"))
+                .count();
+            (raised >= n).then_some(())
+        })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writable_nodes_keep_the_single_writer_rule_and_raise_the_alarm() {
     let cluster = start_cluster().await;
@@ -206,17 +215,10 @@ async fn two_writable_nodes_keep_the_single_writer_rule_and_raise_the_alarm() {
     blocking(|| cluster.sql(1, "SET GLOBAL read_only=0")).unwrap();
     let proxy = proxy(&cluster_config(&cluster, "", "")).await;
     let admin = proxy.admin().unwrap();
-    within(Duration::from_secs(20), "the alarm", async {
-        loop {
-            let writer = pool_status(&status_json(&proxy).await, "writer");
-            if writer["alarm"].is_string() {
-                assert_eq!(writer["routable"], serde_json::json!([]), "fail closed: {writer}");
-                return;
-            }
-            poll_pause().await;
-        }
-    })
-    .await;
+    within(Duration::from_secs(20), "the alarm", alarms(&proxy, 1)).await;
+    let writer = pool_status(&status_json(&proxy).await, "writer");
+    assert!(writer["alarm"].is_string(), "{writer}");
+    assert_eq!(writer["routable"], serde_json::json!([]), "fail closed: {writer}");
     let (_, metrics) = http_get(admin, "/metrics").await;
     assert!(
         metrics.contains("switchyard_alarm_active{pool=\"writer\"} 1"),
@@ -228,16 +230,12 @@ async fn two_writable_nodes_keep_the_single_writer_rule_and_raise_the_alarm() {
     await_pool(&proxy, "writer", &["db1"]).await;
     // A second writer appears: the current primary stays, the alarm fires again.
     blocking(|| cluster.sql(2, "SET GLOBAL read_only=0")).unwrap();
-    within(Duration::from_secs(20), "the second alarm", async {
-        loop {
-            let (_, metrics) = http_get(admin, "/metrics").await;
-            if metrics.contains("switchyard_alarm_active{pool=\"writer\"} 1") {
-                return;
-            }
-            poll_pause().await;
-        }
-    })
-    .await;
+    within(Duration::from_secs(20), "the second alarm", alarms(&proxy, 2)).await;
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("switchyard_alarm_active{pool=\"writer\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(
         proxy.routing().load().routable_names(proxy.pool("writer").unwrap()),
         ["db1"]

@@ -14,15 +14,16 @@ use tokio::net::TcpStream;
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// One pool named `p` over `backends` (name, address), listener `front`.
-fn config(backends: &[(&str, std::net::SocketAddr)], pool_extra: &str, check: &str) -> String {
+/// Pool `pool` over `backends` (with `pool_extra`), listener `front`, checks `check`.
+fn config(pool: &str, backends: &[(&str, std::net::SocketAddr)], pool_extra: &str, check: &str) -> String {
     let mut text = String::from("[admin]\nlisten = \"127.0.0.1:0\"\n\n[shutdown]\ngrace = \"1s\"\n\n");
     text += &format!("[check]\n{check}\n\n");
     for (name, addr) in backends {
         text += &format!("[backends.{name}]\naddress = \"{addr}\"\n\n");
     }
     let names: Vec<_> = backends.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-    text += &format!("[pools.p]\nbackends = [{}]\n{pool_extra}\n\n", names.join(", "));
-    text += "[listeners.front]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n";
+    text += &format!("[pools.{pool}]\nbackends = [{}]\n{pool_extra}\n\n", names.join(", "));
+    text += &format!("[listeners.front]\nlisten = \"127.0.0.1:0\"\npool = \"{pool}\"\n");
     text
 }
 
@@ -33,14 +34,18 @@ const APP_CHECK: &str =
 
 /// An application server behind an HTTP-checked pool (`pool_extra` added to it), and
 /// one session through the proxy; the returned flag turns the server's health off.
-async fn app_session(pool_extra: &str) -> (Arc<AtomicBool>, Server, switchyard::app::Running, TcpStream) {
+/// The pool's label is `pool`.
+async fn app_session(
+    pool: &str,
+    pool_extra: &str,
+) -> (Arc<AtomicBool>, Server, switchyard::app::Running, TcpStream) {
     let healthy = Arc::new(AtomicBool::new(true));
     let app = Server::start(Behavior::App {
         banner: "app",
         healthy: healthy.clone(),
     })
     .await;
-    let proxy = proxy(&config(&[("app", app.addr)], pool_extra, APP_CHECK)).await;
+    let proxy = proxy(&config(pool, &[("app", app.addr)], pool_extra, APP_CHECK)).await;
     await_routable(&proxy, &["app"]).await;
     let (session, banner) = within(LIMIT, "a session", connect_app(proxy.listener("front").unwrap())).await;
     assert_eq!(banner, "app");
@@ -50,7 +55,7 @@ async fn app_session(pool_extra: &str) -> (Arc<AtomicBool>, Server, switchyard::
 #[tokio::test]
 async fn half_close_is_forwarded() {
     let backend = Server::start(Behavior::Digest).await;
-    let proxy = proxy(&config(&[("a", backend.addr)], "", FAST_TCP)).await;
+    let proxy = proxy(&config("p", &[("a", backend.addr)], "", FAST_TCP)).await;
     let mut client = TcpStream::connect(proxy.listener("front").unwrap()).await.unwrap();
     client.write_all(b"hello, half-closed world").await.unwrap();
     // Our FIN must reach the backend, and its answer must still come back to us.
@@ -64,8 +69,9 @@ async fn half_close_is_forwarded() {
 async fn large_payload_arrives_intact() {
     const SIZE: usize = 100 * 1024 * 1024;
     let backend = Server::start(Behavior::Digest).await;
-    // Its own backend name: the recorder is shared by this file's tests.
-    let proxy = proxy(&config(&[("bulk", backend.addr)], "", FAST_TCP)).await;
+    // Its own pool label: the recorder is shared by this file's tests.
+    let pool = unique("bulk");
+    let proxy = proxy(&config(&pool, &[("bulk", backend.addr)], "", FAST_TCP)).await;
     let mut client = TcpStream::connect(proxy.listener("front").unwrap()).await.unwrap();
     let mut sent = Digest::default();
     let mut chunk = vec![0u8; 1024 * 1024];
@@ -84,7 +90,7 @@ async fn large_payload_arrives_intact() {
     let line = read_line(&mut client).await;
     assert_eq!(line, format!("got {} bytes, hash {:x}", sent.len, sent.value));
     drop(client);
-    let series = |name: &str| format!("switchyard_{name}_total{{pool=\"p\",backend=\"bulk\"}}");
+    let series = |name: &str| format!("switchyard_{name}_total{{pool=\"{pool}\",backend=\"bulk\"}}");
     await_metric(&proxy, &series("bytes_upstream"), SIZE as f64).await;
     if cfg!(target_os = "linux") {
         // Bulk goes through splice(2): most of it, not just some.
@@ -101,6 +107,7 @@ async fn connect_timeout_then_next_candidate() {
     // the session itself meets the connect timeout.
     let check = "interval = \"10s\"\ntimeout = \"10s\"";
     let text = config(
+        "p",
         &[("hole", hole.addr), ("good", good.addr)],
         "policy = \"first\"\nconnect_timeout = \"200ms\"",
         check,
@@ -134,7 +141,7 @@ async fn connect_timeout_then_next_candidate() {
 async fn killed_backend_moves_new_sessions_to_the_next_after_fall_checks() {
     let a = Server::start(Behavior::Echo("a")).await;
     let b = Server::start(Behavior::Echo("b")).await;
-    let proxy = proxy(&config(&[("a", a.addr), ("b", b.addr)], "policy = \"first\"", FAST_TCP)).await;
+    let proxy = proxy(&config("p", &[("a", a.addr), ("b", b.addr)], "policy = \"first\"", FAST_TCP)).await;
     await_routable(&proxy, &["a", "b"]).await;
     let (_s, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
     assert_eq!(banner, "a");
@@ -152,6 +159,7 @@ async fn stalled_http_backend_is_marked_down_by_the_timeout() {
     let app = Server::start(Behavior::App { banner: "app", healthy }).await;
     let check = "kind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"300ms\"\nfall = 1\nrise = 1";
     let proxy = proxy(&config(
+        "p",
         &[("app", app.addr), ("stalled", stalled.addr)],
         "initial_state = \"down\"",
         check,
@@ -181,41 +189,48 @@ async fn stalled_http_backend_is_marked_down_by_the_timeout() {
 #[tokio::test]
 async fn held_session_succeeds_once_a_backend_comes_up() {
     let addr = refused_addr();
-    let text = config(&[("late", addr)], "hold_timeout = \"20s\"", FAST_TCP);
+    let pool = unique("held");
+    let text = config(&pool, &[("late", addr)], "hold_timeout = \"20s\"", FAST_TCP);
     let proxy = proxy(&text).await;
     await_routable(&proxy, &[]).await;
+    let holds = format!("switchyard_holds_total{{pool=\"{pool}\"}}");
+    assert_eq!(metric(&proxy, &holds).await, 0.0);
     let front = proxy.listener("front").unwrap();
     let client = tokio::spawn(async move { connect_and_read_banner(front).await });
-    // The client is connected to the proxy and held; now the backend appears.
+    // The proxy counts the client as held before the backend exists...
+    assert_eq!(await_metric(&proxy, &holds, 1.0).await, 1.0);
+    assert!(!client.is_finished(), "the held client got no answer yet");
+    // ...and serves it once the backend appears.
     let server = Server::start_on(addr, Behavior::Echo("late")).await;
     let (_stream, banner) = within(LIMIT, "the held session", client).await.unwrap();
     assert_eq!(banner, "late");
-    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
-    assert!(metrics.contains("switchyard_holds_total{pool=\"p\"}"), "{metrics}");
+    let timeouts = format!("switchyard_hold_timeouts_total{{pool=\"{pool}\"}}");
+    assert_eq!(metric(&proxy, &timeouts).await, 0.0, "served, not timed out");
     proxy.shutdown().await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn held_session_is_closed_after_hold_timeout() {
-    let text = config(&[("dead", refused_addr())], "hold_timeout = \"300ms\"", FAST_TCP);
+    let pool = unique("timeout");
+    let text = config(&pool, &[("dead", refused_addr())], "hold_timeout = \"300ms\"", FAST_TCP);
     let proxy = proxy(&text).await;
+    let timeouts = format!("switchyard_hold_timeouts_total{{pool=\"{pool}\"}}");
+    assert_eq!(metric(&proxy, &timeouts).await, 0.0);
     let mut client = TcpStream::connect(proxy.listener("front").unwrap()).await.unwrap();
     let mut buf = [0u8; 16];
     let read = within(LIMIT, "the close", client.read(&mut buf)).await;
     assert!(matches!(read, Ok(0)), "a clean close, got {read:?}");
-    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
-    let line = metrics
-        .lines()
-        .find(|l| l.starts_with("switchyard_hold_timeouts_total{pool=\"p\"}"))
-        .unwrap_or_default();
-    assert!(line.ends_with(" 1") || !line.ends_with(" 0"), "{metrics}");
+    assert_eq!(await_metric(&proxy, &timeouts, 1.0).await, 1.0, "one hold timed out");
     proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn close_policy_cuts_live_sessions_of_a_backend_that_goes_down() {
-    let (healthy, _app, proxy, mut session) = app_session("on_leave = \"close\"").await;
+    let pool = unique("close");
+    let (healthy, _app, proxy, mut session) = app_session(&pool, "on_leave = \"close\"").await;
+    let fenced = format!("switchyard_fenced_sessions_total{{pool=\"{pool}\",backend=\"app\"}}");
+    assert_eq!(metric(&proxy, &fenced).await, 0.0);
     session.write_all(b"ping\n").await.unwrap();
     assert_eq!(read_line(&mut session).await, "ping", "the session works");
     healthy.store(false, Ordering::SeqCst);
@@ -223,26 +238,13 @@ async fn close_policy_cuts_live_sessions_of_a_backend_that_goes_down() {
     // closes this session.
     closes(&mut session, "the fenced close").await;
     // Counted as the session ends, on its own thread: a moment after the close.
-    within(LIMIT, "the fenced session to be counted", async {
-        loop {
-            let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
-            if metrics.lines().any(|l| {
-                l.starts_with("switchyard_fenced_sessions_total{")
-                    && l.contains("backend=\"app\"")
-                    && !l.ends_with(" 0")
-            }) {
-                break;
-            }
-            poll_pause().await;
-        }
-    })
-    .await;
+    assert_eq!(await_metric(&proxy, &fenced, 1.0).await, 1.0);
     proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn keep_policy_leaves_live_sessions_alone() {
-    let (healthy, _app, proxy, mut session) = app_session("on_leave = \"keep\"").await;
+    let (healthy, _app, proxy, mut session) = app_session("p", "on_leave = \"keep\"").await;
     healthy.store(false, Ordering::SeqCst);
     await_routable(&proxy, &[]).await;
     session.write_all(b"still here\n").await.unwrap();
@@ -253,8 +255,21 @@ async fn keep_policy_leaves_live_sessions_alone() {
 #[tokio::test]
 async fn status_and_metrics_reflect_a_flip() {
     let a = Server::start(Behavior::Echo("a")).await;
-    let proxy = proxy(&config(&[("flipper", a.addr)], "", FAST_TCP)).await;
-    await_routable(&proxy, &["flipper"]).await;
+    let (pool, backend) = (unique("flip"), unique("flipper"));
+    let proxy = proxy(&config(&pool, &[(&backend, a.addr)], "", FAST_TCP)).await;
+    await_routable(&proxy, &[&backend]).await;
+    let series = [
+        format!("switchyard_flips_total{{backend=\"{backend}\"}}"),
+        format!("switchyard_backend_up{{backend=\"{backend}\"}}"),
+        format!("switchyard_routable_backends{{pool=\"{pool}\"}}"),
+        format!("switchyard_check_failures_total{{backend=\"{backend}\",layer=\"L4\"}}"),
+    ];
+    let [flips, up, routable, l4_failures] = &series;
+    await_metric_is(&proxy, up, 1.0).await;
+    await_metric_is(&proxy, routable, 1.0).await;
+    assert_eq!(metric(&proxy, l4_failures).await, 0.0);
+    let flips_before = metric(&proxy, flips).await;
+
     let before = proxy.routing().load().generation;
     a.stop().await;
     await_routable(&proxy, &[]).await;
@@ -265,15 +280,11 @@ async fn status_and_metrics_reflect_a_flip() {
     assert_eq!(status["backends"][0]["status"], "down");
     assert_eq!(status["backends"][0]["last_check"]["layer"], "L4");
     assert_eq!(status["pools"][0]["routable"], serde_json::json!([]));
-    let (_, metrics) = http_get(admin, "/metrics").await;
-    for needle in [
-        "switchyard_flips_total{backend=\"flipper\"}",
-        "switchyard_backend_up{backend=\"flipper\"} 0",
-        "switchyard_routable_backends{pool=\"p\"} 0",
-        "switchyard_check_failures_total{backend=\"flipper\",layer=\"L4\"}",
-    ] {
-        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
-    }
+    // One flip, up -> down.
+    await_metric_is(&proxy, flips, flips_before + 1.0).await;
+    await_metric_is(&proxy, up, 0.0).await;
+    await_metric_is(&proxy, routable, 0.0).await;
+    assert!(metric(&proxy, l4_failures).await >= 1.0);
     let (health, _) = http_get(admin, "/health").await;
     assert_eq!(health, 200, "every backend has been checked");
     proxy.shutdown().await;
@@ -284,6 +295,7 @@ async fn round_robin_spreads_sessions() {
     let a = Server::start(Behavior::Echo("a")).await;
     let b = Server::start(Behavior::Echo("b")).await;
     let proxy = proxy(&config(
+        "p",
         &[("a", a.addr), ("b", b.addr)],
         "policy = \"round-robin\"",
         FAST_TCP,
@@ -302,7 +314,7 @@ async fn round_robin_spreads_sessions() {
 #[tokio::test]
 async fn idle_sessions_are_closed_after_idle_timeout() {
     let backend = Server::start(Behavior::Echo("quiet")).await;
-    let proxy = proxy(&config(&[("a", backend.addr)], "idle_timeout = \"200ms\"", FAST_TCP)).await;
+    let proxy = proxy(&config("p", &[("a", backend.addr)], "idle_timeout = \"200ms\"", FAST_TCP)).await;
     let (mut session, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
     assert_eq!(banner, "quiet");
     // Activity keeps it open...
@@ -315,7 +327,7 @@ async fn idle_sessions_are_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn drain_policy_closes_sessions_only_after_the_deadline() {
-    let (healthy, _app, proxy, mut session) = app_session("on_leave = \"drain\"\ndrain_deadline = \"3s\"").await;
+    let (healthy, _app, proxy, mut session) = app_session("p", "on_leave = \"drain\"\ndrain_deadline = \"3s\"").await;
     healthy.store(false, Ordering::SeqCst);
     await_routable(&proxy, &[]).await;
     // Within the drain deadline the session still works...
@@ -439,7 +451,7 @@ async fn a_lasting_session_gets_keepalive_on_its_backend_socket() {
     // Set only once a session has lived a moment (short ones never need it): this
     // one stays open and idle, and its backend socket gets the keepalive timer.
     let backend = Server::start(Behavior::Echo("lasting")).await;
-    let proxy = proxy(&config(&[("a", backend.addr)], "", FAST_TCP)).await;
+    let proxy = proxy(&config("p", &[("a", backend.addr)], "", FAST_TCP)).await;
     await_routable(&proxy, &["a"]).await;
     let (mut session, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
     assert_eq!(banner, "lasting");

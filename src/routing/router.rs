@@ -287,17 +287,17 @@ impl Router {
         }
         if new.two_writers.is_empty() {
             info!(pool = %pool.name(), "two-writers alarm cleared");
+            // The pool's state first: whoever the event wakes sees it.
+            pool.set_alarm(None);
             self.timeline
                 .push(EventKind::Alarm, Some(pool.name()), None, "two-writers alarm cleared");
-            pool.set_alarm(None);
         } else {
             let writers = self.names(&new.two_writers);
             let kept = self.names(&new.members);
             warn!(pool = %pool.name(), writers = %writers, routed = %kept, rule = ?pool.config.two_writers, "ALARM: more than one writable backend");
             let alarm = format!("two writable backends: {writers}; routing to: [{kept}]");
-            self.timeline
-                .push(EventKind::Alarm, Some(pool.name()), None, alarm.clone());
-            pool.set_alarm(Some(alarm));
+            pool.set_alarm(Some(alarm.clone()));
+            self.timeline.push(EventKind::Alarm, Some(pool.name()), None, alarm);
         }
     }
 

@@ -21,6 +21,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+/// `name` with a suffix no other call in this process returned. The metrics
+/// recorder is one per process and its series are keyed by label, so a test that
+/// reads a series names its pools, backends and listeners with this, apart from the
+/// tests running beside it.
+pub fn unique(name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    format!("{name}_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// How long one exchange with a test server, the proxy or its admin listener may
 /// take in the helpers below before the test fails (a hang guard, not a timing).
 pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
@@ -358,6 +367,18 @@ pub async fn metric(proxy: &Running, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Waits until the sample of `series` is `value` (a gauge or counter the router sets
+/// a moment around the routing swap the test awaited).
+pub async fn await_metric_is(proxy: &Running, series: &str, value: f64) {
+    let what = format!("{series} == {value}");
+    within(std::time::Duration::from_secs(20), &what, async {
+        while metric(proxy, series).await != value {
+            poll_pause().await;
+        }
+    })
+    .await
 }
 
 /// Waits until the sample of `series` reaches `at_least` (a counter may be bumped a
