@@ -9,10 +9,8 @@
 //! only if its own is clearly busier ([`spread`]), and a session lives and dies on
 //! one thread with no work-stealing, cross-thread wake-up or shared accept queue.
 //! They share only the routing table (`ArcSwap`), the per-listener connection cap,
-//! the per-thread session counts and the counters.
-//! Measured with wrk (64 connections, 128-byte responses) on 2 cores, alternating
-//! runs: median 90k req/s against 74k for one multi-threaded runtime (HAProxy 88k
-//! in the same run), and 17.5k against 16k new connections/s.
+//! the per-thread session counts and the counters. Why threads of their own rather
+//! than one multi-threaded runtime: see `docs/performance.md`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,9 +101,105 @@ impl Drop for Running {
     }
 }
 
-/// Binds and starts everything `config` describes.
+/// The cancellation signals of one process, each stopping one part.
+#[derive(Default)]
+struct Stops {
+    accepting: CancellationToken,
+    kill_sessions: CancellationToken,
+    background: CancellationToken,
+    workers: CancellationToken,
+}
+
+impl Stops {
+    fn cancel_all(&self) {
+        self.accepting.cancel();
+        self.kill_sessions.cancel();
+        self.workers.cancel();
+        self.background.cancel();
+    }
+}
+
+/// Cancels every part already started if `start` returns early with an error.
+struct CancelOnError<'a>(Option<&'a Stops>);
+
+impl CancelOnError<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnError<'_> {
+    fn drop(&mut self) {
+        if let Some(stops) = self.0 {
+            stops.cancel_all();
+        }
+    }
+}
+
+/// What the control plane shares with the data plane and the admin listener.
+struct ControlPlane {
+    backends: Vec<Arc<Backend>>,
+    pools: Vec<Arc<Pool>>,
+    routing: Arc<Routing>,
+    timeline: Arc<Timeline>,
+    commands: mpsc::Sender<crate::routing::AdminCommand>,
+    /// Cancelled when a critical task failed.
+    failed: CancellationToken,
+}
+
+/// Binds and starts everything `config` describes. On an error nothing keeps
+/// running.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = metrics::install();
+    let (bound, admin_tcp) = bind(&config)?;
+    let stops = Stops::default();
+    let guard = CancelOnError(Some(&stops));
+    let (sessions, background, accepting) = (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+    let control = start_control_plane(&config, &metrics, &background, &stops.background);
+    warn_insecure_backends(&config);
+    let (threads, inboxes) = Threads::new(config.workers);
+    let (listeners, server_tls, per_worker) = accept_loops(&config, bound, &control, &stops, &threads);
+    let workers = start_workers(per_worker, inboxes, &stops, &sessions, &accepting).await?;
+    let state = Arc::new(AdminState {
+        backends: control.backends,
+        pools: control.pools,
+        routing: control.routing.clone(),
+        draining: AtomicBool::new(false),
+        metrics,
+        timeline: control.timeline,
+        commands: control.commands,
+        token: config.admin.as_ref().and_then(|a| a.token.clone()),
+        tls: server_tls,
+    });
+    let admin = admin_tcp.map(|tcp| {
+        let address = tcp.local_addr().expect("a bound socket has an address");
+        info!(%address, "admin listening");
+        background.spawn(admin::run(tcp, state.clone(), stops.background.clone()));
+        address
+    });
+    guard.disarm();
+    Ok(Running {
+        failed: control.failed,
+        listeners,
+        admin,
+        routing: control.routing,
+        state,
+        grace: config.shutdown_grace,
+        stop_accepting: stops.accepting,
+        kill_sessions: stops.kill_sessions,
+        stop_background: stops.background,
+        sessions,
+        background,
+        accepting,
+        workers,
+        threads,
+        stop_workers: stops.workers,
+    })
+}
+
+/// Binds every listener (one socket per data-plane thread) and the admin listener,
+/// before any task runs, so a bad address fails fast.
+fn bind(config: &Config) -> Result<(Vec<Vec<std::net::TcpListener>>, Option<tokio::net::TcpListener>), StartError> {
     let mut bound = Vec::new();
     for listener in &config.listeners {
         let group =
@@ -116,7 +210,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             })?;
         bound.push(group);
     }
-    let admin_tcp = match &config.admin {
+    let admin = match &config.admin {
         Some(admin) => Some(tcp::bind(admin.listen, None).map_err(|source| StartError::Bind {
             what: "admin".into(),
             address: admin.listen,
@@ -124,7 +218,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })?),
         None => None,
     };
+    Ok((bound, admin))
+}
 
+/// Backends and pools, the router, one checker per backend, and the metrics upkeep,
+/// on the caller's runtime until `stop`.
+fn start_control_plane(
+    config: &Config,
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
+    background: &TaskTracker,
+    stop: &CancellationToken,
+) -> ControlPlane {
     let backends: Vec<_> = config
         .backends
         .iter()
@@ -139,50 +243,35 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .collect();
     let (events_tx, events_rx) = mpsc::channel(1024);
     let timeline = Arc::new(Timeline::default());
-    let (commands_tx, commands_rx) = mpsc::channel(64);
-    let router = Router::new(
-        backends.clone(),
-        pools.clone(),
-        timeline.clone(),
-        events_rx,
-        commands_rx,
-    );
+    let (commands, commands_rx) = mpsc::channel(64);
+    let router = Router::new(backends.clone(), pools.clone(), timeline.clone(), events_rx, commands_rx);
     let routing = router.routing();
-
-    let stop_accepting = CancellationToken::new();
-    let kill_sessions = CancellationToken::new();
-    let stop_background = CancellationToken::new();
-    let sessions = TaskTracker::new();
-    let background = TaskTracker::new();
     let prometheus = metrics.clone();
     background.spawn(crate::metrics::upkeep(
         move || prometheus.run_upkeep(),
         crate::metrics::UPKEEP_PERIOD,
-        stop_background.clone(),
+        stop.clone(),
     ));
-
     let failed = CancellationToken::new();
-    critical(
-        &background,
-        &failed,
-        "router".into(),
-        router.run(stop_background.clone()),
-    );
+    critical(background, &failed, "router".into(), router.run(stop.clone()));
     for (backend, config) in backends.iter().zip(&config.backends) {
         let probe = Probe::new(&config.check.probe, backend.tls.as_ref());
         let attention = backend.attention.clone();
-        let checker = Checker::new(
-            backend.id,
-            backend.address,
-            attention,
-            probe,
-            &config.check,
-            events_tx.clone(),
-        );
+        let checker = Checker::new(backend.id, backend.address, attention, probe, &config.check, events_tx.clone());
         let name = format!("checker of {}", backend.name);
-        critical(&background, &failed, name, checker.run(stop_background.clone()));
+        critical(background, &failed, name, checker.run(stop.clone()));
     }
+    ControlPlane {
+        backends,
+        pools,
+        routing,
+        timeline,
+        commands,
+        failed,
+    }
+}
 
+fn warn_insecure_backends(config: &Config) {
     for backend in &config.backends {
         if let Some(tls) = &backend.tls {
             if *tls.verify() == Verify::Insecure {
@@ -190,11 +279,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             }
         }
     }
+}
+
+/// One accept loop per listener and data-plane thread, each listener with its
+/// session context and connection cap. Returns the listeners' bound addresses, their
+/// TLS terminations (for reloads) and, per thread, its accept loops.
+#[allow(clippy::type_complexity)]
+fn accept_loops(
+    config: &Config,
+    bound: Vec<Vec<std::net::TcpListener>>,
+    control: &ControlPlane,
+    stops: &Stops,
+    threads: &Arc<Threads>,
+) -> (Vec<(String, SocketAddr)>, Vec<Arc<ServerTls>>, Vec<Vec<Listener>>) {
     let mut server_tls = Vec::new();
     let mut listeners = Vec::new();
-    // Per data-plane thread, the accept loops it runs: one socket of each listener.
     let mut per_worker: Vec<Vec<Listener>> = (0..config.workers).map(|_| Vec::new()).collect();
-    let (threads, inboxes) = Threads::new(config.workers);
     for (listener, group) in config.listeners.iter().zip(bound) {
         let address = group[0].local_addr().expect("a bound socket has an address");
         info!(listener = %listener.name, %address, pool = %config.pool_of(listener).name, sockets = group.len(), "listening");
@@ -207,19 +307,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 tls.handshake_timeout,
             ))
         });
-        if let Some(tls) = &tls {
-            server_tls.push(tls.clone());
-        }
+        server_tls.extend(tls.clone());
         let ctx = Arc::new(SessionContext {
             listener: listener.name.clone(),
             mode: listener.mode,
             tls,
             require_tls: listener.tls.as_ref().is_some_and(|tls| tls.require_tls),
-            pool: pools[listener.pool.id].clone(),
-            routing: routing.clone(),
+            pool: control.pools[listener.pool.id].clone(),
+            routing: control.routing.clone(),
             tcp: listener.tcp,
-            kill: kill_sessions.clone(),
-            timeline: timeline.clone(),
+            kill: stops.kill_sessions.clone(),
+            timeline: control.timeline.clone(),
             moved: ::metrics::counter!(metrics::SESSIONS_MOVED, "listener" => listener.name.clone()),
             connect: TcpConnect,
         });
@@ -235,78 +333,39 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             });
         }
     }
-    let stop_workers = CancellationToken::new();
-    let accepting = TaskTracker::new();
+    (listeners, server_tls, per_worker)
+}
+
+/// Starts the data-plane threads and waits until each runs its accept loops.
+async fn start_workers(
+    per_worker: Vec<Vec<Listener>>,
+    inboxes: Vec<mpsc::UnboundedReceiver<crate::spread::Arrival>>,
+    stops: &Stops,
+    sessions: &TaskTracker,
+    accepting: &TaskTracker,
+) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let mut workers = Vec::new();
     let mut started = Vec::new();
     for (index, (accept_loops, inbox)) in per_worker.into_iter().zip(inboxes).enumerate() {
         let worker = Worker {
             accept_loops,
             inbox,
-            stop_accepting: stop_accepting.clone(),
+            stop_accepting: stops.accepting.clone(),
             sessions: sessions.clone(),
             accepting: accepting.clone(),
-            stop: stop_workers.clone(),
+            stop: stops.workers.clone(),
         };
-        let spawned = worker.spawn(index);
-        match spawned {
-            Ok((thread, is_ready)) => {
-                workers.push(thread);
-                started.push(is_ready);
-            }
-            Err(e) => {
-                stop_workers.cancel();
-                return Err(StartError::Runtime(e));
-            }
-        }
+        let (thread, is_ready) = worker.spawn(index).map_err(StartError::Runtime)?;
+        workers.push(thread);
+        started.push(is_ready);
     }
     for is_ready in started {
-        let outcome = is_ready
+        is_ready
             .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("a data-plane thread died at start")));
-        if let Err(e) = outcome {
-            stop_workers.cancel();
-            return Err(StartError::Runtime(e));
-        }
+            .unwrap_or_else(|_| Err(std::io::Error::other("a data-plane thread died at start")))
+            .map_err(StartError::Runtime)?;
     }
-
-    let state = Arc::new(AdminState {
-        backends,
-        pools,
-        routing: routing.clone(),
-        draining: AtomicBool::new(false),
-        metrics,
-        timeline,
-        commands: commands_tx,
-        token: config.admin.as_ref().and_then(|a| a.token.clone()),
-        tls: server_tls,
-    });
-    let admin = match admin_tcp {
-        Some(tcp) => {
-            let address = tcp.local_addr().expect("a bound socket has an address");
-            info!(%address, "admin listening");
-            background.spawn(admin::run(tcp, state.clone(), stop_background.clone()));
-            Some(address)
-        }
-        None => None,
-    };
-    Ok(Running {
-        failed,
-        listeners,
-        admin,
-        routing,
-        state,
-        grace: config.shutdown_grace,
-        stop_accepting,
-        kill_sessions,
-        stop_background,
-        sessions,
-        background,
-        accepting,
-        workers,
-        threads,
-        stop_workers,
-    })
+    Ok(workers)
 }
 
 impl Running {

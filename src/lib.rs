@@ -21,7 +21,9 @@
 //! - [`routing`]: the immutable [`routing::RoutingTable`], its selection policies and
 //!   the single-writer [`routing::Router`] that publishes it through `ArcSwap`.
 //! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes.
-//! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out) the probes use.
+//! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out): HTTP response heads
+//!   and MongoDB OP_MSG for the probes, MySQL packets for the `mysql` listener mode
+//!   (the MySQL probe logs in through mysql_async instead).
 //! - [`admin`]: the admin HTTP listener (`/health`, `/status`, `/metrics`).
 //! - [`metrics`]: every metric name, in one place; [`stats`]: the sharded
 //!   hdrhistograms behind the percentiles on `/status`.
@@ -32,6 +34,9 @@
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
+
+#![deny(unsafe_code)]
+#![warn(rust_2018_idioms, missing_docs)]
 
 pub mod admin;
 pub mod app;

@@ -36,6 +36,7 @@ impl Listener {
     pub async fn run(self, stop: CancellationToken, sessions: TaskTracker) {
         // SAFETY: the descriptor belongs to the `TcpListener` that the `AsyncFd` owns
         // from here to its drop, so it stays open and the same for its whole life.
+        #[allow(unsafe_code)]
         let registered = unsafe { AsyncFd::register_with_interest(self.tcp, Interest::READABLE) };
         let tcp = match registered {
             Ok(tcp) => tcp,

@@ -1,8 +1,11 @@
 //! Every metric name, in one place, and the process-wide Prometheus recorder.
 //!
-//! Labels are only `pool`, `backend`, `layer` (and later `role`). Handles are created
-//! once, when the runtime objects are built, so the data path increments a counter
-//! without a registry lookup.
+//! Labels: `pool`, `backend` and `layer` on the request and health paths;
+//! `listener` on what belongs to a listener (TLS handshakes, moved sessions), with
+//! `reason`, `version` or `certificate` where a TLS series needs them; `outcome` on
+//! reloads. Each constant below names its own. Handles are created once, when the
+//! runtime objects are built, so the data path increments a counter without a
+//! registry lookup.
 
 use std::sync::OnceLock;
 

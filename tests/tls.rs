@@ -81,10 +81,10 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
          {{ cert = \"{}\", key = \"{}\", server_names = [\"a.example\"] }},\n\
          {{ cert = \"{}\", key = \"{}\", server_names = [\"b.example\"] }},\n]\n\
          {}",
-        p(&a.cert),
-        p(&a.key),
-        p(&b.cert),
-        p(&b.key),
+        toml_path(&a.cert),
+        toml_path(&a.key),
+        toml_path(&b.cert),
+        toml_path(&b.key),
         tls_listener(
             "mtls",
             "127.0.0.1:0",
@@ -92,7 +92,7 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
             "",
             &a,
             &[],
-            &format!("client_ca = \"{}\"", p(&client_ca_file))
+            &format!("client_ca = \"{}\"", toml_path(&client_ca_file))
         )
     );
     let proxy = proxy(&config(backend.addr, &listeners)).await;
@@ -107,10 +107,10 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         ("a.example", &ca_a_file, &ca_b_file),
         ("b.example", &ca_b_file, &ca_a_file),
     ] {
-        let (ok, body, err) = curl(&["--cacert", &p(right), "--resolve", &resolve(host, web), &url(host, web)]).await;
+        let (ok, body, err) = curl(&["--cacert", &toml_path(right), "--resolve", &resolve(host, web), &url(host, web)]).await;
         assert!(ok, "{host} with its CA: {err}");
         assert_eq!(body, "ok", "{host}: the plaintext backend answered through TLS");
-        let (ok, _, err) = curl(&["--cacert", &p(wrong), "--resolve", &resolve(host, web), &url(host, web)]).await;
+        let (ok, _, err) = curl(&["--cacert", &toml_path(wrong), "--resolve", &resolve(host, web), &url(host, web)]).await;
         assert!(!ok, "{host} must not verify with the other CA");
         assert!(err.contains("certificate") || err.contains("SSL"), "{host}: {err}");
     }
@@ -119,7 +119,7 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         "--tls-max",
         "1.2",
         "--cacert",
-        &p(&ca_a_file),
+        &toml_path(&ca_a_file),
         "--resolve",
         &resolve("a.example", web),
         &url("a.example", web),
@@ -131,7 +131,7 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         "--tls-max",
         "1.1",
         "--cacert",
-        &p(&ca_a_file),
+        &toml_path(&ca_a_file),
         "--resolve",
         &resolve("a.example", web),
         &url("a.example", web),
@@ -140,8 +140,8 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
     assert!(!ok, "TLS 1.1 must be refused");
 
     // mTLS: no client certificate, no session; with one, the backend answers.
-    let (ca_arg, resolve_arg, url_arg) = (p(&ca_a_file), resolve("a.example", mtls), url("a.example", mtls));
-    let (cert_arg, key_arg) = (p(&client.cert), p(&client.key));
+    let (ca_arg, resolve_arg, url_arg) = (toml_path(&ca_a_file), resolve("a.example", mtls), url("a.example", mtls));
+    let (cert_arg, key_arg) = (toml_path(&client.cert), toml_path(&client.key));
     let base = ["--cacert", &ca_arg, "--resolve", &resolve_arg];
     let (ok, _, err) = curl(&[&base[..], &[&url_arg]].concat()).await;
     assert!(!ok, "a client without a certificate must be refused: {err}");
@@ -324,7 +324,7 @@ async fn certificates_reload_under_live_sessions() {
     .unwrap();
     let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
     assert_eq!(code, 422, "{body}");
-    assert!(body.contains(&p(&live.key)), "the error names the file: {body}");
+    assert!(body.contains(&toml_path(&live.key)), "the error names the file: {body}");
     // A key that belongs to another certificate is refused the same way.
     std::fs::copy(&original.key, &live.key).unwrap();
     let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
@@ -362,7 +362,7 @@ async fn sighup_reloads_certificates_in_the_binary() {
     let config_file = dir.join("switchyard.toml");
     std::fs::write(&config_file, config(backend.addr, &listeners)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config", &p(&config_file)])
+        .args(["run", "--config", &toml_path(&config_file)])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -425,9 +425,9 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
          [backends.lab]\naddress = \"{tls_addr}\"\n[backends.lab.tls]\ninsecure = true\n\
          [pools.app]\nbackends = [\"good\", \"wrong_ca\", \"wrong_name\", \"lab\"]\n\
          [listeners.plain]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n",
-        p(&good_ca_file),
-        p(&ca_b_file),
-        p(&ca_a_file)
+        toml_path(&good_ca_file),
+        toml_path(&ca_b_file),
+        toml_path(&ca_a_file)
     );
     let proxy = proxy(&text).await;
     for name in ["wrong_ca", "wrong_name"] {

@@ -406,15 +406,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
-                let pid = child.id();
-                let _ = system::signal(pid, "CONT");
-                let _ = system::signal(pid, "TERM");
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                    thread::sleep(Duration::from_millis(50));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
+                system::stop(&mut child, Duration::from_secs(10));
             }
         }
         if std::env::var_os("SWITCHYARD_KEEP_LAB").is_none() {

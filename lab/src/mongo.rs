@@ -45,15 +45,7 @@ fn wait_listening(port: u16, child: &mut Child, log: &PathBuf) -> Result<()> {
 }
 
 fn stop(child: &mut Child) {
-    let pid = child.id();
-    let _ = system::signal(pid, "CONT");
-    let _ = system::signal(pid, "TERM");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    system::stop(child, Duration::from_secs(5));
 }
 
 /// A scripted replica set.

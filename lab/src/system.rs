@@ -101,6 +101,20 @@ pub fn signal(pid: u32, signal: &str) -> Result<()> {
     Ok(())
 }
 
+/// Stops a child we started: SIGCONT (a stopped process cannot die of SIGTERM),
+/// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped.
+pub fn stop(child: &mut std::process::Child, grace: std::time::Duration) {
+    let pid = child.id();
+    let _ = signal(pid, "CONT");
+    let _ = signal(pid, "TERM");
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Whether a process exists.
 pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()

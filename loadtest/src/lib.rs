@@ -6,6 +6,7 @@
 //! - [`scenario`]: a drill as a file (`loadtest/scenarios/*.toml`): workload + timed faults.
 //! - [`peers`]: the real peers per workload kind — a MariaDB GTID cluster, a scripted
 //!   MongoDB replica set, SecantusDB, or two in-process TCP/HTTP [`servers`].
+//! - [`proxy_config`]: switchyard's and HAProxy's configs, built from the peers.
 //! - [`target`]: what the clients talk to — switchyard (in-process) or HAProxy (a
 //!   process, MySQL drills), in front of the peers.
 //! - [`workload`]: open-loop clients — MySQL (`mysql_async`), MongoDB (the official
@@ -25,6 +26,7 @@ pub mod drill;
 pub mod fault;
 pub mod measure;
 pub mod peers;
+pub mod proxy_config;
 pub mod report;
 pub mod scenario;
 pub mod servers;

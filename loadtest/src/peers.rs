@@ -1,8 +1,7 @@
-//! The real peers a drill runs against, by workload kind, and what switchyard's
-//! config for them looks like.
+//! The real peers a drill runs against, by workload kind (what the proxies in front
+//! of them are told is in [`crate::proxy_config`]).
 
 use std::collections::HashSet;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -10,8 +9,7 @@ use switchyard_lab::mariadb::Cluster;
 use switchyard_lab::mongo::{ReplicaSet, Secantus};
 
 use crate::scenario::WorkloadKind;
-use crate::servers::{Servers, Speech};
-use crate::target;
+use crate::servers::{Servers, Protocol};
 
 pub enum Peers {
     Mysql(Arc<Mutex<Cluster>>),
@@ -23,8 +21,6 @@ pub enum Peers {
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(work).await.expect("peer setup panicked")
 }
-
-const CHECK: &str = "interval = \"100ms\"\nfast_interval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"300ms\"\nrise = 1\nfall = 2\n";
 
 impl Peers {
     pub async fn start(kind: WorkloadKind) -> Result<Peers> {
@@ -49,55 +45,9 @@ impl Peers {
                 Peers::Mongo(Arc::new(Mutex::new(set)))
             }
             WorkloadKind::Secantus => Peers::Secantus(Arc::new(blocking(Secantus::start).await?)),
-            WorkloadKind::Tcp => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Speech::Echo, 2).await?)),
-            WorkloadKind::Http => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Speech::Http, 2).await?)),
+            WorkloadKind::Tcp => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Protocol::Echo, 2).await?)),
+            WorkloadKind::Http => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Protocol::Http, 2).await?)),
         })
-    }
-
-    /// switchyard's config: a `writer` listener in front of the peers.
-    pub async fn switchyard_config(&self, kind: WorkloadKind) -> String {
-        let (check, members, pool): (String, Vec<String>, &str) = match self {
-            Peers::Mysql(cluster) => return target::switchyard_config(&cluster.lock().expect("cluster lock")),
-            Peers::Mongo(set) => {
-                let set = set.lock().expect("set lock");
-                (
-                    "kind = \"mongo\"\n".into(),
-                    (0..set.len()).map(|i| set.addr(i).to_string()).collect(),
-                    "role = \"primary\"\nset_name = \"rs0\"\n",
-                )
-            }
-            Peers::Secantus(s) => (
-                "kind = \"mongo\"\n".into(),
-                vec![s.addr().to_string()],
-                "role = \"primary\"\n",
-            ),
-            Peers::Servers(servers) => {
-                let check = if kind == WorkloadKind::Http {
-                    "kind = \"http\"\n"
-                } else {
-                    "kind = \"tcp\"\n"
-                };
-                let servers = servers.lock().await;
-                (
-                    check.into(),
-                    servers.addrs.iter().map(ToString::to_string).collect(),
-                    "policy = \"first\"\n",
-                )
-            }
-        };
-        let mut text =
-            format!("[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\n[check]\n{check}{CHECK}\n");
-        let names: Vec<String> = (1..=members.len()).map(|i| format!("\"b{i}\"")).collect();
-        for (i, addr) in members.iter().enumerate() {
-            let _ = write!(text, "[backends.b{}]\naddress = \"{addr}\"\n\n", i + 1);
-        }
-        let _ = write!(
-            text,
-            "[pools.writer]\nbackends = [{}]\n{pool}hold_timeout = \"10s\"\nconnect_timeout = \"1s\"\n\n\
-             [listeners.writer]\nlisten = \"127.0.0.1:0\"\npool = \"writer\"\n",
-            names.join(", ")
-        );
-        text
     }
 
     /// The ids stored at the end, read directly from the final primary (MySQL and

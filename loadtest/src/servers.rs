@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 /// What the backends speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Speech {
+pub enum Protocol {
     /// `backend N\n` on connect, then every line echoed.
     Echo,
     /// HTTP/1.1 with keep-alive; every response body is `backend N`.
@@ -25,7 +25,7 @@ pub struct Servers {
 }
 
 impl Servers {
-    pub async fn start(speech: Speech, count: u32) -> Result<Servers> {
+    pub async fn start(protocol: Protocol, count: u32) -> Result<Servers> {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for n in 1..=count {
@@ -35,7 +35,7 @@ impl Servers {
             set.spawn(async move {
                 let mut connections = JoinSet::new();
                 while let Ok((stream, _)) = listener.accept().await {
-                    connections.spawn(serve(stream, speech, n));
+                    connections.spawn(serve(stream, protocol, n));
                 }
             });
             tasks.push(Some(set));
@@ -51,11 +51,11 @@ impl Servers {
     }
 }
 
-async fn serve(stream: TcpStream, speech: Speech, n: u32) {
+async fn serve(stream: TcpStream, protocol: Protocol, n: u32) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
-    match speech {
-        Speech::Echo => {
+    match protocol {
+        Protocol::Echo => {
             if write.write_all(format!("backend {n}\n").as_bytes()).await.is_err() {
                 return;
             }
@@ -67,7 +67,7 @@ async fn serve(stream: TcpStream, speech: Speech, n: u32) {
                 line.clear();
             }
         }
-        Speech::Http => {
+        Protocol::Http => {
             let body = format!("backend {n}");
             loop {
                 // Read one request head (no bodies in these drills).

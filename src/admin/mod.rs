@@ -147,7 +147,7 @@ async fn ui() -> Html<&'static str> {
 }
 
 /// Compares in time independent of where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -166,7 +166,7 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if same(given.as_bytes(), token.expose().as_bytes()) {
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         Ok(())
     } else {
         warn!("admin: refused a call without the right bearer token");

@@ -7,7 +7,7 @@
 //! direction is forwarded (a FIN; close_notify first on a TLS leg) while the other
 //! direction goes on: half-close is kept.
 //!
-//! One future, [`Copy`], over two kinds of [`Leg`]: plain TCP waits for readiness
+//! One future, [`Transfer`], over two kinds of [`Leg`]: plain TCP waits for readiness
 //! *without* a buffer and reads with one syscall less per message (see
 //! `plain::read_drained`); once a read fills a whole buffer the direction is moving bulk,
 //! and on Linux it splices socket → pipe → socket instead (module `splice`: iperf3, one
@@ -109,10 +109,10 @@ pub struct Traffic {
 /// Copies both ways until both directions reached end of stream, or one failed.
 /// Plain legs take the readiness path; a TLS leg on either side takes the generic one.
 /// `liveness`: the backend socket's keepalive options, set once `traffic` says so.
-pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Copy<'a> {
+pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Transfer<'a> {
     match (client, upstream) {
-        (Stream::Plain(client), Stream::Plain(upstream)) => Copy::Plain(Both::new(client, upstream, traffic, liveness)),
-        (client, upstream) => Copy::Streams(Both::new(client, upstream, traffic, liveness)),
+        (Stream::Plain(client), Stream::Plain(upstream)) => Transfer::Plain(Duplex::new(client, upstream, traffic, liveness)),
+        (client, upstream) => Transfer::Streams(Duplex::new(client, upstream, traffic, liveness)),
     }
 }
 
@@ -120,24 +120,24 @@ pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness
 /// legs and two small [`Direction`]s, most of what an idle session costs (with the
 /// rare paths boxed, an idle proxied connection costs switchyard 1.4 KB of RSS in
 /// `loadtest/compare.sh`, HAProxy 3.1 KB).
-pub enum Copy<'a> {
-    Plain(Both<'a, TcpStream>),
-    Streams(Both<'a, Stream>),
+pub enum Transfer<'a> {
+    Plain(Duplex<'a, TcpStream>),
+    Streams(Duplex<'a, Stream>),
 }
 
-impl Future for Copy<'_> {
+impl Future for Transfer<'_> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Copy::Plain(both) => Pin::new(both).poll(cx),
-            Copy::Streams(both) => Pin::new(both).poll(cx),
+            Transfer::Plain(both) => Pin::new(both).poll(cx),
+            Transfer::Streams(both) => Pin::new(both).poll(cx),
         }
     }
 }
 
 /// Both directions between two legs of one kind.
-pub struct Both<'a, L> {
+pub struct Duplex<'a, L> {
     client: L,
     upstream: L,
     up: Direction,
@@ -147,9 +147,9 @@ pub struct Both<'a, L> {
     liveness: Option<&'a TcpOptions>,
 }
 
-impl<'a, L> Both<'a, L> {
+impl<'a, L> Duplex<'a, L> {
     fn new(client: L, upstream: L, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Self {
-        Both {
+        Duplex {
             client,
             upstream,
             up: Direction::eager(),
@@ -160,7 +160,7 @@ impl<'a, L> Both<'a, L> {
     }
 }
 
-impl<L: Leg> Future for Both<'_, L> {
+impl<L: Leg> Future for Duplex<'_, L> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -44,7 +44,7 @@ impl Leg for TcpStream {
             if let (Some(pipe), 1..) = (&d.pipe, d.in_pipe) {
                 ready!(to.poll_write_ready(cx))?;
                 let len = d.in_pipe as usize;
-                d.in_pipe -= moved(once(
+                d.in_pipe -= written(under_readiness(
                     to,
                     Interest::WRITABLE,
                     false,
@@ -57,7 +57,7 @@ impl Leg for TcpStream {
                 if !eager {
                     ready!(to.poll_write_ready(cx))?;
                 }
-                d.pos += moved(write_filled(to, pending, eager))? as u32;
+                d.pos += written(write_filled(to, pending, eager))? as u32;
                 eager = false;
                 continue;
             }
@@ -101,7 +101,7 @@ impl Leg for TcpStream {
 }
 
 /// What a write moved; "would block" moved nothing (and cleared the readiness).
-fn moved(result: io::Result<usize>) -> io::Result<usize> {
+fn written(result: io::Result<usize>) -> io::Result<usize> {
     match result {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         other => other,
@@ -158,7 +158,7 @@ fn fill(from: &TcpStream, d: &mut Direction, bytes: &AtomicU64, spliced: &Atomic
 /// of the protocols switchyard fronts (MySQL, MongoDB, HTTP) sends urgent data.
 fn read_drained(from: &TcpStream, buf: &mut [u8], eager: bool) -> io::Result<usize> {
     let full = buf.len();
-    once(
+    under_readiness(
         from,
         Interest::READABLE,
         eager,
@@ -171,7 +171,7 @@ fn read_drained(from: &TcpStream, buf: &mut [u8], eager: bool) -> io::Result<usi
 /// reads, the write readiness is cleared now rather than by a write that returns
 /// EAGAIN.
 fn write_filled(to: &TcpStream, buf: &[u8], eager: bool) -> io::Result<usize> {
-    once(
+    under_readiness(
         to,
         Interest::WRITABLE,
         eager,
@@ -184,7 +184,7 @@ fn write_filled(to: &TcpStream, buf: &[u8], eager: bool) -> io::Result<usize> {
 /// cannot do more, the readiness is cleared too (by reporting WouldBlock to
 /// `try_io`) while `n` is still returned. `eager`: tokio may not know the socket's
 /// readiness yet (and would then not even try), so `op` goes straight to the socket.
-fn once(
+fn under_readiness(
     stream: &TcpStream,
     interest: Interest,
     eager: bool,

@@ -9,7 +9,7 @@ const OPTIONS: TcpOptions = TcpOptions {
 };
 
 /// The copy between two plain legs, as a session runs it.
-fn plain_copy(client: TcpStream, upstream: TcpStream, traffic: &Traffic) -> Copy<'_> {
+fn plain_copy(client: TcpStream, upstream: TcpStream, traffic: &Traffic) -> Transfer<'_> {
     copy(Stream::Plain(client), Stream::Plain(upstream), traffic, &OPTIONS)
 }
 
@@ -28,11 +28,11 @@ async fn copies_both_ways_keeping_half_close(stream_path: bool) {
     let traffic = Traffic::default();
     let (client, upstream) = (Stream::Plain(proxy_client), Stream::Plain(proxy_upstream));
     let copying = if stream_path {
-        Copy::Streams(Both::new(client, upstream, &traffic, &OPTIONS))
+        Transfer::Streams(Duplex::new(client, upstream, &traffic, &OPTIONS))
     } else {
         copy(client, upstream, &traffic, &OPTIONS)
     };
-    assert_eq!(matches!(copying, Copy::Streams(_)), stream_path);
+    assert_eq!(matches!(copying, Transfer::Streams(_)), stream_path);
     let big = vec![7u8; 300 * 1024];
     let talking = async {
         client_end.write_all(&big).await.unwrap();
@@ -142,7 +142,7 @@ async fn an_urgent_byte_in_a_bulk_transfer_neither_stalls_nor_truncates() {
 }
 
 /// Polls `copying` once.
-async fn poll_once(copying: &mut Copy<'_>) -> Poll<io::Result<()>> {
+async fn poll_once(copying: &mut Transfer<'_>) -> Poll<io::Result<()>> {
     std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *copying).poll(cx))).await
 }
 

@@ -5,7 +5,6 @@
 //! `flagBits` (u32), then sections; section kind 0 is one BSON document, the body.
 //! We never set `moreToCome`/`exhaustAllowed`, so a reply is exactly one message.
 
-use bson::oid::ObjectId;
 use bson::{Bson, Document};
 
 use super::Decode;
@@ -166,11 +165,6 @@ impl Hello {
     pub fn election(&self) -> Option<ElectionKey> {
         Some((self.election_id.clone()?, self.set_version.unwrap_or(0)))
     }
-}
-
-/// Builds a 24-hex ObjectId (for tests and fixtures).
-pub fn object_id(hex: &str) -> Option<ObjectId> {
-    ObjectId::parse_str(hex).ok()
 }
 
 #[cfg(test)]

@@ -52,7 +52,7 @@ impl CheckMetrics {
 
 /// Per-backend bookkeeping beyond its state.
 #[derive(Default)]
-struct Trail {
+struct CheckHistory {
     /// When checks first disagreed with this backend being a healthy primary.
     suspect_since: Option<Millis>,
     last_error: Option<String>,
@@ -64,7 +64,7 @@ pub struct Router {
     backends: Vec<Arc<Backend>>,
     pools: Vec<Arc<Pool>>,
     states: Vec<BackendState>,
-    trails: Vec<Trail>,
+    histories: Vec<CheckHistory>,
     /// Per pool, the decision in the published table.
     current: Vec<Decision>,
     timeline: Arc<Timeline>,
@@ -86,7 +86,7 @@ impl Router {
         let mut router = Router {
             routing: Arc::new(Routing::new(RoutingTable::default())),
             states: vec![BackendState::default(); backends.len()],
-            trails: backends.iter().map(|_| Trail::default()).collect(),
+            histories: backends.iter().map(|_| CheckHistory::default()).collect(),
             metrics: backends.iter().map(|b| CheckMetrics::new(&b.name)).collect(),
             backends,
             pools,
@@ -176,13 +176,13 @@ impl Router {
             let detail = format!("role {role_before:?} -> {role_after:?}").to_lowercase();
             self.timeline.push(EventKind::Role, None, Some(&backend.name), detail);
         }
-        let trail = &mut self.trails[id];
+        let history = &mut self.histories[id];
         let healthy_primary = matches!(&obs.result, Ok(r) if r.role == Role::Primary);
         match (&obs.result, healthy_primary) {
-            (_, true) => trail.suspect_since = None,
+            (_, true) => history.suspect_since = None,
             (result, false) => {
-                trail.suspect_since.get_or_insert_with(now_ms);
-                trail.last_error = Some(match result {
+                history.suspect_since.get_or_insert_with(now_ms);
+                history.last_error = Some(match result {
                     Err(e) => format!("{} {e}", e.layer().as_str()),
                     Ok(report) => format!("reports role {:?}", report.role).to_lowercase(),
                 });
@@ -316,7 +316,7 @@ impl Router {
                 LeavePolicy::Keep => continue,
             };
             let cause = match self.states[id].admin {
-                AdminMode::Enabled => self.trails[id]
+                AdminMode::Enabled => self.histories[id]
                     .last_error
                     .clone()
                     .unwrap_or_else(|| "left the pool".into()),
@@ -335,7 +335,7 @@ impl Router {
                 .iter()
                 .map(|&b| {
                     let state = &self.states[b];
-                    let last = self.trails[b].last_error.as_deref().unwrap_or("-");
+                    let last = self.histories[b].last_error.as_deref().unwrap_or("-");
                     format!(
                         "{} ({:?}, {:?}, {:?}, last: {last})",
                         self.backends[b].name,
@@ -368,11 +368,11 @@ impl Router {
         self.timeline.push(EventKind::Failover, Some(pool.name()), None, detail);
         match old {
             Some(old) => {
-                let trail = &self.trails[old];
+                let history = &self.histories[old];
                 let cause = if self.current[pool.id].two_writers.len() > 1 {
                     "two writable backends".to_string()
                 } else {
-                    trail.last_error.clone().unwrap_or_else(|| "left the pool".into())
+                    history.last_error.clone().unwrap_or_else(|| "left the pool".into())
                 };
                 warn!(pool = %pool.name(), from = %name(old), to = new.map(name).as_deref().unwrap_or("-"), cause = %cause, "primary changed");
                 let closed = (pool.config.on_leave != LeavePolicy::Keep
@@ -385,7 +385,7 @@ impl Router {
                     from: Some(name(old)),
                     to: new.map(name),
                     cause,
-                    fault_observed_ms: trail.suspect_since.or(Some(now)),
+                    fault_observed_ms: history.suspect_since.or(Some(now)),
                     old_removed_ms: Some(now),
                     new_routed_ms: new.map(|_| now),
                     first_session_ms: None,

@@ -15,7 +15,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 /// A path as it goes in TOML text.
-pub fn p(path: &Path) -> String {
+pub fn toml_path(path: &Path) -> String {
     path.display().to_string()
 }
 
@@ -39,8 +39,8 @@ pub fn tls_listener(
     format!(
         "[listeners.{name}]\nlisten = \"{listen}\"\npool = \"{pool}\"\n{keys}\n[listeners.{name}.tls]\n\
          certificates = [{{ cert = \"{}\", key = \"{}\"{names} }}]\n{extra}\n",
-        p(&cert.cert),
-        p(&cert.key)
+        toml_path(&cert.cert),
+        toml_path(&cert.key)
     )
 }
 

@@ -6,7 +6,7 @@ use crate::config::raw::{CheckKind, RawCheck};
 use crate::config::*;
 use crate::duration;
 
-pub(super) fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckConfig, ConfigError> {
+pub(super) fn check_config(ctx: &Ctx<'_>, key: &str, raw: RawCheck) -> Result<CheckConfig, ConfigError> {
     let k = |field: &str| format!("{key}.{field}");
     let interval = raw.interval.map_or(defaults::CHECK_INTERVAL, |s| s.0);
     let fast_interval = raw.fast_interval.map_or(defaults::fast_interval(interval), |s| s.0);
@@ -46,7 +46,7 @@ pub(super) fn check_config(ctx: &Ctx, key: &str, raw: RawCheck) -> Result<CheckC
 }
 
 /// HTTP settings only on HTTP checks, login settings only on checks that log in.
-fn only_where_they_apply(ctx: &Ctx, key: &str, kind: CheckKind, raw: &RawCheck) -> Result<(), ConfigError> {
+fn only_where_they_apply(ctx: &Ctx<'_>, key: &str, kind: CheckKind, raw: &RawCheck) -> Result<(), ConfigError> {
     let k = |field: &str| format!("{key}.{field}");
     let http_only = [
         ("method", raw.method.is_some()),
@@ -80,7 +80,7 @@ fn only_where_they_apply(ctx: &Ctx, key: &str, kind: CheckKind, raw: &RawCheck) 
     Ok(())
 }
 
-fn http_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<HttpProbeConfig, ConfigError> {
+fn http_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<HttpProbeConfig, ConfigError> {
     let method = raw.method.clone().unwrap_or_else(|| defaults::HTTP_METHOD.into());
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(ctx.invalid(
@@ -121,7 +121,7 @@ fn http_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<HttpProbeConfig, C
     })
 }
 
-fn mysql_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<MysqlProbeConfig, ConfigError> {
+fn mysql_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MysqlProbeConfig, ConfigError> {
     let user = raw.user.clone().filter(|u| !u.is_empty()).ok_or_else(|| {
         ctx.invalid(
             format!("{key}.user"),
@@ -135,7 +135,7 @@ fn mysql_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<MysqlProbeConfig,
     Ok(MysqlProbeConfig { user, password })
 }
 
-fn mongo_probe(ctx: &Ctx, key: &str, raw: &RawCheck) -> Result<MongoProbeConfig, ConfigError> {
+fn mongo_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MongoProbeConfig, ConfigError> {
     let password = ctx.secret(
         &format!("{key}.password"),
         [&raw.password, &raw.password_env, &raw.password_file],

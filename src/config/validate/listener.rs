@@ -11,7 +11,7 @@ use crate::config::raw::RawListener;
 use crate::config::*;
 
 pub(super) fn listeners(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     raw: BTreeMap<String, RawListener>,
     pools: &[PoolConfig],
     backends: &[BackendConfig],
@@ -39,7 +39,7 @@ pub(super) fn listeners(
 }
 
 fn listener_config(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     name: String,
     raw: RawListener,
     pools: &[PoolConfig],

@@ -9,7 +9,7 @@ use crate::config::raw::{InitialState, OnLeave, RawPool};
 use crate::config::*;
 
 pub(super) fn pool_config(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     name: &str,
     raw: RawPool,
     backend_ids: &HashMap<&str, BackendId>,
@@ -47,7 +47,7 @@ pub(super) fn pool_config(
 
 /// Backend names → [`Members`]: at least one, each known, each once.
 fn members(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     key: &str,
     names: &[String],
     backend_ids: &HashMap<&str, BackendId>,
@@ -71,7 +71,7 @@ fn members(
 /// Role pools need role-aware checks; some settings belong to one role only;
 /// `set_name` needs MongoDB checks.
 fn role_fits_members(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     name: &str,
     raw: &RawPool,
     role: PoolRole,

@@ -10,7 +10,7 @@ use crate::config::*;
 use crate::tls::{load, BackendTlsError, CertFiles, Verify};
 
 pub(super) fn listener_tls(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     table: &str,
     raw: RawListenerTls,
     mode: ListenerMode,
@@ -86,7 +86,7 @@ pub(super) fn listener_tls(
 }
 
 pub(super) fn backend_tls(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     table: &str,
     raw: RawBackendTls,
     address: &str,
@@ -132,7 +132,7 @@ fn host_of(address: &str) -> String {
 /// the first byte never handshakes with a MySQL client or server, and a backend whose
 /// TLS starts inside the protocol can only be checked by the MySQL probe.
 pub(super) fn mode_fits_pool(
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     listener: &str,
     mode: ListenerMode,
     listener_tls: bool,

@@ -21,7 +21,7 @@ use crate::tls::ClientTls;
 
 pub use self::http::HttpProbe;
 pub use self::mongo::MongoProbe;
-pub use self::mysql::{classify as classify_mysql, MysqlProbe};
+pub use self::mysql::MysqlProbe;
 
 /// One probe, configured. Owned by its checker, so a probe may keep a connection.
 #[derive(Debug)]
