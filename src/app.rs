@@ -38,14 +38,20 @@ use crate::tls::{ServerTls, Verify};
 use crate::worker::Worker;
 use crate::{metrics, tcp};
 
+/// Why [`start`] failed.
 #[derive(Debug, Error)]
 pub enum StartError {
+    /// A listener's or the admin socket could not be bound.
     #[error("cannot bind {what} on {address}: {source}")]
     Bind {
+        /// Which socket: `listener <name>` or `admin`.
         what: String,
+        /// The address it was to be bound to.
         address: SocketAddr,
+        /// The bind error.
         source: std::io::Error,
     },
+    /// A data-plane thread or its runtime could not be started.
     #[error("cannot start a data-plane runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -244,7 +250,13 @@ fn start_control_plane(
     let (events_tx, events_rx) = mpsc::channel(1024);
     let timeline = Arc::new(Timeline::default());
     let (commands, commands_rx) = mpsc::channel(64);
-    let router = Router::new(backends.clone(), pools.clone(), timeline.clone(), events_rx, commands_rx);
+    let router = Router::new(
+        backends.clone(),
+        pools.clone(),
+        timeline.clone(),
+        events_rx,
+        commands_rx,
+    );
     let routing = router.routing();
     let prometheus = metrics.clone();
     background.spawn(crate::metrics::upkeep(
@@ -257,7 +269,14 @@ fn start_control_plane(
     for (backend, config) in backends.iter().zip(&config.backends) {
         let probe = Probe::new(&config.check.probe, backend.tls.as_ref());
         let attention = backend.attention.clone();
-        let checker = Checker::new(backend.id, backend.address, attention, probe, &config.check, events_tx.clone());
+        let checker = Checker::new(
+            backend.id,
+            backend.address,
+            attention,
+            probe,
+            &config.check,
+            events_tx.clone(),
+        );
         let name = format!("checker of {}", backend.name);
         critical(background, &failed, name, checker.run(stop.clone()));
     }
@@ -380,6 +399,7 @@ impl Running {
         self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
+    /// The bound address of the admin listener, if one is configured.
     pub fn admin(&self) -> Option<SocketAddr> {
         self.admin
     }
@@ -389,6 +409,7 @@ impl Running {
         self.threads.sessions()
     }
 
+    /// The routing table this process publishes.
     pub fn routing(&self) -> &Arc<Routing> {
         &self.routing
     }

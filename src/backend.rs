@@ -19,8 +19,12 @@ use crate::tls::ClientTls;
 /// One backend, shared by every pool it is a member of.
 #[derive(Debug)]
 pub struct Backend {
+    /// Its index among the configured backends (sorted by name).
     pub id: BackendId,
+    /// Its configured name, which labels its metrics and names it in `/status` and the
+    /// admin API.
     pub name: String,
+    /// Where sessions and health checks connect to.
     pub address: SocketAddr,
     /// TLS to this backend on the data path, when configured.
     pub tls: Option<ClientTls>,
@@ -29,6 +33,7 @@ pub struct Backend {
     view: watch::Sender<BackendView>,
     /// Health check round trips, µs (recorded by the router).
     pub check: Recorder,
+    /// Records `CHECK_SECONDS` for this backend (the router records each check).
     pub check_seconds: Histogram,
 }
 
@@ -48,21 +53,32 @@ pub enum AdminMode {
 /// What `/status` shows of a backend; written by the router only.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendView {
+    /// The backend's name.
     pub name: String,
+    /// The backend's address.
     pub address: SocketAddr,
+    /// Up, down or not checked yet, after hysteresis.
     pub status: Status,
+    /// The role its last passing check reported (`Unknown` until one does).
     pub role: Role,
+    /// The operator's override.
     pub admin: AdminMode,
     /// What the last passing check reported (replication state, server id, ...).
     pub report: Option<Report>,
+    /// The latest check's outcome, pass or fail; `None` before the first.
     pub last_check: Option<LastCheck>,
 }
 
+/// The outcome of a backend's latest health check, as `/status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastCheck {
+    /// Whether the check passed.
     pub ok: bool,
+    /// Why it failed, when it did.
     pub error: Option<String>,
+    /// The layer it failed at, when it did.
     pub layer: Option<Layer>,
+    /// The check's round trip (serialized in milliseconds).
     #[serde(serialize_with = "as_millis")]
     pub latency: Duration,
     /// Unix time in milliseconds.
@@ -74,6 +90,7 @@ fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
 }
 
 impl LastCheck {
+    /// A `LastCheck` stamped with the current wall-clock time.
     pub fn now(ok: bool, error: Option<String>, layer: Option<Layer>, latency: Duration) -> Self {
         let at_unix_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -90,6 +107,8 @@ impl LastCheck {
 }
 
 impl Backend {
+    /// Builds backend `id` from its config: name, address, data-path TLS and its
+    /// `CHECK_SECONDS` histogram; its view starts `Unknown` and enabled.
     pub fn new(id: BackendId, config: &BackendConfig) -> Self {
         Backend {
             id,
@@ -122,6 +141,7 @@ impl Backend {
         self.attention.set_urgent(urgent);
     }
 
+    /// A copy of the view the router last recorded.
     pub fn view(&self) -> BackendView {
         self.view.borrow().clone()
     }

@@ -20,14 +20,21 @@ use crate::proxy::SessionContext;
 use crate::spread::Threads;
 use crate::tcp;
 
+/// One listener socket's accept loop on one data-plane thread, and what its sessions
+/// share.
 pub struct Listener {
+    /// The configured listener name, for logs.
     pub name: String,
     /// Registered with the runtime that runs [`Listener::run`].
     pub tcp: std::net::TcpListener,
+    /// The connection cap: one permit per session, shared by this listener's sockets on
+    /// every data-plane thread.
     pub limit: Arc<Semaphore>,
+    /// What every session from this listener needs (its pool, routing, TLS, options).
     pub ctx: Arc<SessionContext>,
     /// The data-plane thread this loop runs on, and all of them.
     pub thread: usize,
+    /// Every data-plane thread's session count, for handing a connection to a less busy one.
     pub threads: Arc<Threads>,
 }
 

@@ -17,15 +17,21 @@ use crate::stats::{Recorder, SessionStats};
 /// One pool.
 #[derive(Debug)]
 pub struct Pool {
+    /// Its index among the configured pools.
     pub id: PoolId,
+    /// Its configuration: role, policy, members, timeouts.
     pub config: PoolConfig,
     /// In priority order, as configured.
     pub members: Vec<Arc<Member>>,
     /// Round-robin position; lives here, not in the table, so a swap keeps it.
     pub cursor: AtomicUsize,
+    /// Records `HOLDS` for this pool.
     pub holds: Counter,
+    /// Records `HOLD_TIMEOUTS` for this pool.
     pub hold_timeouts: Counter,
+    /// Records `SESSIONS_ACTIVE` for this pool.
     pub sessions_active: Gauge,
+    /// Records `ROUTABLE_BACKENDS` for this pool (set by the router).
     pub routable_gauge: Gauge,
     alarm_count: Counter,
     alarm_gauge: Gauge,
@@ -34,6 +40,7 @@ pub struct Pool {
     awaiting_first_session: AtomicBool,
     /// Time held waiting for a routable backend, µs (held sessions only).
     pub hold: Recorder,
+    /// Records `HOLD_SECONDS` for this pool (held sessions only).
     pub hold_seconds: Histogram,
 }
 
@@ -50,25 +57,40 @@ pub enum Eviction {
 /// A backend as a member of one pool.
 #[derive(Debug)]
 pub struct Member {
+    /// The backend, shared with every pool it is a member of.
     pub backend: Arc<Backend>,
+    /// The pool it is a member of.
     pub pool: PoolId,
     active: AtomicUsize,
     eviction: watch::Sender<Eviction>,
+    /// Records `SESSIONS` for this member (counted in [`Member::enter`]).
     pub sessions: Counter,
+    /// Records `BYTES_UPSTREAM` for this member.
     pub bytes_upstream: Counter,
+    /// Records `BYTES_DOWNSTREAM` for this member.
     pub bytes_downstream: Counter,
+    /// Records `BYTES_SPLICED` for this member.
     pub bytes_spliced: Counter,
+    /// Records `CONNECT_FAILURES` for this member, with `layer` L4.
     pub connect_failures: Counter,
+    /// Records `FENCED_SESSIONS` for this member.
     pub fenced: Counter,
+    /// Connect latency, session duration and bytes per session, for the percentiles on
+    /// `/status`.
     pub stats: SessionStats,
+    /// Records `CONNECT_SECONDS` for this member.
     pub connect_seconds: Histogram,
+    /// Records `SESSION_SECONDS` for this member.
     pub session_seconds: Histogram,
+    /// Records `SESSION_BYTES` for this member.
     pub session_bytes: Histogram,
     /// 1 while this member is its primary pool's primary.
     pub primary_gauge: Gauge,
 }
 
 impl Pool {
+    /// Builds pool `id` from its config: one [`Member`] per configured member (taken from
+    /// `backends`, indexed by id) and the pool's metrics handles.
     pub fn new(id: PoolId, config: &PoolConfig, backends: &[Arc<Backend>]) -> Self {
         let pool = config.name.clone();
         let members = config
@@ -94,6 +116,7 @@ impl Pool {
         }
     }
 
+    /// The pool's configured name.
     pub fn name(&self) -> &str {
         &self.config.name
     }

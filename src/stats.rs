@@ -36,6 +36,7 @@ impl Default for Recorder {
 }
 
 impl Recorder {
+    /// Records one value (clamped to `1..=2^40`), into the first shard that is free.
     pub fn record(&self, value: u64) {
         let value = value.clamp(1, HIGHEST);
         let start = fastrand::usize(..SHARDS);
@@ -50,6 +51,7 @@ impl Recorder {
         shard.saturating_record(value);
     }
 
+    /// Records a duration, in microseconds.
     pub fn record_duration(&self, duration: Duration) {
         self.record(duration.as_micros().min(u128::from(HIGHEST)) as u64);
     }
@@ -64,6 +66,7 @@ impl Recorder {
         total
     }
 
+    /// The percentiles of all shards merged.
     pub fn summary(&self) -> Summary {
         Summary::of(&self.merged())
     }
@@ -72,15 +75,22 @@ impl Recorder {
 /// Percentiles of one histogram, as `/status` shows them.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Summary {
+    /// How many values were recorded.
     pub count: u64,
+    /// The median.
     pub p50: u64,
+    /// The 90th percentile.
     pub p90: u64,
+    /// The 99th percentile.
     pub p99: u64,
+    /// The 99.9th percentile.
     pub p999: u64,
+    /// The largest value recorded.
     pub max: u64,
 }
 
 impl Summary {
+    /// The percentiles of `histogram`; all zero when it is empty.
     pub fn of(histogram: &Histogram<u64>) -> Summary {
         if histogram.is_empty() {
             return Summary::default();

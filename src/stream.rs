@@ -10,7 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{client, server};
 
+/// One leg of a session: plain TCP, or TLS terminated or originated here.
 pub enum Stream {
+    /// Plain TCP.
     Plain(TcpStream),
     /// Terminated here: the client's TLS.
     Server(Box<server::TlsStream<TcpStream>>),

@@ -41,21 +41,29 @@ pub enum EventKind {
 /// One thing that happened, with when and why.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
+    /// Its number: one more than the previous event's.
     pub id: u64,
+    /// When it happened.
     pub at_ms: Millis,
+    /// What kind of event it is.
     pub kind: EventKind,
+    /// The pool it concerns, if any.
     pub pool: Option<String>,
+    /// The backend it concerns, if any.
     pub backend: Option<String>,
+    /// What happened, in a few words.
     pub detail: String,
 }
 
 /// Unix time in milliseconds.
 pub type Millis = u64;
 
+/// The current wall-clock time as [`Millis`].
 pub fn now_ms() -> Millis {
     millis(SystemTime::now())
 }
 
+/// `at` as [`Millis`] (0 for a time before the Unix epoch).
 pub fn millis(at: SystemTime) -> Millis {
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -65,20 +73,28 @@ pub fn millis(at: SystemTime) -> Millis {
 /// One change of primary.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FailoverEvent {
+    /// Its number: one more than the previous failover event's.
     pub id: u64,
+    /// The pool's name.
     pub pool: String,
+    /// The pool's id (not serialized).
     #[serde(skip)]
     pub pool_id: PoolId,
     /// The primary before (none when the pool had none).
     pub from: Option<String>,
     /// The primary after (none while the pool has none).
     pub to: Option<String>,
+    /// Why the primary changed, in a few words (e.g. `two writable backends`, or what
+    /// the old primary's last check said).
     pub cause: String,
+    /// When checks first disagreed with the old primary being a healthy primary (else
+    /// when it left); `None` when there was no old primary.
     pub fault_observed_ms: Option<Millis>,
     /// Routing stopped sending new sessions to `from`.
     pub old_removed_ms: Option<Millis>,
     /// Routing started sending new sessions to `to`.
     pub new_routed_ms: Option<Millis>,
+    /// When the first session reached `to`.
     pub first_session_ms: Option<Millis>,
     /// The last session on `from` through this pool ended (fencing).
     pub old_sessions_closed_ms: Option<Millis>,
@@ -310,7 +326,11 @@ mod tests {
         let started = tokio::time::Instant::now();
         let (id, ()) = tokio::join!(waiting, changes);
         assert_eq!(id, 1);
-        assert_eq!(started.elapsed(), std::time::Duration::from_secs(2), "not before the first session");
+        assert_eq!(
+            started.elapsed(),
+            std::time::Duration::from_secs(2),
+            "not before the first session"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::spread::{self, Arrival};
 pub struct Worker {
     /// One accept loop per listener: this thread's socket of each.
     pub accept_loops: Vec<Listener>,
+    /// Connections other data-plane threads hand to this one ([`spread`](crate::spread)).
     pub inbox: mpsc::UnboundedReceiver<Arrival>,
     /// Stops the accept loops and the inbox (shutdown, before the grace period).
     pub stop_accepting: CancellationToken,

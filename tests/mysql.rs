@@ -201,7 +201,11 @@ async fn alarms(proxy: &switchyard::app::Running, n: usize) {
         .wait_for_event(|events| {
             let raised = events
                 .iter()
-                .filter(|e| e.kind == EventKind::Alarm && e.pool.as_deref() == Some("writer") && e.detail.starts_with("two writable"))
+                .filter(|e| {
+                    e.kind == EventKind::Alarm
+                        && e.pool.as_deref() == Some("writer")
+                        && e.detail.starts_with("two writable")
+                })
                 .count();
             (raised >= n).then_some(())
         })

@@ -109,7 +109,12 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
     await_pool(&proxy, "clear", &["clear"]).await;
     await_pool(&proxy, "secure", &["secure"]).await;
     let port = |name: &str| proxy.listener(name).unwrap().port();
-    let verified = ["--ssl", "--ssl-ca", &toml_path(&proxy_ca_file), "--ssl-verify-server-cert"];
+    let verified = [
+        "--ssl",
+        "--ssl-ca",
+        &toml_path(&proxy_ca_file),
+        "--ssl-verify-server-cert",
+    ];
     let verified = verified.map(String::from);
     let verified: Vec<&str> = verified.iter().map(String::as_str).collect();
 

@@ -115,7 +115,10 @@ async fn promtool_accepts_a_scrape_taken_after_traffic_and_a_flip() {
     await_routable(&proxy, &[&second]).await;
     await_metric_is(&proxy, &flips, flips_before + 1.0).await;
     let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
-    assert!(metrics.contains("# HELP switchyard_flips_total "), "described:\n{metrics}");
+    assert!(
+        metrics.contains("# HELP switchyard_flips_total "),
+        "described:\n{metrics}"
+    );
     let path = temp_file("scrape.prom");
     std::fs::write(&path, &metrics).unwrap();
     let out = Command::new("sh")

@@ -35,10 +35,7 @@ const APP_CHECK: &str =
 /// An application server behind an HTTP-checked pool (`pool_extra` added to it), and
 /// one session through the proxy; the returned flag turns the server's health off.
 /// The pool's label is `pool`.
-async fn app_session(
-    pool: &str,
-    pool_extra: &str,
-) -> (Arc<AtomicBool>, Server, switchyard::app::Running, TcpStream) {
+async fn app_session(pool: &str, pool_extra: &str) -> (Arc<AtomicBool>, Server, switchyard::app::Running, TcpStream) {
     let healthy = Arc::new(AtomicBool::new(true));
     let app = Server::start(Behavior::App {
         banner: "app",
@@ -141,7 +138,13 @@ async fn connect_timeout_then_next_candidate() {
 async fn killed_backend_moves_new_sessions_to_the_next_after_fall_checks() {
     let a = Server::start(Behavior::Echo("a")).await;
     let b = Server::start(Behavior::Echo("b")).await;
-    let proxy = proxy(&config("p", &[("a", a.addr), ("b", b.addr)], "policy = \"first\"", FAST_TCP)).await;
+    let proxy = proxy(&config(
+        "p",
+        &[("a", a.addr), ("b", b.addr)],
+        "policy = \"first\"",
+        FAST_TCP,
+    ))
+    .await;
     await_routable(&proxy, &["a", "b"]).await;
     let (_s, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
     assert_eq!(banner, "a");
@@ -314,7 +317,13 @@ async fn round_robin_spreads_sessions() {
 #[tokio::test]
 async fn idle_sessions_are_closed_after_idle_timeout() {
     let backend = Server::start(Behavior::Echo("quiet")).await;
-    let proxy = proxy(&config("p", &[("a", backend.addr)], "idle_timeout = \"200ms\"", FAST_TCP)).await;
+    let proxy = proxy(&config(
+        "p",
+        &[("a", backend.addr)],
+        "idle_timeout = \"200ms\"",
+        FAST_TCP,
+    ))
+    .await;
     let (mut session, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
     assert_eq!(banner, "quiet");
     // Activity keeps it open...

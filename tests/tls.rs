@@ -107,10 +107,24 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         ("a.example", &ca_a_file, &ca_b_file),
         ("b.example", &ca_b_file, &ca_a_file),
     ] {
-        let (ok, body, err) = curl(&["--cacert", &toml_path(right), "--resolve", &resolve(host, web), &url(host, web)]).await;
+        let (ok, body, err) = curl(&[
+            "--cacert",
+            &toml_path(right),
+            "--resolve",
+            &resolve(host, web),
+            &url(host, web),
+        ])
+        .await;
         assert!(ok, "{host} with its CA: {err}");
         assert_eq!(body, "ok", "{host}: the plaintext backend answered through TLS");
-        let (ok, _, err) = curl(&["--cacert", &toml_path(wrong), "--resolve", &resolve(host, web), &url(host, web)]).await;
+        let (ok, _, err) = curl(&[
+            "--cacert",
+            &toml_path(wrong),
+            "--resolve",
+            &resolve(host, web),
+            &url(host, web),
+        ])
+        .await;
         assert!(!ok, "{host} must not verify with the other CA");
         assert!(err.contains("certificate") || err.contains("SSL"), "{host}: {err}");
     }
@@ -140,7 +154,11 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
     assert!(!ok, "TLS 1.1 must be refused");
 
     // mTLS: no client certificate, no session; with one, the backend answers.
-    let (ca_arg, resolve_arg, url_arg) = (toml_path(&ca_a_file), resolve("a.example", mtls), url("a.example", mtls));
+    let (ca_arg, resolve_arg, url_arg) = (
+        toml_path(&ca_a_file),
+        resolve("a.example", mtls),
+        url("a.example", mtls),
+    );
     let (cert_arg, key_arg) = (toml_path(&client.cert), toml_path(&client.key));
     let base = ["--cacert", &ca_arg, "--resolve", &resolve_arg];
     let (ok, _, err) = curl(&[&base[..], &[&url_arg]].concat()).await;

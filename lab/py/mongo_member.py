@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """One member of a scripted MongoDB replica set, for switchyard's tests and drills.
 
-Real storage and CRUD come from nx-27017 (a MongoDB wire-protocol server on SQLite; all
-members share one SQLite file, so a write on the primary is on every member at once).
-In front of it, this script answers `hello`/`isMaster` with the role that DIR/state.json
-scripts, and refuses writes on non-primaries the way a real member does. One OS process
-per member, so kill -9 and SIGSTOP hit one member.
+Real storage and CRUD come from nx-27017 (a MongoDB wire-protocol server on SQLite), one
+SQLite file per member. In front of it, this script answers `hello`/`isMaster` with the
+role that DIR/state.json scripts, and refuses writes on non-primaries the way a real
+member does. One OS process per member, so kill -9 and SIGSTOP hit one member.
+
+Replication: a write the primary of record accepts is applied to every reachable member
+before it is acknowledged (as `w: "majority"` with a caught-up election would leave
+it), so no election loses it. A write a stale claimant accepts (see "claims") stays on
+that member alone, as a rollback would lose it on a real set: a client that was told
+"ok" by a stale primary has lost that write. Every write reply carries `labMember`
+(the member's 1-based index), so a client can tell who acknowledged it.
 
     python mongo_member.py --dir DIR --port PORT
 
@@ -22,6 +28,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 from bson import Int64, ObjectId, Timestamp
 
@@ -48,6 +55,50 @@ class State:
 
 def election_id(term):
     return ObjectId("7fffffff" + format(term, "016x"))
+
+
+# Fields of a command that belong to the client's session, not to the write.
+SESSION_FIELDS = {"lsid", "txnNumber", "autocommit", "startTransaction", "$clusterTime", "$readPreference", "$db"}
+
+
+class Replicator:
+    """Applies a write to the other members, each under a short timeout; a member that
+    did not answer is skipped for a second (it is dead or stopped) instead of slowing
+    every write down."""
+
+    def __init__(self, me, hosts):
+        from pymongo import MongoClient
+        self.peers = {h: MongoClient(f"mongodb://{h}/?directConnection=true", serverSelectionTimeoutMS=300,
+                                     connectTimeoutMS=300, socketTimeoutMS=1000)
+                      for h in hosts if h != me}
+        self.me, self.skip_until = me, {}
+
+    def apply(self, db_name, command):
+        for host, client in self.peers.items():
+            if self.skip_until.get(host, 0) > time.monotonic():
+                continue
+            try:
+                client[db_name].command(dict(command, replicatedFrom=self.me))
+            except Exception as e:  # noqa: BLE001 - any failure: the member is unreachable
+                print(f"replication to {host} failed: {e}", flush=True)
+                self.skip_until[host] = time.monotonic() + 1.0
+
+
+def write_command(msg):
+    """The write in `msg` as one command document (document sequences folded into the
+    body), and its database."""
+    body, sequences = {}, {}
+    for kind, doc in msg["sections"]:
+        if kind == "body":
+            body = dict(doc)
+        elif kind == "payload":
+            sequences.update(doc)
+        elif kind == "payload_docs":
+            sequences.setdefault("documents", []).extend(doc)
+    db_name = body.get("$db", "test")
+    command = {k: v for k, v in body.items() if k not in SESSION_FIELDS}
+    command.update(sequences)
+    return db_name, command
 
 
 def main():
@@ -106,6 +157,8 @@ def main():
         name = next(iter(cmd), "").lower()
         if name in ("ismaster", "hello"):
             return hello(cmd, name)
+        if cmd.pop("replicatedFrom", None) is not None:
+            return None  # a write the primary of record replicates: applied whatever our role
         is_primary = role()[0]
         if name in WRITES and not is_primary:
             reply = {"ok": 0.0, "errmsg": "not primary", "code": 10107, "codeName": "NotWritablePrimary"}
@@ -120,14 +173,28 @@ def main():
     import nx_27017.handler as nx_handler
     from nx_27017.nx_27017 import main as nx_main
 
+    replicator = Replicator(me, hosts)
+    index = hosts.index(me) + 1
+
     def gated(original):
         def handle(self, msg):
             body = next((doc for kind, doc in msg["sections"] if kind == "body"), None) or {}
+            name = next(iter(body), "").lower()
+            replicated = "replicatedFrom" in body
             mode = (body.get("$readPreference") or {}).get("mode", "primary")
             reply = gate(body, mode != "primary")
             if reply is not None:
                 return msg["request_id"], reply
-            return original(self, msg)
+            if name not in WRITES or replicated:
+                return original(self, msg)
+            # A write we accept: applied here, then (primary of record only) on the
+            # others, before the client hears "ok".
+            db_name, command = write_command(msg)
+            request_id, result = original(self, msg)
+            if result.get("ok") and state.get().get("primary") == me:
+                replicator.apply(db_name, command)
+            result["labMember"] = index
+            return request_id, result
         return handle
 
     handler = nx_handler.NeoSQLiteHandler
@@ -136,7 +203,7 @@ def main():
     pid_file = os.path.join(a.dir, f"nx-{a.port}.pid")
     if os.path.exists(pid_file):  # left behind by a kill -9; nx-27017 refuses to start over it
         os.unlink(pid_file)
-    sys.argv = ["nx-27017", "--host", "127.0.0.1", "-p", str(a.port), "--db", os.path.join(a.dir, "nx.db"),
+    sys.argv = ["nx-27017", "--host", "127.0.0.1", "-p", str(a.port), "--db", os.path.join(a.dir, f"nx-{a.port}.db"),
                 "--log-file", os.path.join(a.dir, f"nx-{a.port}.log"), "--pid-file", pid_file]
     print(f"member {me} pid {os.getpid()} serving", flush=True)
     nx_main()

@@ -120,8 +120,9 @@ fn summarize(
     proxy_markers: Vec<ProxyMarker>,
     stored: Option<&HashSet<u64>>,
 ) -> DrillResult {
-    // Which server acknowledged a write is known for MySQL only (`@@server_id`).
-    let mysql = scenario.workload.kind == WorkloadKind::Mysql;
+    // Which server acknowledged a write is known for MySQL (`@@server_id`) and the
+    // scripted MongoDB members (`labMember` in the write reply).
+    let knows_acker = matches!(scenario.workload.kind, WorkloadKind::Mysql | WorkloadKind::Mongo);
     let count = |kind: OpKind, ok: bool| ops.iter().filter(|o| o.kind == kind && o.result.is_ok() == ok).count() as u64;
     let duration_s = scenario.duration.as_secs() as u32;
     DrillResult {
@@ -140,7 +141,7 @@ fn summarize(
             .collect(),
         longest_write_gap_ms: measure::longest_write_gap(ops, scenario.duration.as_secs_f64() * 1000.0),
         errors: measure::errors_by_kind(ops),
-        acked_by_non_primary: mysql.then(|| measure::acked_by_non_primary(ops, &timeline).len()),
+        acked_by_non_primary: knows_acker.then(|| measure::acked_by_non_primary(ops, &timeline).len()),
         missing_writes: stored.map(|present| measure::missing_writes(ops, present).len()),
         seconds: measure::per_second(ops, duration_s),
         faults,

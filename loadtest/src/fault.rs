@@ -69,6 +69,10 @@ impl Faults {
             let first = cluster.lock().expect("cluster lock").node(self.primary).server_id();
             timeline.0.push((0.0, Some(first)));
         }
+        if let Peers::Mongo(_) = &*self.peers {
+            // Scripted members are numbered from 1, as their write replies say.
+            timeline.0.push((0.0, Some(self.primary as u32 + 1)));
+        }
         let mut records = Vec::new();
         for fault in faults {
             sleep_until(t0 + fault.at).await;
@@ -88,7 +92,7 @@ impl Faults {
                 }
                 (Peers::Mysql(_), Action::Switchover) => self.switchover(&mut timeline, t0).await,
                 (Peers::Mysql(_), Action::StopPrimary) => self.stop_primary(fault.stop_for, t0).await,
-                (Peers::Mongo(set), action) => self.mongo(set.clone(), action, &fault, t0).await,
+                (Peers::Mongo(set), action) => self.mongo(set.clone(), action, &fault, &mut timeline, t0).await,
                 (Peers::Secantus(s), Action::Stepdown) => {
                     let stepped = stepdown(s.addr()).await;
                     self.landed_ms = Some(ms(Instant::now()));
@@ -130,6 +134,7 @@ impl Faults {
         set: Arc<Mutex<ReplicaSet>>,
         action: Action,
         fault: &Fault,
+        timeline: &mut PrimaryTimeline,
         t0: Instant,
     ) -> Result<Option<(f64, u32)>> {
         let old = self.primary;
@@ -153,7 +158,19 @@ impl Faults {
                 let s = set.clone();
                 blocking(move || s.lock().expect("set lock").kill9(old)).await?;
                 self.landed_ms = now();
+                timeline.0.push((self.landed_ms.unwrap_or_default(), None));
                 self.dead.push(old);
+                // A live member that is not about to be elected claims primary with
+                // an older term until the election (which rewrites the state).
+                let len = set.lock().expect("set lock").len();
+                let claimant = (0..len).find(|i| *i != next && !self.dead.contains(i));
+                if let (true, Some(claimant)) = (fault.stale_claim, claimant) {
+                    let (s, term) = (
+                        set.clone(),
+                        set.lock().expect("set lock").term().saturating_sub(1).max(1),
+                    );
+                    blocking(move || s.lock().expect("set lock").claim_stale(claimant, term)).await?;
+                }
                 sleep(fault.promote_after).await;
                 elect(set).await?;
             }
@@ -168,7 +185,11 @@ impl Faults {
             other => anyhow::bail!("{other:?} does not apply to a replica set"),
         }
         self.primary = next;
-        Ok(Some((t0.elapsed().as_secs_f64() * 1000.0, next as u32 + 1)))
+        // From the moment the election is written, the members obey it (they re-read
+        // the state on every request): the new primary of record.
+        let elected_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        timeline.0.push((elected_ms, Some(next as u32 + 1)));
+        Ok(Some((elected_ms, next as u32 + 1)))
     }
 
     fn live_replicas(&self, cluster: &Cluster) -> Vec<usize> {

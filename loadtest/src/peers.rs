@@ -9,7 +9,7 @@ use switchyard_lab::mariadb::Cluster;
 use switchyard_lab::mongo::{ReplicaSet, Secantus};
 
 use crate::scenario::WorkloadKind;
-use crate::servers::{Servers, Protocol};
+use crate::servers::{Protocol, Servers};
 
 pub enum Peers {
     Mysql(Arc<Mutex<Cluster>>),

@@ -34,7 +34,9 @@ pub async fn switchyard(peers: &Peers, kind: WorkloadKind) -> String {
             let set = set.lock().expect("set lock");
             (
                 "kind = \"mongo\"\n".into(),
-                (0..set.len()).map(|i| (format!("b{}", i + 1), set.addr(i).to_string())).collect(),
+                (0..set.len())
+                    .map(|i| (format!("b{}", i + 1), set.addr(i).to_string()))
+                    .collect(),
                 "role = \"primary\"\nset_name = \"rs0\"\n",
             )
         }
@@ -44,7 +46,11 @@ pub async fn switchyard(peers: &Peers, kind: WorkloadKind) -> String {
             "role = \"primary\"\n",
         ),
         Peers::Servers(servers) => {
-            let check = if kind == WorkloadKind::Http { "kind = \"http\"\n" } else { "kind = \"tcp\"\n" };
+            let check = if kind == WorkloadKind::Http {
+                "kind = \"http\"\n"
+            } else {
+                "kind = \"tcp\"\n"
+            };
             let servers = servers.lock().await;
             let members = servers.addrs.iter().enumerate();
             (
@@ -54,7 +60,8 @@ pub async fn switchyard(peers: &Peers, kind: WorkloadKind) -> String {
             )
         }
     };
-    let mut text = format!("[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\n[check]\n{check}{CHECK}\n");
+    let mut text =
+        format!("[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\n[check]\n{check}{CHECK}\n");
     for (name, addr) in &members {
         let _ = write!(text, "[backends.{name}]\naddress = \"{addr}\"\n\n");
     }

@@ -40,6 +40,7 @@ struct RawFault {
     action: Action,
     promote_after: Option<String>,
     stop_for: Option<String>,
+    stale_claim: Option<bool>,
 }
 
 /// Which clients, against which peers.
@@ -116,6 +117,10 @@ pub struct Fault {
     pub action: Action,
     pub promote_after: Duration,
     pub stop_for: Duration,
+    /// MongoDB `kill-primary`: while the set has no primary (until `promote_after`),
+    /// a secondary claims primary with the dead primary's older term, as a stale
+    /// primary coming back would. Writes it acknowledges are its own (not replicated).
+    pub stale_claim: bool,
 }
 
 /// A parsed scenario.
@@ -157,6 +162,10 @@ impl Scenario {
                 Some(v) => time(&format!("fault[{i}].stop_for"), v)?,
                 None => Duration::from_secs(5),
             };
+            let stale_claim = f.stale_claim.unwrap_or(false);
+            if stale_claim && (f.action != Action::KillPrimary || raw.workload.kind != WorkloadKind::Mongo) {
+                bail!("fault[{i}].stale_claim: only on a kill-primary fault of a mongo workload");
+            }
             if !f.action.applies_to(raw.workload.kind) {
                 bail!(
                     "fault[{i}].action: {:?} does not apply to a {:?} workload",
@@ -169,6 +178,7 @@ impl Scenario {
                 action: f.action,
                 promote_after,
                 stop_for,
+                stale_claim,
             });
         }
         faults.sort_by_key(|f| f.at);

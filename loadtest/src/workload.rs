@@ -152,7 +152,8 @@ impl Session {
     }
 
     /// One operation; returns the identity of the server that answered (MySQL
-    /// `@@server_id`, the backend's number; 0 when the protocol cannot tell).
+    /// `@@server_id`, a scripted MongoDB member's number for writes, the backend's
+    /// number; 0 when the server cannot tell).
     async fn op(&mut self, target: SocketAddr, kind: OpKind, id: u64, worker: u32, keep: bool) -> Result<u32, String> {
         match self {
             Session::Mysql(conn) => {
@@ -194,7 +195,19 @@ impl Session {
                     .collection::<bson::Document>("drill");
                 match kind {
                     OpKind::Write => {
-                        mongo_bounded(coll.insert_one(bson::doc! { "_id": id as i64, "worker": worker })).await?;
+                        // An insert command rather than `insert_one`, to read who
+                        // acknowledged it: the scripted members add `labMember` to
+                        // every write reply (no retry either: each failure counts).
+                        let insert = bson::doc! {
+                            "insert": "drill",
+                            "documents": [{ "_id": id as i64, "worker": worker }],
+                        };
+                        let db = client.as_ref().expect("created above").database("app");
+                        let reply = mongo_bounded(db.run_command(insert)).await?;
+                        if reply.get_i32("n").ok() != Some(1) || reply.contains_key("writeErrors") {
+                            return Err("mongo write error".into());
+                        }
+                        return Ok(reply.get_i32("labMember").map_or(0, |n| n as u32));
                     }
                     OpKind::Read => {
                         let found = mongo_bounded(coll.find_one(bson::doc! { "_id": id as i64 })).await?;

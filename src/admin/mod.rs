@@ -45,19 +45,28 @@ use crate::tls::ServerTls;
 
 /// What the admin handlers read.
 pub struct AdminState {
+    /// Every backend, for `/health`, `/status`, the admin verbs and TLS reloads.
     pub backends: Vec<Arc<Backend>>,
+    /// Every pool, for `/status`.
     pub pools: Vec<Arc<Pool>>,
+    /// The published routing table, read for `/status`.
     pub routing: Arc<Routing>,
+    /// Set when shutdown begins; `/health` answers 503 from then on.
     pub draining: AtomicBool,
+    /// The Prometheus recorder's handle, rendered on `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The failover and event record behind `/status` and `/events`.
     pub timeline: Arc<Timeline>,
+    /// Sends the operator overrides (`drain`, `disable`, `enable`) to the router.
     pub commands: mpsc::Sender<AdminCommand>,
+    /// The bearer token the `POST` calls need; with `None` they are refused.
     pub token: Option<Secret>,
     /// Every TLS listener, for reloads.
     pub tls: Vec<Arc<ServerTls>>,
 }
 
 impl AdminState {
+    /// Whether shutdown has begun (`/health` then answers 503).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -87,7 +96,9 @@ impl AdminState {
 pub struct Reloaded {
     /// `listener` or `backend`.
     pub kind: &'static str,
+    /// The listener's or backend's name.
     pub name: String,
+    /// `Ok`, or why it kept its previous files.
     pub result: Result<(), String>,
 }
 
@@ -101,6 +112,8 @@ impl Reloaded {
     }
 }
 
+/// Serves the admin HTTP routes on `listener` until `shutdown` is cancelled, then
+/// shuts down gracefully.
 pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/health", get(health))

@@ -16,11 +16,16 @@ use crate::timeline::{Event, FailoverEvent};
 /// The status page: plain HTML, inline CSS and JS, no external assets.
 pub const STATUS_PAGE: &str = include_str!("ui.html");
 
+/// The `/status` JSON document.
 #[derive(Serialize)]
 pub struct StatusBody {
+    /// The generation of the routing table it was built from.
     pub generation: u64,
+    /// Whether shutdown has begun.
     pub draining: bool,
+    /// Every pool: its routable members, alarm and percentiles.
     pub pools: Vec<PoolStatus>,
+    /// Every backend: its view and health check percentiles.
     pub backends: Vec<BackendStatus>,
     /// Failover events, oldest first.
     pub failovers: Vec<FailoverEvent>,

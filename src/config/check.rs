@@ -36,6 +36,7 @@ impl Fraction {
         (0.0..=1.0).contains(&value).then_some(Fraction(value + 0.0))
     }
 
+    /// The value, from 0.0 to 1.0.
     pub fn get(self) -> f64 {
         self.0
     }
@@ -69,6 +70,7 @@ impl ProbeConfig {
 pub struct MongoProbeConfig {
     /// Optional SCRAM-SHA-256 credentials: the check then logs in before `hello`.
     pub user: Option<String>,
+    /// The password for `user`: set exactly when `user` is.
     pub password: Option<Secret>,
     /// The database the user is defined in.
     pub auth_source: String,
@@ -77,7 +79,9 @@ pub struct MongoProbeConfig {
 /// A MySQL/MariaDB check: the monitor user it logs in as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MysqlProbeConfig {
+    /// The monitor user's name; never empty.
     pub user: String,
+    /// Its password; `None` for a passwordless account.
     pub password: Option<Secret>,
 }
 
@@ -87,6 +91,7 @@ pub struct MysqlProbeConfig {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value read from the config.
     pub fn new(value: String) -> Self {
         Secret(value)
     }
@@ -106,10 +111,14 @@ impl std::fmt::Debug for Secret {
 /// An HTTP check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProbeConfig {
+    /// The request method, e.g. `GET`.
     pub method: String,
+    /// The request path; starts with `/`.
     pub path: String,
     /// The `Host` header; the backend address when unset.
     pub host: Option<String>,
+    /// The response statuses that pass the check.
     pub expect_status: RangeInclusive<u16>,
+    /// When set, a substring the first 64 KiB of the body must contain.
     pub body_contains: Option<String>,
 }

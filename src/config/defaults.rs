@@ -18,8 +18,9 @@ pub const CHECK_KIND: CheckKind = CheckKind::Tcp;
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `check.timeout`.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-/// `check.rise` and `check.fall`.
+/// `check.rise`.
 pub const RISE: i64 = 2;
+/// `check.fall`.
 pub const FALL: i64 = 2;
 /// `check.jitter`.
 pub const JITTER: f64 = 0.1;
@@ -36,24 +37,30 @@ pub fn down_interval(interval: Duration) -> Duration {
     interval
 }
 
-/// HTTP checks: `method`, `path`, `expect_status`.
+/// HTTP checks: `method`.
 pub const HTTP_METHOD: &str = "GET";
+/// HTTP checks: `path`.
 pub const HTTP_PATH: &str = "/";
+/// HTTP checks: `expect_status`, any 2xx or 3xx.
 pub const HTTP_EXPECT_STATUS: RangeInclusive<u16> = 200..=399;
 /// MongoDB checks: `auth_source`.
 pub const MONGO_AUTH_SOURCE: &str = "admin";
 
-/// `pools.*.role` and `policy`.
+/// `pools.*.role`.
 pub const ROLE: PoolRole = PoolRole::Any;
+/// `pools.*.policy`.
 pub const POLICY: Policy = Policy::First;
 /// `pools.*.two_writers`.
 pub const TWO_WRITERS: TwoWriters = TwoWriters::KeepCurrent;
-/// `pools.*.drain_deadline`, `hold_timeout`, `connect_timeout`, `idle_timeout`,
-/// `max_replication_lag`.
+/// `pools.*.drain_deadline` (with `on_leave = "drain"`).
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+/// `pools.*.hold_timeout`.
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
+/// `pools.*.connect_timeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `pools.*.idle_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `pools.*.max_replication_lag` (replica pools).
 pub const MAX_REPLICATION_LAG: Duration = Duration::from_secs(10);
 
 /// `pools.*.initial_state`: a primary pool waits for a check (routing writes to an
@@ -74,11 +81,15 @@ pub fn on_leave(role: PoolRole) -> OnLeave {
     }
 }
 
-/// `listeners.*.max_connections`, `keepalive`, `user_timeout`, `mode`.
+/// `listeners.*.max_connections`.
 pub const MAX_CONNECTIONS: i64 = 10_000;
+/// `listeners.*.keepalive`.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
+/// `listeners.*.user_timeout`.
 pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `listeners.*.mode`.
 pub const MODE: ListenerMode = ListenerMode::Tcp;
-/// `listeners.*.tls.handshake_timeout` and `require_tls`.
+/// `listeners.*.tls.handshake_timeout`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// `listeners.*.tls.require_tls` (`mysql` mode only).
 pub const REQUIRE_TLS: bool = true;

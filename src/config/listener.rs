@@ -13,7 +13,9 @@ use crate::tls::ServerFiles;
 /// alone decides equality (see [`Members`]).
 #[derive(Debug, Clone)]
 pub struct PoolRef {
+    /// The pool's index in this config.
     pub id: PoolId,
+    /// The pool's name, which identifies it.
     pub name: String,
 }
 
@@ -39,11 +41,15 @@ pub struct TcpOptions {
 pub struct ListenerConfig {
     /// Its identity, in this config and across reloads.
     pub name: String,
+    /// The address clients connect to.
     pub listen: SocketAddr,
+    /// The pool it routes to.
     pub pool: PoolRef,
     /// Connections beyond this wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Socket options for both legs of its sessions.
     pub tcp: TcpOptions,
+    /// What it understands of the bytes it carries.
     pub mode: ListenerMode,
     /// TLS termination.
     pub tls: Option<ListenerTlsConfig>,
@@ -67,6 +73,7 @@ pub struct ListenerTlsConfig {
     pub files: ServerFiles,
     /// Built from `files` at load time (not compared: equal files are equal config).
     pub loaded: LoadedServer,
+    /// The longest a client's TLS handshake may take.
     pub handshake_timeout: Duration,
     /// `mysql` mode: refuse clients that do not ask for TLS (else they pass in clear).
     pub require_tls: bool,

@@ -42,31 +42,55 @@ pub type PoolId = usize;
 /// A configuration mistake, with where it is and what was expected.
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("{file}: cannot read: {reason}")]
-    Read { file: String, reason: String },
+    Read {
+        /// The config file, as named in messages.
+        file: String,
+        /// The I/O error.
+        reason: String,
+    },
     /// Not TOML, or a table serde could not take as a whole (an unknown key).
     #[error("{file}: {reason}")]
-    Parse { file: String, reason: String },
+    Parse {
+        /// The config file, as named in messages.
+        file: String,
+        /// toml's message, which shows the line.
+        reason: String,
+    },
     /// A value of the wrong type or spelling (`policy = "random"`, `interval = "5"`).
     #[error("{file}: {key}: {reason} (line {line})")]
     Value {
+        /// The config file, as named in messages.
         file: String,
+        /// The dotted key of the value (e.g. `pools.web.policy`).
         key: String,
+        /// The value's line in the file, from 1.
         line: usize,
+        /// serde's message: what was wrong and what was expected.
         reason: String,
     },
+    /// A value serde took but a range or a rule across fields refuses (`rise = 0`, an unknown
+    /// pool name).
     #[error("{file}: {key}: expected {expected}")]
     Invalid {
+        /// The config file, as named in messages.
         file: String,
+        /// The dotted key at fault.
         key: String,
+        /// What would have been accepted.
         expected: String,
     },
     /// A certificate, key or CA file that cannot be used.
     #[error("{file}: {key}: \"{path}\": {reason}")]
     TlsFile {
+        /// The config file, as named in messages.
         file: String,
+        /// The dotted key that names the file (under its `tls` table).
         key: String,
+        /// The path, as configured.
         path: String,
+        /// Why it cannot be used.
         reason: String,
     },
 }
@@ -118,7 +142,9 @@ pub struct AdminConfig {
 pub struct BackendConfig {
     /// Its identity, in this config and across reloads.
     pub name: String,
+    /// Its address; a host name is resolved once, at load time.
     pub address: SocketAddr,
+    /// How it is checked: its own `check` table over `[check]`'s.
     pub check: CheckConfig,
     /// TLS to this backend, for sessions and probes alike. For MySQL backends the TLS
     /// starts inside the MySQL protocol; for every other kind with the first byte.

@@ -12,6 +12,7 @@ use super::BackendId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolRole {
+    /// Every healthy backend, whatever its role.
     Any,
     /// At most one backend: the writable primary (see `routing::membership` for the
     /// single-writer rule).
@@ -38,7 +39,9 @@ pub enum TwoWriters {
 pub enum Policy {
     /// The first routable member in the pool's `backends` order (failover order).
     First,
+    /// Each new session starts one member further along the `backends` order.
     RoundRobin,
+    /// The member with the fewest active sessions first (ties spread round-robin).
     LeastConnections,
     /// Two random members, the less loaded first (power of two choices).
     PowerOfTwo,
@@ -60,15 +63,19 @@ pub enum LeavePolicy {
 pub struct PoolConfig {
     /// Its identity, in this config and across reloads.
     pub name: String,
+    /// The role it serves.
     pub role: PoolRole,
+    /// How a new session orders the routable members.
     pub policy: Policy,
     /// In priority order.
     pub members: Members,
     /// Whether a backend not yet checked may take traffic.
     pub initially_up: bool,
+    /// What happens to live sessions of a member that leaves the pool.
     pub on_leave: LeavePolicy,
     /// How long a new session waits for a routable member before it is closed.
     pub hold_timeout: Duration,
+    /// Per connect attempt to a backend; on failure the next member is tried.
     pub connect_timeout: Duration,
     /// A session with no bytes either way for this long is closed.
     pub idle_timeout: Duration,

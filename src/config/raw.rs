@@ -20,15 +20,21 @@ use crate::duration;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `[admin]`: the admin HTTP listener; without the section none runs.
     pub admin: Option<RawAdmin>,
+    /// `[shutdown]`: what happens after SIGTERM/SIGINT.
     pub shutdown: Option<RawShutdown>,
+    /// `[runtime]`: the data-plane threads.
     pub runtime: Option<RawRuntime>,
     /// Defaults for every backend's `check` table.
     pub check: Option<RawCheck>,
+    /// `[backends.NAME]`: the servers pools route to, by name.
     #[serde(default)]
     pub backends: BTreeMap<String, RawBackend>,
+    /// `[pools.NAME]`: the backends each listener routes to, and how, by name.
     #[serde(default)]
     pub pools: BTreeMap<String, RawPool>,
+    /// `[listeners.NAME]`: the addresses that accept clients, by name; at least one.
     #[serde(default)]
     pub listeners: BTreeMap<String, RawListener>,
 }
@@ -46,32 +52,48 @@ impl<'de> Deserialize<'de> for Span {
     }
 }
 
+/// `[admin]`: the admin HTTP listener.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// `admin.listen`: the address it listens on (required).
     pub listen: String,
+    /// `admin.token`: the bearer token that drain, disable and enable require, inline.
+    /// At most one of `token`, `token_env`, `token_file`; with none, those calls are refused.
     pub token: Option<String>,
+    /// `admin.token_env`: the token from this environment variable, read at load time.
     pub token_env: Option<String>,
+    /// `admin.token_file`: the token from this file (a trailing newline is dropped).
     pub token_file: Option<String>,
 }
 
+/// `[runtime]`: the data-plane threads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
+    /// `runtime.workers`: data-plane threads, 0 to 256; 0 means one per core
+    /// (default `defaults::WORKERS`).
     pub workers: Option<i64>,
 }
 
+/// `[shutdown]`: what happens after SIGTERM/SIGINT.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
+    /// `shutdown.grace`: how long open sessions may finish before the rest are closed
+    /// (default `defaults::SHUTDOWN_GRACE`).
     pub grace: Option<Span>,
 }
 
+/// `[backends.NAME]`: one server, checked by one checker however many pools use it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
+    /// `backends.*.address`: `host:port` (required); a host name is resolved once, at load time.
     pub address: String,
+    /// `backends.*.check`: its own check settings, over `[check]`'s key by key.
     pub check: Option<RawCheck>,
+    /// `backends.*.tls`: TLS to the backend, for its sessions and its checks alike.
     pub tls: Option<RawBackendTls>,
 }
 
@@ -79,10 +101,16 @@ pub struct RawBackend {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackendTls {
+    /// `tls.ca`: the CA bundle to verify the backend with; required unless `insecure = true`.
     pub ca: Option<String>,
+    /// `tls.server_name`: the name its certificate must carry, also sent as SNI
+    /// (default: the host part of `address`).
     pub server_name: Option<String>,
+    /// `tls.insecure`: no verification at all, instead of `ca` (default false; labs only).
     pub insecure: Option<bool>,
+    /// `tls.cert`: an optional client certificate, for backends that require one; needs `key`.
     pub cert: Option<String>,
+    /// `tls.key`: the client certificate's private key; needs `cert`.
     pub key: Option<String>,
 }
 
@@ -90,10 +118,14 @@ pub struct RawBackendTls {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckKind {
+    /// `tcp`: a TCP connect.
     #[default]
     Tcp,
+    /// `http`: one HTTP/1.1 request.
     Http,
+    /// `mysql`: a MySQL/MariaDB login as a monitor user, reading role and replication state.
     Mysql,
+    /// `mongo`: a MongoDB `hello`, after a SCRAM-SHA-256 login when credentials are set.
     Mongo,
 }
 
@@ -102,23 +134,48 @@ pub enum CheckKind {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
+    /// `check.kind`: the probe (default `defaults::CHECK_KIND`).
     pub kind: Option<CheckKind>,
+    /// `check.interval`: between checks while the backend is up and the last check passed
+    /// (default `defaults::CHECK_INTERVAL`; at least `defaults::MIN_INTERVAL`).
     pub interval: Option<Span>,
+    /// `check.fast_interval`: between checks after a failure, until `fall` failures mark the
+    /// backend down (default `defaults::fast_interval`; at least `defaults::MIN_INTERVAL`).
     pub fast_interval: Option<Span>,
+    /// `check.down_interval`: between checks while the backend is down
+    /// (default `defaults::down_interval`: the interval).
     pub down_interval: Option<Span>,
+    /// `check.timeout`: covers every phase of one check; above zero (default `defaults::CHECK_TIMEOUT`).
     pub timeout: Option<Span>,
+    /// `check.rise`: consecutive passes that bring a down backend up; at least 1 (default `defaults::RISE`).
     pub rise: Option<i64>,
+    /// `check.fall`: consecutive failures that take an up backend down; at least 1 (default `defaults::FALL`).
     pub fall: Option<i64>,
+    /// `check.jitter`: each wait is scaled by a random factor in `1 ± jitter`; 0.0 to 0.5
+    /// (default `defaults::JITTER`).
     pub jitter: Option<f64>,
+    /// `check.method`: the HTTP method; `http` checks only (default `defaults::HTTP_METHOD`).
     pub method: Option<String>,
+    /// `check.path`: the HTTP request path, starting with `/`; `http` checks only (default `defaults::HTTP_PATH`).
     pub path: Option<String>,
+    /// `check.host`: the HTTP `Host` header; `http` checks only (default: the backend address).
     pub host: Option<String>,
+    /// `check.expect_status`: the passing status (`"200"`) or range (`"200-399"`); `http` checks only
+    /// (default `defaults::HTTP_EXPECT_STATUS`).
     pub expect_status: Option<String>,
+    /// `check.body_contains`: a substring the first 64 KiB of the body must contain; `http` checks only.
     pub body_contains: Option<String>,
+    /// `check.user`: the user a `mysql` check (required) or `mongo` check (optional) logs in as.
     pub user: Option<String>,
+    /// `check.password`: that user's password, inline; at most one of `password`, `password_env`,
+    /// `password_file`.
     pub password: Option<String>,
+    /// `check.password_env`: the password from this environment variable, read at load time.
     pub password_env: Option<String>,
+    /// `check.password_file`: the password from this file (a trailing newline is dropped).
     pub password_file: Option<String>,
+    /// `check.auth_source`: the database the MongoDB user is defined in; `mongo` checks only
+    /// (default `defaults::MONGO_AUTH_SOURCE`).
     pub auth_source: Option<String>,
 }
 
@@ -153,7 +210,9 @@ impl RawCheck {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InitialState {
+    /// `up`: members not checked yet take traffic.
     Up,
+    /// `down`: members not checked yet take no traffic.
     Down,
 }
 
@@ -162,38 +221,78 @@ pub enum InitialState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnLeave {
+    /// `close`: close them at once.
     Close,
+    /// `drain`: close them after `drain_deadline`.
     Drain,
+    /// `keep`: leave them alone.
     Keep,
 }
 
+/// `[pools.NAME]`: the backends a listener routes to, and how.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
+    /// `pools.*.backends`: member backend names in priority order (required; at least one, each once).
     pub backends: Vec<String>,
+    /// `pools.*.policy`: how a new session picks a member (default `defaults::POLICY`).
     pub policy: Option<Policy>,
+    /// `pools.*.role`: the role served; `primary` and `replica` need role-aware checks
+    /// (default `defaults::ROLE`).
     pub role: Option<PoolRole>,
+    /// `pools.*.initial_state`: whether members not checked yet take traffic
+    /// (default `defaults::initial_state`, by role).
     pub initial_state: Option<InitialState>,
+    /// `pools.*.on_leave`: what happens to the sessions of a member that leaves the pool
+    /// (default `defaults::on_leave`, by role).
     pub on_leave: Option<OnLeave>,
+    /// `pools.*.drain_deadline`: how long `drain` lets those sessions run; only with
+    /// `on_leave = "drain"` (default `defaults::DRAIN_DEADLINE`).
     pub drain_deadline: Option<Span>,
+    /// `pools.*.hold_timeout`: how long a new session waits for a routable member before it is
+    /// closed (default `defaults::HOLD_TIMEOUT`).
     pub hold_timeout: Option<Span>,
+    /// `pools.*.connect_timeout`: per connect attempt to a backend; above zero
+    /// (default `defaults::CONNECT_TIMEOUT`).
     pub connect_timeout: Option<Span>,
+    /// `pools.*.idle_timeout`: a session with no bytes either way for this long is closed; above
+    /// zero (default `defaults::IDLE_TIMEOUT`).
     pub idle_timeout: Option<Span>,
+    /// `pools.*.max_replication_lag`: replica pools only: the most a member may lag
+    /// (default `defaults::MAX_REPLICATION_LAG`).
     pub max_replication_lag: Option<Span>,
+    /// `pools.*.fallback_to_primary`: replica pools only: route to the writable member when no
+    /// replica qualifies (default false).
     pub fallback_to_primary: Option<bool>,
+    /// `pools.*.two_writers`: primary pools only: the rule when two members are writable
+    /// (default `defaults::TWO_WRITERS`).
     pub two_writers: Option<TwoWriters>,
+    /// `pools.*.set_name`: MongoDB pools only: the replica-set name members must report (empty
+    /// means none).
     pub set_name: Option<String>,
 }
 
+/// `[listeners.NAME]`: an address and the pool it routes to.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
+    /// `listeners.*.listen`: the address clients connect to (required).
     pub listen: String,
+    /// `listeners.*.pool`: the name of the pool it routes to (required).
     pub pool: String,
+    /// `listeners.*.max_connections`: sessions at once, 1 to 1000000; further clients wait in
+    /// the kernel backlog (default `defaults::MAX_CONNECTIONS`).
     pub max_connections: Option<i64>,
+    /// `listeners.*.keepalive`: idle time before TCP keepalive probes start, on both legs; at
+    /// least 1s (default `defaults::KEEPALIVE`).
     pub keepalive: Option<Span>,
+    /// `listeners.*.user_timeout`: `TCP_USER_TIMEOUT` on both legs, so half-open sessions die
+    /// (default `defaults::USER_TIMEOUT`).
     pub user_timeout: Option<Span>,
+    /// `listeners.*.mode`: what the listener understands of the bytes it carries
+    /// (default `defaults::MODE`).
     pub mode: Option<ListenerMode>,
+    /// `listeners.*.tls`: TLS termination; without it the listener does no TLS.
     pub tls: Option<RawListenerTls>,
 }
 
@@ -201,18 +300,30 @@ pub struct RawListener {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTls {
+    /// `tls.certificates`: at least one; the first is the default, every other needs
+    /// `server_names`.
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
+    /// `tls.client_ca`: require client certificates signed by this CA bundle (mTLS); optional.
     pub client_ca: Option<String>,
+    /// `tls.handshake_timeout`: the longest a client's handshake may take
+    /// (default `defaults::HANDSHAKE_TIMEOUT`).
     pub handshake_timeout: Option<Span>,
+    /// `tls.require_tls`: `mysql` mode only: refuse clients that do not ask for TLS
+    /// (default `defaults::REQUIRE_TLS`).
     pub require_tls: Option<bool>,
 }
 
+/// One entry of a listener's `tls.certificates`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCertificate {
+    /// `cert`: the certificate chain file (PEM).
     pub cert: String,
+    /// `key`: its private key file (PEM).
     pub key: String,
+    /// `server_names`: the SNI names (exact, no wildcards) it is chosen for; empty only on the
+    /// first certificate.
     #[serde(default)]
     pub server_names: Vec<String>,
 }

@@ -24,6 +24,7 @@ const NUDGE_GAP: Duration = Duration::from_millis(20);
 
 /// One check of one backend, every phase bounded by `deadline`.
 pub trait Check: Send {
+    /// Checks the backend at `addr` once, failing with [`CheckError::Timeout`] at `deadline`.
     fn check(&mut self, addr: SocketAddr, deadline: Instant)
         -> impl Future<Output = Result<Report, CheckError>> + Send;
 }
@@ -58,6 +59,8 @@ impl Attention {
         self.nudge.notified().await
     }
 
+    /// Whether the router asked for the fast interval (a pool this backend serves has
+    /// nothing routable).
     pub fn is_urgent(&self) -> bool {
         self.urgent.load(Ordering::Relaxed)
     }
@@ -82,6 +85,8 @@ pub struct Checker<C: Check = Probe> {
 }
 
 impl<C: Check> Checker<C> {
+    /// A checker for backend `backend` at `address` that runs `check` on `config`'s
+    /// cadence, listens to `attention` and sends each [`Observation`] to `events`.
     pub fn new(
         backend: BackendId,
         address: SocketAddr,

@@ -27,7 +27,9 @@ pub enum Status {
     /// Not checked yet.
     #[default]
     Unknown,
+    /// Passing its checks, after hysteresis.
     Up,
+    /// Failing its checks, after hysteresis.
     Down,
 }
 
@@ -38,11 +40,17 @@ pub enum Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// No role reported: not checked yet, a TCP or HTTP probe, or a MongoDB member in
+    /// another state.
     #[default]
     Unknown,
+    /// Writable: a MySQL server with `read_only=0`, or the MongoDB primary.
     Primary,
+    /// A MySQL server with `read_only` on.
     Replica,
+    /// A MongoDB secondary.
     Secondary,
+    /// A MongoDB arbiter.
     Arbiter,
 }
 
@@ -58,6 +66,7 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// The layer's name: `L4`, `L6` or `L7`.
     pub fn as_str(self) -> &'static str {
         match self {
             Layer::L4 => "L4",
@@ -70,16 +79,23 @@ impl Layer {
 /// Why one check failed.
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum CheckError {
+    /// The TCP connect failed (L4).
     #[error("connect failed: {0}")]
     Connect(String),
+    /// The deadline passed in this phase; the phase decides the layer.
     #[error("timed out while {0}")]
     Timeout(Phase),
+    /// The TLS handshake failed (L6).
     #[error("TLS: {0}")]
     Tls(String),
+    /// Authentication failed: credentials refused, or the SCRAM exchange failed (L7).
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// The exchange broke: an I/O error after connecting, or bytes that do not decode (L7).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A well-formed answer that fails the check: a status outside the expected range, a
+    /// refused command, an unreadable `@@read_only` (L7).
     #[error("unexpected response: {0}")]
     Response(String),
 }
@@ -87,13 +103,16 @@ pub enum CheckError {
 /// The phase of a check, so that a timeout knows its layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// The TCP connect.
     Connecting,
     /// The TLS handshake with the backend.
     Handshaking,
     /// A database login: TCP connect, server greeting and authentication in one
     /// library call (mysql_async cannot split them).
     LoggingIn,
+    /// Sending a request or command.
     Requesting,
+    /// Reading the response.
     Reading,
 }
 
@@ -110,6 +129,7 @@ impl std::fmt::Display for Phase {
 }
 
 impl CheckError {
+    /// The layer this failure is reported at.
     pub fn layer(&self) -> Layer {
         match self {
             CheckError::Connect(_) | CheckError::Timeout(Phase::Connecting) => Layer::L4,
@@ -124,6 +144,7 @@ impl CheckError {
 /// What a passing check learned.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Report {
+    /// The role the backend reports (`Unknown` from TCP and HTTP probes).
     pub role: Role,
     /// Replication state, when the backend replicates from another.
     pub replica: Option<ReplicaState>,
@@ -168,8 +189,11 @@ fn lag_secs<S: serde::Serializer>(lag: &Option<Duration>, s: S) -> Result<S::Ok,
 /// One check's outcome, as the router receives it.
 #[derive(Debug, Clone)]
 pub struct Observation {
+    /// The backend checked.
     pub backend: BackendId,
+    /// How long the check took.
     pub latency: Duration,
+    /// What the check learned, or why it failed.
     pub result: Result<Report, CheckError>,
     /// The status after this observation.
     pub status: Status,
@@ -180,7 +204,9 @@ pub struct Observation {
 /// A change of [`Status`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Flip {
+    /// The status before.
     pub from: Status,
+    /// The status after.
     pub to: Status,
 }
 
@@ -198,6 +224,7 @@ pub struct Hysteresis {
 }
 
 impl Hysteresis {
+    /// Starts `Unknown`, with the `rise` and `fall` thresholds (each at least 1).
     pub fn new(rise: u32, fall: u32) -> Self {
         Hysteresis {
             status: Status::Unknown,
@@ -208,6 +235,7 @@ impl Hysteresis {
         }
     }
 
+    /// The current status.
     pub fn status(&self) -> Status {
         self.status
     }

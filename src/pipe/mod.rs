@@ -111,7 +111,9 @@ pub struct Traffic {
 /// `liveness`: the backend socket's keepalive options, set once `traffic` says so.
 pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Transfer<'a> {
     match (client, upstream) {
-        (Stream::Plain(client), Stream::Plain(upstream)) => Transfer::Plain(Duplex::new(client, upstream, traffic, liveness)),
+        (Stream::Plain(client), Stream::Plain(upstream)) => {
+            Transfer::Plain(Duplex::new(client, upstream, traffic, liveness))
+        }
         (client, upstream) => Transfer::Streams(Duplex::new(client, upstream, traffic, liveness)),
     }
 }
@@ -121,7 +123,9 @@ pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness
 /// rare paths boxed, an idle proxied connection costs switchyard 1.4 KB of RSS in
 /// `loadtest/compare.sh`, HAProxy 3.1 KB).
 pub enum Transfer<'a> {
+    /// Both legs plain TCP: the readiness path.
     Plain(Duplex<'a, TcpStream>),
+    /// A TLS leg on either side: the generic path.
     Streams(Duplex<'a, Stream>),
 }
 

@@ -10,9 +10,11 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// The decoded response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
+    /// The status code.
     pub status: u16,
     /// Bytes up to and including the blank line; the body starts here.
     pub head_len: usize,
+    /// The `Content-Length` header's value, when the head has one.
     pub content_length: Option<usize>,
 }
 

@@ -9,6 +9,7 @@ use bson::{Bson, Document};
 
 use super::Decode;
 
+/// The OP_MSG opcode.
 pub const OP_MSG: i32 = 2013;
 const HEADER: usize = 16;
 /// MongoDB's own limit on a message (48 MB); anything larger is garbage.
@@ -86,16 +87,25 @@ pub fn decode_op_msg(buf: &[u8]) -> Decode<(Document, usize)> {
 /// What a member says of itself in its `hello` (or legacy `isMaster`) reply.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Hello {
+    /// Whether the reply's `ok` is set (the command succeeded).
     pub ok: bool,
+    /// `isWritablePrimary` (or the legacy `ismaster`): the member accepts writes.
     pub writable_primary: bool,
+    /// `secondary`: the member is a secondary.
     pub secondary: bool,
+    /// `arbiterOnly`: the member is an arbiter.
     pub arbiter: bool,
+    /// `hidden`: the member is hidden.
     pub hidden: bool,
+    /// `setName`: the replica set's name.
     pub set_name: Option<String>,
+    /// `setVersion`: the version of the replica set configuration.
     pub set_version: Option<i64>,
     /// The electionId as 24 hex digits (ObjectIds compare like their bytes).
     pub election_id: Option<String>,
+    /// `hosts`: the set's members, as this member lists them.
     pub hosts: Vec<String>,
+    /// `primary`: the member this one reports as primary.
     pub primary: Option<String>,
     /// `lastWrite.lastWriteDate`, Unix milliseconds.
     pub last_write_ms: Option<i64>,
@@ -162,6 +172,8 @@ pub fn parse_hello(doc: &Document) -> Hello {
 pub type ElectionKey = (String, i64);
 
 impl Hello {
+    /// This member's [`ElectionKey`], when it reports an `electionId` (a missing
+    /// `setVersion` counts as 0).
     pub fn election(&self) -> Option<ElectionKey> {
         Some((self.election_id.clone()?, self.set_version.unwrap_or(0)))
     }

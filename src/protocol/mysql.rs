@@ -46,7 +46,9 @@ pub const CLEARTEXT_PLUGINS: &[&str] = &["mysql_clear_password", "dialog", "sha2
 /// One packet of the connection phase.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
+    /// The sequence id.
     pub seq: u8,
+    /// The payload, without its header.
     pub payload: Vec<u8>,
 }
 
@@ -68,6 +70,7 @@ impl Packet {
         matches!(self.payload.first(), Some(0x00 | 0xFF))
     }
 
+    /// Whether this is an ERR packet (first byte 0xFF).
     pub fn is_err(&self) -> bool {
         self.payload.first() == Some(&0xFF)
     }

@@ -20,6 +20,7 @@ use crate::tcp;
 pub trait Connect: Send + Sync + 'static {
     /// What a connect yields (a `TcpStream` in a proxy).
     type Stream: Send;
+    /// Connects to `address`; the caller bounds it with the connect timeout.
     fn connect(&self, address: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
 

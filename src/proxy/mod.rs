@@ -51,19 +51,26 @@ const BACKEND_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SessionContext<C: Connect = TcpConnect> {
     /// The listener's name, for metrics and logs.
     pub listener: String,
+    /// What the listener understands of the bytes: `tcp` or `mysql`.
     pub mode: ListenerMode,
     /// TLS termination, when the listener has it.
     pub tls: Option<Arc<ServerTls>>,
     /// `mysql` mode: refuse clients that do not ask for TLS.
     pub require_tls: bool,
+    /// The pool this listener routes to.
     pub pool: Arc<Pool>,
+    /// The published routing table sessions pick a backend from.
     pub routing: Arc<Routing>,
+    /// The listener's socket options, for both legs of a session.
     pub tcp: TcpOptions,
     /// Cancelled when shutdown's grace period is over.
     pub kill: CancellationToken,
+    /// Where sessions record failover events (first session on a new primary, old
+    /// sessions closed).
     pub timeline: Arc<Timeline>,
     /// `switchyard_sessions_moved_total` for this listener.
     pub moved: metrics::Counter,
+    /// How a session connects to a backend.
     pub connect: C,
 }
 
@@ -72,9 +79,11 @@ pub struct SessionContext<C: Connect = TcpConnect> {
 pub enum Ended {
     /// Both sides closed (or one failed) normally.
     Closed,
+    /// No byte moved either way for the pool's `idle_timeout`.
     Idle,
     /// Its member left the pool under the `close` or `drain` policy.
     Fenced,
+    /// Shutdown's grace period ran out.
     Shutdown,
     /// No backend within `hold_timeout`.
     NoBackend,

@@ -32,6 +32,7 @@ use crate::protocol::mongo::ElectionKey;
 /// What the router knows of one backend.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BackendState {
+    /// Up, down or not checked yet, from its checker's hysteresis.
     pub status: Status,
     /// The last successful check's report.
     pub report: Option<Report>,
@@ -40,6 +41,7 @@ pub struct BackendState {
 }
 
 impl BackendState {
+    /// The role its last successful check reported (`Unknown` before one).
     pub fn role(&self) -> Role {
         self.report.as_ref().map(|r| r.role).unwrap_or(Role::Unknown)
     }
@@ -75,6 +77,7 @@ impl BackendState {
 /// A pool's routable members, in priority order, and what went wrong.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decision {
+    /// The routable members, in priority order.
     pub members: Vec<BackendId>,
     /// Set when more than one member is writable.
     pub two_writers: Vec<BackendId>,

@@ -24,6 +24,8 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// Publishes `table` as the first table; the generation signal starts at its
+    /// generation.
     pub fn new(table: RoutingTable) -> Self {
         let generation = watch::Sender::new(table.generation);
         Routing {

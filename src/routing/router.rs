@@ -24,8 +24,11 @@ use crate::timeline::{now_ms, EventKind, FailoverEvent, Millis, Timeline};
 /// routing generation that includes the change.
 #[derive(Debug)]
 pub struct AdminCommand {
+    /// The backend to change.
     pub backend: BackendId,
+    /// The mode to set.
     pub mode: AdminMode,
+    /// Receives the routing generation that includes the change.
     pub done: oneshot::Sender<u64>,
 }
 
@@ -110,6 +113,8 @@ impl Router {
         self.routing.clone()
     }
 
+    /// Applies observations and admin commands until `shutdown` is cancelled or the
+    /// observation channel closes.
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
             tokio::select! {

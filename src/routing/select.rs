@@ -10,6 +10,7 @@ use crate::pool::Member;
 
 /// What least-connections and power-of-two compare.
 pub trait Load {
+    /// How busy it is now (for a member, its open sessions).
     fn load(&self) -> usize;
 }
 

@@ -8,11 +8,14 @@ use crate::pool::Member;
 /// Which members of each pool may take new sessions, in priority order.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
+    /// Grows by one with every table the router publishes.
     pub generation: u64,
     pools: Vec<Vec<Arc<Member>>>,
 }
 
 impl RoutingTable {
+    /// A table of `generation` with each pool's routable members (indexed by pool id), in
+    /// priority order.
     pub fn new(generation: u64, pools: Vec<Vec<Arc<Member>>>) -> Self {
         RoutingTable { generation, pools }
     }

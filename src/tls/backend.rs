@@ -31,8 +31,10 @@ pub struct BackendTls {
 /// Why [`BackendTls::new`] refused its settings.
 #[derive(Debug, Clone, Error, PartialEq)]
 pub enum BackendTlsError {
+    /// The server name is neither a DNS name nor an IP address.
     #[error("a DNS name or an IP address, got \"{0}\"")]
     ServerName(String),
+    /// A CA bundle, client certificate or key file cannot be used.
     #[error(transparent)]
     File(#[from] FileError),
 }
@@ -91,6 +93,8 @@ struct ClientInner {
 }
 
 impl ClientTls {
+    /// TLS origination to `backend` (its name, for metrics and logs) with `settings`,
+    /// starting from the configuration built when they were checked.
     pub fn new(backend: &str, settings: &BackendTls) -> Self {
         ClientTls(Arc::new(ClientInner {
             backend: backend.to_string(),

@@ -13,7 +13,9 @@
 /// A certificate's validity period, in seconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validity {
+    /// `notBefore`: the certificate is not valid before this.
     pub not_before: i64,
+    /// `notAfter`: the certificate is not valid after this.
     pub not_after: i64,
 }
 

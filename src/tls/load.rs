@@ -25,7 +25,9 @@ use super::der;
 /// One certificate chain and its key, and the SNI names it answers for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CertFiles {
+    /// The PEM certificate chain, end-entity certificate first.
     pub cert: PathBuf,
+    /// The PEM private key of the end-entity certificate.
     pub key: PathBuf,
     /// Exact names (lower case); empty for a certificate that is only the default.
     pub server_names: Vec<String>,
@@ -47,7 +49,9 @@ pub struct FileError {
     /// The config field the path came from, relative to its TLS table
     /// (`certificates[0].cert`, `client_ca`, `ca`).
     pub field: String,
+    /// The file's path.
     pub path: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -176,6 +180,7 @@ fn root_store(field: &str, path: &Path) -> Result<RootCertStore, FileError> {
 /// A loaded listener configuration, and what was learned loading it.
 #[derive(Debug, Clone)]
 pub struct LoadedServer {
+    /// The rustls configuration built from the files.
     pub config: Arc<ServerConfig>,
     /// (certificate label, expiry in Unix seconds), in file order.
     pub expiries: Vec<(String, i64)>,

@@ -78,6 +78,7 @@ impl PerSecond {
 
 /// A completed handshake.
 pub struct Accepted {
+    /// The TLS stream, handshake done.
     pub stream: server::TlsStream<TcpStream>,
     /// "TLSv1.3" or "TLSv1.2".
     pub version: &'static str,
@@ -88,6 +89,7 @@ pub struct Accepted {
 /// Why a client's handshake failed; `reason` is the metrics label.
 #[derive(Debug)]
 pub enum HandshakeFailure {
+    /// The handshake did not finish within the listener's handshake timeout.
     Timeout,
     /// The client closed the connection (or reset it) mid-handshake.
     Closed(io::Error),
@@ -97,6 +99,7 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
+    /// The `reason` metrics label: `timeout`, `closed` or `rejected`.
     pub fn reason(&self) -> &'static str {
         match self {
             HandshakeFailure::Timeout => "timeout",
@@ -125,6 +128,8 @@ fn version_label(version: Option<ProtocolVersion>) -> &'static str {
 }
 
 impl ServerTls {
+    /// Termination for `listener` from its files and the configuration already loaded from
+    /// them; sets its `TLS_CERT_EXPIRY` gauges.
     pub fn new(listener: &str, files: ServerFiles, loaded: load::LoadedServer, handshake_timeout: Duration) -> Self {
         let names = files
             .certificates
@@ -151,6 +156,7 @@ impl ServerTls {
         tls
     }
 
+    /// The listener's name.
     pub fn listener(&self) -> &str {
         &self.listener
     }

@@ -17,6 +17,7 @@ use crate::tls::ClientTls;
 /// The most body bytes read when looking for `body_contains`.
 const MAX_BODY: usize = 64 * 1024;
 
+/// The HTTP probe: one request per check, on a fresh connection (`Connection: close`).
 #[derive(Debug, Clone)]
 pub struct HttpProbe {
     config: HttpProbeConfig,
@@ -24,6 +25,7 @@ pub struct HttpProbe {
 }
 
 impl HttpProbe {
+    /// Builds the probe from its config and the backend's TLS, if any.
     pub fn new(config: &HttpProbeConfig, tls: Option<ClientTls>) -> Self {
         HttpProbe {
             config: config.clone(),
@@ -41,6 +43,8 @@ impl HttpProbe {
         .into_bytes()
     }
 
+    /// Checks `addr` once: connect, send the request, then match the status and, when
+    /// configured, the body; every phase under `deadline`.
     pub async fn check(&self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         let mut stream = connect(addr, self.tls.as_ref(), deadline).await?;
         let request = self.request(addr);

@@ -26,9 +26,13 @@ pub use self::mysql::MysqlProbe;
 /// One probe, configured. Owned by its checker, so a probe may keep a connection.
 #[derive(Debug)]
 pub enum Probe {
+    /// A connect, and a TLS handshake when the backend has TLS: passes when reachable.
     Tcp(Option<ClientTls>),
+    /// An HTTP request, checked against the expected status and, optionally, the body.
     Http(HttpProbe),
+    /// A MySQL login and one query for role and replication state.
     Mysql(MysqlProbe),
+    /// A MongoDB `hello` for the member's role.
     Mongo(MongoProbe),
 }
 

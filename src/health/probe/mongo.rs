@@ -28,6 +28,8 @@ const MAX_REPLY: usize = 1 << 20;
 /// CommandNotFound: the server predates `hello`.
 const COMMAND_NOT_FOUND: i32 = 59;
 
+/// The MongoDB probe: `hello` on a connection kept (and authenticated, with a user)
+/// between checks.
 #[derive(Debug, Default)]
 pub struct MongoProbe {
     config: MongoProbeConfig,
@@ -40,6 +42,8 @@ pub struct MongoProbe {
 }
 
 impl MongoProbe {
+    /// Builds the probe from its config and the backend's TLS, if any; it connects at the
+    /// first check.
     pub fn new(config: &MongoProbeConfig, tls: Option<ClientTls>) -> Self {
         MongoProbe {
             config: config.clone(),
@@ -48,6 +52,8 @@ impl MongoProbe {
         }
     }
 
+    /// Checks `addr` once under `deadline`; a failure drops the kept connection, so the
+    /// next check connects afresh.
     pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         let result = self.check_inner(addr, deadline).await;
         drop_on_error(&mut self.conn, result)

@@ -30,6 +30,8 @@ use crate::tls::{BackendTls, Verify};
 
 const QUERY: &str = "SELECT @@read_only, @@server_id, @@gtid_binlog_pos; SHOW SLAVE STATUS";
 
+/// The MySQL probe: a monitor login kept between checks, and one query round trip per
+/// check.
 pub struct MysqlProbe {
     config: MysqlProbeConfig,
     /// TLS inside the MySQL protocol, when the backend has it.
@@ -47,6 +49,8 @@ impl std::fmt::Debug for MysqlProbe {
 }
 
 impl MysqlProbe {
+    /// Builds the probe from its config and the backend's TLS settings (used inside the
+    /// MySQL protocol); it logs in at the first check.
     pub fn new(config: &MysqlProbeConfig, tls: Option<&BackendTls>) -> Self {
         MysqlProbe {
             config: config.clone(),
@@ -55,6 +59,8 @@ impl MysqlProbe {
         }
     }
 
+    /// Checks `addr` once under `deadline`; a failure drops the kept connection, so the
+    /// next check logs in afresh.
     pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         let result = self.check_inner(addr, deadline).await;
         super::drop_on_error(&mut self.conn, result)

@@ -15,6 +15,7 @@ pub const MAX_ITERATIONS: u32 = 1_000_000;
 /// The client's state between its first and final message.
 #[derive(Debug, Clone)]
 pub struct ClientFirst {
+    /// The client-first message to send: `n,,n=user,r=nonce`.
     pub message: String,
     bare: String,
     nonce: String,
@@ -34,6 +35,7 @@ pub fn client_first(user: &str, nonce: &str) -> ClientFirst {
 /// What the client must remember to check the server's final message.
 #[derive(Debug, Clone)]
 pub struct ClientFinal {
+    /// The client-final message to send: `c=biws,r=nonce,p=proof`.
     pub message: String,
     server_signature: Vec<u8>,
 }

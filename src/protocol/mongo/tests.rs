@@ -1,5 +1,7 @@
 use bson::{doc, DateTime};
 
+use bson::oid::ObjectId;
+
 use super::*;
 
 /// A hello reply as a MongoDB 7.0 primary sends it (fields trimmed to the ones that
