@@ -13,9 +13,8 @@
 //! than one multi-threaded runtime: see `docs/performance.md`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
@@ -37,6 +36,10 @@ use crate::timeline::Timeline;
 use crate::tls::{ServerTls, Verify};
 use crate::worker::Worker;
 use crate::{metrics, tcp};
+
+mod running;
+
+pub use running::Running;
 
 /// Why [`start`] failed.
 #[derive(Debug, Error)]
@@ -72,39 +75,6 @@ fn critical(
             failed.cancel();
         }
     });
-}
-
-/// A started process.
-pub struct Running {
-    failed: CancellationToken,
-    listeners: Vec<(String, SocketAddr)>,
-    admin: Option<SocketAddr>,
-    routing: Arc<Routing>,
-    state: Arc<AdminState>,
-    grace: Duration,
-    stop_accepting: CancellationToken,
-    kill_sessions: CancellationToken,
-    stop_background: CancellationToken,
-    sessions: TaskTracker,
-    background: TaskTracker,
-    /// The accept loops, which shutdown waits for before it waits for sessions (so
-    /// no session starts after that wait).
-    accepting: TaskTracker,
-    /// The data-plane threads (accept loops and sessions), and their stop signal.
-    workers: Vec<std::thread::JoinHandle<()>>,
-    threads: Arc<Threads>,
-    stop_workers: CancellationToken,
-}
-
-/// A `Running` dropped without [`Running::shutdown`] (a panicking test, a dropped
-/// runtime) must not leave its data-plane threads accepting on stale routing.
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop_accepting.cancel();
-        self.kill_sessions.cancel();
-        self.stop_workers.cancel();
-        self.stop_background.cancel();
-    }
 }
 
 /// The cancellation signals of one process, each stopping one part.
@@ -385,101 +355,4 @@ async fn start_workers(
             .map_err(StartError::Runtime)?;
     }
     Ok(workers)
-}
-
-impl Running {
-    /// Resolves if a critical task (router, a checker) failed; the caller should
-    /// shut down.
-    pub async fn failed(&self) {
-        self.failed.cancelled().await
-    }
-
-    /// The bound address of a listener (useful with port 0).
-    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
-    }
-
-    /// The bound address of the admin listener, if one is configured.
-    pub fn admin(&self) -> Option<SocketAddr> {
-        self.admin
-    }
-
-    /// Sessions on each data-plane thread now.
-    pub fn thread_sessions(&self) -> Vec<usize> {
-        self.threads.sessions()
-    }
-
-    /// The routing table this process publishes.
-    pub fn routing(&self) -> &Arc<Routing> {
-        &self.routing
-    }
-
-    /// The failover events recorded so far.
-    pub fn failovers(&self) -> Vec<crate::timeline::FailoverEvent> {
-        self.state.timeline.failovers()
-    }
-
-    /// The event record (tests await an event with [`Timeline::wait_for`]).
-    pub fn timeline(&self) -> &Timeline {
-        &self.state.timeline
-    }
-
-    /// A pool's id by name.
-    pub fn pool(&self, name: &str) -> Option<crate::config::PoolId> {
-        self.state.pools.iter().find(|p| p.name() == name).map(|p| p.id)
-    }
-
-    /// A backend by name.
-    pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
-        self.state.backends.iter().find(|b| b.name == name).cloned()
-    }
-
-    /// Re-reads every TLS listener's and backend's files; see
-    /// [`AdminState::reload_tls`]. Reads files: call it off the async workers.
-    pub fn reload_tls(&self) -> Vec<admin::Reloaded> {
-        self.state.reload_tls()
-    }
-
-    /// A handle that can reload TLS files from another thread.
-    pub fn reloader(&self) -> Arc<AdminState> {
-        self.state.clone()
-    }
-
-    /// Stops accepting, lets sessions finish within the grace period, closes the
-    /// rest, then stops checkers, router and admin. `/health` answers 503 from the
-    /// first moment.
-    pub async fn shutdown(mut self) {
-        self.state.draining.store(true, Ordering::Relaxed);
-        self.stop_accepting.cancel();
-        self.accepting.close();
-        self.accepting.wait().await;
-        self.sessions.close();
-        let open = self.sessions.len();
-        info!(open_sessions = open, grace = ?self.grace, "draining");
-        if tokio::time::timeout(self.grace, self.sessions.wait()).await.is_err() {
-            warn!(
-                open_sessions = self.sessions.len(),
-                "grace period over; closing the remaining sessions"
-            );
-            self.kill_sessions.cancel();
-            self.sessions.wait().await;
-        }
-        self.stop_workers.cancel();
-        let workers = std::mem::take(&mut self.workers);
-        let joined = tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
-        if !matches!(joined, Ok(true)) {
-            error!("a data-plane thread panicked");
-        }
-        self.stop_background.cancel();
-        self.background.close();
-        // The admin server waits for its clients; one that never finishes a request
-        // must not hold the process.
-        if tokio::time::timeout(Duration::from_secs(5), self.background.wait())
-            .await
-            .is_err()
-        {
-            warn!("background tasks did not stop within 5s; exiting anyway");
-        }
-        info!("stopped");
-    }
 }

@@ -1,13 +1,12 @@
 //! The binary: exit codes for bad configs, `forward` mode, and SIGTERM draining.
 
-mod support;
-
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::*;
+use switchyard_test_support as support;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

@@ -2,8 +2,6 @@
 //! member, nx-27017 storage) and SecantusDB, with pymongo and the official Rust
 //! driver as clients through the proxy (`directConnection=true`).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use bson::{doc, Document};
@@ -12,6 +10,7 @@ use support::*;
 use switchyard::health::Status;
 use switchyard_lab::mongo::{ReplicaSet, Secantus};
 use switchyard_lab::python;
+use switchyard_test_support as support;
 
 const LIMIT: Duration = Duration::from_secs(30);
 

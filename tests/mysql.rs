@@ -1,8 +1,6 @@
 //! Role-aware MySQL routing and failover against a real MariaDB GTID cluster
 //! (started per test by `switchyard_lab`), with real clients through the proxy.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -11,6 +9,7 @@ use support::*;
 use switchyard::health::Status;
 use switchyard::timeline::EventKind;
 use switchyard_lab::mariadb::Cluster;
+use switchyard_test_support as support;
 
 /// Cluster calls block (they run the `mariadb` client); keep the proxy's workers free.
 fn blocking<T>(work: impl FnOnce() -> T) -> T {

@@ -4,8 +4,6 @@
 //! leg in clear and over its own TLS, `require_tls` refusing a client without TLS,
 //! and a monitor with the wrong CA failing at L6.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -16,6 +14,7 @@ use support::tls::*;
 use support::*;
 use switchyard::health::{Layer, Status};
 use switchyard_lab::mariadb::{Cluster, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER};
+use switchyard_test_support as support;
 
 /// The `mariadb` client through `port`, as `app`; returns (success, stdout, stderr).
 async fn mariadb(port: u16, tls: &[&str], sql: &str) -> (bool, String, String) {

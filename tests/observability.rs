@@ -1,8 +1,6 @@
 //! Histograms, Prometheus text, the event list, the status page in a real browser,
 //! admin verbs and `switchyard status`.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -12,6 +10,7 @@ use std::time::Duration;
 use support::*;
 use switchyard::health::Status;
 use switchyard_lab::system;
+use switchyard_test_support as support;
 use tokio::io::AsyncWriteExt;
 
 const LIMIT: Duration = Duration::from_secs(30);

@@ -1,13 +1,12 @@
 //! The data path and its health-following, against real sockets on loopback.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
 use switchyard::health::Status;
+use switchyard_test_support as support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -2,8 +2,6 @@
 //! a TLS port, reload under live sessions (admin call and SIGHUP), and TLS to
 //! backends with a right and a wrong CA. Certificates are issued per test (rcgen).
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -14,6 +12,7 @@ use support::*;
 use switchyard::health::{Layer, Status};
 use switchyard_lab::system;
 use switchyard_lab::tls::Files;
+use switchyard_test_support as support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

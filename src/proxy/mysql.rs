@@ -104,14 +104,41 @@ fn failed(ctx: &SessionContext, reason: &'static str) {
     metrics::counter!(m::MYSQL_LOGIN_FAILURES, "listener" => ctx.listener.clone(), "reason" => reason).increment(1);
 }
 
+/// The connection phase, step by step: greeting, the client's login (over TLS when
+/// it asks), the login to the backend (over its own TLS when configured), then the
+/// authentication exchange until the backend's OK or ERR.
 async fn exchange(
     ctx: &SessionContext,
     member: &Arc<Member>,
     mut client: TcpStream,
     mut upstream: TcpStream,
 ) -> Result<(Stream, Stream), LoginError> {
-    // 1. The greeting, with CLIENT_SSL as this listener offers it.
-    let mut greeting = read_exact_packet(&mut upstream).await?;
+    let backend_tls = member.backend.tls.is_some();
+    relay_greeting(ctx, backend_tls, &mut client, &mut upstream).await?;
+    let (mut client, response) = client_login(ctx, client).await?;
+    let legs = Legs {
+        client_tls: matches!(client, Stream::Server(_)),
+        backend_tls,
+    };
+    if legs.downgrade() {
+        if let Some(plugin) = wire::response_plugin(&response.payload).filter(|p| wire::CLEARTEXT_PLUGINS.contains(p)) {
+            return Err(cleartext_refused(ctx, &mut client, response.seq.wrapping_add(1), plugin).await);
+        }
+    }
+    let (mut upstream, shift) = backend_login(ctx, member, upstream, response).await?;
+    relay_auth(ctx, &mut client, &mut upstream, shift, legs).await?;
+    Ok((client, upstream))
+}
+
+/// 1. The backend's greeting to the client, with CLIENT_SSL as this listener offers
+/// it. A backend that must speak TLS but does not offer it is refused.
+async fn relay_greeting(
+    ctx: &SessionContext,
+    backend_tls: bool,
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+) -> Result<(), LoginError> {
+    let mut greeting = read_exact_packet(upstream).await?;
     if greeting.is_err() {
         // The server refused us (too many connections, host blocked): the client
         // should read why.
@@ -121,11 +148,10 @@ async fn exchange(
         ));
     }
     let backend_caps = wire::greeting_capabilities(&greeting.payload).map_err(LoginError::Protocol)?;
-    let backend_tls = member.backend.tls.is_some();
     if backend_tls && backend_caps & wire::CLIENT_SSL == 0 {
         // An ERR in place of the greeting, as a server refusing a connection sends.
         refuse(
-            &mut client,
+            client,
             0,
             wire::ER_HANDSHAKE_ERROR,
             "08S01",
@@ -138,8 +164,12 @@ async fn exchange(
     }
     wire::set_greeting_ssl(&mut greeting.payload, ctx.tls.is_some()).map_err(LoginError::Protocol)?;
     client.write_all(&greeting.encode()).await?;
+    Ok(())
+}
 
-    // 2. The client's first packet: an SSLRequest or its login.
+/// 2. The client's first packet: an SSLRequest (then the TLS handshake and the login
+/// inside it) or its login in clear, which `require_tls` refuses.
+async fn client_login(ctx: &SessionContext, mut client: TcpStream) -> Result<(Stream, Packet), LoginError> {
     let first = read_exact_packet(&mut client).await?;
     let caps = wire::client_capabilities(&first.payload).ok_or(LoginError::Protocol("empty client packet"))?;
     if caps & wire::CLIENT_PROTOCOL_41 == 0 {
@@ -175,19 +205,19 @@ async fn exchange(
             "a handshake response too short to hold a user name",
         ));
     }
+    Ok((client, response))
+}
 
-    // 3. The login to the backend, over its own TLS when configured.
-    let legs = Legs {
-        client_tls: matches!(client, Stream::Server(_)),
-        backend_tls,
-    };
-    let mut client = client;
-    if legs.downgrade() {
-        if let Some(plugin) = wire::response_plugin(&response.payload).filter(|p| wire::CLEARTEXT_PLUGINS.contains(p)) {
-            return Err(cleartext_refused(ctx, &mut client, response.seq.wrapping_add(1), plugin).await);
-        }
-    }
-    let mut response = response;
+/// 3. The client's login to the backend, after an SSLRequest and the TLS handshake
+/// when the backend has TLS. Returns the backend leg and how far the client's
+/// sequence ids are ahead of the backend's.
+async fn backend_login(
+    ctx: &SessionContext,
+    member: &Arc<Member>,
+    mut upstream: TcpStream,
+    mut response: Packet,
+) -> Result<(Stream, u8), LoginError> {
+    let backend_tls = member.backend.tls.is_some();
     let (mut upstream, backend_seq) = if backend_tls {
         let request = wire::ssl_request_for(&response.payload).ok_or(LoginError::Protocol("short response"))?;
         upstream
@@ -211,10 +241,7 @@ async fn exchange(
     response.seq = backend_seq;
     upstream.write_all(&response.encode()).await?;
     upstream.flush().await?;
-
-    // 4. The authentication exchange, until the backend's OK or ERR.
-    relay_auth(ctx, &mut client, &mut upstream, shift, legs).await?;
-    Ok((client, upstream))
+    Ok((upstream, shift))
 }
 
 /// Which legs are encrypted.

@@ -18,7 +18,9 @@ use crate::config::{BackendId, LeavePolicy, PoolRole};
 use crate::health::{Layer, Observation, Role, Status};
 use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
-use crate::timeline::{now_ms, EventKind, FailoverEvent, Millis, Timeline};
+use crate::timeline::{now_ms, EventKind, Millis, Timeline};
+
+mod record;
 
 /// An operator's request to drain, disable or enable a backend. `done` receives the
 /// routing generation that includes the change.
@@ -284,28 +286,6 @@ impl Router {
             .join(",")
     }
 
-    /// Raises or clears the two-writers alarm of a primary pool.
-    fn alarm(&self, pool: &Pool, old: &Decision) {
-        let new = &self.current[pool.id];
-        if new.two_writers == old.two_writers {
-            return;
-        }
-        if new.two_writers.is_empty() {
-            info!(pool = %pool.name(), "two-writers alarm cleared");
-            // The pool's state first: whoever the event wakes sees it.
-            pool.set_alarm(None);
-            self.timeline
-                .push(EventKind::Alarm, Some(pool.name()), None, "two-writers alarm cleared");
-        } else {
-            let writers = self.names(&new.two_writers);
-            let kept = self.names(&new.members);
-            warn!(pool = %pool.name(), writers = %writers, routed = %kept, rule = ?pool.config.two_writers, "ALARM: more than one writable backend");
-            let alarm = format!("two writable backends: {writers}; routing to: [{kept}]");
-            pool.set_alarm(Some(alarm.clone()));
-            self.timeline.push(EventKind::Alarm, Some(pool.name()), None, alarm);
-        }
-    }
-
     /// Fences the sessions of the members that left `pool` since `old`.
     fn fence(&self, pool: &Pool, old: &[BackendId]) {
         let new = &self.current[pool.id].members;
@@ -351,81 +331,6 @@ impl Router {
                 })
                 .collect();
             warn!(pool = %pool.name(), members = %why.join("; "), "pool has no routable backend; new sessions are held");
-        }
-    }
-
-    /// Opens or completes the failover event of a primary pool whose primary changed.
-    fn record_failover(&self, pool: &Pool, old: Option<BackendId>) {
-        let new = self.current[pool.id].members.first().copied();
-        if new == old {
-            return;
-        }
-        let now = now_ms();
-        let name = |id: BackendId| self.backends[id].name.clone();
-        if new.is_some() {
-            pool.expect_first_session();
-        }
-        let detail = format!(
-            "primary {} -> {}",
-            old.map(name).as_deref().unwrap_or("none"),
-            new.map(name).as_deref().unwrap_or("none")
-        );
-        self.timeline.push(EventKind::Failover, Some(pool.name()), None, detail);
-        match old {
-            Some(old) => {
-                let history = &self.histories[old];
-                let cause = if self.current[pool.id].two_writers.len() > 1 {
-                    "two writable backends".to_string()
-                } else {
-                    history.last_error.clone().unwrap_or_else(|| "left the pool".into())
-                };
-                warn!(pool = %pool.name(), from = %name(old), to = new.map(name).as_deref().unwrap_or("-"), cause = %cause, "primary changed");
-                let closed = (pool.config.on_leave != LeavePolicy::Keep
-                    && pool.members.iter().any(|m| m.backend.id == old && m.active() == 0))
-                .then_some(now);
-                self.timeline.open(FailoverEvent {
-                    id: 0,
-                    pool: pool.name().to_string(),
-                    pool_id: pool.id,
-                    from: Some(name(old)),
-                    to: new.map(name),
-                    cause,
-                    fault_observed_ms: history.suspect_since.or(Some(now)),
-                    old_removed_ms: Some(now),
-                    new_routed_ms: new.map(|_| now),
-                    first_session_ms: None,
-                    old_sessions_closed_ms: closed,
-                });
-            }
-            None => {
-                let new = new.expect("changed from none, so some");
-                info!(pool = %pool.name(), to = %name(new), "primary routed");
-                let mut completed = false;
-                self.timeline.update(
-                    pool.id,
-                    |e| e.to.is_none(),
-                    |e| {
-                        e.to = Some(name(new));
-                        e.new_routed_ms = Some(now);
-                        completed = true;
-                    },
-                );
-                if !completed {
-                    self.timeline.open(FailoverEvent {
-                        id: 0,
-                        pool: pool.name().to_string(),
-                        pool_id: pool.id,
-                        from: None,
-                        to: Some(name(new)),
-                        cause: "first writable backend".into(),
-                        fault_observed_ms: None,
-                        old_removed_ms: None,
-                        new_routed_ms: Some(now),
-                        first_session_ms: None,
-                        old_sessions_closed_ms: None,
-                    });
-                }
-            }
         }
     }
 

@@ -1,8 +1,6 @@
 //! Test support: small real servers on loopback port-0 addresses, a proxy builder,
 //! and a few client helpers. Servers are real sockets; nothing here mocks the proxy.
 
-#![allow(dead_code)]
-
 pub mod mongo;
 pub mod mysql;
 pub mod tls;
@@ -32,7 +30,7 @@ pub fn unique(name: &str) -> String {
 
 /// How long one exchange with a test server, the proxy or its admin listener may
 /// take in the helpers below before the test fails (a hang guard, not a timing).
-pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
+const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
 
 /// Fails the test if `work` takes longer than `limit`: a safety net against hangs,
 /// not a timing assertion.
@@ -286,7 +284,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// A minimal HTTP request (no body) with an optional bearer token; returns the
 /// status and body.
-pub async fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+async fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -336,7 +334,7 @@ pub async fn await_pool(proxy: &Running, pool: &str, names: &[&str]) {
 /// The pause between two looks at state that sends no notification (a child
 /// process's port, an HTTP endpoint, a client's retry): polling readiness, not
 /// sleeping for a result.
-pub const POLL: Duration = Duration::from_millis(10);
+const POLL: Duration = Duration::from_millis(10);
 
 pub async fn poll_pause() {
     tokio::time::sleep(POLL).await;

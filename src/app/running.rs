@@ -1,0 +1,147 @@
+//! A started process: its addresses, its state for tests and tools, and the drain
+//! sequence of [`Running::shutdown`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::backend::Backend;
+use crate::routing::Routing;
+use crate::spread::Threads;
+use crate::timeline::Timeline;
+
+/// A started process.
+pub struct Running {
+    pub(super) failed: CancellationToken,
+    pub(super) listeners: Vec<(String, SocketAddr)>,
+    pub(super) admin: Option<SocketAddr>,
+    pub(super) routing: Arc<Routing>,
+    pub(super) state: Arc<AdminState>,
+    pub(super) grace: Duration,
+    pub(super) stop_accepting: CancellationToken,
+    pub(super) kill_sessions: CancellationToken,
+    pub(super) stop_background: CancellationToken,
+    pub(super) sessions: TaskTracker,
+    pub(super) background: TaskTracker,
+    /// The accept loops, which shutdown waits for before it waits for sessions (so
+    /// no session starts after that wait).
+    pub(super) accepting: TaskTracker,
+    /// The data-plane threads (accept loops and sessions), and their stop signal.
+    pub(super) workers: Vec<std::thread::JoinHandle<()>>,
+    pub(super) threads: Arc<Threads>,
+    pub(super) stop_workers: CancellationToken,
+}
+
+/// A `Running` dropped without [`Running::shutdown`] (a panicking test, a dropped
+/// runtime) must not leave its data-plane threads accepting on stale routing.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_accepting.cancel();
+        self.kill_sessions.cancel();
+        self.stop_workers.cancel();
+        self.stop_background.cancel();
+    }
+}
+
+impl Running {
+    /// Resolves if a critical task (router, a checker) failed; the caller should
+    /// shut down.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await
+    }
+
+    /// The bound address of a listener (useful with port 0).
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// The bound address of the admin listener, if one is configured.
+    pub fn admin(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    /// Sessions on each data-plane thread now.
+    pub fn thread_sessions(&self) -> Vec<usize> {
+        self.threads.sessions()
+    }
+
+    /// The routing table this process publishes.
+    pub fn routing(&self) -> &Arc<Routing> {
+        &self.routing
+    }
+
+    /// The failover events recorded so far.
+    pub fn failovers(&self) -> Vec<crate::timeline::FailoverEvent> {
+        self.state.timeline.failovers()
+    }
+
+    /// The event record (tests await an event with [`Timeline::wait_for`]).
+    pub fn timeline(&self) -> &Timeline {
+        &self.state.timeline
+    }
+
+    /// A pool's id by name.
+    pub fn pool(&self, name: &str) -> Option<crate::config::PoolId> {
+        self.state.pools.iter().find(|p| p.name() == name).map(|p| p.id)
+    }
+
+    /// A backend by name.
+    pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
+        self.state.backends.iter().find(|b| b.name == name).cloned()
+    }
+
+    /// Re-reads every TLS listener's and backend's files; see
+    /// [`AdminState::reload_tls`]. Reads files: call it off the async workers.
+    pub fn reload_tls(&self) -> Vec<admin::Reloaded> {
+        self.state.reload_tls()
+    }
+
+    /// A handle that can reload TLS files from another thread.
+    pub fn reloader(&self) -> Arc<AdminState> {
+        self.state.clone()
+    }
+
+    /// Stops accepting, lets sessions finish within the grace period, closes the
+    /// rest, then stops checkers, router and admin. `/health` answers 503 from the
+    /// first moment.
+    pub async fn shutdown(mut self) {
+        self.state.draining.store(true, Ordering::Relaxed);
+        self.stop_accepting.cancel();
+        self.accepting.close();
+        self.accepting.wait().await;
+        self.sessions.close();
+        let open = self.sessions.len();
+        info!(open_sessions = open, grace = ?self.grace, "draining");
+        if tokio::time::timeout(self.grace, self.sessions.wait()).await.is_err() {
+            warn!(
+                open_sessions = self.sessions.len(),
+                "grace period over; closing the remaining sessions"
+            );
+            self.kill_sessions.cancel();
+            self.sessions.wait().await;
+        }
+        self.stop_workers.cancel();
+        let workers = std::mem::take(&mut self.workers);
+        let joined = tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
+        if !matches!(joined, Ok(true)) {
+            error!("a data-plane thread panicked");
+        }
+        self.stop_background.cancel();
+        self.background.close();
+        // The admin server waits for its clients; one that never finishes a request
+        // must not hold the process.
+        if tokio::time::timeout(Duration::from_secs(5), self.background.wait())
+            .await
+            .is_err()
+        {
+            warn!("background tasks did not stop within 5s; exiting anyway");
+        }
+        info!("stopped");
+    }
+}
