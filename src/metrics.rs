@@ -130,10 +130,9 @@ pub fn install() -> PrometheusHandle {
 pub const UPKEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs `fold` (`PrometheusHandle::run_upkeep`: folds pending histogram samples into
-/// buckets) every `period` until `stop`. The
-/// recorder keeps every sample until then (a scrape does it too), so without this a
-/// proxy nobody scraped grew without bound: 390k short sessions in 30 s took its RSS
-/// from 9 to 34 MB (67 bytes a session); with it, to 11 MB.
+/// buckets) every `period` until `stop`. The recorder keeps every sample until then (a
+/// scrape does it too), so without this a proxy nobody scrapes grows without bound
+/// (figures: `docs/performance.md`).
 pub async fn upkeep(fold: impl Fn(), period: std::time::Duration, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,11 +1,9 @@
 //! Keeps sessions even across the data-plane threads.
 //!
 //! `SO_REUSEPORT` hashes each new connection to one thread's socket. With many short
-//! connections that evens out; with a few long ones it does not. Over two threads,
-//! 64 connections split 36/28 or worse about two times in five, and 8 (a sysbench
-//! run, an application's connection pool) 6/2 or worse more than one time in four;
-//! in a test here, 200 connections came out 82/118. The busier thread then sets the
-//! tail latency of everything it serves.
+//! connections that evens out; with a few long ones (a sysbench run, an application's
+//! connection pool) it often does not (figures: `docs/performance.md`), and the
+//! busier thread then sets the tail latency of everything it serves.
 //!
 //! So each thread counts the sessions it runs ([`Threads`]), and an accept loop whose
 //! thread holds clearly more than the least busy one ([`should_move`]) hands the new

@@ -77,19 +77,10 @@ const TIMER_FLOOR: Duration = Duration::from_millis(250);
 
 /// Keeps a timer armed on this thread's runtime, at most [`TIMER_FLOOR`] ahead.
 ///
-/// tokio (1.54; its issue #5207) wakes its own driver, an eventfd `write` and then an
-/// `epoll_wait` that returns at once, whenever a timer is set earlier than the
-/// earliest one the driver knew of when it last went to sleep, and on every timer set
-/// if it knew of none; even from the runtime's own thread while it is running tasks,
-/// when there is nothing to wake. Every session sets a timer or two (its watchdog; the
-/// connect timeout unless the connect completed at once), and a thread between
-/// sessions sleeps with none: with wrk `Connection: close`, 0.6 eventfd `write`s per
-/// connection (`strace -c`). With this timer always the earliest, a session's timers
-/// (1 s and more away unless configured shorter) are never earlier: 0.16 `write`s per
-/// connection are left, the hand-overs between threads. Its own re-arming wakes the
-/// driver so too, four times a second; on an idle thread it costs about a dozen
-/// wake-ups a second in all (tokio's wheel moves a timer down its levels on the way),
-/// under 0.1 % of a core.
+/// tokio (its issue #5207) wakes its own driver (an eventfd write, then an
+/// `epoll_wait` that returns at once) whenever a timer is set earlier than the
+/// earliest it knew of, or when it knew of none. Every session sets a timer or two; with
+/// this one always the earliest, theirs never are. Figures: `docs/performance.md`.
 async fn timer_floor(stop: CancellationToken) {
     loop {
         tokio::select! {

@@ -10,10 +10,10 @@
 //! One future, [`Transfer`], over two kinds of [`Leg`]: plain TCP waits for readiness
 //! *without* a buffer and reads with one syscall less per message (see
 //! `plain::read_drained`); once a read fills a whole buffer the direction is moving bulk,
-//! and on Linux it splices socket → pipe → socket instead (module `splice`: iperf3, one
-//! stream through the proxy on the 2-core test machine, went from 6.7 to 10.1 Gbit/s
-//! in the same run); a TLS leg cannot say "readable" without being read, so each
-//! `poll_read` borrows a pooled buffer and hands it back at once if nothing came.
+//! and on Linux it splices socket → pipe → socket instead (module `splice`); a TLS leg
+//! cannot say "readable" without being read, so each `poll_read` borrows a pooled
+//! buffer and hands it back at once if nothing came (module `stream`). Figures for
+//! each choice: `docs/performance.md`.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -119,9 +119,7 @@ pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness
 }
 
 /// The copy of one session. Not an `async fn`: a hand-written future is only the two
-/// legs and two small [`Direction`]s, most of what an idle session costs (with the
-/// rare paths boxed, an idle proxied connection costs switchyard 1.4 KB of RSS in
-/// `loadtest/compare.sh`, HAProxy 3.1 KB).
+/// legs and two small [`Direction`]s, which is most of what an idle session costs.
 pub enum Transfer<'a> {
     /// Both legs plain TCP: the readiness path.
     Plain(Duplex<'a, TcpStream>),
@@ -237,13 +235,9 @@ enum Mode {
     /// of the backend's if `tcp::connect` found it connected at once; waiting would
     /// cost a trip through `epoll_wait` for what is usually there already (a client
     /// that speaks first, HTTP or MongoDB, sent its request while the proxy accepted
-    /// and connected). A WouldBlock leaves tokio's readiness as it is (at worst one
-    /// more syscall finds EAGAIN later and clears it), and the direction waits as
-    /// usual. With wrk `Connection: close` (`strace -c`): 1.1 `epoll_wait` per
-    /// connection instead of 1.6 (HAProxy, which reads eagerly too: 1.0); with the
-    /// timer floor in `app`, 2.8 % more connections per second and 2.4 % less CPU per
-    /// connection (A/B, 5 alternating rounds). A server that speaks first (MySQL)
-    /// costs one `recv` that finds nothing.
+    /// and connected). A WouldBlock leaves tokio's readiness as it is, and the
+    /// direction waits as usual; a server that speaks first (MySQL) costs one `recv`
+    /// that finds nothing. Figures: `docs/performance.md`.
     Eager,
     /// Wait for readiness, read into a pooled buffer.
     #[default]

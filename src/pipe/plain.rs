@@ -149,9 +149,8 @@ fn fill(from: &TcpStream, d: &mut Direction, bytes: &AtomicU64, spliced: &Atomic
 /// Reads once from `from`. A read that returned less than the buffer emptied the
 /// socket's receive queue, so it also tells tokio "would block" (through `try_io`),
 /// which clears the read readiness now instead of after one more `recv` that could
-/// only return EAGAIN. One syscall less per message per direction: with 128-byte
-/// request/response pairs, wrk through the proxy went from 69–74k to 73–84k req/s on
-/// the 2-core test machine. Safe with edge-triggered epoll: bytes that arrive after
+/// only return EAGAIN: one syscall less per message per direction (figures:
+/// `docs/performance.md`). Safe with edge-triggered epoll: bytes that arrive after
 /// this read raise a new edge, and tokio does not clear readiness that a newer event
 /// set. One exception: Linux stops a read at a TCP urgent mark (`MSG_OOB`) with bytes
 /// still queued, which would then wait for the next bytes or the idle timeout. None

@@ -20,9 +20,9 @@ use std::os::fd::OwnedFd;
 use rustix::pipe::{fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags};
 use tokio::net::TcpStream;
 
-/// Bytes a pipe holds (at most 4 GiB: counts of bytes in a pipe fit a `u32`). The kernel's default is 64 KiB in 16 page slots, and a socket's
-/// pages may fill a slot only partly; iperf3 through the proxy, same run: 7.0 Gbit/s
-/// with 64 KiB pipes, 9.6 with 256 KiB, 9.2 with 1 MiB.
+/// Bytes a pipe holds (at most 4 GiB: counts of bytes in a pipe fit a `u32`). The
+/// kernel's default is 64 KiB in 16 page slots, which a socket's pages may fill only
+/// partly; 256 KiB measured fastest (`docs/performance.md`).
 const CAPACITY: usize = 256 * 1024;
 /// Empty pipes kept per worker thread between bursts (two descriptors each).
 const POOLED: usize = 16;

@@ -130,7 +130,7 @@ async fn exchange(
     Ok((client, upstream))
 }
 
-/// 1. The backend's greeting to the client, with CLIENT_SSL as this listener offers
+/// Step 1: the backend's greeting to the client, with CLIENT_SSL as this listener offers
 /// it. A backend that must speak TLS but does not offer it is refused.
 async fn relay_greeting(
     ctx: &SessionContext,
@@ -167,7 +167,7 @@ async fn relay_greeting(
     Ok(())
 }
 
-/// 2. The client's first packet: an SSLRequest (then the TLS handshake and the login
+/// Step 2: the client's first packet: an SSLRequest (then the TLS handshake and the login
 /// inside it) or its login in clear, which `require_tls` refuses.
 async fn client_login(ctx: &SessionContext, mut client: TcpStream) -> Result<(Stream, Packet), LoginError> {
     let first = read_exact_packet(&mut client).await?;
@@ -208,7 +208,7 @@ async fn client_login(ctx: &SessionContext, mut client: TcpStream) -> Result<(St
     Ok((client, response))
 }
 
-/// 3. The client's login to the backend, after an SSLRequest and the TLS handshake
+/// Step 3: the client's login to the backend, after an SSLRequest and the TLS handshake
 /// when the backend has TLS. Returns the backend leg and how far the client's
 /// sequence ids are ahead of the backend's.
 async fn backend_login(
