@@ -20,13 +20,8 @@ use switchyard::routing::{select, Routing, RoutingTable};
 fn members() -> (Arc<Pool>, Vec<Arc<Member>>) {
     let addrs: Vec<SocketAddr> = (0..4).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
     let config = config::forward("127.0.0.1:0".parse().unwrap(), &addrs, None).expect("a valid forward config");
-    let backends: Vec<_> = config
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(id, b)| Arc::new(Backend::new(id, b)))
-        .collect();
-    let pool = Arc::new(Pool::new(0, &config.pools[0], &backends));
+    let backends = Backend::all(&config);
+    let pool = Pool::all(&config, &backends).remove(0);
     let members = pool.members.clone();
     (pool, members)
 }

@@ -205,18 +205,8 @@ fn start_control_plane(
     background: &TaskTracker,
     stop: &CancellationToken,
 ) -> ControlPlane {
-    let backends: Vec<_> = config
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(id, b)| Arc::new(Backend::new(id, b)))
-        .collect();
-    let pools: Vec<_> = config
-        .pools
-        .iter()
-        .enumerate()
-        .map(|(id, p)| Arc::new(Pool::new(id, p, &backends)))
-        .collect();
+    let backends = Backend::all(config);
+    let pools = Pool::all(config, &backends);
     let (events_tx, events_rx) = mpsc::channel(1024);
     let timeline = Arc::new(Timeline::default());
     let (commands, commands_rx) = mpsc::channel(64);

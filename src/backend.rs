@@ -10,7 +10,7 @@ use metrics::Histogram;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::{BackendConfig, BackendId};
+use crate::config::{BackendConfig, BackendId, Config};
 use crate::health::{Attention, Layer, Report, Role, Status};
 use crate::metrics as m;
 use crate::stats::Recorder;
@@ -107,6 +107,16 @@ impl LastCheck {
 }
 
 impl Backend {
+    /// One backend per entry of `config.backends`, each with its index as its id.
+    pub fn all(config: &Config) -> Vec<Arc<Backend>> {
+        config
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(id, b)| Arc::new(Backend::new(id, b)))
+            .collect()
+    }
+
     /// Builds backend `id` from its config: name, address, data-path TLS and its
     /// `CHECK_SECONDS` histogram; its view starts `Unknown` and enabled.
     pub fn new(id: BackendId, config: &BackendConfig) -> Self {

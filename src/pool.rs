@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::config::{PoolConfig, PoolId};
+use crate::config::{Config, PoolConfig, PoolId};
 use crate::metrics as m;
 use crate::stats::{Recorder, SessionStats};
 
@@ -89,6 +89,17 @@ pub struct Member {
 }
 
 impl Pool {
+    /// One pool per entry of `config.pools` over `backends` (from [`Backend::all`]),
+    /// each with its index as its id.
+    pub fn all(config: &Config, backends: &[Arc<Backend>]) -> Vec<Arc<Pool>> {
+        config
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(id, p)| Arc::new(Pool::new(id, p, backends)))
+            .collect()
+    }
+
     /// Builds pool `id` from its config: one [`Member`] per configured member (taken from
     /// `backends`, indexed by id) and the pool's metrics handles.
     pub fn new(id: PoolId, config: &PoolConfig, backends: &[Arc<Backend>]) -> Self {

@@ -156,25 +156,22 @@ impl Timeline {
     /// Waits until `find` returns something for the current failover events (oldest
     /// first), checking again after every change of the timeline.
     pub async fn wait_for<T>(&self, mut find: impl FnMut(&[FailoverEvent]) -> Option<T>) -> T {
-        let mut changes = self.changes.subscribe();
-        loop {
-            changes.borrow_and_update();
-            if let Some(found) = find(self.failovers().as_slice()) {
-                return found;
-            }
-            // The sender lives as long as `self`: `changed` cannot fail while we borrow it.
-            let _ = changes.changed().await;
-        }
+        self.wait(|| find(&self.failovers())).await
     }
 
     /// Waits until `find` returns something for the current plain events.
     pub async fn wait_for_event<T>(&self, mut find: impl FnMut(&[Event]) -> Option<T>) -> T {
+        self.wait(|| find(&self.events())).await
+    }
+
+    async fn wait<T>(&self, mut look: impl FnMut() -> Option<T>) -> T {
         let mut changes = self.changes.subscribe();
         loop {
             changes.borrow_and_update();
-            if let Some(found) = find(self.events().as_slice()) {
+            if let Some(found) = look() {
                 return found;
             }
+            // The sender lives as long as `self`: `changed` cannot fail while we borrow it.
             let _ = changes.changed().await;
         }
     }

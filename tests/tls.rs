@@ -106,24 +106,20 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         ("a.example", &ca_a_file, &ca_b_file),
         ("b.example", &ca_b_file, &ca_a_file),
     ] {
-        let (ok, body, err) = curl(&[
-            "--cacert",
-            &toml_path(right),
-            "--resolve",
-            &resolve(host, web),
-            &url(host, web),
-        ])
-        .await;
+        let with_ca = |ca: &std::path::Path| {
+            let args = [
+                "--cacert".into(),
+                toml_path(ca),
+                "--resolve".into(),
+                resolve(host, web),
+                url(host, web),
+            ];
+            async move { curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
+        };
+        let (ok, body, err) = with_ca(right).await;
         assert!(ok, "{host} with its CA: {err}");
         assert_eq!(body, "ok", "{host}: the plaintext backend answered through TLS");
-        let (ok, _, err) = curl(&[
-            "--cacert",
-            &toml_path(wrong),
-            "--resolve",
-            &resolve(host, web),
-            &url(host, web),
-        ])
-        .await;
+        let (ok, _, err) = with_ca(wrong).await;
         assert!(!ok, "{host} must not verify with the other CA");
         assert!(err.contains("certificate") || err.contains("SSL"), "{host}: {err}");
     }

@@ -1,9 +1,12 @@
 //! MongoDB-wire peers on loopback (no mongod can be installed here):
 //!
 //! - [`ReplicaSet`]: a scripted replica set, one OS process per member
-//!   (`lab/py/mongo_member.py`: nx-27017 storage with a `hello` front whose roles and
-//!   elections the test writes into `state.json`), so `kill -9` and SIGSTOP hit one
-//!   member. Every election bumps the term, hence a newer `electionId`.
+//!   (`lab/py/mongo_member.py`: nx-27017 storage of its own with a `hello` front whose
+//!   roles and elections the test writes into `state.json`), so `kill -9` and SIGSTOP
+//!   hit one member. The primary of record applies each write it accepts to every
+//!   reachable member before acknowledging it; a stale claimant keeps its writes to
+//!   itself, so they are lost as on a real set. Every write reply names the member
+//!   (`labMember`, 1-based). Every election bumps the term, hence a newer `electionId`.
 //! - [`Secantus`]: SecantusDB, a MongoDB-compatible server on WiredTiger that reports
 //!   itself as a single-node replica-set primary and supports `replSetStepDown`.
 

@@ -2,12 +2,9 @@
 //! fast interval, nudges, urgency) and that it stops on shutdown. Checks take no
 //! time here, so the instant an observation arrives is the instant of its check.
 
-use std::collections::VecDeque;
-use std::num::NonZeroU32;
-
 use super::*;
-use crate::config::{Fraction, ProbeConfig};
 use crate::health::Status;
+use std::collections::VecDeque;
 
 /// Outcomes in order; once they run out, every further check hangs.
 struct Script(VecDeque<bool>);
@@ -26,16 +23,7 @@ impl Check for Script {
 }
 
 fn config() -> CheckConfig {
-    CheckConfig {
-        probe: ProbeConfig::Tcp,
-        interval: Duration::from_secs(1),
-        fast_interval: Duration::from_millis(250),
-        down_interval: Duration::from_secs(2),
-        timeout: Duration::from_secs(1),
-        rise: NonZeroU32::new(2).unwrap(),
-        fall: NonZeroU32::new(2).unwrap(),
-        jitter: Fraction::new(0.0).unwrap(),
-    }
+    crate::health::tests::check()
 }
 
 struct Running {

@@ -61,7 +61,9 @@ fn each_flip_is_reported_once() {
     assert_eq!(flips.iter().filter(|f| f.is_some()).count(), 3);
 }
 
-fn check() -> CheckConfig {
+/// A TCP check: interval 1 s, fast 250 ms, down 2 s, timeout 1 s, rise and fall 2, no
+/// jitter (also the checker's paused-time tests' config).
+pub(super) fn check() -> CheckConfig {
     CheckConfig {
         probe: ProbeConfig::Tcp,
         interval: Duration::from_secs(1),

@@ -46,13 +46,7 @@ pool = "p"
         "test",
     )
     .unwrap();
-    let backends: Vec<_> = config
-        .backends
-        .iter()
-        .enumerate()
-        .map(|(id, b)| Arc::new(Backend::new(id, b)))
-        .collect();
-    let pool = Arc::new(Pool::new(0, &config.pools[0], &backends));
+    let pool = Pool::all(&config, &Backend::all(&config)).remove(0);
     let script = script.clone();
     let connect = move |address: SocketAddr| {
         let answer = script.lock().unwrap().get(&address).copied();
