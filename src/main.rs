@@ -1,7 +1,8 @@
 //! The `switchyard` binary: a thin shell over the library.
 //!
 //! Exit codes: 0 after a clean stop, 64 for a bad configuration or command line,
-//! 69 when a port cannot be bound.
+//! 69 when a port cannot be bound (and, for `status` and `health`, when the admin
+//! listener cannot be reached); `health` exits 1 when the proxy answers "not ready".
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,23 @@ enum Command {
         /// Print the raw /status JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Asks a running proxy whether it is ready (default) or live; for keepalived's
+    /// track_script and other scripts. Exit 0: yes; 1: no (the reason is printed);
+    /// 69: no answer within the timeout.
+    Health {
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9900", env = "SWITCHYARD_ADMIN")]
+        admin: SocketAddr,
+        /// Ask /health/ready (the default).
+        #[arg(long, conflicts_with = "live")]
+        ready: bool,
+        /// Ask /health/live instead.
+        #[arg(long)]
+        live: bool,
+        /// How long to wait for the answer, e.g. 500ms.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Proxies one listener to backends in failover order, with TCP checks; no file needed.
     Forward {
@@ -110,6 +128,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { admin, json } => return status(admin, json),
+        Command::Health {
+            admin, live, timeout, ..
+        } => return health(admin, if live { "/health/live" } else { "/health/ready" }, timeout),
     };
     // The control plane (checkers, router, admin) is light: one thread. The data plane
     // has its own threads (see `app`).
@@ -167,6 +188,36 @@ fn status(admin: SocketAddr, json: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("switchyard status: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    switchyard::duration::parse(text)
+}
+
+/// `switchyard health`: one GET of `path`, exit 0 on 200, 1 on another status (the
+/// body says why), 69 when nothing answered in time.
+fn health(admin: SocketAddr, path: &str, timeout: Duration) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(client::get(admin, path, timeout)) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            print!("{code} {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("switchyard health: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }

@@ -182,3 +182,62 @@ async fn sigterm_drains_open_sessions_then_exits() {
     child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(stderr.contains("draining"), "{stderr}");
 }
+
+/// `switchyard health --ready`'s exit code and output for the proxy at `admin`.
+async fn ready(admin: SocketAddr) -> (i32, String) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["health", "--ready", "--timeout", "2s", "--admin"])
+            .arg(admin.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Waits until `switchyard health --ready` exits with `code`; returns its output.
+async fn await_ready_code(admin: SocketAddr, code: i32, what: &str) -> String {
+    within(LIMIT, what, async {
+        loop {
+            let (got, text) = ready(admin).await;
+            if got == code {
+                return text;
+            }
+            poll_pause().await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn readiness_follows_the_required_pool_and_the_cli_says_so() {
+    let backend_addr = refused_addr();
+    let (listen, admin) = (free_port(), free_port());
+    let path = write_config(
+        "ready.toml",
+        &format!(
+            "[admin]\nlisten = \"{admin}\"\n[check]\ninterval = \"100ms\"\ntimeout = \"300ms\"\nrise = 1\nfall = 1\n\
+             [backends.db]\naddress = \"{backend_addr}\"\n\
+             [pools.p]\nbackends = [\"db\"]\nrequired = true\n[listeners.l]\nlisten = \"{listen}\"\npool = \"p\"\n"
+        ),
+    );
+    // Nothing answers on the admin address yet: 69.
+    let (code, text) = ready(admin).await;
+    assert_eq!(code, 69, "{text}");
+    let _child = Proc(Command::new(BIN).args(["run", "--config"]).arg(&path).spawn().unwrap());
+    await_listening(admin).await;
+    assert_eq!(http_get(admin, "/health/live").await.0, 200, "live from the start");
+    // The only member of the required pool refuses connections: not ready, and why.
+    let text = await_ready_code(admin, 1, "not ready while the pool reaches nothing").await;
+    assert!(text.contains("503") && text.contains("pool p"), "{text}");
+    let server = Server::start_on(backend_addr, Behavior::Echo("db")).await;
+    let text = await_ready_code(admin, 0, "ready once the member is up").await;
+    assert_eq!(text, "ready\n");
+    server.stop().await;
+    let text = await_ready_code(admin, 1, "not ready once it is gone again").await;
+    assert!(text.contains("no member reachable"), "{text}");
+    assert_eq!(http_get(admin, "/health/live").await.0, 200, "still live");
+}

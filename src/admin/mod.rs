@@ -2,6 +2,8 @@
 //!
 //! - `GET /health`: 200 while serving; 503 while draining or before every backend
 //!   has been checked once, so a VIP or an upstream load balancer moves away first.
+//! - `GET /health/live` and `GET /health/ready`: for HA managers and Kubernetes
+//!   probes (see [`health`]).
 //! - `GET /status`: JSON — pools (routable members, alarm, percentiles), every
 //!   backend's state, role, replication report, last check and check percentiles,
 //!   the failover timeline and the recent events.
@@ -16,6 +18,7 @@
 //!   certificate (the body says which file and why).
 
 pub mod client;
+pub mod health;
 mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +120,8 @@ impl Reloaded {
 pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     let app = Router::new()
         .route("/health", get(health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .route("/status", get(status::status))
         .route("/events", get(events))
         .route("/metrics", get(metrics))

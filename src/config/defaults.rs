@@ -60,6 +60,8 @@ pub const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `pools.*.idle_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `pools.*.required`.
+pub const REQUIRED: bool = false;
 /// `pools.*.max_replication_lag` (replica pools).
 pub const MAX_REPLICATION_LAG: Duration = Duration::from_secs(10);
 

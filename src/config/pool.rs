@@ -87,6 +87,9 @@ pub struct PoolConfig {
     pub two_writers: TwoWriters,
     /// MongoDB pools: only members reporting this replica-set name are eligible.
     pub set_name: Option<String>,
+    /// Readiness (`/health/ready`) needs this pool to route, or at least reach one of
+    /// its members.
+    pub required: bool,
 }
 
 /// A pool's members in priority order: their indexes in this config (which the

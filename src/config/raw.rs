@@ -270,6 +270,9 @@ pub struct RawPool {
     /// `pools.*.set_name`: MongoDB pools only: the replica-set name members must report (empty
     /// means none).
     pub set_name: Option<String>,
+    /// `pools.*.required`: `/health/ready` answers 503 while this pool can reach none
+    /// of its members (default false).
+    pub required: Option<bool>,
 }
 
 /// `[listeners.NAME]`: an address and the pool it routes to.

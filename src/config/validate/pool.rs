@@ -42,6 +42,7 @@ pub(super) fn pool_config(
         fallback_to_primary: raw.fallback_to_primary.unwrap_or(false),
         two_writers: raw.two_writers.unwrap_or(defaults::TWO_WRITERS),
         set_name: raw.set_name.filter(|n| !n.is_empty()),
+        required: raw.required.unwrap_or(defaults::REQUIRED),
     })
 }
 

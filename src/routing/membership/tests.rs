@@ -19,6 +19,7 @@ fn pool(role: PoolRole) -> PoolConfig {
         fallback_to_primary: false,
         two_writers: TwoWriters::KeepCurrent,
         set_name: None,
+        required: false,
     }
 }
 
