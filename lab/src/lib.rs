@@ -7,6 +7,7 @@
 
 pub mod mariadb;
 pub mod mongo;
+pub mod netns;
 pub mod python;
 pub mod system;
 pub mod tls;

@@ -8,7 +8,8 @@
 //! visible on every replica. Dropping the cluster stops every node by PID and removes
 //! the directory.
 //!
-//! Accounts (`mysql_native_password`, host `%`; the servers bind 127.0.0.1 only):
+//! Accounts (`mysql_native_password`, host `%`; the servers bind 127.0.0.1 only, or
+//! the address of their [`Placement`] in a network namespace):
 //! - `monitor`/`monitorpass`: REPLICA MONITOR, BINLOG MONITOR, PROCESS — enough for
 //!   `@@read_only`, `@@gtid_binlog_pos` and `SHOW SLAVE STATUS`; a health checker needs
 //!   no more.
@@ -21,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -47,13 +48,15 @@ pub struct Node {
     /// 0-based; `server_id` is `index + 1`.
     pub index: usize,
     pub port: u16,
+    /// The address it listens on (127.0.0.1 unless placed in a namespace).
+    pub host: IpAddr,
     dir: PathBuf,
     child: Option<Child>,
 }
 
 impl Node {
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.host, self.port)
     }
 
     pub fn server_id(&self) -> u32 {
@@ -77,6 +80,28 @@ pub struct Cluster {
     nodes: Vec<Node>,
     /// Lines appended to every node's `[mariadbd]` section.
     extra: String,
+    /// Where the nodes run: a network namespace and the address they bind there.
+    placement: Placement,
+}
+
+/// Where a cluster's nodes run: by default on loopback in this namespace; for tests
+/// of several hosts, in a network namespace the test made, on its address there.
+/// The root login goes over each node's unix socket either way.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// `ip netns exec` into this namespace; `None` for this one.
+    pub netns: Option<String>,
+    /// The address every node binds (each on its own port).
+    pub host: IpAddr,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            netns: None,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
 }
 
 fn mariadbd() -> &'static str {
@@ -101,6 +126,11 @@ impl Cluster {
     /// Like [`Cluster::start`], with `extra` lines (`option = value`) in every node's
     /// `[mariadbd]` section, e.g. `ssl_cert`, `ssl_key` and `ssl_ca` for TLS.
     pub fn start_with(n: usize, extra: &str) -> Result<Cluster> {
+        Cluster::start_placed(n, extra, Placement::default())
+    }
+
+    /// Like [`Cluster::start_with`], the nodes placed as `placement` says.
+    pub fn start_placed(n: usize, extra: &str, placement: Placement) -> Result<Cluster> {
         assert!(n >= 1, "a cluster has at least one node");
         ensure_installed()?;
         let dir = system::temp_dir("sy-maria")?;
@@ -131,6 +161,7 @@ impl Cluster {
             dir,
             nodes: Vec::new(),
             extra: extra.trim_end().to_string(),
+            placement,
         };
         for index in 0..n {
             let node_dir = cluster.dir.join(format!("n{}", index + 1));
@@ -140,6 +171,7 @@ impl Cluster {
             cluster.nodes.push(Node {
                 index,
                 port,
+                host: cluster.placement.host,
                 dir: node_dir,
                 child: None,
             });
@@ -168,13 +200,14 @@ impl Cluster {
         let d = node.dir.display();
         let text = format!(
             "[mariadbd]\nuser = root\ndatadir = {d}/data\nsocket = {d}/mysqld.sock\npid-file = {d}/mysqld.pid\n\
-             log_error = {d}/error.log\ntmpdir = {d}/tmp\nport = {port}\nbind-address = 127.0.0.1\n\
+             log_error = {d}/error.log\ntmpdir = {d}/tmp\nport = {port}\nbind-address = {host}\n\
              skip-name-resolve\nserver_id = {id}\nlog_bin = {d}/data/binlog\nlog_slave_updates = ON\n\
              binlog_format = ROW\ngtid_domain_id = 0\ngtid_strict_mode = ON\nread_only = {ro}\n\
              slave_net_timeout = 5\ninnodb_buffer_pool_size = 64M\ninnodb_log_file_size = 32M\n\
              max_connections = 300\nperformance_schema = OFF\n{extra}\n",
             extra = self.extra,
             port = node.port,
+            host = node.host,
             id = node.server_id(),
             ro = u8::from(read_only),
         );
@@ -183,19 +216,27 @@ impl Cluster {
     }
 
     fn spawn(&mut self, index: usize) -> Result<()> {
-        let node = &mut self.nodes[index];
+        let node = &self.nodes[index];
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(node.dir.join("stdout.log"))?;
-        let child = Command::new(mariadbd())
+        let mut command = match &self.placement.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, mariadbd()]);
+                command
+            }
+            None => Command::new(mariadbd()),
+        };
+        let child = command
             .arg(format!("--defaults-file={}", node.dir.join("my.cnf").display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("spawn mariadbd")?;
-        node.child = Some(child);
+        self.nodes[index].child = Some(child);
         Ok(())
     }
 
@@ -259,7 +300,7 @@ impl Cluster {
                  CREATE USER 'haproxy'@'127.0.0.1';"
             ),
         )?;
-        let primary = self.nodes[0].port;
+        let primary = self.nodes[0].addr();
         for index in 1..self.nodes.len() {
             // An empty slave position makes the replica fetch the whole binlog, accounts included.
             self.sql(
@@ -361,8 +402,8 @@ impl Cluster {
 
     /// Points replica `index` at `primary`.
     pub fn repoint(&self, index: usize, primary: usize) -> Result<()> {
-        let port = self.nodes[primary].port;
-        self.sql(index, &format!("STOP SLAVE; {}; START SLAVE", change_master(port)))?;
+        let primary = self.nodes[primary].addr();
+        self.sql(index, &format!("STOP SLAVE; {}; START SLAVE", change_master(primary)))?;
         Ok(())
     }
 
@@ -370,12 +411,12 @@ impl Cluster {
     /// a replica of `primary`: its own transactions are in `gtid_binlog_pos`, so
     /// replication starts after them.
     pub fn rejoin_as_replica(&self, index: usize, primary: usize) -> Result<()> {
-        let port = self.nodes[primary].port;
+        let primary = self.nodes[primary].addr();
         self.sql(
             index,
             &format!(
                 "SET GLOBAL read_only=1; STOP SLAVE; SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos; {}; START SLAVE",
-                change_master(port)
+                change_master(primary)
             ),
         )?;
         Ok(())
@@ -395,9 +436,10 @@ impl Cluster {
     }
 }
 
-fn change_master(port: u16) -> String {
+fn change_master(primary: SocketAddr) -> String {
+    let (host, port) = (primary.ip(), primary.port());
     format!(
-        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, MASTER_USER='{REPL_USER}', \
+        "CHANGE MASTER TO MASTER_HOST='{host}', MASTER_PORT={port}, MASTER_USER='{REPL_USER}', \
          MASTER_PASSWORD='{REPL_PASSWORD}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1"
     )
 }
