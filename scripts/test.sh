@@ -28,6 +28,10 @@ for forbidden in aws-lc-rs openssl-sys; do
   fi
 done
 
+# --- lints: clippy clean, every warning an error (the crate roots deny unsafe code,
+#     missing docs and 2018-idiom lapses too) ---
+cargo clippy --workspace --all-targets -q -- -D warnings
+
 # --- the tests: unit, integration (proxy, MariaDB, MongoDB peers, browser), the short
 #     failover drill, and every bench compiled and run once ---
 cargo test --workspace --all-targets "$@"

@@ -297,7 +297,7 @@ fn accept_loops(
             tcp: listener.tcp,
             kill: stops.kill_sessions.clone(),
             timeline: control.timeline.clone(),
-            moved: ::metrics::counter!(metrics::SESSIONS_MOVED, "listener" => listener.name.clone()),
+            sessions_moved: ::metrics::counter!(metrics::SESSIONS_MOVED, "listener" => listener.name.clone()),
             connect: TcpConnect,
         });
         let limit = Arc::new(Semaphore::new(listener.max_connections));

@@ -35,8 +35,7 @@
 //!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
 
-#![deny(unsafe_code)]
-#![warn(rust_2018_idioms, missing_docs)]
+#![deny(unsafe_code, rust_2018_idioms, missing_docs)]
 
 pub mod admin;
 pub mod app;

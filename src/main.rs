@@ -4,6 +4,8 @@
 //! 69 when a port cannot be bound (and, for `status` and `health`, when the admin
 //! listener cannot be reached); `health` exits 1 when the proxy answers "not ready".
 
+#![deny(unsafe_code, rust_2018_idioms)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

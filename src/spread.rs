@@ -148,7 +148,7 @@ impl Threads {
         if to == here {
             return arrival.start(sessions);
         }
-        arrival.ctx.moved.increment(1);
+        arrival.ctx.sessions_moved.increment(1);
         // Refused only once that thread's inbox has stopped (shutting down): served
         // here, while still counted there, which no longer matters then.
         if let Err(mpsc::error::SendError(arrival)) = self.slots[to].inbox.send(arrival) {

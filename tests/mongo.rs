@@ -217,13 +217,19 @@ async fn set_name_mismatch_and_secondaries_only_give_a_clean_error_after_the_hol
     first.shutdown().await;
     blocking(|| set.elect(None)).unwrap();
 
-    let proxy = proxy(&set_config(&set, "hold_timeout = \"300ms\"").replace("hold_timeout = \"10s\"\n", "")).await;
+    // The writer pool under a name of its own: its hold-timeout series is this test's.
+    let writer = unique("writer");
+    let text = set_config(&set, "hold_timeout = \"300ms\"")
+        .replace("hold_timeout = \"10s\"\n", "")
+        .replace("[pools.writer]", &format!("[pools.{writer}]"))
+        .replace("pool = \"writer\"", &format!("pool = \"{writer}\""));
+    let proxy = proxy(&text).await;
     await_pool(&proxy, "reader", &["m1", "m2", "m3"]).await;
     assert!(
         proxy
             .routing()
             .load()
-            .routable_names(proxy.pool("writer").unwrap())
+            .routable_names(proxy.pool(&writer).unwrap())
             .is_empty(),
         "secondaries only"
     );
@@ -239,11 +245,8 @@ except pymongo.errors.PyMongoError as e:
     let uri = format!("mongodb://{}/", proxy.listener("writer").unwrap());
     let out = blocking(|| python::run(script, &[&uri])).unwrap();
     assert!(out.trim().ends_with("Error"), "a clean client error, got {out:?}");
-    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
-    assert!(
-        metrics.contains("switchyard_hold_timeouts_total{pool=\"writer\"}"),
-        "{metrics}"
-    );
+    let timeouts = format!("switchyard_hold_timeouts_total{{pool=\"{writer}\"}}");
+    assert!(await_metric(&proxy, &timeouts, 1.0).await >= 1.0, "the hold timed out");
     proxy.shutdown().await;
     blocking(|| drop(set));
 }

@@ -68,9 +68,9 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
     let db = server_cert(&db_ca, &dir, "db", &["db1.internal"]);
     let server_tls = format!(
         "ssl_cert = {}\nssl_key = {}\nssl_ca = {}\n",
-        toml_path(&db.cert),
-        toml_path(&db.key),
-        toml_path(&db_ca_file)
+        path_text(&db.cert),
+        path_text(&db.key),
+        path_text(&db_ca_file)
     );
     // Two servers: one with no TLS at all, one with a certificate of its own.
     let (plain, cluster) =
@@ -98,8 +98,8 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
          [backends.wrong_ca]\naddress = \"{addr}\"\n[backends.wrong_ca.tls]\nca = \"{}\"\nserver_name = \"db1.internal\"\n\
          [pools.clear]\nbackends = [\"clear\"]\n[pools.secure]\nbackends = [\"secure\"]\n[pools.wrong]\nbackends = [\"wrong_ca\"]\n\
          {}{}{}",
-        toml_path(&db_ca_file),
-        toml_path(&proxy_ca_file),
+        path_text(&db_ca_file),
+        path_text(&proxy_ca_file),
         listener("to_clear", "clear", ""),
         listener("to_secure", "secure", ""),
         listener("optional", "clear", "require_tls = false"),
@@ -111,7 +111,7 @@ async fn mysql_clients_negotiate_tls_with_the_proxy_inside_the_protocol() {
     let verified = [
         "--ssl",
         "--ssl-ca",
-        &toml_path(&proxy_ca_file),
+        &path_text(&proxy_ca_file),
         "--ssl-verify-server-cert",
     ];
     let verified = verified.map(String::from);

@@ -12,7 +12,6 @@ use tokio::net::TcpStream;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// One pool named `p` over `backends` (name, address), listener `front`.
 /// Pool `pool` over `backends` (with `pool_extra`), listener `front`, checks `check`.
 fn config(pool: &str, backends: &[(&str, std::net::SocketAddr)], pool_extra: &str, check: &str) -> String {
     let mut text = String::from("[admin]\nlisten = \"127.0.0.1:0\"\n\n[shutdown]\ngrace = \"1s\"\n\n");
@@ -102,8 +101,9 @@ async fn connect_timeout_then_next_candidate() {
     // Long check timeout: the checker must not mark the black hole down first, so
     // the session itself meets the connect timeout.
     let check = "interval = \"10s\"\ntimeout = \"10s\"";
+    let pool = unique("timeout_next");
     let text = config(
-        "p",
+        &pool,
         &[("hole", hole.addr), ("good", good.addr)],
         "policy = \"first\"\nconnect_timeout = \"200ms\"",
         check,
@@ -121,14 +121,10 @@ async fn connect_timeout_then_next_candidate() {
     )
     .await;
     assert_eq!(banner, "good");
-    let (_, metrics) = http_get(proxy.admin().unwrap(), "/metrics").await;
+    let failures = format!("switchyard_connect_failures_total{{pool=\"{pool}\",backend=\"hole\",layer=\"L4\"}}");
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("switchyard_connect_failures_total{")
-                && l.contains("backend=\"hole\"")
-                && !l.ends_with(" 0")),
-        "{metrics}"
+        await_metric(&proxy, &failures, 1.0).await >= 1.0,
+        "the timed-out connect is counted"
     );
     proxy.shutdown().await;
 }

@@ -80,10 +80,10 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
          {{ cert = \"{}\", key = \"{}\", server_names = [\"a.example\"] }},\n\
          {{ cert = \"{}\", key = \"{}\", server_names = [\"b.example\"] }},\n]\n\
          {}",
-        toml_path(&a.cert),
-        toml_path(&a.key),
-        toml_path(&b.cert),
-        toml_path(&b.key),
+        path_text(&a.cert),
+        path_text(&a.key),
+        path_text(&b.cert),
+        path_text(&b.key),
         tls_listener(
             "mtls",
             "127.0.0.1:0",
@@ -91,7 +91,7 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
             "",
             &a,
             &[],
-            &format!("client_ca = \"{}\"", toml_path(&client_ca_file))
+            &format!("client_ca = \"{}\"", path_text(&client_ca_file))
         )
     );
     let proxy = proxy(&config(backend.addr, &listeners)).await;
@@ -109,7 +109,7 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         let with_ca = |ca: &std::path::Path| {
             let args = [
                 "--cacert".into(),
-                toml_path(ca),
+                path_text(ca),
                 "--resolve".into(),
                 resolve(host, web),
                 url(host, web),
@@ -128,7 +128,7 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         "--tls-max",
         "1.2",
         "--cacert",
-        &toml_path(&ca_a_file),
+        &path_text(&ca_a_file),
         "--resolve",
         &resolve("a.example", web),
         &url("a.example", web),
@@ -140,7 +140,7 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
         "--tls-max",
         "1.1",
         "--cacert",
-        &toml_path(&ca_a_file),
+        &path_text(&ca_a_file),
         "--resolve",
         &resolve("a.example", web),
         &url("a.example", web),
@@ -150,11 +150,11 @@ async fn curl_through_a_tls_listener_with_sni_and_mtls() {
 
     // mTLS: no client certificate, no session; with one, the backend answers.
     let (ca_arg, resolve_arg, url_arg) = (
-        toml_path(&ca_a_file),
+        path_text(&ca_a_file),
         resolve("a.example", mtls),
         url("a.example", mtls),
     );
-    let (cert_arg, key_arg) = (toml_path(&client.cert), toml_path(&client.key));
+    let (cert_arg, key_arg) = (path_text(&client.cert), path_text(&client.key));
     let base = ["--cacert", &ca_arg, "--resolve", &resolve_arg];
     let (ok, _, err) = curl(&[&base[..], &[&url_arg]].concat()).await;
     assert!(!ok, "a client without a certificate must be refused: {err}");
@@ -337,7 +337,7 @@ async fn certificates_reload_under_live_sessions() {
     .unwrap();
     let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
     assert_eq!(code, 422, "{body}");
-    assert!(body.contains(&toml_path(&live.key)), "the error names the file: {body}");
+    assert!(body.contains(&path_text(&live.key)), "the error names the file: {body}");
     // A key that belongs to another certificate is refused the same way.
     std::fs::copy(&original.key, &live.key).unwrap();
     let (code, body) = http_post(admin, "/tls/reload", Some(TOKEN)).await;
@@ -375,7 +375,7 @@ async fn sighup_reloads_certificates_in_the_binary() {
     let config_file = dir.join("switchyard.toml");
     std::fs::write(&config_file, config(backend.addr, &listeners)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config", &toml_path(&config_file)])
+        .args(["run", "--config", &path_text(&config_file)])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -438,9 +438,9 @@ async fn backend_tls_verifies_the_server_and_a_wrong_ca_fails_at_l6() {
          [backends.lab]\naddress = \"{tls_addr}\"\n[backends.lab.tls]\ninsecure = true\n\
          [pools.app]\nbackends = [\"good\", \"wrong_ca\", \"wrong_name\", \"lab\"]\n\
          [listeners.plain]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n",
-        toml_path(&good_ca_file),
-        toml_path(&ca_b_file),
-        toml_path(&ca_a_file)
+        path_text(&good_ca_file),
+        path_text(&ca_b_file),
+        path_text(&ca_a_file)
     );
     let proxy = proxy(&text).await;
     for name in ["wrong_ca", "wrong_name"] {

@@ -6,12 +6,15 @@ SQLite file per member. In front of it, this script answers `hello`/`isMaster` w
 role that DIR/state.json scripts, and refuses writes on non-primaries the way a real
 member does. One OS process per member, so kill -9 and SIGSTOP hit one member.
 
-Replication: a write the primary of record accepts is applied to every reachable member
-before it is acknowledged (as `w: "majority"` with a caught-up election would leave
-it), so no election loses it. A write a stale claimant accepts (see "claims") stays on
-that member alone, as a rollback would lose it on a real set: a client that was told
-"ok" by a stale primary has lost that write. Every write reply carries `labMember`
-(the member's 1-based index), so a client can tell who acknowledged it.
+Replication: a write the primary of record accepts is applied to every other member
+that answers within a second before it is acknowledged (as `w: "majority"` with a
+caught-up election would leave it); a member that does not answer (killed, stopped)
+misses it, as a member that fell behind would, and is skipped for a second. A write a
+stale claimant accepts (see "claims") stays on that member alone, as a rollback would
+lose it on a real set: a client that was told "ok" by a stale primary has lost that
+write. Every write reply carries `labMember` (the member's 1-based index), so a client
+can tell who acknowledged it; every `hello` answered as a stale claimant appends a line
+to DIR/stale-hellos-PORT.log, so a test can tell the claim was seen.
 
     python mongo_member.py --dir DIR --port PORT
 
@@ -121,6 +124,9 @@ def main():
 
     def hello(cmd, name):
         is_primary, term, st = role()
+        if me in st.get("claims", {}):
+            with open(os.path.join(a.dir, f"stale-hellos-{a.port}.log"), "a") as log:
+                log.write(f"{time.time()} term {term}\n")
         now = datetime.datetime.now(datetime.timezone.utc)
         op_time = {"ts": Timestamp(int(now.timestamp()), 1), "t": Int64(term)}
         reply = {
@@ -190,8 +196,12 @@ def main():
             # A write we accept: applied here, then (primary of record only) on the
             # others, before the client hears "ok".
             db_name, command = write_command(msg)
+            # Whether we accept it as the primary of record, decided with the gate's
+            # view: an election during the write does not unmake an accepted write.
+            st = state.get()
+            of_record = st.get("primary") == me and me not in st.get("claims", {})
             request_id, result = original(self, msg)
-            if result.get("ok") and state.get().get("primary") == me:
+            if result.get("ok") and of_record:
                 replicator.apply(db_name, command)
             result["labMember"] = index
             return request_id, result

@@ -151,6 +151,16 @@ impl ReplicaSet {
         self.write_state(&[(i, term)])
     }
 
+    /// How many `hello`s members answered while claiming primary with a stale term
+    /// (see [`ReplicaSet::claim_stale`]): the claim reached whoever checks them.
+    pub fn stale_hellos(&self) -> usize {
+        self.ports
+            .iter()
+            .filter_map(|port| fs::read_to_string(self.dir.join(format!("stale-hellos-{port}.log"))).ok())
+            .map(|text| text.lines().count())
+            .sum()
+    }
+
     /// The current term (the electionId's counter).
     pub fn term(&self) -> u64 {
         self.term

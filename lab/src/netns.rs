@@ -96,22 +96,61 @@ impl HaNet {
         let br = self.bridge_ns();
         ip(&["netns", "add", &br])?;
         ip(&["-n", &br, "link", "set", "lo", "up"])?;
-        ip(&["-n", &br, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        ip(&[
+            "-n",
+            &br,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
         ip(&["-n", &br, "link", "set", "br0", "up"])?;
         for host in Host::ALL {
             let ns = self.ns(host);
             ip(&["netns", "add", &ns])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &br, "link", "add", host.name(), "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(&[
+                "-n",
+                &br,
+                "link",
+                "add",
+                host.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns,
+            ])?;
             ip(&["-n", &br, "link", "set", host.name(), "master", "br0", "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.ip(host)), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", self.ip(host)),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         }
         // The client takes the VIP's new MAC from a gratuitous ARP; the proxies may
         // bind the VIP before they hold it.
-        system::run(self.command(Host::Client, "sysctl").args(["-qw", "net.ipv4.conf.eth0.arp_accept=1"]))?;
+        system::run(
+            self.command(Host::Client, "sysctl")
+                .args(["-qw", "net.ipv4.conf.eth0.arp_accept=1"]),
+        )?;
         for host in [Host::Proxy1, Host::Proxy2] {
-            system::run(self.command(host, "sysctl").args(["-qw", "net.ipv4.ip_nonlocal_bind=1"]))?;
+            system::run(
+                self.command(host, "sysctl")
+                    .args(["-qw", "net.ipv4.ip_nonlocal_bind=1"]),
+            )?;
         }
         Ok(())
     }
@@ -199,7 +238,10 @@ impl HaNet {
         [Host::Proxy1, Host::Proxy2]
             .into_iter()
             .filter(|&host| {
-                let out = self.command(host, "ip").args(["-4", "-o", "addr", "show", "dev", "eth0"]).output();
+                let out = self
+                    .command(host, "ip")
+                    .args(["-4", "-o", "addr", "show", "dev", "eth0"])
+                    .output();
                 out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {}/", self.vip())))
             })
             .collect()
@@ -213,7 +255,11 @@ impl HaNet {
                 return Ok(owner);
             }
             if Instant::now() > deadline {
-                bail!("no single owner of {} after {limit:?}: {:?}", self.vip(), self.vip_owners());
+                bail!(
+                    "no single owner of {} after {limit:?}: {:?}",
+                    self.vip(),
+                    self.vip_owners()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -226,14 +272,30 @@ impl HaNet {
 
     /// Puts `host` back on the bridge.
     pub fn heal(&self, host: Host) -> Result<()> {
-        ip(&["-n", &self.bridge_ns(), "link", "set", host.name(), "master", "br0", "up"])
+        ip(&[
+            "-n",
+            &self.bridge_ns(),
+            "link",
+            "set",
+            host.name(),
+            "master",
+            "br0",
+            "up",
+        ])
     }
 
     /// `host` loses (`true`) or regains its route to the database host: a route of
     /// type `prohibit` answers its connects at once with "permission denied".
     pub fn block_db(&self, host: Host, blocked: bool) -> Result<()> {
         let verb = if blocked { "add" } else { "del" };
-        ip(&["-n", &self.ns(host), "route", verb, "prohibit", &format!("{}/32", self.ip(Host::Db))])
+        ip(&[
+            "-n",
+            &self.ns(host),
+            "route",
+            verb,
+            "prohibit",
+            &format!("{}/32", self.ip(Host::Db)),
+        ])
     }
 }
 

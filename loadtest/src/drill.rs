@@ -47,6 +47,9 @@ pub struct DrillResult {
     /// Acknowledged writes not found on the final primary afterwards (0 expected when
     /// the promoted replica had caught up); `None` for peers that store nothing.
     pub missing_writes: Option<usize>,
+    /// Scripted MongoDB members: `hello`s answered while a member claimed primary with
+    /// a stale term (so the proxy's checks saw the claim); `None` for other peers.
+    pub stale_primary_hellos: Option<usize>,
     pub seconds: Vec<Second>,
     pub faults: Vec<FaultRecord>,
     pub timeline: PrimaryTimeline,
@@ -106,7 +109,10 @@ pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
         .collect();
     target.stop().await;
     let stored = peers.stored_ids(final_primary).await?;
-    let result = summarize(scenario, kind, &ops, faults, timeline, proxy_markers, stored.as_ref());
+    let mut result = summarize(scenario, kind, &ops, faults, timeline, proxy_markers, stored.as_ref());
+    if let Peers::Mongo(set) = &*peers {
+        result.stale_primary_hellos = Some(set.lock().expect("set lock").stale_hellos());
+    }
     tokio::task::spawn_blocking(move || drop(peers)).await?;
     Ok(result)
 }
@@ -143,6 +149,7 @@ fn summarize(
         errors: measure::errors_by_kind(ops),
         acked_by_non_primary: knows_acker.then(|| measure::acked_by_non_primary(ops, &timeline).len()),
         missing_writes: stored.map(|present| measure::missing_writes(ops, present).len()),
+        stale_primary_hellos: None,
         seconds: measure::per_second(ops, duration_s),
         faults,
         timeline,

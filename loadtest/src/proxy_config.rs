@@ -4,6 +4,7 @@
 //! shutdown-sessions`, `balance first` with backups) for MySQL drills.
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 
 use switchyard_lab::mariadb::{Cluster, MONITOR_PASSWORD, MONITOR_USER};
 
@@ -73,6 +74,23 @@ pub async fn switchyard(peers: &Peers, kind: WorkloadKind) -> String {
         names.join(", ")
     );
     text
+}
+
+/// switchyard in front of one MariaDB node (the sysbench comparison), on `port`.
+pub fn switchyard_one_node(node: SocketAddr, port: u16) -> String {
+    format!(
+        "[check]\nkind = \"mysql\"\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\ninterval = \"1s\"\n\
+         [backends.db1]\naddress = \"{node}\"\n[pools.writer]\nbackends = [\"db1\"]\nrole = \"primary\"\n\
+         [listeners.writer]\nlisten = \"127.0.0.1:{port}\"\npool = \"writer\"\n"
+    )
+}
+
+/// HAProxy in front of one MariaDB node (the sysbench comparison), on `port`.
+pub fn haproxy_one_node(node: SocketAddr, port: u16) -> String {
+    format!(
+        "global\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
+         listen mysql\n    bind 127.0.0.1:{port}\n    option mysql-check user haproxy post-41\n    server db1 {node} check inter 1s\n"
+    )
 }
 
 /// HAProxy's config for a MySQL drill, listening on `port`.

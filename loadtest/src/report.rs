@@ -93,96 +93,46 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// One SVG timeline for one drill.
+/// Where the chart's parts go.
+struct Geometry {
+    left: f64,
+    plot_w: f64,
+    panel_h: f64,
+    /// Seconds on the time axis.
+    n: f64,
+}
+
+impl Geometry {
+    /// The x of `t` (ms since the drill started).
+    fn x(&self, t: f64) -> f64 {
+        self.left + self.plot_w * (t / 1000.0) / self.n
+    }
+
+    /// The width of one second.
+    fn bar(&self) -> f64 {
+        self.plot_w / self.n
+    }
+}
+
+/// One SVG timeline for one drill: three panels of per-second bars, then a dashed
+/// line for every fault, promotion, first success and proxy moment.
 fn chart(result: &DrillResult) -> String {
-    let (w, h, left) = (960.0, 460.0, 60.0);
-    let plot_w = w - left - 20.0;
-    let panel_h = 110.0;
-    let n = result.seconds.len().max(1) as f64;
-    let x = |t: f64| left + plot_w * (t / 1000.0) / n;
-    let max_ok = result.seconds.iter().map(|s| s.ok + s.errors).max().unwrap_or(1).max(1) as f64;
-    let max_p99 = result.seconds.iter().map(|s| s.p99_ms).fold(1.0, f64::max);
+    let (w, h) = (960.0, 460.0);
+    let g = Geometry {
+        left: 60.0,
+        plot_w: w - 60.0 - 20.0,
+        panel_h: 110.0,
+        n: result.seconds.len().max(1) as f64,
+    };
     let mut svg = format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
-    let panels = [
-        ("successful operations per second", 20.0),
-        ("p99 latency, ms", 150.0),
-        ("failed operations per second", 280.0),
-    ];
-    for (label, top) in panels {
-        let _ = write!(
-            svg,
-            r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{panel_h}" fill="#fafbfc" stroke="#ccd"/>"##
-        );
-        let _ = write!(
-            svg,
-            r##"<text x="{left}" y="{}" fill="#445">{label}</text>"##,
-            top - 3.0
-        );
-    }
-    let bar = plot_w / n;
-    for s in &result.seconds {
-        let x0 = left + bar * f64::from(s.t);
-        let ok_h = panel_h * f64::from(s.ok) / max_ok;
-        let _ = write!(
-            svg,
-            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{ok_h:.1}" fill="#2e8b57"/>"##,
-            20.0 + panel_h - ok_h,
-            bar * 0.9
-        );
-        let p_h = panel_h * s.p99_ms / max_p99;
-        let _ = write!(
-            svg,
-            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{p_h:.1}" fill="#4169e1"/>"##,
-            150.0 + panel_h - p_h,
-            bar * 0.9
-        );
-        let e_h = panel_h * f64::from(s.errors) / max_ok;
-        let _ = write!(
-            svg,
-            r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{e_h:.1}" fill="#c0261b"/>"##,
-            280.0 + panel_h - e_h,
-            bar * 0.9
-        );
-    }
-    let _ = write!(
-        svg,
-        r##"<text x="{}" y="34" text-anchor="end" fill="#445">{max_ok:.0}</text>"##,
-        left - 4.0
-    );
-    let _ = write!(
-        svg,
-        r##"<text x="{}" y="164" text-anchor="end" fill="#445">{max_p99:.0}</text>"##,
-        left - 4.0
-    );
-    let mut markers: Vec<(f64, &str, &str)> = Vec::new();
-    for (i, f) in result.faults.iter().enumerate() {
-        markers.push((f.injected_ms, "#c0261b", "fault"));
-        if let Some(p) = f.promoted_ms {
-            markers.push((p, "#e08a00", "promoted"));
-        }
-        if let Some(Some(outage)) = result.outage_ms.get(i) {
-            markers.push((
-                f.effective_ms.unwrap_or(f.injected_ms) + outage,
-                "#2e8b57",
-                "first success",
-            ));
-        }
-    }
-    for m in &result.proxy_markers {
-        let color = if m.label == "routing swapped" {
-            "#7b2cbf"
-        } else {
-            "#1f77b4"
-        };
-        markers.push((m.at_ms, color, m.label.as_str()));
-    }
-    for (i, (at, color, label)) in markers.iter().enumerate() {
-        if *at < 0.0 || *at > n * 1000.0 {
+    bars(&mut svg, result, &g);
+    for (i, (at, color, label)) in markers(result).iter().enumerate() {
+        if *at < 0.0 || *at > g.n * 1000.0 {
             continue;
         }
-        let mx = x(*at);
+        let mx = g.x(*at);
         let _ = write!(
             svg,
             r#"<line x1="{mx:.1}" y1="16" x2="{mx:.1}" y2="392" stroke="{color}" stroke-width="1.5" stroke-dasharray="4 2"/>"#
@@ -199,12 +149,86 @@ fn chart(result: &DrillResult) -> String {
         let _ = write!(
             svg,
             r##"<text x="{:.1}" y="{}" fill="#445" text-anchor="middle">{t}s</text>"##,
-            left + bar * t as f64,
+            g.left + g.bar() * t as f64,
             402
         );
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// The three panels (successes, p99, failures per second) and their bars.
+fn bars(svg: &mut String, result: &DrillResult, g: &Geometry) {
+    let (left, plot_w, panel_h) = (g.left, g.plot_w, g.panel_h);
+    let max_ok = result.seconds.iter().map(|s| s.ok + s.errors).max().unwrap_or(1).max(1) as f64;
+    let max_p99 = result.seconds.iter().map(|s| s.p99_ms).fold(1.0, f64::max);
+    let panels = [
+        ("successful operations per second", 20.0),
+        ("p99 latency, ms", 150.0),
+        ("failed operations per second", 280.0),
+    ];
+    for (label, top) in panels {
+        let _ = write!(
+            svg,
+            r##"<rect x="{left}" y="{top}" width="{plot_w}" height="{panel_h}" fill="#fafbfc" stroke="#ccd"/>"##
+        );
+        let _ = write!(
+            svg,
+            r##"<text x="{left}" y="{}" fill="#445">{label}</text>"##,
+            top - 3.0
+        );
+    }
+    let bar = g.bar();
+    for s in &result.seconds {
+        let x0 = left + bar * f64::from(s.t);
+        let heights = [
+            (20.0, panel_h * f64::from(s.ok) / max_ok, "#2e8b57"),
+            (150.0, panel_h * s.p99_ms / max_p99, "#4169e1"),
+            (280.0, panel_h * f64::from(s.errors) / max_ok, "#c0261b"),
+        ];
+        for (top, height, color) in heights {
+            let _ = write!(
+                svg,
+                r##"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="{height:.1}" fill="{color}"/>"##,
+                top + panel_h - height,
+                bar * 0.9
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{}" y="34" text-anchor="end" fill="#445">{max_ok:.0}</text>"##,
+        left - 4.0
+    );
+    let _ = write!(
+        svg,
+        r##"<text x="{}" y="164" text-anchor="end" fill="#445">{max_p99:.0}</text>"##,
+        left - 4.0
+    );
+}
+
+/// The moments to mark: (ms since the start, colour, label).
+fn markers(result: &DrillResult) -> Vec<(f64, &'static str, String)> {
+    let mut markers = Vec::new();
+    for (i, f) in result.faults.iter().enumerate() {
+        markers.push((f.injected_ms, "#c0261b", "fault".to_string()));
+        if let Some(p) = f.promoted_ms {
+            markers.push((p, "#e08a00", "promoted".to_string()));
+        }
+        if let Some(Some(outage)) = result.outage_ms.get(i) {
+            let at = f.effective_ms.unwrap_or(f.injected_ms) + outage;
+            markers.push((at, "#2e8b57", "first success".to_string()));
+        }
+    }
+    for m in &result.proxy_markers {
+        let color = if m.label.contains("routing swapped") {
+            "#7b2cbf"
+        } else {
+            "#1f77b4"
+        };
+        markers.push((m.at_ms, color, m.label.clone()));
+    }
+    markers
 }
 
 /// The whole report page.

@@ -14,8 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use switchyard_lab::mariadb::{Cluster, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER};
+use switchyard_lab::mariadb::{Cluster, APP_PASSWORD, APP_USER};
 use switchyard_lab::system;
+
+use crate::proxy_config;
 
 /// A process stopped by PID when dropped.
 struct Proc(Child);
@@ -196,43 +198,64 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
     let cluster = Cluster::start(1)?;
     let node = cluster.node(0).addr();
     let dir = system::temp_dir("sy-sysbench")?;
+    let proxies = Proxies::start(node, &dir, switchyard)?;
+    let pids = [None, Some(proxies.switchyard.0.id()), Some(proxies.haproxy.0.id())];
+    let targets = [
+        ("direct", node.port()),
+        ("switchyard", proxies.switchyard_port),
+        ("haproxy", proxies.haproxy_port),
+    ];
+    sysbench(node.port(), "prepare", &[])?;
+    let results = run_rounds(rounds, secs, threads, &targets, &pids)?;
+    print_table(&results, rounds, secs, threads);
+    drop(proxies);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
+    Ok(())
+}
 
-    let sy_port = system::free_port()?;
-    let sy_config = dir.join("switchyard.toml");
-    std::fs::write(
-        &sy_config,
-        format!(
-            "[check]\nkind = \"mysql\"\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\ninterval = \"1s\"\n\
-             [backends.db1]\naddress = \"{node}\"\n[pools.writer]\nbackends = [\"db1\"]\nrole = \"primary\"\n\
-             [listeners.writer]\nlisten = \"127.0.0.1:{sy_port}\"\npool = \"writer\"\n"
-        ),
-    )?;
-    let switchyard_proc = spawn(
-        Command::new(switchyard)
-            .args(["run", "--config"])
-            .arg(&sy_config)
-            .env("RUST_LOG", "warn"),
-        &dir.join("switchyard.log"),
-    )?;
-    let ha_port = system::free_port()?;
-    let ha_config = dir.join("haproxy.cfg");
-    std::fs::write(
-        &ha_config,
-        format!(
-            "global\n    maxconn 4000\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n\
-             listen mysql\n    bind 127.0.0.1:{ha_port}\n    option mysql-check user haproxy post-41\n    server db1 {node} check inter 1s\n"
-        ),
-    )?;
-    let haproxy_proc = spawn(
-        Command::new("haproxy").arg("-db").arg("-f").arg(&ha_config),
-        &dir.join("haproxy.log"),
-    )?;
-    let pids = [None, Some(switchyard_proc.0.id()), Some(haproxy_proc.0.id())];
-    let targets = [("direct", node.port()), ("switchyard", sy_port), ("haproxy", ha_port)];
-    for (name, port) in &targets[1..] {
-        wait_listening(SocketAddr::from(([127, 0, 0, 1], *port)), name)?;
+/// switchyard and HAProxy, each in front of the one node, listening and routing.
+struct Proxies {
+    switchyard: Proc,
+    switchyard_port: u16,
+    haproxy: Proc,
+    haproxy_port: u16,
+}
+
+impl Proxies {
+    fn start(node: SocketAddr, dir: &Path, switchyard: &Path) -> Result<Proxies> {
+        let switchyard_port = system::free_port()?;
+        let sy_config = dir.join("switchyard.toml");
+        std::fs::write(&sy_config, proxy_config::switchyard_one_node(node, switchyard_port))?;
+        let sy = spawn(
+            Command::new(switchyard)
+                .args(["run", "--config"])
+                .arg(&sy_config)
+                .env("RUST_LOG", "warn"),
+            &dir.join("switchyard.log"),
+        )?;
+        let haproxy_port = system::free_port()?;
+        let ha_config = dir.join("haproxy.cfg");
+        std::fs::write(&ha_config, proxy_config::haproxy_one_node(node, haproxy_port))?;
+        let ha = spawn(
+            Command::new("haproxy").arg("-db").arg("-f").arg(&ha_config),
+            &dir.join("haproxy.log"),
+        )?;
+        for (name, port) in [("switchyard", switchyard_port), ("haproxy", haproxy_port)] {
+            wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), name)?;
+        }
+        await_first_query(switchyard_port, dir)?;
+        Ok(Proxies {
+            switchyard: sy,
+            switchyard_port,
+            haproxy: ha,
+            haproxy_port,
+        })
     }
-    // switchyard routes once its first check passed: wait for a query to go through.
+}
+
+/// switchyard routes once its first check passed: waits for a query to go through.
+fn await_first_query(port: u16, dir: &Path) -> Result<()> {
     for attempt in 0.. {
         let probe = Command::new("mariadb")
             .args([
@@ -240,7 +263,7 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
                 "--protocol=tcp",
                 "--connect-timeout=5",
                 "-h127.0.0.1",
-                &format!("-P{sy_port}"),
+                &format!("-P{port}"),
             ])
             .args([&format!("-u{APP_USER}"), &format!("-p{APP_PASSWORD}"), "-e", "SELECT 1"])
             .output()?;
@@ -256,8 +279,18 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
+}
 
-    sysbench(node.port(), "prepare", &[])?;
+/// `rounds` runs against each target in turn; per target, each round's result and
+/// the CPU time it cost.
+fn run_rounds(
+    rounds: u32,
+    secs: u64,
+    threads: u32,
+    targets: &[(&str, u16)],
+    pids: &[Option<u32>],
+) -> Result<Vec<Vec<(Run, Spent)>>> {
     let time = format!("--time={secs}");
     let threads = format!("--threads={threads}");
     let ticks = clock_ticks()?;
@@ -276,6 +309,11 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
         }
         eprintln!("sysbench round {round} done");
     }
+    Ok(results)
+}
+
+/// The medians of `results` (direct, switchyard, haproxy) as a Markdown table.
+fn print_table(results: &[Vec<(Run, Spent)>], rounds: u32, secs: u64, threads: u32) {
     let medians = |of: &dyn Fn(&Run, &Spent) -> f64| -> Vec<f64> {
         results
             .iter()
@@ -287,7 +325,7 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
     // µs per query (sysbench's statements, BEGIN and COMMIT included).
     let proxy_us = medians(&|run, spent| spent.proxy / run.queries * 1e6);
     let machine_us = medians(&|run, spent| spent.machine / run.queries * 1e6);
-    println!("\nsysbench oltp_read_write ({threads}, {secs} s per run, medians of {rounds} rounds):\n");
+    println!("\nsysbench oltp_read_write (--threads={threads}, {secs} s per run, medians of {rounds} rounds):\n");
     println!("| | direct | switchyard | haproxy | switchyard / direct | switchyard / haproxy |");
     println!("|---|---|---|---|---|---|");
     // Values for direct, switchyard, haproxy; then switchyard's ratio to the other two.
@@ -310,9 +348,6 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
         proxy_us[2],
         proxy_us[1] / proxy_us[2]
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    drop(cluster);
-    Ok(())
 }
 
 /// The default path of the release binary.

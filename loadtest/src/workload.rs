@@ -93,9 +93,12 @@ async fn bounded<T>(work: impl std::future::Future<Output = mysql_async::Result<
 enum Session {
     Mysql(Option<Conn>),
     Mongo(Option<mongodb::Client>),
-    Tcp(Option<(BufReader<OwnedReadHalf>, OwnedWriteHalf, u32)>),
+    Tcp(Option<TcpSession>),
     Http(Option<BufReader<TcpStream>>),
 }
+
+/// A TCP echo session: its halves and the number of the backend it reached.
+type TcpSession = (BufReader<OwnedReadHalf>, OwnedWriteHalf, u32);
 
 fn io_kind(e: &std::io::Error) -> String {
     match e.kind() {
@@ -156,99 +159,10 @@ impl Session {
     /// number; 0 when the server cannot tell).
     async fn op(&mut self, target: SocketAddr, kind: OpKind, id: u64, worker: u32, keep: bool) -> Result<u32, String> {
         match self {
-            Session::Mysql(conn) => {
-                if conn.is_none() {
-                    *conn = Some(bounded(Conn::new(opts(target))).await?);
-                }
-                let c = conn.as_mut().expect("connected above");
-                // Which server this session is on, asked first: once the write is
-                // acknowledged, a cut connection cannot turn it into a failure.
-                let server = bounded(c.query_first::<u32, _>("SELECT @@server_id"))
-                    .await?
-                    .ok_or("no server id")?;
-                match kind {
-                    OpKind::Write => {
-                        let sql = "INSERT INTO drill (id, server_id, worker) VALUES (?, @@server_id, ?)";
-                        bounded(c.exec_drop(sql, (id, worker))).await?;
-                    }
-                    OpKind::Read => {
-                        let found =
-                            bounded(c.exec_first::<u64, _, _>("SELECT id FROM drill WHERE id = ?", (id,))).await?;
-                        if found != Some(id) && id != 0 {
-                            return Err("read: row missing".into());
-                        }
-                    }
-                }
-                Ok(server)
-            }
-            Session::Mongo(client) => {
-                if client.is_none() {
-                    let uri = format!(
-                        "mongodb://{target}/?directConnection=true&serverSelectionTimeoutMS=5000&connectTimeoutMS=2000&heartbeatFrequencyMS=500&maxPoolSize=1"
-                    );
-                    *client = Some(mongo_bounded(mongodb::Client::with_uri_str(uri)).await?);
-                }
-                let coll = client
-                    .as_ref()
-                    .expect("created above")
-                    .database("app")
-                    .collection::<bson::Document>("drill");
-                match kind {
-                    OpKind::Write => {
-                        // An insert command rather than `insert_one`, to read who
-                        // acknowledged it: the scripted members add `labMember` to
-                        // every write reply (no retry either: each failure counts).
-                        let insert = bson::doc! {
-                            "insert": "drill",
-                            "documents": [{ "_id": id as i64, "worker": worker }],
-                        };
-                        let db = client.as_ref().expect("created above").database("app");
-                        let reply = mongo_bounded(db.run_command(insert)).await?;
-                        if reply.get_i32("n").ok() != Some(1) || reply.contains_key("writeErrors") {
-                            return Err("mongo write error".into());
-                        }
-                        return Ok(reply.get_i32("labMember").map_or(0, |n| n as u32));
-                    }
-                    OpKind::Read => {
-                        let found = mongo_bounded(coll.find_one(bson::doc! { "_id": id as i64 })).await?;
-                        if found.is_none() && id != 0 {
-                            return Err("read: document missing".into());
-                        }
-                    }
-                }
-                Ok(0)
-            }
-            Session::Tcp(conn) => {
-                if conn.is_none() {
-                    let stream = io_bounded(TcpStream::connect(target)).await?;
-                    let (read, write) = stream.into_split();
-                    let mut read = BufReader::new(read);
-                    let mut banner = String::new();
-                    io_bounded(read.read_line(&mut banner)).await?;
-                    *conn = Some((read, write, backend_number(&banner)?));
-                }
-                let (read, write, backend) = conn.as_mut().expect("connected above");
-                io_bounded(write.write_all(format!("{id}\n").as_bytes())).await?;
-                let mut echo = String::new();
-                if io_bounded(read.read_line(&mut echo)).await? == 0 {
-                    return Err("connection lost".into());
-                }
-                if echo.trim() != id.to_string() {
-                    return Err(format!("echo mismatch: {echo:?}"));
-                }
-                Ok(*backend)
-            }
-            Session::Http(conn) => {
-                if conn.is_none() {
-                    *conn = Some(BufReader::new(io_bounded(TcpStream::connect(target)).await?));
-                }
-                let stream = conn.as_mut().expect("connected above");
-                let connection = if keep { "keep-alive" } else { "close" };
-                let request = format!("GET /{id} HTTP/1.1\r\nHost: drill\r\nConnection: {connection}\r\n\r\n");
-                io_bounded(stream.get_mut().write_all(request.as_bytes())).await?;
-                let body = io_bounded(read_http_body(stream)).await?;
-                backend_number(&body)
-            }
+            Session::Mysql(conn) => mysql_op(conn, target, kind, id, worker).await,
+            Session::Mongo(client) => mongo_op(client, target, kind, id, worker).await,
+            Session::Tcp(conn) => tcp_op(conn, target, id).await,
+            Session::Http(conn) => http_op(conn, target, id, keep).await,
         }
     }
 
@@ -380,4 +294,118 @@ pub async fn run(
     }
     all.sort_by(|a, b| a.ended_ms.total_cmp(&b.ended_ms));
     all
+}
+
+/// A MySQL write (an insert with the id) or read (a select of it).
+async fn mysql_op(
+    conn: &mut Option<Conn>,
+    target: SocketAddr,
+    kind: OpKind,
+    id: u64,
+    worker: u32,
+) -> Result<u32, String> {
+    if conn.is_none() {
+        *conn = Some(bounded(Conn::new(opts(target))).await?);
+    }
+    let c = conn.as_mut().expect("connected above");
+    // Which server this session is on, asked first: once the write is
+    // acknowledged, a cut connection cannot turn it into a failure.
+    let server = bounded(c.query_first::<u32, _>("SELECT @@server_id"))
+        .await?
+        .ok_or("no server id")?;
+    match kind {
+        OpKind::Write => {
+            let sql = "INSERT INTO drill (id, server_id, worker) VALUES (?, @@server_id, ?)";
+            bounded(c.exec_drop(sql, (id, worker))).await?;
+        }
+        OpKind::Read => {
+            let found = bounded(c.exec_first::<u64, _, _>("SELECT id FROM drill WHERE id = ?", (id,))).await?;
+            if found != Some(id) && id != 0 {
+                return Err("read: row missing".into());
+            }
+        }
+    }
+    Ok(server)
+}
+
+/// A MongoDB write (an insert command, whose reply from a scripted member names it)
+/// or read (a find of the id).
+async fn mongo_op(
+    client: &mut Option<mongodb::Client>,
+    target: SocketAddr,
+    kind: OpKind,
+    id: u64,
+    worker: u32,
+) -> Result<u32, String> {
+    if client.is_none() {
+        let uri = format!(
+            "mongodb://{target}/?directConnection=true&serverSelectionTimeoutMS=5000&connectTimeoutMS=2000&heartbeatFrequencyMS=500&maxPoolSize=1"
+        );
+        *client = Some(mongo_bounded(mongodb::Client::with_uri_str(uri)).await?);
+    }
+    let db = client.as_ref().expect("created above").database("app");
+    match kind {
+        OpKind::Write => {
+            // An insert command rather than `insert_one`, to read who acknowledged it:
+            // the scripted members add `labMember` to every write reply (no retry
+            // either: each failure counts).
+            let insert = bson::doc! {
+                "insert": "drill",
+                "documents": [{ "_id": id as i64, "worker": worker }],
+            };
+            let reply = mongo_bounded(db.run_command(insert)).await?;
+            if reply.get_i32("n").ok() != Some(1) || reply.contains_key("writeErrors") {
+                return Err("mongo write error".into());
+            }
+            Ok(reply.get_i32("labMember").map_or(0, |n| n as u32))
+        }
+        OpKind::Read => {
+            let coll = db.collection::<bson::Document>("drill");
+            let found = mongo_bounded(coll.find_one(bson::doc! { "_id": id as i64 })).await?;
+            if found.is_none() && id != 0 {
+                return Err("read: document missing".into());
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// One line echoed by a TCP echo server that said `backend N` first.
+async fn tcp_op(conn: &mut Option<TcpSession>, target: SocketAddr, id: u64) -> Result<u32, String> {
+    if conn.is_none() {
+        let stream = io_bounded(TcpStream::connect(target)).await?;
+        let (read, write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        let mut banner = String::new();
+        io_bounded(read.read_line(&mut banner)).await?;
+        *conn = Some((read, write, backend_number(&banner)?));
+    }
+    let (read, write, backend) = conn.as_mut().expect("connected above");
+    io_bounded(write.write_all(format!("{id}\n").as_bytes())).await?;
+    let mut echo = String::new();
+    if io_bounded(read.read_line(&mut echo)).await? == 0 {
+        return Err("connection lost".into());
+    }
+    if echo.trim() != id.to_string() {
+        return Err(format!("echo mismatch: {echo:?}"));
+    }
+    Ok(*backend)
+}
+
+/// One HTTP GET whose body names the backend.
+async fn http_op(
+    conn: &mut Option<BufReader<TcpStream>>,
+    target: SocketAddr,
+    id: u64,
+    keep: bool,
+) -> Result<u32, String> {
+    if conn.is_none() {
+        *conn = Some(BufReader::new(io_bounded(TcpStream::connect(target)).await?));
+    }
+    let stream = conn.as_mut().expect("connected above");
+    let connection = if keep { "keep-alive" } else { "close" };
+    let request = format!("GET /{id} HTTP/1.1\r\nHost: drill\r\nConnection: {connection}\r\n\r\n");
+    io_bounded(stream.get_mut().write_all(request.as_bytes())).await?;
+    let body = io_bounded(read_http_body(stream)).await?;
+    backend_number(&body)
 }

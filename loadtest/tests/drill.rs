@@ -61,6 +61,11 @@ async fn mongo_drill_through_switchyard_acks_only_on_the_primary_and_loses_nothi
         Some(0),
         "acknowledged inserts missing afterwards"
     );
+    assert!(
+        result.stale_primary_hellos.is_some_and(|n| n > 0),
+        "the proxy's checks met the stale primary's claim: {:?}",
+        result.stale_primary_hellos
+    );
     assert!(result.writes_ok > 0);
     assert!(
         result.faults.iter().all(|f| f.error.is_none()),

@@ -96,7 +96,7 @@ impl Secret {
         Secret(value)
     }
 
-    /// The secret itself, for the one place that sends it.
+    /// The secret itself, for the code that sends it to the server or compares it.
     pub fn expose(&self) -> &str {
         &self.0
     }

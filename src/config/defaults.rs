@@ -1,16 +1,17 @@
 //! Every default of the config, in one place: what a key means when the file leaves
 //! it out. `validate` reads them; `config/example.toml` and the README document them.
 
+use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::raw::{CheckKind, InitialState, OnLeave};
+use super::raw::{CheckKind, InitialState, OnLeave, MIN_INTERVAL};
 use super::{ListenerMode, Policy, PoolRole, TwoWriters};
 
 /// `shutdown.grace`.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// `runtime.workers`: 0 means one data-plane thread per core.
-pub const WORKERS: i64 = 0;
+pub const WORKERS: u16 = 0;
 
 /// `check.kind`.
 pub const CHECK_KIND: CheckKind = CheckKind::Tcp;
@@ -19,13 +20,11 @@ pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `check.timeout`.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 /// `check.rise`.
-pub const RISE: i64 = 2;
+pub const RISE: NonZeroU32 = NonZeroU32::new(2).expect("2 is not zero");
 /// `check.fall`.
-pub const FALL: i64 = 2;
+pub const FALL: NonZeroU32 = NonZeroU32::new(2).expect("2 is not zero");
 /// `check.jitter`.
 pub const JITTER: f64 = 0.1;
-/// The shortest check interval accepted: faster probing costs more than it buys.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// `check.fast_interval`: a quarter of the interval, but not below the minimum.
 pub fn fast_interval(interval: Duration) -> Duration {
@@ -60,6 +59,18 @@ pub const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `pools.*.idle_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// `pools.*.fallback_to_primary` (replica pools).
+pub const FALLBACK_TO_PRIMARY: bool = false;
+/// `backends.*.tls.insecure`.
+pub const TLS_INSECURE: bool = false;
+
+/// `backends.*.tls.server_name`: the host part of the backend's `address` (`host:port`,
+/// `[v6]:port` or `v4:port`).
+pub fn tls_server_name(address: &str) -> String {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+
 /// `pools.*.required`.
 pub const REQUIRED: bool = false;
 /// `pools.*.max_replication_lag` (replica pools).
@@ -84,7 +95,7 @@ pub fn on_leave(role: PoolRole) -> OnLeave {
 }
 
 /// `listeners.*.max_connections`.
-pub const MAX_CONNECTIONS: i64 = 10_000;
+pub const MAX_CONNECTIONS: usize = 10_000;
 /// `listeners.*.keepalive`.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
 /// `listeners.*.user_timeout`.

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::raw::{RawAdmin, RawBackend, RawConfig, RawListener, RawPool, RawShutdown, Span};
+use super::raw::{ConfigDuration, RawAdmin, RawBackend, RawConfig, RawListener, RawPool, RawShutdown};
 use super::*;
 
 /// How long `forward` lets sessions finish after SIGTERM.
@@ -22,7 +22,7 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
             ..RawAdmin::default()
         }),
         shutdown: Some(RawShutdown {
-            grace: Some(Span(FORWARD_GRACE)),
+            grace: Some(ConfigDuration(FORWARD_GRACE)),
         }),
         backends: names
             .iter()

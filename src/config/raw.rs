@@ -1,5 +1,6 @@
 //! The serde tree as written in the TOML file. Spellings are checked here, by serde:
-//! enums for every closed set of words and [`Span`] for durations, so a typo fails
+//! enums for every closed set of words and the types of [`value`] for values with a
+//! rule of their own (durations, minimums, ranges), so a typo fails
 //! with the key (from `serde_path_to_error`) and the allowed values. Ranges, defaults
 //! and rules across fields are [`super::validate`]'s. `deny_unknown_fields`
 //! everywhere: a misspelt key is an error, not a silently ignored default.
@@ -9,12 +10,14 @@
 //! `forward` command, tests) build a tree without TOML.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::{ListenerMode, Policy, PoolRole, TwoWriters};
-use crate::duration;
+
+mod value;
+
+pub use value::*;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -39,19 +42,6 @@ pub struct RawConfig {
     pub listeners: BTreeMap<String, RawListener>,
 }
 
-/// A duration in the config's syntax (`250ms`, `2s`, `5m`, `1h`; see [`duration`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        duration::parse(&text)
-            .map(Span)
-            .map_err(|e| serde::de::Error::custom(format_args!("expected {e}")))
-    }
-}
-
 /// `[admin]`: the admin HTTP listener.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +63,7 @@ pub struct RawAdmin {
 pub struct RawRuntime {
     /// `runtime.workers`: data-plane threads, 0 to 256; 0 means one per core
     /// (default `defaults::WORKERS`).
-    pub workers: Option<i64>,
+    pub workers: Option<Workers>,
 }
 
 /// `[shutdown]`: what happens after SIGTERM/SIGINT.
@@ -82,7 +72,7 @@ pub struct RawRuntime {
 pub struct RawShutdown {
     /// `shutdown.grace`: how long open sessions may finish before the rest are closed
     /// (default `defaults::SHUTDOWN_GRACE`).
-    pub grace: Option<Span>,
+    pub grace: Option<ConfigDuration>,
 }
 
 /// `[backends.NAME]`: one server, checked by one checker however many pools use it.
@@ -138,31 +128,31 @@ pub struct RawCheck {
     pub kind: Option<CheckKind>,
     /// `check.interval`: between checks while the backend is up and the last check passed
     /// (default `defaults::CHECK_INTERVAL`; at least `defaults::MIN_INTERVAL`).
-    pub interval: Option<Span>,
+    pub interval: Option<Interval>,
     /// `check.fast_interval`: between checks after a failure, until `fall` failures mark the
     /// backend down (default `defaults::fast_interval`; at least `defaults::MIN_INTERVAL`).
-    pub fast_interval: Option<Span>,
+    pub fast_interval: Option<Interval>,
     /// `check.down_interval`: between checks while the backend is down
     /// (default `defaults::down_interval`: the interval).
-    pub down_interval: Option<Span>,
+    pub down_interval: Option<Interval>,
     /// `check.timeout`: covers every phase of one check; above zero (default `defaults::CHECK_TIMEOUT`).
-    pub timeout: Option<Span>,
+    pub timeout: Option<Timeout>,
     /// `check.rise`: consecutive passes that bring a down backend up; at least 1 (default `defaults::RISE`).
-    pub rise: Option<i64>,
+    pub rise: Option<Count>,
     /// `check.fall`: consecutive failures that take an up backend down; at least 1 (default `defaults::FALL`).
-    pub fall: Option<i64>,
+    pub fall: Option<Count>,
     /// `check.jitter`: each wait is scaled by a random factor in `1 ± jitter`; 0.0 to 0.5
     /// (default `defaults::JITTER`).
-    pub jitter: Option<f64>,
+    pub jitter: Option<Jitter>,
     /// `check.method`: the HTTP method; `http` checks only (default `defaults::HTTP_METHOD`).
-    pub method: Option<String>,
+    pub method: Option<HttpMethod>,
     /// `check.path`: the HTTP request path, starting with `/`; `http` checks only (default `defaults::HTTP_PATH`).
-    pub path: Option<String>,
+    pub path: Option<HttpPath>,
     /// `check.host`: the HTTP `Host` header; `http` checks only (default: the backend address).
-    pub host: Option<String>,
+    pub host: Option<HostHeader>,
     /// `check.expect_status`: the passing status (`"200"`) or range (`"200-399"`); `http` checks only
     /// (default `defaults::HTTP_EXPECT_STATUS`).
-    pub expect_status: Option<String>,
+    pub expect_status: Option<StatusRange>,
     /// `check.body_contains`: a substring the first 64 KiB of the body must contain; `http` checks only.
     pub body_contains: Option<String>,
     /// `check.user`: the user a `mysql` check (required) or `mongo` check (optional) logs in as.
@@ -248,19 +238,19 @@ pub struct RawPool {
     pub on_leave: Option<OnLeave>,
     /// `pools.*.drain_deadline`: how long `drain` lets those sessions run; only with
     /// `on_leave = "drain"` (default `defaults::DRAIN_DEADLINE`).
-    pub drain_deadline: Option<Span>,
+    pub drain_deadline: Option<ConfigDuration>,
     /// `pools.*.hold_timeout`: how long a new session waits for a routable member before it is
     /// closed (default `defaults::HOLD_TIMEOUT`).
-    pub hold_timeout: Option<Span>,
+    pub hold_timeout: Option<ConfigDuration>,
     /// `pools.*.connect_timeout`: per connect attempt to a backend; above zero
     /// (default `defaults::CONNECT_TIMEOUT`).
-    pub connect_timeout: Option<Span>,
+    pub connect_timeout: Option<Timeout>,
     /// `pools.*.idle_timeout`: a session with no bytes either way for this long is closed; above
     /// zero (default `defaults::IDLE_TIMEOUT`).
-    pub idle_timeout: Option<Span>,
+    pub idle_timeout: Option<Timeout>,
     /// `pools.*.max_replication_lag`: replica pools only: the most a member may lag
     /// (default `defaults::MAX_REPLICATION_LAG`).
-    pub max_replication_lag: Option<Span>,
+    pub max_replication_lag: Option<ConfigDuration>,
     /// `pools.*.fallback_to_primary`: replica pools only: route to the writable member when no
     /// replica qualifies (default false).
     pub fallback_to_primary: Option<bool>,
@@ -285,13 +275,13 @@ pub struct RawListener {
     pub pool: String,
     /// `listeners.*.max_connections`: sessions at once, 1 to 1000000; further clients wait in
     /// the kernel backlog (default `defaults::MAX_CONNECTIONS`).
-    pub max_connections: Option<i64>,
+    pub max_connections: Option<MaxConnections>,
     /// `listeners.*.keepalive`: idle time before TCP keepalive probes start, on both legs; at
     /// least 1s (default `defaults::KEEPALIVE`).
-    pub keepalive: Option<Span>,
+    pub keepalive: Option<Keepalive>,
     /// `listeners.*.user_timeout`: `TCP_USER_TIMEOUT` on both legs, so half-open sessions die
     /// (default `defaults::USER_TIMEOUT`).
-    pub user_timeout: Option<Span>,
+    pub user_timeout: Option<ConfigDuration>,
     /// `listeners.*.mode`: what the listener understands of the bytes it carries
     /// (default `defaults::MODE`).
     pub mode: Option<ListenerMode>,
@@ -311,7 +301,7 @@ pub struct RawListenerTls {
     pub client_ca: Option<String>,
     /// `tls.handshake_timeout`: the longest a client's handshake may take
     /// (default `defaults::HANDSHAKE_TIMEOUT`).
-    pub handshake_timeout: Option<Span>,
+    pub handshake_timeout: Option<Timeout>,
     /// `tls.require_tls`: `mysql` mode only: refuse clients that do not ask for TLS
     /// (default `defaults::REQUIRE_TLS`).
     pub require_tls: Option<bool>,

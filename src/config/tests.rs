@@ -88,13 +88,10 @@ fn missing_file_is_a_read_error() {
 #[test]
 fn each_mistake_names_its_key() {
     let cases = [
-        // A spelling is refused where it is written (`[check]`), a range after the
-        // merge, on the backend it applies to.
+        // A value is refused where it is written (here `[check]`, the defaults of
+        // every backend's check).
         (("interval = \"500ms\"", "interval = \"500\""), "check.interval"),
-        (
-            ("interval = \"500ms\"", "interval = \"50ms\""),
-            "backends.a.check.interval",
-        ),
+        (("interval = \"500ms\"", "interval = \"50ms\""), "check.interval"),
         (
             ("address = \"127.0.0.1:9001\"", "address = \"127.0.0.1\""),
             "backends.a.address",

@@ -11,10 +11,8 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::num::NonZeroU32;
-use std::time::Duration;
 
-use super::raw::{RawConfig, Span};
+use super::raw::RawConfig;
 use super::*;
 use crate::tls::load::FileError;
 
@@ -45,15 +43,6 @@ impl Ctx<'_> {
             path: e.path,
             reason: e.reason,
         }
-    }
-
-    /// A duration that must not be zero.
-    fn above_zero(&self, key: &str, value: Option<Span>, default: Duration) -> Result<Duration, ConfigError> {
-        let value = value.map_or(default, |s| s.0);
-        if value.is_zero() {
-            return Err(self.invalid(key, "a duration above zero"));
-        }
-        Ok(value)
     }
 
     fn address(&self, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -94,14 +83,6 @@ impl Ctx<'_> {
         }
         Ok(Some(Secret::new(value)))
     }
-
-    fn positive(&self, key: &str, value: Option<i64>, default: i64) -> Result<NonZeroU32, ConfigError> {
-        let value = value.unwrap_or(default);
-        u32::try_from(value)
-            .ok()
-            .and_then(NonZeroU32::new)
-            .ok_or_else(|| self.invalid(key, format!("a whole number of at least 1, got {value}")))
-    }
 }
 
 /// Validates the raw tree; the first mistake found is returned.
@@ -118,10 +99,9 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         .shutdown
         .and_then(|s| s.grace)
         .map_or(defaults::SHUTDOWN_GRACE, |s| s.0);
-    let workers = match raw.runtime.and_then(|r| r.workers).unwrap_or(defaults::WORKERS) {
+    let workers = match raw.runtime.and_then(|r| r.workers).map_or(defaults::WORKERS, |w| w.0) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n @ 1..=256 => n as usize,
-        n => return Err(ctx.invalid("runtime.workers", format!("0 (one per core) to 256, got {n}"))),
+        n => usize::from(n),
     };
 
     let check_defaults = raw.check.unwrap_or_default();

@@ -73,7 +73,7 @@ pool = "p"
         },
         kill: CancellationToken::new(),
         timeline: Arc::new(Timeline::default()),
-        moved: metrics::Counter::noop(),
+        sessions_moved: metrics::Counter::noop(),
         connect,
     }
 }

@@ -69,7 +69,7 @@ pub struct SessionContext<C: Connect = TcpConnect> {
     /// sessions closed).
     pub timeline: Arc<Timeline>,
     /// `switchyard_sessions_moved_total` for this listener.
-    pub moved: metrics::Counter,
+    pub sessions_moved: metrics::Counter,
     /// How a session connects to a backend.
     pub connect: C,
 }

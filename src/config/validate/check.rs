@@ -1,46 +1,32 @@
 //! A backend's check table (its own fields over `[check]`'s) → [`CheckConfig`].
 
 use super::Ctx;
-use crate::config::defaults::{self, MIN_INTERVAL};
+use crate::config::defaults;
 use crate::config::raw::{CheckKind, RawCheck};
 use crate::config::*;
-use crate::duration;
 
 pub(super) fn check_config(ctx: &Ctx<'_>, key: &str, raw: RawCheck) -> Result<CheckConfig, ConfigError> {
-    let k = |field: &str| format!("{key}.{field}");
-    let interval = raw.interval.map_or(defaults::CHECK_INTERVAL, |s| s.0);
-    let fast_interval = raw.fast_interval.map_or(defaults::fast_interval(interval), |s| s.0);
-    let down_interval = raw.down_interval.map_or(defaults::down_interval(interval), |s| s.0);
-    for (field, value) in [
-        ("interval", interval),
-        ("fast_interval", fast_interval),
-        ("down_interval", down_interval),
-    ] {
-        if value < MIN_INTERVAL {
-            return Err(ctx.invalid(k(field), format!("at least 100ms, got {}", duration::format(value))));
-        }
-    }
-    let timeout = ctx.above_zero(&k("timeout"), raw.timeout, defaults::CHECK_TIMEOUT)?;
-    let jitter = raw.jitter.unwrap_or(defaults::JITTER);
-    let jitter = Fraction::new(jitter)
-        .filter(|j| j.get() <= 0.5)
-        .ok_or_else(|| ctx.invalid(k("jitter"), format!("a fraction from 0.0 to 0.5, got {jitter}")))?;
+    let interval = raw.interval.map_or(defaults::CHECK_INTERVAL, |i| i.0);
+    let jitter = raw.jitter.map_or_else(
+        || Fraction::new(defaults::JITTER).expect("the default jitter is a fraction"),
+        |j| j.0,
+    );
     let kind = raw.kind.unwrap_or(defaults::CHECK_KIND);
     only_where_they_apply(ctx, key, kind, &raw)?;
     let probe = match kind {
         CheckKind::Tcp => ProbeConfig::Tcp,
-        CheckKind::Http => ProbeConfig::Http(http_probe(ctx, key, &raw)?),
+        CheckKind::Http => ProbeConfig::Http(http_probe(&raw)),
         CheckKind::Mysql => ProbeConfig::Mysql(mysql_probe(ctx, key, &raw)?),
         CheckKind::Mongo => ProbeConfig::Mongo(mongo_probe(ctx, key, &raw)?),
     };
     Ok(CheckConfig {
         probe,
         interval,
-        fast_interval,
-        down_interval,
-        timeout,
-        rise: ctx.positive(&k("rise"), raw.rise, defaults::RISE)?,
-        fall: ctx.positive(&k("fall"), raw.fall, defaults::FALL)?,
+        fast_interval: raw.fast_interval.map_or(defaults::fast_interval(interval), |i| i.0),
+        down_interval: raw.down_interval.map_or(defaults::down_interval(interval), |i| i.0),
+        timeout: raw.timeout.map_or(defaults::CHECK_TIMEOUT, |t| t.0),
+        rise: raw.rise.map_or(defaults::RISE, |c| c.0),
+        fall: raw.fall.map_or(defaults::FALL, |c| c.0),
         jitter,
     })
 }
@@ -80,45 +66,14 @@ fn only_where_they_apply(ctx: &Ctx<'_>, key: &str, kind: CheckKind, raw: &RawChe
     Ok(())
 }
 
-fn http_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<HttpProbeConfig, ConfigError> {
-    let method = raw.method.clone().unwrap_or_else(|| defaults::HTTP_METHOD.into());
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ctx.invalid(
-            format!("{key}.method"),
-            format!("an HTTP method like \"GET\", got \"{method}\""),
-        ));
-    }
-    let path = raw.path.clone().unwrap_or_else(|| defaults::HTTP_PATH.into());
-    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-        return Err(ctx.invalid(
-            format!("{key}.path"),
-            format!("a path starting with \"/\" and without spaces, got \"{path}\""),
-        ));
-    }
-    if let Some(host) = &raw.host {
-        if host.is_empty() || host.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-            return Err(ctx.invalid(
-                format!("{key}.host"),
-                format!("a host name without spaces, got \"{host}\""),
-            ));
-        }
-    }
-    let expect_status = match raw.expect_status.as_deref() {
-        None => defaults::HTTP_EXPECT_STATUS,
-        Some(text) => status_range(text).ok_or_else(|| {
-            ctx.invalid(
-                format!("{key}.expect_status"),
-                format!("a status like \"200\" or a range like \"200-399\" within 100-599, got \"{text}\""),
-            )
-        })?,
-    };
-    Ok(HttpProbeConfig {
-        method,
-        path,
-        host: raw.host.clone(),
-        expect_status,
+fn http_probe(raw: &RawCheck) -> HttpProbeConfig {
+    HttpProbeConfig {
+        method: raw.method.clone().map_or_else(|| defaults::HTTP_METHOD.into(), |m| m.0),
+        path: raw.path.clone().map_or_else(|| defaults::HTTP_PATH.into(), |p| p.0),
+        host: raw.host.clone().map(|h| h.0),
+        expect_status: raw.expect_status.clone().map_or(defaults::HTTP_EXPECT_STATUS, |s| s.0),
         body_contains: raw.body_contains.clone(),
-    })
+    }
 }
 
 fn mysql_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MysqlProbeConfig, ConfigError> {
@@ -163,10 +118,4 @@ fn mongo_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MongoProbeCon
             .clone()
             .unwrap_or_else(|| defaults::MONGO_AUTH_SOURCE.into()),
     })
-}
-
-fn status_range(text: &str) -> Option<std::ops::RangeInclusive<u16>> {
-    let (low, high) = text.split_once('-').unwrap_or((text, text));
-    let (low, high): (u16, u16) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
-    (100 <= low && low <= high && high <= 599).then_some(low..=high)
 }

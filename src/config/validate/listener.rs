@@ -2,7 +2,6 @@
 //! socket options, mode and TLS.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use super::tls::{listener_tls, mode_fits_pool};
 use super::Ctx;
@@ -53,18 +52,11 @@ fn listener_config(
             format!("the name of a [pools.*] section, got unknown \"{}\"", raw.pool),
         )
     })?;
-    let max = raw.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
-    let max_connections = usize::try_from(max)
-        .ok()
-        .filter(|m| (1..=1_000_000).contains(m))
-        .ok_or_else(|| ctx.invalid(key("max_connections"), format!("a number from 1 to 1000000, got {max}")))?;
+    let max_connections = raw.max_connections.map_or(defaults::MAX_CONNECTIONS, |m| m.0);
     let tcp = TcpOptions {
-        keepalive: raw.keepalive.map_or(defaults::KEEPALIVE, |s| s.0),
-        user_timeout: raw.user_timeout.map_or(defaults::USER_TIMEOUT, |s| s.0),
+        keepalive: raw.keepalive.map_or(defaults::KEEPALIVE, |k| k.0),
+        user_timeout: raw.user_timeout.map_or(defaults::USER_TIMEOUT, |d| d.0),
     };
-    if tcp.keepalive < Duration::from_secs(1) {
-        return Err(ctx.invalid(key("keepalive"), "at least 1s"));
-    }
     let mode = raw.mode.unwrap_or(defaults::MODE);
     mode_fits_pool(ctx, &name, mode, raw.tls.is_some(), &pools[id], backends)?;
     let tls = match raw.tls {

@@ -59,11 +59,7 @@ pub(super) fn listener_tls(
         certificates,
         client_ca: raw.client_ca.map(Into::into),
     };
-    let handshake_timeout = ctx.above_zero(
-        &key("handshake_timeout"),
-        raw.handshake_timeout,
-        defaults::HANDSHAKE_TIMEOUT,
-    )?;
+    let handshake_timeout = raw.handshake_timeout.map_or(defaults::HANDSHAKE_TIMEOUT, |t| t.0);
     if raw.require_tls.is_some() && mode != ListenerMode::Mysql {
         return Err(ctx.invalid(
             key("require_tls"),
@@ -92,7 +88,7 @@ pub(super) fn backend_tls(
     address: &str,
 ) -> Result<BackendTls, ConfigError> {
     let key = |field: &str| format!("{table}.{field}");
-    let verify = match (raw.ca, raw.insecure.unwrap_or(false)) {
+    let verify = match (raw.ca, raw.insecure.unwrap_or(defaults::TLS_INSECURE)) {
         (Some(_), true) => {
             return Err(ctx.invalid(key("insecure"), "either ca or insecure = true, not both"));
         }
@@ -115,17 +111,11 @@ pub(super) fn backend_tls(
         (Some(_), None) => return Err(ctx.invalid(key("key"), "the client certificate's key, since cert is set")),
         (None, Some(_)) => return Err(ctx.invalid(key("cert"), "a client certificate, since key is set")),
     };
-    let server_name = raw.server_name.unwrap_or_else(|| host_of(address));
+    let server_name = raw.server_name.unwrap_or_else(|| defaults::tls_server_name(address));
     BackendTls::new(verify, &server_name, identity).map_err(|e| match e {
         BackendTlsError::ServerName(_) => ctx.invalid(key("server_name"), e.to_string()),
         BackendTlsError::File(e) => ctx.tls_file(table, e),
     })
-}
-
-/// The host part of `host:port`, `[v6]:port` or `v4:port`.
-fn host_of(address: &str) -> String {
-    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']').to_string()
 }
 
 /// MySQL starts TLS inside its protocol, after the greeting: a leg that does TLS from

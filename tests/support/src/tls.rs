@@ -14,8 +14,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// A path as it goes in TOML text.
-pub fn toml_path(path: &Path) -> String {
+/// A path as text, for TOML and command lines.
+pub fn path_text(path: &Path) -> String {
     path.display().to_string()
 }
 
@@ -39,8 +39,8 @@ pub fn tls_listener(
     format!(
         "[listeners.{name}]\nlisten = \"{listen}\"\npool = \"{pool}\"\n{keys}\n[listeners.{name}.tls]\n\
          certificates = [{{ cert = \"{}\", key = \"{}\"{names} }}]\n{extra}\n",
-        toml_path(&cert.cert),
-        toml_path(&cert.key)
+        path_text(&cert.cert),
+        path_text(&cert.key)
     )
 }
 
