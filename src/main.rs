@@ -21,6 +21,8 @@ use tracing::{error, info};
 const EX_USAGE: u8 = 64;
 const EX_UNAVAILABLE: u8 = 69;
 const EX_SOFTWARE: u8 = 70;
+/// How often `health --watch` asks.
+const WATCH_STEP: Duration = Duration::from_millis(100);
 
 #[derive(Parser)]
 #[command(
@@ -68,9 +70,15 @@ enum Command {
         /// Ask /health/live instead.
         #[arg(long)]
         live: bool,
-        /// How long to wait for the answer, e.g. 500ms.
+        /// How long to wait for each answer, e.g. 500ms.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         timeout: Duration,
+        /// Keep asking every 100 ms for this long, and exit at the first answer that
+        /// is not 200 (for keepalived, whose script interval is whole seconds: a
+        /// check that watches 700 ms of each second notices a dead or hung proxy
+        /// within about 0.4 s).
+        #[arg(long, value_parser = parse_duration)]
+        watch: Option<Duration>,
     },
     /// Proxies one listener to backends in failover order, with TCP checks; no file needed.
     Forward {
@@ -131,8 +139,15 @@ fn main() -> ExitCode {
         },
         Command::Status { admin, json } => return status(admin, json),
         Command::Health {
-            admin, live, timeout, ..
-        } => return health(admin, if live { "/health/live" } else { "/health/ready" }, timeout),
+            admin,
+            live,
+            timeout,
+            watch,
+            ..
+        } => {
+            let path = if live { "/health/live" } else { "/health/ready" };
+            return health(admin, path, timeout, watch.unwrap_or_default());
+        }
     };
     // The control plane (checkers, router, admin) is light: one thread. The data plane
     // has its own threads (see `app`).
@@ -199,9 +214,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     switchyard::duration::parse(text)
 }
 
-/// `switchyard health`: one GET of `path`, exit 0 on 200, 1 on another status (the
-/// body says why), 69 when nothing answered in time.
-fn health(admin: SocketAddr, path: &str, timeout: Duration) -> ExitCode {
+/// `switchyard health`: GETs `path` (once, or every 100 ms for `watch`); exit 0 when
+/// every answer was 200, 1 at the first other status (the body says why), 69 when
+/// nothing answered within `timeout`.
+fn health(admin: SocketAddr, path: &str, timeout: Duration, watch: Duration) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -209,7 +225,13 @@ fn health(admin: SocketAddr, path: &str, timeout: Duration) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    match runtime.block_on(client::get(admin, path, timeout)) {
+    let until = std::time::Instant::now() + watch;
+    let mut answer = runtime.block_on(client::get(admin, path, timeout));
+    while matches!(answer, Ok((200, _))) && std::time::Instant::now() + WATCH_STEP <= until {
+        std::thread::sleep(WATCH_STEP);
+        answer = runtime.block_on(client::get(admin, path, timeout));
+    }
+    match answer {
         Ok((200, body)) => {
             print!("{body}");
             ExitCode::SUCCESS

@@ -10,8 +10,16 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use std::net::IpAddr;
+use std::path::Path;
+
+use switchyard_lab::mariadb::Placement;
+use switchyard_lab::netns::{HaNet, Host};
+
 use crate::fault::{FaultRecord, Faults, PrimaryTimeline};
+use crate::ha::{self, HaFigures, VipMove};
 use crate::measure::{self, Latency, Second};
+use crate::pair::Pair;
 use crate::peers::Peers;
 use crate::scenario::{Scenario, WorkloadKind};
 use crate::target::{Target, TargetKind};
@@ -54,10 +62,20 @@ pub struct DrillResult {
     pub faults: Vec<FaultRecord>,
     pub timeline: PrimaryTimeline,
     pub proxy_markers: Vec<ProxyMarker>,
+    /// HA pair drills: the VIP's moves and one line of figures per fault.
+    pub vip_moves: Vec<VipMove>,
+    /// HA pair drills: see [`crate::ha`].
+    pub ha: Vec<HaFigures>,
 }
 
-/// Runs `scenario` through `kind` on fresh peers, printing progress.
+/// Runs `scenario` through `kind` on fresh peers, printing progress. The HA pair
+/// (`switchyard-pair`) runs the binary `SWITCHYARD_BIN` names, else the release
+/// build; see [`run_pair`].
 pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
+    if kind == TargetKind::Pair {
+        let binary = std::env::var_os("SWITCHYARD_BIN").map_or_else(crate::sysbench::default_binary, Into::into);
+        return run_pair(scenario, &binary).await;
+    }
     let workload_kind = scenario.workload.kind;
     let peers = Arc::new(Peers::start(workload_kind).await?);
     let target = Target::start(kind, &peers, workload_kind).await?;
@@ -81,6 +99,8 @@ pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
         cluster,
         primary: 0,
         dead: Vec::new(),
+        pair: None,
+        dead_proxies: Vec::new(),
     };
     let fault_task = tokio::spawn(faults.run(scenario.faults.clone(), t0));
     let ticker = tokio::spawn(report_progress(kind, progress.clone(), scenario.duration, t0));
@@ -154,7 +174,136 @@ fn summarize(
         faults,
         timeline,
         proxy_markers,
+        vip_moves: Vec::new(),
+        ha: Vec::new(),
     }
+}
+
+/// Runs `scenario` (a MySQL workload) through an HA pair of `binary` processes in
+/// network namespaces: the cluster on the database host, the clients on the client
+/// host (their threads enter its namespace), keepalived's VIP in between.
+pub async fn run_pair(scenario: &Scenario, binary: &Path) -> Result<DrillResult> {
+    if scenario.workload.kind != WorkloadKind::Mysql {
+        anyhow::bail!("the HA pair drills a MySQL workload");
+    }
+    let net = tokio::task::spawn_blocking(HaNet::up).await??;
+    let placement = Placement {
+        netns: Some(net.ns(Host::Db)),
+        host: IpAddr::V4(net.ip(Host::Db)),
+    };
+    let peers = Arc::new(Peers::mysql(placement).await?);
+    let Peers::Mysql(cluster) = &*peers else {
+        unreachable!("Peers::mysql starts a cluster")
+    };
+    let cluster = cluster.clone();
+    let binary = binary.to_path_buf();
+    let pair = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || Pair::start(net, &cluster.lock().expect("cluster lock"), &binary)).await??
+    };
+    let (addr, client_ns) = (pair.addr(), pair.net.ns(Host::Client));
+    let pair = Arc::new(std::sync::Mutex::new(pair));
+    in_namespace(&client_ns, move || async move {
+        await_ready(addr, WorkloadKind::Mysql).await
+    })
+    .await?
+    .context("the pair never served a write through its VIP")?;
+
+    let t0 = Instant::now();
+    let t0_unix_ms = unix_ms();
+    let progress = Arc::new(Progress::default());
+    let faults = Faults {
+        peers: peers.clone(),
+        landed_ms: None,
+        cluster: Some(cluster),
+        primary: 0,
+        dead: Vec::new(),
+        pair: Some(pair.clone()),
+        dead_proxies: Vec::new(),
+    };
+    let fault_task = tokio::spawn(faults.run(scenario.faults.clone(), t0));
+    let ticker = tokio::spawn(report_progress(
+        TargetKind::Pair,
+        progress.clone(),
+        scenario.duration,
+        t0,
+    ));
+    let (workload, duration) = (scenario.workload, scenario.duration);
+    let ops = in_namespace(&client_ns, move || {
+        workload::run(addr, workload, duration, t0, progress)
+    })
+    .await?;
+    let (faults, timeline, final_primary) = fault_task.await?;
+    ticker.abort();
+    eprintln!();
+
+    let moves: Vec<VipMove> = pair
+        .lock()
+        .expect("pair lock")
+        .transitions()
+        .into_iter()
+        .filter(|t| t.state == "MASTER")
+        .map(|t| VipMove {
+            at_ms: t.at_unix_ms - t0_unix_ms,
+            to: t.host,
+        })
+        .collect();
+    let markers = moves
+        .iter()
+        .map(|m| ProxyMarker {
+            label: format!("VIP to {}", m.to),
+            at_ms: m.at_ms,
+        })
+        .collect();
+    let stored = peers.stored_ids(final_primary).await?.unwrap_or_default();
+    let mut result = summarize(
+        scenario,
+        TargetKind::Pair,
+        &ops,
+        faults,
+        timeline,
+        markers,
+        Some(&stored),
+    );
+    result.ha = ha::figures(
+        &ops,
+        &result.faults,
+        &moves,
+        &result.timeline,
+        &stored,
+        duration.as_secs_f64() * 1000.0,
+    );
+    result.vip_moves = moves;
+    // The databases first (their processes live in the pair's namespaces), then the pair.
+    tokio::task::spawn_blocking(move || {
+        drop(peers);
+        drop(pair);
+    })
+    .await?;
+    Ok(result)
+}
+
+/// Runs the future `make` builds on a thread of its own that entered the network
+/// namespace `ns` first (with a runtime of its own: its sockets live there).
+async fn in_namespace<F>(ns: &str, make: impl FnOnce() -> F + Send + 'static) -> Result<F::Output>
+where
+    F: std::future::Future,
+    F::Output: Send + 'static,
+{
+    let ns = ns.to_string();
+    let thread = std::thread::spawn(move || -> Result<F::Output> {
+        switchyard_lab::netns::enter(&ns)?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(runtime.block_on(make()))
+    });
+    tokio::task::spawn_blocking(move || thread.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?).await?
+}
+
+fn unix_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as f64)
+        .unwrap_or(0.0)
 }
 
 /// Waits until one operation through the target succeeds (it has found a backend).

@@ -11,8 +11,10 @@ use switchyard_lab::mariadb::Cluster;
 use switchyard_lab::mongo::ReplicaSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
+use crate::pair::Pair;
 use crate::peers::Peers;
 use crate::scenario::{Action, Fault};
+use switchyard_lab::netns::Host;
 
 /// What happened for one fault, in milliseconds since the drill started.
 #[derive(Debug, Clone, Serialize)]
@@ -54,6 +56,10 @@ pub struct Faults {
     pub cluster: Option<Arc<Mutex<Cluster>>>,
     pub primary: usize,
     pub dead: Vec<usize>,
+    /// The HA pair, for the proxy-tier faults.
+    pub pair: Option<Arc<Mutex<Pair>>>,
+    /// Proxy hosts whose switchyard was killed and not restarted yet.
+    pub dead_proxies: Vec<Host>,
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
@@ -87,6 +93,7 @@ impl Faults {
             };
             let steps_before = timeline.0.len();
             let step = match (&*self.peers.clone(), fault.action) {
+                (_, action) if action.is_proxy_tier() => self.proxy_fault(action, &fault, &mut timeline, t0).await,
                 (Peers::Mysql(_), Action::KillPrimary) => {
                     self.kill_primary(fault.promote_after, &mut timeline, t0).await
                 }
@@ -190,6 +197,83 @@ impl Faults {
         let elected_ms = t0.elapsed().as_secs_f64() * 1000.0;
         timeline.0.push((elected_ms, Some(next as u32 + 1)));
         Ok(Some((elected_ms, next as u32 + 1)))
+    }
+
+    /// A proxy-tier fault on the HA pair (see [`Action`]); returns a promotion for
+    /// `proxy-kill-with-primary`.
+    async fn proxy_fault(
+        &mut self,
+        action: Action,
+        fault: &Fault,
+        timeline: &mut PrimaryTimeline,
+        t0: Instant,
+    ) -> Result<Option<(f64, u32)>> {
+        let pair = self
+            .pair
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{action:?} needs the HA pair target"))?;
+        let on_pair = |work: Box<dyn FnOnce(&mut Pair) -> Result<()> + Send>| {
+            let pair = pair.clone();
+            blocking(move || work(&mut pair.lock().expect("pair lock")))
+        };
+        let active = {
+            let pair = pair.clone();
+            blocking(move || pair.lock().expect("pair lock").active()).await?
+        };
+        let landed = |faults: &mut Faults| faults.landed_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+        match action {
+            Action::ProxyKill => {
+                on_pair(Box::new(move |p| p.kill_proxy(active))).await?;
+                landed(self);
+                self.dead_proxies.push(active);
+            }
+            Action::ProxyKillWithPrimary => {
+                on_pair(Box::new(move |p| p.kill_proxy(active))).await?;
+                landed(self);
+                self.dead_proxies.push(active);
+                return self.kill_primary(fault.promote_after, timeline, t0).await;
+            }
+            Action::ProxyHang => {
+                on_pair(Box::new(move |p| p.hang_proxy(active, true))).await?;
+                landed(self);
+                sleep(fault.stop_for).await;
+                on_pair(Box::new(move |p| p.hang_proxy(active, false))).await?;
+            }
+            Action::ProxyPartition => {
+                on_pair(Box::new(move |p| p.net.cut(active))).await?;
+                landed(self);
+                sleep(fault.stop_for).await;
+                on_pair(Box::new(move |p| p.net.heal(active))).await?;
+            }
+            Action::ProxyRouteLoss => {
+                on_pair(Box::new(move |p| p.net.block_db(active, true))).await?;
+                landed(self);
+                sleep(fault.stop_for).await;
+                on_pair(Box::new(move |p| p.net.block_db(active, false))).await?;
+            }
+            Action::ProxyRestart => {
+                for host in std::mem::take(&mut self.dead_proxies) {
+                    on_pair(Box::new(move |p| {
+                        p.start_proxy(host)?;
+                        p.await_ready(host, Duration::from_secs(30))
+                    }))
+                    .await?;
+                }
+                landed(self);
+            }
+            Action::StandbyStress => {
+                let stop_for = fault.stop_for;
+                on_pair(Box::new(move |p| {
+                    let standby = p.standby()?;
+                    p.stress(standby, stop_for)
+                }))
+                .await?;
+                landed(self);
+                sleep(stop_for).await;
+            }
+            other => anyhow::bail!("{other:?} is not a proxy-tier fault"),
+        }
+        Ok(None)
     }
 
     fn live_replicas(&self, cluster: &Cluster) -> Vec<usize> {

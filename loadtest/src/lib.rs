@@ -7,6 +7,10 @@
 //! - [`peers`]: the real peers per workload kind — a MariaDB GTID cluster, a scripted
 //!   MongoDB replica set, SecantusDB, or two in-process TCP/HTTP [`servers`].
 //! - [`proxy_config`]: switchyard's and HAProxy's configs, built from the peers.
+//! - [`ha`] (pure): the HA pair's figures per fault (takeover, errors, wrong-node
+//!   acks, missing acks, VIP moves).
+//! - [`pair`]: an HA pair of switchyard processes behind keepalived's VIP, in network
+//!   namespaces, on the shipped `config/ha-pair/` files (target `switchyard-pair`).
 //! - [`target`]: what the clients talk to — switchyard (in-process) or HAProxy (a
 //!   process, MySQL drills), in front of the peers.
 //! - [`workload`]: open-loop clients — MySQL (`mysql_async`), MongoDB (the official
@@ -24,7 +28,9 @@
 
 pub mod drill;
 pub mod fault;
+pub mod ha;
 pub mod measure;
+pub mod pair;
 pub mod peers;
 pub mod proxy_config;
 pub mod report;

@@ -144,6 +144,7 @@ mod tests {
             started_ms: start,
             ended_ms: end,
             result: result.map_err(str::to_string),
+            via: None,
         }
     }
 

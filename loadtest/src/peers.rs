@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use switchyard_lab::mariadb::Cluster;
+use switchyard_lab::mariadb::{Cluster, Placement};
 use switchyard_lab::mongo::{ReplicaSet, Secantus};
 
 use crate::scenario::WorkloadKind;
@@ -23,21 +23,10 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 impl Peers {
+    /// Starts the peers of a `kind` workload on loopback.
     pub async fn start(kind: WorkloadKind) -> Result<Peers> {
         Ok(match kind {
-            WorkloadKind::Mysql => {
-                let cluster = blocking(|| Cluster::start(3))
-                    .await
-                    .context("starting the MariaDB cluster")?;
-                cluster.sql(
-                    0,
-                    "CREATE TABLE appdb.drill (id BIGINT PRIMARY KEY, server_id INT NOT NULL, worker INT NOT NULL)",
-                )?;
-                for replica in 1..cluster.nodes().len() {
-                    cluster.wait_caught_up(replica, 0)?;
-                }
-                Peers::Mysql(Arc::new(Mutex::new(cluster)))
-            }
+            WorkloadKind::Mysql => Peers::mysql(Placement::default()).await?,
             WorkloadKind::Mongo => {
                 let set = blocking(|| ReplicaSet::start(3, "rs0"))
                     .await
@@ -48,6 +37,21 @@ impl Peers {
             WorkloadKind::Tcp => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Protocol::Echo, 2).await?)),
             WorkloadKind::Http => Peers::Servers(tokio::sync::Mutex::new(Servers::start(Protocol::Http, 2).await?)),
         })
+    }
+
+    /// A 3-node MariaDB cluster placed as `placement` says, with the drill's table.
+    pub async fn mysql(placement: Placement) -> Result<Peers> {
+        let cluster = blocking(|| Cluster::start_placed(3, "", placement))
+            .await
+            .context("starting the MariaDB cluster")?;
+        cluster.sql(
+            0,
+            "CREATE TABLE appdb.drill (id BIGINT PRIMARY KEY, server_id INT NOT NULL, worker INT NOT NULL)",
+        )?;
+        for replica in 1..cluster.nodes().len() {
+            cluster.wait_caught_up(replica, 0)?;
+        }
+        Ok(Peers::Mysql(Arc::new(Mutex::new(cluster))))
     }
 
     /// The ids stored at the end, read directly from the final primary (MySQL and

@@ -74,6 +74,19 @@ pub struct Workload {
     pub short_lived: u32,
     /// Writes per second in all, spread over the workers, open loop.
     pub rate: u32,
+    /// Long-lived workers open a new connection after this many operations, as
+    /// per-request web applications do (0: only after an error).
+    #[serde(default)]
+    pub reconnect_every: u32,
+    /// How long a client waits on one network exchange before it gives up and
+    /// reconnects, like a web request's budget (default 5 s).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub op_timeout: Option<Duration>,
+}
+
+fn optional_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// What a fault step does.
@@ -94,6 +107,25 @@ pub enum Action {
     Stepdown,
     /// TCP/HTTP: the first backend stops listening (connections are refused).
     Refuse,
+    /// HA pair: `kill -9` of switchyard on the proxy host holding the VIP (it stays
+    /// dead until `proxy-restart`).
+    ProxyKill,
+    /// HA pair: SIGSTOP of switchyard on the active proxy host for `stop_for`.
+    ProxyHang,
+    /// HA pair: the active proxy host cut off the network for `stop_for` (its link
+    /// stays up: both sides may claim the VIP).
+    ProxyPartition,
+    /// HA pair: the active proxy host loses its route to the databases for
+    /// `stop_for`.
+    ProxyRouteLoss,
+    /// HA pair: switchyard started again where it was killed (the old active
+    /// returning), until it is ready.
+    ProxyRestart,
+    /// HA pair: `kill -9` of the active proxy and of the database primary at once;
+    /// the most advanced replica is promoted after `promote_after`.
+    ProxyKillWithPrimary,
+    /// HA pair: both cores kept busy from the standby proxy host for `stop_for`.
+    StandbyStress,
 }
 
 impl Action {
@@ -106,7 +138,23 @@ impl Action {
             Action::Elect => kind == Mongo,
             Action::Stepdown => kind == Secantus,
             Action::Refuse => matches!(kind, Tcp | Http),
+            action if action.is_proxy_tier() => kind == Mysql,
+            _ => false,
         }
+    }
+
+    /// A fault of the proxy tier (an HA pair's target only).
+    pub fn is_proxy_tier(self) -> bool {
+        matches!(
+            self,
+            Action::ProxyKill
+                | Action::ProxyHang
+                | Action::ProxyPartition
+                | Action::ProxyRouteLoss
+                | Action::ProxyRestart
+                | Action::ProxyKillWithPrimary
+                | Action::StandbyStress
+        )
     }
 }
 

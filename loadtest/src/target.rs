@@ -23,6 +23,11 @@ use crate::scenario::WorkloadKind;
 pub enum TargetKind {
     Switchyard,
     Haproxy,
+    /// Two switchyard processes behind keepalived's VIP, in network namespaces
+    /// (MySQL workloads; see `drill::run_pair`).
+    #[serde(rename = "switchyard-pair")]
+    #[value(name = "switchyard-pair")]
+    Pair,
 }
 
 impl std::fmt::Display for TargetKind {
@@ -30,6 +35,7 @@ impl std::fmt::Display for TargetKind {
         f.write_str(match self {
             TargetKind::Switchyard => "switchyard",
             TargetKind::Haproxy => "haproxy",
+            TargetKind::Pair => "switchyard-pair",
         })
     }
 }
@@ -62,6 +68,7 @@ impl Target {
                     dir: None,
                 })
             }
+            TargetKind::Pair => bail!("the HA pair runs through drill::run_pair"),
             TargetKind::Haproxy => {
                 let Peers::Mysql(cluster) = peers else {
                     bail!("the HAProxy comparison is for MySQL drills (option mysql-check)");

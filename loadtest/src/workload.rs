@@ -23,6 +23,17 @@ use crate::scenario::{Workload, WorkloadKind};
 /// Connect, write, or read: each under this limit.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
+tokio::task_local! {
+    /// A workload's own limit per network wait (its `op_timeout`), for its workers.
+    static OP_LIMIT: Duration;
+}
+
+/// The limit of a network wait in this worker: its workload's `op_timeout`, else
+/// [`OP_TIMEOUT`].
+fn op_limit() -> Duration {
+    OP_LIMIT.try_with(|limit| *limit).unwrap_or(OP_TIMEOUT)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OpKind {
@@ -43,6 +54,9 @@ pub struct Op {
     pub ended_ms: f64,
     /// The `@@server_id` that acknowledged it, or the error's kind.
     pub result: Result<u32, String>,
+    /// MySQL: the client address the server saw (through a proxy, the proxy's own),
+    /// from `USER()`; which proxy of a pair carried the operation.
+    pub via: Option<String>,
 }
 
 impl Op {
@@ -82,7 +96,7 @@ pub fn error_kind(error: &mysql_async::Error) -> String {
 }
 
 async fn bounded<T>(work: impl std::future::Future<Output = mysql_async::Result<T>>) -> Result<T, String> {
-    match timeout(OP_TIMEOUT, work).await {
+    match timeout(op_limit(), work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(error_kind(&e)),
         Err(_) => Err("timeout".into()),
@@ -111,7 +125,7 @@ fn io_kind(e: &std::io::Error) -> String {
 }
 
 async fn io_bounded<T>(work: impl std::future::Future<Output = std::io::Result<T>>) -> Result<T, String> {
-    match timeout(OP_TIMEOUT, work).await {
+    match timeout(op_limit(), work).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(io_kind(&e)),
         Err(_) => Err("timeout".into()),
@@ -157,12 +171,22 @@ impl Session {
     /// One operation; returns the identity of the server that answered (MySQL
     /// `@@server_id`, a scripted MongoDB member's number for writes, the backend's
     /// number; 0 when the server cannot tell).
-    async fn op(&mut self, target: SocketAddr, kind: OpKind, id: u64, worker: u32, keep: bool) -> Result<u32, String> {
+    async fn op(
+        &mut self,
+        target: SocketAddr,
+        kind: OpKind,
+        id: u64,
+        worker: u32,
+        keep: bool,
+    ) -> (Result<u32, String>, Option<String>) {
         match self {
-            Session::Mysql(conn) => mysql_op(conn, target, kind, id, worker).await,
-            Session::Mongo(client) => mongo_op(client, target, kind, id, worker).await,
-            Session::Tcp(conn) => tcp_op(conn, target, id).await,
-            Session::Http(conn) => http_op(conn, target, id, keep).await,
+            Session::Mysql(conn) => match mysql_op(conn, target, kind, id, worker).await {
+                Ok((server, via)) => (Ok(server), Some(via)),
+                Err(e) => (Err(e), None),
+            },
+            Session::Mongo(client) => (mongo_op(client, target, kind, id, worker).await, None),
+            Session::Tcp(conn) => (tcp_op(conn, target, id).await, None),
+            Session::Http(conn) => (http_op(conn, target, id, keep).await, None),
         }
     }
 
@@ -224,7 +248,7 @@ pub async fn ready(target: SocketAddr, kind: WorkloadKind) -> bool {
     // A read of id 0 (never written by the workload) where reads exist, so a retry
     // never meets its own earlier write; an echo or a GET elsewhere.
     let op = if session.reads() { OpKind::Read } else { OpKind::Write };
-    let ok = session.op(target, op, 0, 0, false).await.is_ok();
+    let ok = session.op(target, op, 0, 0, false).await.0.is_ok();
     session.close().await;
     ok
 }
@@ -245,7 +269,8 @@ pub async fn run(
         let short_lived = worker >= workload.writers;
         let (ids, progress) = (ids.clone(), progress.clone());
         let offset = interval.mul_f64(f64::from(worker) / f64::from(workers));
-        tasks.spawn(async move {
+        let limit = workload.op_timeout.unwrap_or(OP_TIMEOUT);
+        tasks.spawn(OP_LIMIT.scope(limit, async move {
             let ms = |at: Instant| at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
             let mut session = Session::new(workload.kind);
             let mut ops = Vec::new();
@@ -265,8 +290,10 @@ pub async fn run(
                 } else {
                     last_id
                 };
-                let result = session.op(target, kind, id, worker, !short_lived).await;
-                if result.is_err() || short_lived {
+                let (result, via) = session.op(target, kind, id, worker, !short_lived).await;
+                let every = workload.reconnect_every;
+                let due = every > 0 && k % every == every - 1;
+                if result.is_err() || short_lived || due {
                     session.close().await;
                 }
                 if kind == OpKind::Write && result.is_ok() {
@@ -282,11 +309,12 @@ pub async fn run(
                     started_ms: ms(started),
                     ended_ms: ms(Instant::now()),
                     result,
+                    via,
                 });
             }
             session.close().await;
             ops
-        });
+        }));
     }
     let mut all = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -296,23 +324,25 @@ pub async fn run(
     all
 }
 
-/// A MySQL write (an insert with the id) or read (a select of it).
+/// A MySQL write (an insert with the id) or read (a select of it); the server that
+/// answered and the client host it saw.
 async fn mysql_op(
     conn: &mut Option<Conn>,
     target: SocketAddr,
     kind: OpKind,
     id: u64,
     worker: u32,
-) -> Result<u32, String> {
+) -> Result<(u32, String), String> {
     if conn.is_none() {
         *conn = Some(bounded(Conn::new(opts(target))).await?);
     }
     let c = conn.as_mut().expect("connected above");
     // Which server this session is on, asked first: once the write is
     // acknowledged, a cut connection cannot turn it into a failure.
-    let server = bounded(c.query_first::<u32, _>("SELECT @@server_id"))
-        .await?
-        .ok_or("no server id")?;
+    let (server, via) =
+        bounded(c.query_first::<(u32, String), _>("SELECT @@server_id, SUBSTRING_INDEX(USER(), '@', -1)"))
+            .await?
+            .ok_or("no server id")?;
     match kind {
         OpKind::Write => {
             let sql = "INSERT INTO drill (id, server_id, worker) VALUES (?, @@server_id, ?)";
@@ -325,7 +355,7 @@ async fn mysql_op(
             }
         }
     }
-    Ok(server)
+    Ok((server, via))
 }
 
 /// A MongoDB write (an insert command, whose reply from a scripted member names it)
