@@ -46,6 +46,9 @@ impl PrimaryTimeline {
     }
 }
 
+/// One blocking step on the HA pair, run off the async workers.
+type PairStep = Box<dyn FnOnce(&mut Pair) -> Result<()> + Send>;
+
 /// The state the fault task keeps: the peers and which one is primary.
 pub struct Faults {
     pub peers: Arc<Peers>,
@@ -212,7 +215,7 @@ impl Faults {
             .pair
             .clone()
             .ok_or_else(|| anyhow::anyhow!("{action:?} needs the HA pair target"))?;
-        let on_pair = |work: Box<dyn FnOnce(&mut Pair) -> Result<()> + Send>| {
+        let on_pair = |work: PairStep| {
             let pair = pair.clone();
             blocking(move || work(&mut pair.lock().expect("pair lock")))
         };

@@ -97,11 +97,9 @@ fn takeover(ops: &[Op], from: f64, to: f64) -> Option<f64> {
         ops.iter()
             .filter(|o| o.kind == OpKind::Write && o.result.is_ok() && o.via.is_some())
     };
-    let old = acks().filter(|o| o.ended_ms < from).last()?.via.clone();
+    let old = acks().rfind(|o| o.ended_ms < from)?.via.clone();
     let first_new = acks().find(|o| o.ended_ms >= from && o.ended_ms < to && o.via != old)?;
-    let last_old = acks()
-        .filter(|o| o.via == old && o.ended_ms < first_new.ended_ms)
-        .last()?;
+    let last_old = acks().rfind(|o| o.via == old && o.ended_ms < first_new.ended_ms)?;
     Some(first_new.ended_ms - last_old.ended_ms)
 }
 
