@@ -66,6 +66,8 @@ pub struct DrillResult {
     pub vip_moves: Vec<VipMove>,
     /// HA pair drills: see [`crate::ha`].
     pub ha: Vec<HaFigures>,
+    /// HA pair drills: acknowledged writes by the proxy host that carried them.
+    pub acks_via: BTreeMap<String, u64>,
 }
 
 /// Runs `scenario` through `kind` on fresh peers, printing progress. The HA pair
@@ -176,6 +178,7 @@ fn summarize(
         proxy_markers,
         vip_moves: Vec::new(),
         ha: Vec::new(),
+        acks_via: BTreeMap::new(),
     }
 }
 
@@ -202,6 +205,10 @@ pub async fn run_pair(scenario: &Scenario, binary: &Path) -> Result<DrillResult>
         tokio::task::spawn_blocking(move || Pair::start(net, &cluster.lock().expect("cluster lock"), &binary)).await??
     };
     let (addr, client_ns) = (pair.addr(), pair.net.ns(Host::Client));
+    let proxies: Vec<(String, String)> = [Host::Proxy1, Host::Proxy2]
+        .into_iter()
+        .map(|h| (pair.net.ip(h).to_string(), h.name().to_string()))
+        .collect();
     let pair = Arc::new(std::sync::Mutex::new(pair));
     in_namespace(&client_ns, move || async move {
         await_ready(addr, WorkloadKind::Mysql).await
@@ -274,6 +281,14 @@ pub async fn run_pair(scenario: &Scenario, binary: &Path) -> Result<DrillResult>
         duration.as_secs_f64() * 1000.0,
     );
     result.vip_moves = moves;
+    for op in ops.iter().filter(|o| o.kind == OpKind::Write && o.result.is_ok()) {
+        let via = op.via.as_deref().unwrap_or("?");
+        let name = proxies
+            .iter()
+            .find(|(ip, _)| ip == via)
+            .map_or(via, |(_, name)| name.as_str());
+        *result.acks_via.entry(name.to_string()).or_insert(0) += 1;
+    }
     // The databases first (their processes live in the pair's namespaces), then the pair.
     tokio::task::spawn_blocking(move || {
         drop(peers);

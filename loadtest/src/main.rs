@@ -102,6 +102,9 @@ async fn main() -> Result<()> {
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
     std::fs::write(&html, report::html(&results))?;
     println!("\n{}", report::table(&results));
+    for line in results.iter().flat_map(|r| &r.ha) {
+        println!("{line}");
+    }
     println!("report: {}\n        {}", html.display(), json.display());
     Ok(())
 }

@@ -56,10 +56,11 @@ impl Pair {
         );
         write_script(&dir.join("ha-notify.sh"), &notify)?;
         fs::write(dir.join("transitions.log"), "")?;
-        let mut pair = Pair {
-            binary: binary.to_path_buf(),
-            net,
-        };
+        // keepalived runs the readiness check by absolute path only.
+        let binary = binary
+            .canonicalize()
+            .with_context(|| format!("the switchyard binary {}", binary.display()))?;
+        let mut pair = Pair { binary, net };
         pair.write_switchyard_config(cluster)?;
         for host in [Host::Proxy1, Host::Proxy2] {
             pair.start_proxy(host)?;

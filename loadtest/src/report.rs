@@ -43,6 +43,28 @@ fn rows(results: &[DrillResult]) -> Vec<(String, Vec<String>)> {
     let count = |v: Option<usize>| v.map_or("n/a".to_string(), |n| n.to_string());
     row("writes acked by a non-primary", &|r| count(r.acked_by_non_primary));
     row("acked writes missing afterwards", &|r| count(r.missing_writes));
+    if results.iter().any(|r| !r.acks_via.is_empty()) {
+        row("writes acked through each proxy", &|r| {
+            let counts: Vec<String> = r.acks_via.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+            if counts.is_empty() {
+                "n/a".into()
+            } else {
+                counts.join(", ")
+            }
+        });
+        row("VIP moves (s)", &|r| {
+            let moves: Vec<String> = r
+                .vip_moves
+                .iter()
+                .map(|m| format!("{} at {:.1}", m.to, m.at_ms / 1000.0))
+                .collect();
+            if moves.is_empty() {
+                "none".into()
+            } else {
+                moves.join(", ")
+            }
+        });
+    }
     row("errors by kind", &|r| {
         let kinds: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         if kinds.is_empty() {
