@@ -5,7 +5,8 @@
 //! `flagBits` (u32), then sections; section kind 0 is one BSON document, the body.
 //! We never set `moreToCome`/`exhaustAllowed`, so a reply is exactly one message.
 
-use bson::{Bson, Document};
+use bson::raw::RawBsonRef;
+use bson::{Bson, Document, RawDocument};
 
 use super::Decode;
 
@@ -14,6 +15,11 @@ pub const OP_MSG: i32 = 2013;
 const HEADER: usize = 16;
 /// MongoDB's own limit on a message (48 MB); anything larger is garbage.
 pub const MAX_MESSAGE: usize = 48_000_000;
+/// The deepest nesting of documents and arrays a reply may have (MongoDB's own
+/// storage limit is 100). bson's document parser recurses once per level, so a peer's
+/// reply nested thousands deep would overflow the stack: it is refused first, by
+/// [`nesting_within`], which keeps its own stack.
+pub const MAX_DEPTH: usize = 100;
 /// The flagBits a reply may carry that we understand (checksumPresent is bit 0).
 const CHECKSUM_PRESENT: u32 = 1;
 
@@ -74,7 +80,13 @@ pub fn decode_op_msg(buf: &[u8]) -> Decode<(Document, usize)> {
             return Decode::Invalid("section size out of range");
         };
         if kind == 0 {
-            return match Document::from_reader(&message[at..at + size]) {
+            let Ok(raw) = RawDocument::from_bytes(&message[at..at + size]) else {
+                return Decode::Invalid("body is not valid BSON");
+            };
+            if !nesting_within(raw, MAX_DEPTH) {
+                return Decode::Invalid("body nested deeper than 100 levels, or not valid BSON");
+            }
+            return match Document::try_from(raw) {
                 Ok(body) => Decode::Done((body, length)),
                 Err(_) => Decode::Invalid("body is not valid BSON"),
             };
@@ -82,6 +94,35 @@ pub fn decode_op_msg(buf: &[u8]) -> Decode<(Document, usize)> {
         at += size; // kind 1 (document sequence): not expected in a hello reply; skip
     }
     Decode::Invalid("no body section")
+}
+
+/// Whether every document and array in `doc` is well formed and nested at most `max`
+/// levels (the top level is 1). Walks with a stack of its own, not by recursion.
+pub fn nesting_within(doc: &RawDocument, max: usize) -> bool {
+    let mut stack = vec![doc.iter()];
+    while let Some(elements) = stack.last_mut() {
+        let inner = match elements.next() {
+            None => {
+                stack.pop();
+                continue;
+            }
+            Some(Err(_)) => return false,
+            Some(Ok((_, value))) => match value {
+                RawBsonRef::Document(inner) => inner,
+                RawBsonRef::Array(array) => match RawDocument::from_bytes(array.as_bytes()) {
+                    Ok(inner) => inner,
+                    Err(_) => return false,
+                },
+                RawBsonRef::JavaScriptCodeWithScope(code) => code.scope,
+                _ => continue,
+            },
+        };
+        if stack.len() >= max {
+            return false;
+        }
+        stack.push(inner.iter());
+    }
+    true
 }
 
 /// What a member says of itself in its `hello` (or legacy `isMaster`) reply.

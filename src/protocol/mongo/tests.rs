@@ -107,3 +107,44 @@ fn mistyped_fields_are_ignored_not_fatal() {
     assert!(hello.hosts.is_empty());
     assert_eq!(hello.election(), None);
 }
+
+/// A BSON document `{"a": {"a": ... {} ...}}` nested `depth` levels, built as bytes
+/// (bson's own writer recurses too).
+fn nested(depth: usize) -> Vec<u8> {
+    // Each level: i32 length, 0x03 'a' 0x00, the inner document, 0x00.
+    let mut doc = vec![5, 0, 0, 0, 0];
+    for _ in 1..depth {
+        let len = (4 + 3 + doc.len() + 1) as i32;
+        let mut outer = len.to_le_bytes().to_vec();
+        outer.extend_from_slice(&[0x03, b'a', 0]);
+        outer.extend_from_slice(&doc);
+        outer.push(0);
+        doc = outer;
+    }
+    doc
+}
+
+/// An OP_MSG reply whose body is `body` (raw BSON bytes).
+fn frame_raw(body: &[u8]) -> Vec<u8> {
+    let length = (16 + 4 + 1 + body.len()) as i32;
+    let mut out = length.to_le_bytes().to_vec();
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&OP_MSG.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0]);
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn a_reply_nested_thousands_deep_is_invalid_not_a_stack_overflow() {
+    let deep = frame_raw(&nested(12_000));
+    assert!(deep.len() > 80_000);
+    assert!(matches!(decode_op_msg(&deep), Decode::Invalid(_)));
+    // The limit itself still parses.
+    let at_limit = frame_raw(&nested(MAX_DEPTH));
+    assert!(matches!(decode_op_msg(&at_limit), Decode::Done(_)));
+    assert!(matches!(
+        decode_op_msg(&frame_raw(&nested(MAX_DEPTH + 1))),
+        Decode::Invalid(_)
+    ));
+}
