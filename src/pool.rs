@@ -38,6 +38,9 @@ pub struct Pool {
     alarm: Mutex<Option<String>>,
     /// Set when a new primary was routed, until a session reaches it.
     awaiting_first_session: AtomicBool,
+    /// Since when the published table routes nothing to this pool (`None` while it
+    /// routes to a member); readiness allows such a pool `hold_timeout`.
+    unroutable_since: Mutex<Option<Instant>>,
     /// Time held waiting for a routable backend, µs (held sessions only).
     pub hold: Recorder,
     /// Records `HOLD_SECONDS` for this pool (held sessions only).
@@ -122,6 +125,7 @@ impl Pool {
             alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool),
             alarm: Mutex::new(None),
             awaiting_first_session: AtomicBool::new(false),
+            unroutable_since: Mutex::new(Some(Instant::now())),
             hold: Recorder::default(),
             hold_seconds: metrics::histogram!(m::HOLD_SECONDS, "pool" => config.name.clone()),
         }
@@ -160,6 +164,23 @@ impl Pool {
     /// The first session reached the new primary.
     pub fn first_session_seen(&self) {
         self.awaiting_first_session.store(false, Ordering::Relaxed);
+    }
+
+    /// The router's note, at every publication, of whether the pool routes to
+    /// anything.
+    pub fn note_routable(&self, routable: bool) {
+        let mut since = self.unroutable_since.lock().unwrap_or_else(|e| e.into_inner());
+        match (routable, *since) {
+            (true, _) => *since = None,
+            (false, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => {}
+        }
+    }
+
+    /// How long the pool has routed nothing (`None` while it routes to a member).
+    pub fn unroutable_for(&self) -> Option<std::time::Duration> {
+        let since = *self.unroutable_since.lock().unwrap_or_else(|e| e.into_inner());
+        since.map(|at| at.elapsed())
     }
 }
 

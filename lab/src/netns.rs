@@ -1,8 +1,8 @@
 //! Several hosts on one machine, for tests of what crosses a network: network
 //! namespaces joined by a bridge (root only; `iproute2`).
 //!
-//! [`HaNet::up`] makes five namespaces named `<prefix>-br|cli|px1|px2|db`, where
-//! the prefix is unique per lab directory: `br` holds bridge `br0`; each host has an
+//! [`HaNet::up`] makes five namespaces named `sy<pid>-br|cli|px1|px2|db` (after
+//! deleting those of labs whose process is gone): `br` holds bridge `br0`; each host has an
 //! `eth0` on it (the veth is made inside `br`, its peer moved straight into the host,
 //! so the root namespace gets no interface, address or route). Addresses
 //! `10.213.7.{10,11,12,20}` for cli, px1, px2 and db, and a virtual address `.100`
@@ -81,8 +81,9 @@ impl HaNet {
     /// for logs (kept when `SWITCHYARD_KEEP_LAB` is set).
     pub fn up() -> Result<HaNet> {
         system::ensure_packages(&[("ip", "iproute2")])?;
+        sweep_stale();
         let dir = system::temp_dir("sy-ha")?;
-        let prefix = format!("sy{:06}", std::process::id() % 1_000_000);
+        let prefix = format!("sy{}", std::process::id());
         let net = HaNet {
             prefix,
             dir,
@@ -140,18 +141,11 @@ impl HaNet {
             ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         }
-        // The client takes the VIP's new MAC from a gratuitous ARP; the proxies may
-        // bind the VIP before they hold it.
+        // The client takes the VIP's new MAC from a gratuitous ARP.
         system::run(
             self.command(Host::Client, "sysctl")
                 .args(["-qw", "net.ipv4.conf.eth0.arp_accept=1"]),
         )?;
-        for host in [Host::Proxy1, Host::Proxy2] {
-            system::run(
-                self.command(host, "sysctl")
-                    .args(["-qw", "net.ipv4.ip_nonlocal_bind=1"]),
-            )?;
-        }
         Ok(())
     }
 
@@ -207,7 +201,12 @@ impl HaNet {
             .spawn()
             .with_context(|| format!("spawn {name}: {command:?}"))?;
         let pid = child.id();
-        self.spawned.retain(|s| s.name != name);
+        // A process started under the same name before (killed, or ended) is reaped
+        // or stopped first, never left behind.
+        if let Some(i) = self.spawned.iter().position(|s| s.name == name) {
+            let mut old = self.spawned.remove(i);
+            system::stop(&mut old.child, Duration::from_secs(5));
+        }
         self.spawned.push(Spawned {
             name: name.to_string(),
             child,
@@ -310,6 +309,38 @@ impl Drop for HaNet {
         if std::env::var_os("SWITCHYARD_KEEP_LAB").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Deletes the namespaces of labs whose process is gone (a run that was killed
+/// before it could clean up): `sy<pid>-*` with no process `<pid>`. Processes still
+/// inside them are named in a warning, not killed.
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name
+            .strip_prefix("sy")
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if system::alive(pid) {
+            continue;
+        }
+        if let Ok(left) = Command::new("ip").args(["netns", "pids", name]).output() {
+            let left = String::from_utf8_lossy(&left.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !left.is_empty() {
+                eprintln!("switchyard-lab: stale namespace {name} still holds processes {left}");
+            }
+        }
+        let _ = ip(&["netns", "del", name]);
     }
 }
 

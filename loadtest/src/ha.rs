@@ -2,13 +2,16 @@
 //! which proxy carried it: the client address the server saw), the faults and the
 //! VIP's moves, one line per fault:
 //!
-//! `ha scenario=NAME takeover_ms=N errors=N wrong_node_acks=N missing_acked=N vip_moves=N`
+//! `ha scenario=NAME takeover_ms=N errors=N wrong_node_acks=N missing_acked=N vip_moves=N vip_moved_after_ms=N`
 //!
 //! A fault's window runs from its injection to the next fault's (the last: to the
 //! end). `takeover_ms`: from the last acknowledged write through the proxy that
 //! carried writes before the fault to the first one through the other proxy, when
-//! the window has both (else `-`). `vip_moves`: keepalived transitions to MASTER in
-//! the window.
+//! the window has both (else `-`); it includes the clients' own reaction (a SYN sent
+//! to the old host just as the VIP left it is answered by nobody, and Linux sends the
+//! next one a second later). `vip_moves`: keepalived transitions to MASTER in the
+//! window; `vip_moved_after_ms`: from the fault to the first of them, the proxy
+//! tier's own part.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -43,15 +46,23 @@ pub struct HaFigures {
     pub missing_acked: usize,
     /// VIP moves in the window.
     pub vip_moves: usize,
+    /// From the fault to the first VIP move in the window.
+    pub vip_moved_after_ms: Option<f64>,
 }
 
 impl fmt::Display for HaFigures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let takeover = self.takeover_ms.map_or("-".to_string(), |t| format!("{t:.0}"));
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |t| format!("{t:.0}"));
         write!(
             f,
-            "ha scenario={} takeover_ms={takeover} errors={} wrong_node_acks={} missing_acked={} vip_moves={}",
-            self.scenario, self.errors, self.wrong_node_acks, self.missing_acked, self.vip_moves
+            "ha scenario={} takeover_ms={} errors={} wrong_node_acks={} missing_acked={} vip_moves={} vip_moved_after_ms={}",
+            self.scenario,
+            ms(self.takeover_ms),
+            self.errors,
+            self.wrong_node_acks,
+            self.missing_acked,
+            self.vip_moves,
+            ms(self.vip_moved_after_ms)
         )
     }
 }
@@ -85,6 +96,10 @@ pub fn figures(
                 wrong_node_acks: window.iter().filter(acked).filter(|o| wrong.contains(&o.id)).count(),
                 missing_acked: window.iter().filter(acked).filter(|o| missing.contains(&o.id)).count(),
                 vip_moves: moves.iter().filter(|m| m.at_ms >= from && m.at_ms < to).count(),
+                vip_moved_after_ms: moves
+                    .iter()
+                    .find(|m| m.at_ms >= from && m.at_ms < to)
+                    .map(|m| m.at_ms - from),
             }
         })
         .collect()
@@ -163,11 +178,11 @@ mod tests {
         let lines = figures(&ops, &faults, &moves, &timeline, &present, 8000.0);
         assert_eq!(
             lines[0].to_string(),
-            "ha scenario=proxy-kill takeover_ms=700 errors=1 wrong_node_acks=0 missing_acked=0 vip_moves=1"
+            "ha scenario=proxy-kill takeover_ms=700 errors=1 wrong_node_acks=0 missing_acked=0 vip_moves=1 vip_moved_after_ms=400"
         );
         assert_eq!(
             lines[1].to_string(),
-            "ha scenario=proxy-restart takeover_ms=- errors=0 wrong_node_acks=0 missing_acked=1 vip_moves=0"
+            "ha scenario=proxy-restart takeover_ms=- errors=0 wrong_node_acks=0 missing_acked=1 vip_moves=0 vip_moved_after_ms=-"
         );
     }
 }

@@ -5,11 +5,14 @@
 //!   drains: restarting a draining proxy would only cut its sessions sooner).
 //! - `GET /health/ready`: 200 when this proxy can take new clients: the config is
 //!   loaded and every listener bound (the admin port only opens after that), it is
-//!   not draining, and every pool with `required = true` routes to a backend or at
-//!   least reaches one of its members. The last clause keeps both proxies of a pair
-//!   ready while a database failover leaves a primary pool without a primary for a
-//!   moment (its replicas are up, sessions are held); a proxy that lost its route to
-//!   the databases sees every member down and answers 503 with the reason.
+//!   not draining, and every pool with `required = true` routes to a backend, or at
+//!   least reaches one of its members and has routed nothing for less than its
+//!   `hold_timeout`. The last clause keeps both proxies of a pair ready while a
+//!   database failover leaves a primary pool without a primary for a moment (its
+//!   replicas are up, sessions are held); a proxy that lost its route to the
+//!   databases sees every member down and answers 503 with the reason, and one that
+//!   reaches only some of them (no primary) gives up once its held sessions would
+//!   time out. When every database is down, both proxies of a pair are not ready.
 //! - `GET /health`: as before (200 serving; 503 draining or before every backend was
 //!   checked once).
 //!
@@ -35,6 +38,8 @@ pub struct PoolHealth {
     pub up: usize,
     /// Members not checked yet.
     pub unchecked: usize,
+    /// Whether the pool has routed nothing for longer than its `hold_timeout`.
+    pub unroutable_too_long: bool,
 }
 
 /// `Ok` when the proxy is ready; otherwise why not, one line.
@@ -44,10 +49,15 @@ pub fn readiness(draining: bool, required: &[PoolHealth]) -> Result<(), String> 
     }
     let mut reasons = Vec::new();
     for pool in required {
-        if pool.routable > 0 || pool.up > 0 {
+        if pool.routable > 0 || (pool.up > 0 && !pool.unroutable_too_long) {
             continue;
         }
-        reasons.push(if pool.unchecked > 0 {
+        reasons.push(if pool.up > 0 {
+            format!(
+                "pool {}: members reachable, but none routable for longer than its hold_timeout",
+                pool.name
+            )
+        } else if pool.unchecked > 0 {
             format!("pool {}: not every member checked yet", pool.name)
         } else {
             format!("pool {}: no member reachable", pool.name)
@@ -79,6 +89,7 @@ pub async fn ready(State(state): State<Arc<AdminState>>) -> Response {
                 routable: table.routable(pool.id).len(),
                 up: statuses.iter().filter(|s| **s == Status::Up).count(),
                 unchecked: statuses.iter().filter(|s| **s == Status::Unknown).count(),
+                unroutable_too_long: pool.unroutable_for().is_some_and(|d| d > pool.config.hold_timeout),
             }
         })
         .collect();
@@ -98,6 +109,7 @@ mod tests {
             routable,
             up,
             unchecked,
+            unroutable_too_long: false,
         }
     }
 
@@ -116,5 +128,11 @@ mod tests {
         let starting = readiness(false, &[pool(0, 0, 3)]).unwrap_err();
         assert!(starting.contains("not every member checked"), "{starting}");
         assert_eq!(readiness(true, &[pool(1, 3, 0)]), Err("draining".into()));
+        // Replicas reachable but no primary for longer than the hold: give way.
+        let stuck = PoolHealth {
+            unroutable_too_long: true,
+            ..pool(0, 2, 0)
+        };
+        assert!(readiness(false, &[stuck]).unwrap_err().contains("hold_timeout"));
     }
 }

@@ -353,6 +353,7 @@ impl Router {
         self.generation.set(generation as f64);
         for (pool, decision) in self.pools.iter().zip(&self.current) {
             pool.routable_gauge.set(decision.members.len() as f64);
+            pool.note_routable(!decision.members.is_empty());
             if pool.config.role == PoolRole::Primary {
                 for member in &pool.members {
                     let primary = decision.members.first() == Some(&member.backend.id);
