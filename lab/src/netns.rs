@@ -17,7 +17,7 @@ use std::fs::{self, File};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -190,16 +190,7 @@ impl HaNet {
     /// output in `<dir>/<name>.log`; it is stopped when the lab is dropped. Returns
     /// its PID (`ip netns exec` execs, so it is the program's own).
     pub fn spawn(&mut self, name: &str, mut command: Command) -> Result<u32> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{name}.log")))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawn {name}: {command:?}"))?;
+        let child = system::spawn_logged(&mut command, &self.dir.join(format!("{name}.log")))?;
         let pid = child.id();
         // A process started under the same name before (killed, or ended) is reaped
         // or stopped first, never left behind.

@@ -101,6 +101,17 @@ pub fn signal(pid: u32, signal: &str) -> Result<()> {
     Ok(())
 }
 
+/// Starts `command` with its output appended to the file `log`, no input.
+pub fn spawn_logged(command: &mut Command, log: &Path) -> Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("spawn {command:?}"))
+}
+
 /// Stops a child we started: SIGCONT (a stopped process cannot die of SIGTERM),
 /// SIGTERM, up to `grace` to exit, then SIGKILL; always reaped.
 pub fn stop(child: &mut std::process::Child, grace: std::time::Duration) {

@@ -45,35 +45,31 @@ fn rows(results: &[DrillResult]) -> Vec<(String, Vec<String>)> {
     row("acked writes missing afterwards", &|r| count(r.missing_writes));
     if results.iter().any(|r| !r.acks_via.is_empty()) {
         row("writes acked through each proxy", &|r| {
-            let counts: Vec<String> = r.acks_via.iter().map(|(p, n)| format!("{p}: {n}")).collect();
-            if counts.is_empty() {
-                "n/a".into()
-            } else {
-                counts.join(", ")
-            }
+            listed(r.acks_via.iter().map(|(p, n)| format!("{p}: {n}")), "n/a")
         });
         row("VIP moves (s)", &|r| {
-            let moves: Vec<String> = r
-                .vip_moves
-                .iter()
-                .map(|m| format!("{} at {:.1}", m.to, m.at_ms / 1000.0))
-                .collect();
-            if moves.is_empty() {
-                "none".into()
-            } else {
-                moves.join(", ")
-            }
+            listed(
+                r.vip_moves
+                    .iter()
+                    .map(|m| format!("{} at {:.1}", m.to, m.at_ms / 1000.0)),
+                "none",
+            )
         });
     }
     row("errors by kind", &|r| {
-        let kinds: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-        if kinds.is_empty() {
-            "none".into()
-        } else {
-            kinds.join(", ")
-        }
+        listed(r.errors.iter().map(|(k, n)| format!("{k}: {n}")), "none")
     });
     rows
+}
+
+/// `items` joined with commas, or `empty` when there are none.
+fn listed(items: impl Iterator<Item = String>, empty: &str) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// The side-by-side table for the terminal (and the closing note).

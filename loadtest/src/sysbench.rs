@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -29,14 +29,7 @@ impl Drop for Proc {
 }
 
 fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
-    let log = std::fs::File::create(log)?;
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("spawn {command:?}"))?;
-    Ok(Proc(child))
+    system::spawn_logged(command, log).map(Proc)
 }
 
 fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {

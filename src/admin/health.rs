@@ -13,6 +13,9 @@
 //!   databases sees every member down and answers 503 with the reason, and one that
 //!   reaches only some of them (no primary) gives up once its held sessions would
 //!   time out. When every database is down, both proxies of a pair are not ready.
+//!   Readiness is answered by the control plane: it speaks for the checks and the
+//!   routing table, not for each data-plane thread (a hung or dead process answers
+//!   nothing at all, which fails the check too).
 //! - `GET /health`: as before (200 serving; 503 draining or before every backend was
 //!   checked once).
 //!
