@@ -190,28 +190,64 @@ impl Config {
 
 /// TOML text → the raw tree. A value serde refuses becomes [`ConfigError::Value`]
 /// with its dotted key and line; other errors keep toml's own message (which shows
-/// the line).
+/// the line). Neither ever shows a secret: see [`SECRET_KEYS`].
 fn parse_raw(text: &str, file: &str) -> Result<raw::RawConfig, ConfigError> {
-    let parse_error = |e: toml::de::Error| ConfigError::Parse {
-        file: file.to_string(),
-        reason: e.to_string().trim_end().to_string(),
+    let line_of = |offset: usize| {
+        1 + text.as_bytes()[..offset.min(text.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+    };
+    let parse_error = |e: toml::de::Error| {
+        let reason = match e.span() {
+            // toml's message quotes the line: not when the line holds a secret.
+            Some(span) if holds_secret(text.lines().nth(line_of(span.start) - 1).unwrap_or("")) => format!(
+                "line {}: {} (the line sets a secret, so it is not shown)",
+                line_of(span.start),
+                e.message().trim_end()
+            ),
+            _ => e.to_string().trim_end().to_string(),
+        };
+        ConfigError::Parse {
+            file: file.to_string(),
+            reason,
+        }
     };
     let deserializer = toml::Deserializer::parse(text).map_err(parse_error)?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
         match inner.span() {
-            Some(span) if key != "." && !inner.message().starts_with("unknown field") => ConfigError::Value {
-                file: file.to_string(),
-                key,
-                line: 1 + text.as_bytes()[..span.start.min(text.len())]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count(),
-                reason: inner.message().to_string(),
-            },
+            Some(span) if key != "." && !inner.message().starts_with("unknown field") => {
+                let secret = key.rsplit('.').next().is_some_and(|last| SECRET_KEYS.contains(&last));
+                ConfigError::Value {
+                    file: file.to_string(),
+                    line: line_of(span.start),
+                    reason: if secret {
+                        "expected a string (the value is a secret, so it is not shown)".to_string()
+                    } else {
+                        inner.message().to_string()
+                    },
+                    key,
+                }
+            }
             _ => parse_error(inner),
         }
+    })
+}
+
+/// Keys whose values are secrets: no error message repeats them.
+pub const SECRET_KEYS: [&str; 2] = ["password", "token"];
+
+/// Whether a line of TOML sets one of [`SECRET_KEYS`] (`password = …`, also in an
+/// inline table).
+fn holds_secret(line: &str) -> bool {
+    SECRET_KEYS.iter().any(|key| {
+        line.match_indices(key).any(|(at, _)| {
+            let before = line[..at].chars().next_back();
+            let after = line[at + key.len()..].trim_start();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_') && after.starts_with('=')
+        })
     })
 }
 

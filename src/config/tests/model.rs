@@ -92,3 +92,19 @@ fn items_compare_by_name_not_by_index() {
         "a changed check is a changed backend"
     );
 }
+
+#[test]
+fn errors_never_show_a_secret() {
+    let mistyped = super::MYSQL.replace("password = \"s3cret\"", "password = 987654321");
+    let err = parse(&mistyped).unwrap_err();
+    assert_eq!(err.key(), Some("check.password"), "{err}");
+    assert!(!err.to_string().contains("987654321"), "{err}");
+    let unterminated = super::MYSQL.replace("password = \"s3cret\"", "password = \"s3cret");
+    let err = parse(&unterminated).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    assert!(!err.to_string().contains("s3cret"), "{err}");
+    assert!(err.to_string().contains("line "), "still says where: {err}");
+    // Other lines are quoted as before.
+    let err = parse(&BASE.replace("[pools.web]", "[pools.web")).unwrap_err();
+    assert!(err.to_string().contains("[pools.web"), "{err}");
+}
