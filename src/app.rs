@@ -231,6 +231,7 @@ fn start_control_plane(
         let attention = backend.attention.clone();
         let checker = Checker::new(
             backend.id,
+            &backend.name,
             backend.address,
             attention,
             probe,

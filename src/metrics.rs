@@ -39,6 +39,8 @@ pub const ROUTABLE_BACKENDS: &str = "switchyard_routable_backends";
 pub const CHECKS: &str = "switchyard_checks_total";
 /// Failed health checks. Labels: backend, layer.
 pub const CHECK_FAILURES: &str = "switchyard_check_failures_total";
+/// Health probes that panicked (each counted as a failed check at L7). Labels: backend.
+pub const PROBE_PANICS: &str = "switchyard_probe_panics_total";
 /// Up/down flips. Labels: backend.
 pub const FLIPS: &str = "switchyard_flips_total";
 /// 1 when a backend is up, 0 otherwise. Labels: backend.
@@ -170,6 +172,10 @@ fn describe() {
     describe_gauge!(ROUTABLE_BACKENDS, "Backends a pool routes new sessions to now.");
     describe_counter!(CHECKS, "Health checks run.");
     describe_counter!(CHECK_FAILURES, "Failed health checks, by layer.");
+    describe_counter!(
+        PROBE_PANICS,
+        "Health probes that panicked, each counted as a failed check at L7."
+    );
     describe_counter!(FLIPS, "Up/down flips of a backend.");
     describe_gauge!(BACKEND_UP, "1 when a backend is up, 0 otherwise.");
     describe_counter!(

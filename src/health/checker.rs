@@ -14,10 +14,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::error;
 
 use super::probe::Probe;
 use super::{cadence, jittered, CheckError, Hysteresis, Observation, Report};
 use crate::config::{BackendId, CheckConfig};
+use crate::metrics as m;
 
 /// The shortest gap between two checks, however often the data path nudges.
 const NUDGE_GAP: Duration = Duration::from_millis(20);
@@ -77,6 +79,8 @@ impl Attention {
 /// Checks one backend until shutdown; see the module docs.
 pub struct Checker<C: Check = Probe> {
     backend: BackendId,
+    /// The backend's name, for the log line and metric of a probe that panicked.
+    name: String,
     address: SocketAddr,
     attention: Arc<Attention>,
     check: C,
@@ -89,6 +93,7 @@ impl<C: Check> Checker<C> {
     /// cadence, listens to `attention` and sends each [`Observation`] to `events`.
     pub fn new(
         backend: BackendId,
+        name: &str,
         address: SocketAddr,
         attention: Arc<Attention>,
         check: C,
@@ -97,6 +102,7 @@ impl<C: Check> Checker<C> {
     ) -> Self {
         Checker {
             backend,
+            name: name.to_string(),
             address,
             attention,
             check,
@@ -110,6 +116,7 @@ impl<C: Check> Checker<C> {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut health = Hysteresis::new(self.config.rise.get(), self.config.fall.get());
         let mut last = Instant::now();
+        let mut panicked_before = false;
         loop {
             let wait = cadence(&health, &self.config, self.attention.is_urgent());
             let mut next = last + jittered(wait, self.config.jitter.get(), fastrand::f64());
@@ -122,9 +129,19 @@ impl<C: Check> Checker<C> {
             }
             let started = Instant::now();
             let result = tokio::select! {
-                result = self.check.check(self.address, started + self.config.timeout) => result,
+                result = caught(self.check.check(self.address, started + self.config.timeout)) => result,
                 _ = shutdown.cancelled() => return,
             };
+            let result = result.unwrap_or_else(|panic| {
+                // A panic in a probe (a library's, on a peer's bytes) is this
+                // backend's failed check at L7, never the process's end.
+                metrics::counter!(m::PROBE_PANICS, "backend" => self.name.clone()).increment(1);
+                if !panicked_before {
+                    error!(backend = %self.name, panic = %panic, "a health probe panicked; counted as a failed check (logged once per backend)");
+                    panicked_before = true;
+                }
+                Err(CheckError::Protocol(format!("the probe panicked: {panic}")))
+            });
             last = Instant::now();
             let flip = health.observe(result.is_ok());
             let observation = Observation {
@@ -139,6 +156,26 @@ impl<C: Check> Checker<C> {
             }
         }
     }
+}
+
+/// Runs `work`, and turns a panic inside it into `Err` with the panic's message.
+async fn caught<F: Future>(work: F) -> Result<F::Output, String> {
+    let mut work = Box::pin(work);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(output)) => std::task::Poll::Ready(Ok(output)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                std::task::Poll::Ready(Err(message))
+            }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

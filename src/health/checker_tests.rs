@@ -6,16 +6,18 @@ use super::*;
 use crate::health::Status;
 use std::collections::VecDeque;
 
-/// Outcomes in order; once they run out, every further check hangs.
-struct Script(VecDeque<bool>);
+/// Outcomes in order (`+` passes, `-` fails, `!` panics); once they run out, every
+/// further check hangs.
+struct Script(VecDeque<char>);
 
 impl Check for Script {
     fn check(&mut self, _: SocketAddr, _: Instant) -> impl Future<Output = Result<Report, CheckError>> + Send {
         let next = self.0.pop_front();
         async move {
             match next {
-                Some(true) => Ok(Report::reachable()),
-                Some(false) => Err(CheckError::Connect("refused (scripted)".into())),
+                Some('+') => Ok(Report::reachable()),
+                Some('!') => panic!("a decoder met bytes it did not expect (scripted)"),
+                Some(_) => Err(CheckError::Connect("refused (scripted)".into())),
                 None => std::future::pending().await,
             }
         }
@@ -34,14 +36,14 @@ struct Running {
     started: Instant,
 }
 
-/// Starts a checker on `script` ("+" passes, "-" fails).
+/// Starts a checker on `script` (see [`Script`]).
 fn start(script: &str) -> Running {
     let (tx, events) = mpsc::channel(16);
     let attention = Arc::new(Attention::default());
     let shutdown = CancellationToken::new();
-    let outcomes = script.chars().map(|c| c == '+').collect();
+    let outcomes = script.chars().collect();
     let address = "127.0.0.1:1".parse().unwrap();
-    let checker = Checker::new(7, address, attention.clone(), Script(outcomes), &config(), tx);
+    let checker = Checker::new(7, "b", address, attention.clone(), Script(outcomes), &config(), tx);
     let task = tokio::spawn(checker.run(shutdown.clone()));
     Running {
         events,
@@ -131,6 +133,17 @@ async fn urgency_checks_a_down_backend_at_once_and_then_at_the_fast_interval() {
         [850, 2850],
         "the down interval once urgency ends"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_panics_fails_its_check_at_l7_and_the_checker_goes_on() {
+    let mut checker = start("+!+");
+    assert_eq!(checker.next().await.1.status, Status::Up);
+    let (_, panicked) = checker.next().await;
+    let error = panicked.result.expect_err("a panic is a failed check");
+    assert_eq!(error.layer(), crate::health::Layer::L7);
+    assert!(error.to_string().contains("panicked"), "{error}");
+    assert!(checker.next().await.1.result.is_ok(), "the next check runs as usual");
 }
 
 #[tokio::test(start_paused = true)]
