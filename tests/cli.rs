@@ -236,6 +236,17 @@ async fn readiness_follows_the_required_pool_and_the_cli_says_so() {
     let server = Server::start_on(backend_addr, Behavior::Echo("db")).await;
     let text = await_ready_code(admin, 0, "ready once the member is up").await;
     assert_eq!(text, "ready\n");
+    // --watch asks again and again, and still says yes at the end.
+    let watched = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["health", "--ready", "--watch", "300ms", "--admin"])
+            .arg(admin.to_string())
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(watched.code(), Some(0));
     server.stop().await;
     let text = await_ready_code(admin, 1, "not ready once it is gone again").await;
     assert!(text.contains("no member reachable"), "{text}");

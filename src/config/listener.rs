@@ -71,7 +71,8 @@ pub enum ListenerMode {
 pub struct ListenerTlsConfig {
     /// The certificate files (and client CA), as configured.
     pub files: ServerFiles,
-    /// Built from `files` at load time (not compared: equal files are equal config).
+    /// Built from `files` at load time (not compared: equal paths are equal config; a
+    /// certificate renewed under the same path is the TLS reload's business).
     pub loaded: LoadedServer,
     /// The longest a client's TLS handshake may take.
     pub handshake_timeout: Duration,

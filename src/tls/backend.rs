@@ -71,7 +71,8 @@ impl BackendTls {
 }
 
 /// Two settings are equal when they name the same files and server; the rustls
-/// configuration built from them is not compared.
+/// configuration built from them is not compared, so a certificate renewed under the
+/// same path compares equal (its contents are re-read by a TLS reload, not by a diff).
 impl PartialEq for BackendTls {
     fn eq(&self, other: &Self) -> bool {
         (&self.verify, &self.server_name, &self.identity) == (&other.verify, &other.server_name, &other.identity)
