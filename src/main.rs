@@ -100,6 +100,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    quiet_repeated_panics();
     let config = match cli.command {
         Command::CheckConfig { file } => {
             return match Config::load(&file) {
@@ -208,6 +209,39 @@ fn status(admin: SocketAddr, json: bool) -> ExitCode {
             ExitCode::from(EX_UNAVAILABLE)
         }
     }
+}
+
+/// A probe that panics on a hostile backend's bytes is caught and counted (see
+/// `health::checker`), but the default hook would print the panic and its backtrace
+/// at every check. This hook prints a panic of one place at most once a minute; a
+/// panic elsewhere (a bug) is printed as before.
+fn quiet_repeated_panics() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static LAST: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let now = Instant::now();
+        let print = {
+            let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = last.get_or_insert_with(HashMap::new);
+            let due = seen
+                .get(&place)
+                .is_none_or(|at| now.duration_since(*at) >= Duration::from_secs(60));
+            if due {
+                seen.insert(place, now);
+            }
+            due
+        };
+        if print {
+            default(info);
+        }
+    }));
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
