@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use std::net::IpAddr;
 use std::path::Path;
 
-use switchyard_lab::mariadb::Placement;
+use switchyard_lab::mariadb::{Cluster, Placement};
 use switchyard_lab::netns::{HaNet, Host};
 
 use crate::fault::{FaultRecord, Faults, PrimaryTimeline};
@@ -189,21 +189,7 @@ pub async fn run_pair(scenario: &Scenario, binary: &Path) -> Result<DrillResult>
     if scenario.workload.kind != WorkloadKind::Mysql {
         anyhow::bail!("the HA pair drills a MySQL workload");
     }
-    let net = tokio::task::spawn_blocking(HaNet::up).await??;
-    let placement = Placement {
-        netns: Some(net.ns(Host::Db)),
-        host: IpAddr::V4(net.ip(Host::Db)),
-    };
-    let peers = Arc::new(Peers::mysql(placement).await?);
-    let Peers::Mysql(cluster) = &*peers else {
-        unreachable!("Peers::mysql starts a cluster")
-    };
-    let cluster = cluster.clone();
-    let binary = binary.to_path_buf();
-    let pair = {
-        let cluster = cluster.clone();
-        tokio::task::spawn_blocking(move || Pair::start(net, &cluster.lock().expect("cluster lock"), &binary)).await??
-    };
+    let (peers, cluster, pair) = start_pair(binary).await?;
     let (addr, client_ns) = (pair.addr(), pair.net.ns(Host::Client));
     let proxies: Vec<(String, String)> = [Host::Proxy1, Host::Proxy2]
         .into_iter()
@@ -244,17 +230,7 @@ pub async fn run_pair(scenario: &Scenario, binary: &Path) -> Result<DrillResult>
     ticker.abort();
     eprintln!();
 
-    let moves: Vec<VipMove> = pair
-        .lock()
-        .expect("pair lock")
-        .transitions()
-        .into_iter()
-        .filter(|t| t.state == "MASTER")
-        .map(|t| VipMove {
-            at_ms: t.at_unix_ms - t0_unix_ms,
-            to: t.host,
-        })
-        .collect();
+    let moves = vip_moves(&pair.lock().expect("pair lock"), t0_unix_ms);
     let markers = moves
         .iter()
         .map(|m| ProxyMarker {
@@ -272,23 +248,10 @@ pub async fn run_pair(scenario: &Scenario, binary: &Path) -> Result<DrillResult>
         markers,
         Some(&stored),
     );
-    result.ha = ha::figures(
-        &ops,
-        &result.faults,
-        &moves,
-        &result.timeline,
-        &stored,
-        duration.as_secs_f64() * 1000.0,
-    );
+    let duration_ms = duration.as_secs_f64() * 1000.0;
+    result.ha = ha::figures(&ops, &result.faults, &moves, &result.timeline, &stored, duration_ms);
     result.vip_moves = moves;
-    for op in ops.iter().filter(|o| o.kind == OpKind::Write && o.result.is_ok()) {
-        let via = op.via.as_deref().unwrap_or("?");
-        let name = proxies
-            .iter()
-            .find(|(ip, _)| ip == via)
-            .map_or(via, |(_, name)| name.as_str());
-        *result.acks_via.entry(name.to_string()).or_insert(0) += 1;
-    }
+    result.acks_via = acks_via(&ops, &proxies);
     // The databases first (their processes live in the pair's namespaces), then the pair.
     tokio::task::spawn_blocking(move || {
         drop(peers);
@@ -296,6 +259,51 @@ pub async fn run_pair(scenario: &Scenario, binary: &Path) -> Result<DrillResult>
     })
     .await?;
     Ok(result)
+}
+
+/// The pair's network, the cluster on its database host, and the pair in front.
+async fn start_pair(binary: &Path) -> Result<(Arc<Peers>, Arc<std::sync::Mutex<Cluster>>, Pair)> {
+    let net = tokio::task::spawn_blocking(HaNet::up).await??;
+    let placement = Placement {
+        netns: Some(net.ns(Host::Db)),
+        host: IpAddr::V4(net.ip(Host::Db)),
+    };
+    let peers = Arc::new(Peers::mysql(placement).await?);
+    let Peers::Mysql(cluster) = &*peers else {
+        unreachable!("Peers::mysql starts a cluster")
+    };
+    let cluster = cluster.clone();
+    let (binary, for_pair) = (binary.to_path_buf(), cluster.clone());
+    let pair = tokio::task::spawn_blocking(move || Pair::start(net, &for_pair.lock().expect("cluster lock"), &binary))
+        .await??;
+    Ok((peers, cluster, pair))
+}
+
+/// keepalived's MASTER transitions, in ms since the drill started.
+fn vip_moves(pair: &Pair, t0_unix_ms: f64) -> Vec<VipMove> {
+    pair.transitions()
+        .into_iter()
+        .filter(|t| t.state == "MASTER")
+        .map(|t| VipMove {
+            at_ms: t.at_unix_ms - t0_unix_ms,
+            to: t.host,
+        })
+        .collect()
+}
+
+/// Acknowledged writes by the proxy host that carried them (`proxies`: address,
+/// name).
+fn acks_via(ops: &[Op], proxies: &[(String, String)]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for op in ops.iter().filter(|o| o.kind == OpKind::Write && o.result.is_ok()) {
+        let via = op.via.as_deref().unwrap_or("?");
+        let name = proxies
+            .iter()
+            .find(|(ip, _)| ip == via)
+            .map_or(via, |(_, name)| name.as_str());
+        *counts.entry(name.to_string()).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Runs the future `make` builds on a thread of its own that entered the network
