@@ -6,7 +6,7 @@
 //! runtime. The data plane is `workers` threads, each with its own single-threaded
 //! runtime and its own `SO_REUSEPORT` socket per listener: the kernel spreads new
 //! connections across them, an accept loop hands a new connection to another thread
-//! only if its own is clearly busier ([`spread`]), and a session lives and dies on
+//! only if its own is clearly busier ([`spread`](crate::spread)), and a session lives and dies on
 //! one thread with no work-stealing, cross-thread wake-up or shared accept queue.
 //! They share only the routing table (`ArcSwap`), the per-listener connection cap,
 //! the per-thread session counts and the counters. Why threads of their own rather

@@ -5,8 +5,9 @@
 //! The request path reads **listener → pool → backend → endpoint**; the health path
 //! reads **probe → observation → transition → routing table**.
 //!
-//! - [`config`]: the TOML tree, parsed then validated into typed values before any
-//!   port is bound.
+//! - [`config`]: the TOML tree (`config::raw`: spellings and single values checked by
+//!   serde; `config::defaults`: every default), validated into typed values before
+//!   any port is bound.
 //! - [`app`]: wires one process together (bind, spawn checkers, router, listeners,
 //!   admin) and owns the shutdown sequence.
 //! - [`listener`]: the accept loop (connection cap, backoff on accept errors);
@@ -24,7 +25,8 @@
 //! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out): HTTP response heads
 //!   and MongoDB OP_MSG for the probes, MySQL packets for the `mysql` listener mode
 //!   (the MySQL probe logs in through mysql_async instead).
-//! - [`admin`]: the admin HTTP listener (`/health`, `/status`, `/metrics`).
+//! - [`admin`]: the admin HTTP listener (`/health`, `/health/live|ready`, `/status`,
+//!   `/metrics`).
 //! - [`metrics`]: every metric name, in one place; [`stats`]: the sharded
 //!   hdrhistograms behind the percentiles on `/status`.
 //! - [`tls`]: TLS termination (reloadable, SNI, mTLS) and origination, from PEM files

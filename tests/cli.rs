@@ -185,9 +185,17 @@ async fn sigterm_drains_open_sessions_then_exits() {
 
 /// `switchyard health --ready`'s exit code and output for the proxy at `admin`.
 async fn ready(admin: SocketAddr) -> (i32, String) {
+    health(admin, &["--timeout", "2s"]).await
+}
+
+/// `switchyard health --ready ARGS --admin ADDR`: its exit code and output.
+async fn health(admin: SocketAddr, args: &[&str]) -> (i32, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
-            .args(["health", "--ready", "--timeout", "2s", "--admin"])
+            .args(["health", "--ready"])
+            .args(&args)
+            .arg("--admin")
             .arg(admin.to_string())
             .output()
             .unwrap()
@@ -237,16 +245,7 @@ async fn readiness_follows_the_required_pool_and_the_cli_says_so() {
     let text = await_ready_code(admin, 0, "ready once the member is up").await;
     assert_eq!(text, "ready\n");
     // --watch asks again and again, and still says yes at the end.
-    let watched = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["health", "--ready", "--watch", "300ms", "--admin"])
-            .arg(admin.to_string())
-            .status()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(watched.code(), Some(0));
+    assert_eq!(health(admin, &["--watch", "300ms"]).await, (0, "ready\n".into()));
     server.stop().await;
     let text = await_ready_code(admin, 1, "not ready once it is gone again").await;
     assert!(text.contains("no member reachable"), "{text}");

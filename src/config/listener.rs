@@ -10,7 +10,7 @@ use crate::tls::load::LoadedServer;
 use crate::tls::ServerFiles;
 
 /// The pool a listener routes to: its index in this config and its name, which
-/// alone decides equality (see [`Members`]).
+/// alone decides equality (see [`Members`](super::Members)).
 #[derive(Debug, Clone)]
 pub struct PoolRef {
     /// The pool's index in this config.

@@ -1,5 +1,5 @@
 //! The serde tree as written in the TOML file. Spellings are checked here, by serde:
-//! enums for every closed set of words and the types of [`value`] for values with a
+//! enums for every closed set of words and the types of `raw::value` for values with a
 //! rule of their own (durations, minimums, ranges), so a typo fails
 //! with the key (from `serde_path_to_error`) and the allowed values. Ranges, defaults
 //! and rules across fields are [`super::validate`]'s. `deny_unknown_fields`

@@ -29,6 +29,10 @@ pub trait Check: Send {
     /// Checks the backend at `addr` once, failing with [`CheckError::Timeout`] at `deadline`.
     fn check(&mut self, addr: SocketAddr, deadline: Instant)
         -> impl Future<Output = Result<Report, CheckError>> + Send;
+
+    /// Forgets what a check left behind (a kept connection): called after a check
+    /// that panicked, whose state is unknown.
+    fn reset(&mut self) {}
 }
 
 impl Check for Probe {
@@ -38,6 +42,10 @@ impl Check for Probe {
         deadline: Instant,
     ) -> impl Future<Output = Result<Report, CheckError>> + Send {
         Probe::check(self, addr, deadline)
+    }
+
+    fn reset(&mut self) {
+        self.forget_connection();
     }
 }
 
@@ -132,6 +140,9 @@ impl<C: Check> Checker<C> {
                 result = caught(self.check.check(self.address, started + self.config.timeout)) => result,
                 _ = shutdown.cancelled() => return,
             };
+            if result.is_err() {
+                self.check.reset();
+            }
             let result = result.unwrap_or_else(|panic| {
                 // A panic in a probe (a library's, on a peer's bytes) is this
                 // backend's failed check at L7, never the process's end.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 /// Outcomes in order (`+` passes, `-` fails, `!` panics); once they run out, every
 /// further check hangs.
-struct Script(VecDeque<char>);
+struct Script(VecDeque<char>, Arc<std::sync::atomic::AtomicUsize>);
 
 impl Check for Script {
     fn check(&mut self, _: SocketAddr, _: Instant) -> impl Future<Output = Result<Report, CheckError>> + Send {
@@ -22,6 +22,10 @@ impl Check for Script {
             }
         }
     }
+
+    fn reset(&mut self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn config() -> CheckConfig {
@@ -34,6 +38,8 @@ struct Running {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     started: Instant,
+    /// How often the checker reset its check.
+    resets: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Starts a checker on `script` (see [`Script`]).
@@ -43,7 +49,9 @@ fn start(script: &str) -> Running {
     let shutdown = CancellationToken::new();
     let outcomes = script.chars().collect();
     let address = "127.0.0.1:1".parse().unwrap();
-    let checker = Checker::new(7, "b", address, attention.clone(), Script(outcomes), &config(), tx);
+    let resets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let script = Script(outcomes, resets.clone());
+    let checker = Checker::new(7, "b", address, attention.clone(), script, &config(), tx);
     let task = tokio::spawn(checker.run(shutdown.clone()));
     Running {
         events,
@@ -51,6 +59,7 @@ fn start(script: &str) -> Running {
         shutdown,
         task,
         started: Instant::now(),
+        resets,
     }
 }
 
@@ -143,6 +152,11 @@ async fn a_probe_that_panics_fails_its_check_at_l7_and_the_checker_goes_on() {
     let error = panicked.result.expect_err("a panic is a failed check");
     assert_eq!(error.layer(), crate::health::Layer::L7);
     assert!(error.to_string().contains("panicked"), "{error}");
+    assert_eq!(
+        checker.resets.load(Ordering::Relaxed),
+        1,
+        "what the check kept is forgotten"
+    );
     assert!(checker.next().await.1.result.is_ok(), "the next check runs as usual");
 }
 

@@ -132,8 +132,8 @@ impl Future for Transfer<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Transfer::Plain(both) => Pin::new(both).poll(cx),
-            Transfer::Streams(both) => Pin::new(both).poll(cx),
+            Transfer::Plain(duplex) => Pin::new(duplex).poll(cx),
+            Transfer::Streams(duplex) => Pin::new(duplex).poll(cx),
         }
     }
 }

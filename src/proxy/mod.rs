@@ -9,11 +9,12 @@
 //!    read from the client yet, so trying the next one is always safe; every failure
 //!    nudges that backend's checker.
 //! 2. If nothing is routable or every connect failed, hold: wait for the next table
-//!    generation, up to `hold_timeout`, then close cleanly.
+//!    generation, up to `hold_timeout`, then close cleanly. Steps 1 and 2 are
+//!    `connect_routed` in `connect.rs`, over the [`Connect`] seam.
 //! 3. Copy both ways with [`pipe::copy`] (a FIN in one direction is forwarded
 //!    as a FIN and the other direction goes on; a buffer only while bytes are in
 //!    flight), until both sides close, the session is idle too long, the member is
-//!    fenced, or shutdown's grace runs out.
+//!    fenced, or shutdown's grace runs out (the one timer for these: `watchdog.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -49,6 +49,16 @@ impl Probe {
         }
     }
 
+    /// Drops the connection a probe keeps, so the next check starts afresh (after a
+    /// check that panicked, the kept connection is in an unknown state).
+    pub fn forget_connection(&mut self) {
+        match self {
+            Probe::Tcp(_) | Probe::Http(_) => {}
+            Probe::Mysql(mysql) => mysql.forget_connection(),
+            Probe::Mongo(mongo) => mongo.forget_connection(),
+        }
+    }
+
     /// Checks `addr` once; fails with [`CheckError::Timeout`] at `deadline`.
     pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
         match self {

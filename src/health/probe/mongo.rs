@@ -42,6 +42,11 @@ pub struct MongoProbe {
 }
 
 impl MongoProbe {
+    /// Drops the kept connection; the next check connects (and logs in) afresh.
+    pub fn forget_connection(&mut self) {
+        self.conn = None;
+    }
+
     /// Builds the probe from its config and the backend's TLS, if any; it connects at the
     /// first check.
     pub fn new(config: &MongoProbeConfig, tls: Option<ClientTls>) -> Self {

@@ -49,6 +49,11 @@ impl std::fmt::Debug for MysqlProbe {
 }
 
 impl MysqlProbe {
+    /// Drops the kept connection; the next check connects (and logs in) afresh.
+    pub fn forget_connection(&mut self) {
+        self.conn = None;
+    }
+
     /// Builds the probe from its config and the backend's TLS settings (used inside the
     /// MySQL protocol); it logs in at the first check.
     pub fn new(config: &MysqlProbeConfig, tls: Option<&BackendTls>) -> Self {
