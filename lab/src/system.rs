@@ -103,11 +103,15 @@ pub fn signal(pid: u32, signal: &str) -> Result<()> {
 
 /// Starts `command` with its output appended to the file `log`, no input.
 pub fn spawn_logged(command: &mut Command, log: &Path) -> Result<std::process::Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening the log {}", log.display()))?;
     command
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        .stdout(file.try_clone()?)
+        .stderr(file)
         .spawn()
         .with_context(|| format!("spawn {command:?}"))
 }

@@ -11,7 +11,7 @@ use switchyard_lab::mariadb::Cluster;
 use switchyard_lab::mongo::ReplicaSet;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::pair::Pair;
+use crate::pair::{Disturbance, Pair};
 use crate::peers::Peers;
 use crate::scenario::{Action, Fault};
 use switchyard_lab::netns::Host;
@@ -225,34 +225,24 @@ impl Faults {
         };
         let landed = |faults: &mut Faults| faults.landed_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
         match action {
-            Action::ProxyKill => {
+            Action::ProxyKill | Action::ProxyKillWithPrimary => {
                 on_pair(Box::new(move |p| p.kill_proxy(active))).await?;
                 landed(self);
                 self.dead_proxies.push(active);
+                if action == Action::ProxyKillWithPrimary {
+                    return self.kill_primary(fault.promote_after, timeline, t0).await;
+                }
             }
-            Action::ProxyKillWithPrimary => {
-                on_pair(Box::new(move |p| p.kill_proxy(active))).await?;
-                landed(self);
-                self.dead_proxies.push(active);
-                return self.kill_primary(fault.promote_after, timeline, t0).await;
-            }
-            Action::ProxyHang => {
-                on_pair(Box::new(move |p| p.hang_proxy(active, true))).await?;
-                landed(self);
-                sleep(fault.stop_for).await;
-                on_pair(Box::new(move |p| p.hang_proxy(active, false))).await?;
-            }
-            Action::ProxyPartition => {
-                on_pair(Box::new(move |p| p.net.cut(active))).await?;
+            Action::ProxyHang | Action::ProxyPartition | Action::ProxyRouteLoss => {
+                let disturbance = match action {
+                    Action::ProxyHang => Disturbance::Hang,
+                    Action::ProxyPartition => Disturbance::Partition,
+                    _ => Disturbance::RouteLoss,
+                };
+                on_pair(Box::new(move |p| p.disturb(disturbance, active, true))).await?;
                 landed(self);
                 sleep(fault.stop_for).await;
-                on_pair(Box::new(move |p| p.net.heal(active))).await?;
-            }
-            Action::ProxyRouteLoss => {
-                on_pair(Box::new(move |p| p.net.block_db(active, true))).await?;
-                landed(self);
-                sleep(fault.stop_for).await;
-                on_pair(Box::new(move |p| p.net.block_db(active, false))).await?;
+                on_pair(Box::new(move |p| p.disturb(disturbance, active, false))).await?;
             }
             Action::ProxyRestart => {
                 for host in std::mem::take(&mut self.dead_proxies) {

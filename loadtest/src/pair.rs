@@ -35,6 +35,17 @@ pub struct Transition {
     pub state: String,
 }
 
+/// What a proxy host suffers for a while (see [`Pair::disturb`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Disturbance {
+    /// Its switchyard stopped (SIGSTOP).
+    Hang,
+    /// The host off the bridge, its link up.
+    Partition,
+    /// The host's route to the database host prohibited.
+    RouteLoss,
+}
+
 /// The running pair.
 pub struct Pair {
     /// The namespaces, and every process started in them.
@@ -48,14 +59,18 @@ impl Pair {
     pub fn start(net: HaNet, cluster: &Cluster, binary: &Path) -> Result<Pair> {
         system::ensure_packages(&[("keepalived", "keepalived")])?;
         let dir = net.dir().to_path_buf();
-        fs::write(dir.join("monitor-password"), MONITOR_PASSWORD)?;
-        fs::write(dir.join("admin-token"), "pair-admin-token")?;
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        };
+        write("monitor-password", MONITOR_PASSWORD)?;
+        write("admin-token", "pair-admin-token")?;
         let notify = NOTIFY.replace(
             "LOG=/var/log/switchyard/ha-transitions.log",
             &format!("LOG={}", dir.join("transitions.log").display()),
         );
         write_script(&dir.join("ha-notify.sh"), &notify)?;
-        fs::write(dir.join("transitions.log"), "")?;
+        write("transitions.log", "")?;
         // keepalived runs the readiness check by absolute path only.
         let binary = binary
             .canonicalize()
@@ -88,7 +103,8 @@ impl Pair {
         for (i, node) in cluster.nodes().iter().enumerate() {
             text = text.replace(&format!("10.0.0.2{}:3306", i + 1), &node.addr().to_string());
         }
-        fs::write(dir.join("switchyard.toml"), text)?;
+        let path = dir.join("switchyard.toml");
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
 
@@ -131,7 +147,7 @@ impl Pair {
         let dir = self.net.dir().to_path_buf();
         let name = host.name();
         let conf = dir.join(format!("keepalived-{name}.conf"));
-        fs::write(&conf, self.keepalived_config(host))?;
+        fs::write(&conf, self.keepalived_config(host)).with_context(|| format!("writing {}", conf.display()))?;
         let mut command = self.net.command(host, "keepalived");
         // -n: no fork (its PID is ours); -l: log to stdout; -D: details; -G: no
         // syslog; -P: VRRP only; -R: no respawn of a killed child; own pid files.
@@ -168,6 +184,16 @@ impl Pair {
             .pid(&Self::proxy_name(host))
             .with_context(|| format!("switchyard on {} is not running", host.name()))?;
         system::signal(pid, if hung { "STOP" } else { "CONT" })
+    }
+
+    /// Starts (`on`) or ends a disturbance of `host`.
+    pub fn disturb(&mut self, disturbance: Disturbance, host: Host, on: bool) -> Result<()> {
+        match (disturbance, on) {
+            (Disturbance::Hang, hung) => self.hang_proxy(host, hung),
+            (Disturbance::Partition, true) => self.net.cut(host),
+            (Disturbance::Partition, false) => self.net.heal(host),
+            (Disturbance::RouteLoss, blocked) => self.net.block_db(host, blocked),
+        }
     }
 
     /// Whether switchyard runs on `host`.
@@ -223,7 +249,8 @@ impl Pair {
                 .net
                 .command(host, &self.binary.display().to_string())
                 .args(["health", "--ready", "--admin", "127.0.0.1:9900", "--timeout", "300ms"])
-                .output()?;
+                .output()
+                .with_context(|| format!("running {} health in {}", self.binary.display(), host.name()))?;
             if status.status.success() {
                 return Ok(());
             }
@@ -242,7 +269,7 @@ impl Pair {
 /// Writes a script only root can change (keepalived's `enable_script_security`).
 fn write_script(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    fs::write(path, text)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-    Ok(())
+    fs::write(path, text)
+        .and_then(|()| fs::set_permissions(path, fs::Permissions::from_mode(0o755)))
+        .with_context(|| format!("writing the script {}", path.display()))
 }

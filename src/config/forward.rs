@@ -16,6 +16,13 @@ const FORWARD_GRACE: Duration = Duration::from_secs(10);
 /// named after its address, so an address given twice is refused.
 pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<SocketAddr>) -> Result<Config, ConfigError> {
     let names: Vec<String> = backends.iter().map(SocketAddr::to_string).collect();
+    if let Some((_, twice)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(ConfigError::Invalid {
+            file: "forward".into(),
+            key: "--backend".into(),
+            expected: format!("each backend once, got {twice} twice"),
+        });
+    }
     let raw = RawConfig {
         admin: admin.map(|listen| RawAdmin {
             listen: listen.to_string(),

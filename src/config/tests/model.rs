@@ -56,7 +56,11 @@ fn forward_refuses_a_backend_given_twice() {
     let listen: SocketAddr = "127.0.0.1:7000".parse().unwrap();
     let twice: Vec<SocketAddr> = vec!["127.0.0.1:9001".parse().unwrap(); 2];
     let err = forward(listen, &twice, None).unwrap_err();
-    assert_eq!(err.key(), Some("pools.forward.backends"), "{err}");
+    assert_eq!(err.key(), Some("--backend"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "forward: --backend: expected each backend once, got 127.0.0.1:9001 twice"
+    );
 }
 
 #[test]
