@@ -161,15 +161,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         routing: control.routing,
         state,
         grace: config.shutdown_grace,
-        stop_accepting: stops.accepting,
-        kill_sessions: stops.kill_sessions,
-        stop_background: stops.background,
+        stops,
         sessions,
         background,
         accepting,
         workers,
         threads,
-        stop_workers: stops.workers,
     })
 }
 

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -217,10 +217,6 @@ impl Cluster {
 
     fn spawn(&mut self, index: usize) -> Result<()> {
         let node = &self.nodes[index];
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.join("stdout.log"))?;
         let mut command = match &self.placement.netns {
             Some(netns) => {
                 let mut command = Command::new("ip");
@@ -229,13 +225,8 @@ impl Cluster {
             }
             None => Command::new(mariadbd()),
         };
-        let child = command
-            .arg(format!("--defaults-file={}", node.dir.join("my.cnf").display()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn mariadbd")?;
+        command.arg(format!("--defaults-file={}", node.dir.join("my.cnf").display()));
+        let child = system::spawn_logged(&mut command, &node.dir.join("stdout.log")).context("spawn mariadbd")?;
         self.nodes[index].child = Some(child);
         Ok(())
     }

@@ -86,7 +86,9 @@ pub struct Workload {
 
 fn optional_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    duration::parse(&text).map(Some).map_err(serde::de::Error::custom)
+    duration::parse(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format_args!("op_timeout: expected {e}")))
 }
 
 /// What a fault step does.

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use super::Stops;
 use crate::admin::{self, AdminState};
 use crate::backend::Backend;
 use crate::routing::Routing;
@@ -24,28 +25,23 @@ pub struct Running {
     pub(super) routing: Arc<Routing>,
     pub(super) state: Arc<AdminState>,
     pub(super) grace: Duration,
-    pub(super) stop_accepting: CancellationToken,
-    pub(super) kill_sessions: CancellationToken,
-    pub(super) stop_background: CancellationToken,
+    /// What stops each part (cancelled all together when dropped).
+    pub(super) stops: Stops,
     pub(super) sessions: TaskTracker,
     pub(super) background: TaskTracker,
     /// The accept loops, which shutdown waits for before it waits for sessions (so
     /// no session starts after that wait).
     pub(super) accepting: TaskTracker,
-    /// The data-plane threads (accept loops and sessions), and their stop signal.
+    /// The data-plane threads (accept loops and sessions).
     pub(super) workers: Vec<std::thread::JoinHandle<()>>,
     pub(super) threads: Arc<Threads>,
-    pub(super) stop_workers: CancellationToken,
 }
 
 /// A `Running` dropped without [`Running::shutdown`] (a panicking test, a dropped
 /// runtime) must not leave its data-plane threads accepting on stale routing.
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop_accepting.cancel();
-        self.kill_sessions.cancel();
-        self.stop_workers.cancel();
-        self.stop_background.cancel();
+        self.stops.cancel_all();
     }
 }
 
@@ -112,7 +108,7 @@ impl Running {
     /// first moment.
     pub async fn shutdown(mut self) {
         self.state.draining.store(true, Ordering::Relaxed);
-        self.stop_accepting.cancel();
+        self.stops.accepting.cancel();
         self.accepting.close();
         self.accepting.wait().await;
         self.sessions.close();
@@ -123,16 +119,16 @@ impl Running {
                 open_sessions = self.sessions.len(),
                 "grace period over; closing the remaining sessions"
             );
-            self.kill_sessions.cancel();
+            self.stops.kill_sessions.cancel();
             self.sessions.wait().await;
         }
-        self.stop_workers.cancel();
+        self.stops.workers.cancel();
         let workers = std::mem::take(&mut self.workers);
         let joined = tokio::task::spawn_blocking(move || workers.into_iter().all(|w| w.join().is_ok())).await;
         if !matches!(joined, Ok(true)) {
             error!("a data-plane thread panicked");
         }
-        self.stop_background.cancel();
+        self.stops.background.cancel();
         self.background.close();
         // The admin server waits for its clients; one that never finishes a request
         // must not hold the process.
