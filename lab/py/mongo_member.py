@@ -7,7 +7,8 @@ role that DIR/state.json scripts, and refuses writes on non-primaries the way a 
 member does. One OS process per member, so kill -9 and SIGSTOP hit one member.
 
 Replication: a write the primary of record accepts is applied to every other member
-that answers within a second before it is acknowledged (as `w: "majority"` with a
+that answers (a slow one gets a generous timeout and a second try) before it is
+acknowledged (as `w: "majority"` with a
 caught-up election would leave it); a member that does not answer (killed, stopped)
 misses it, as a member that fell behind would, and is skipped for a second. A write a
 stale claimant accepts (see "claims") stays on that member alone, as a rollback would
@@ -65,14 +66,15 @@ SESSION_FIELDS = {"lsid", "txnNumber", "autocommit", "startTransaction", "$clust
 
 
 class Replicator:
-    """Applies a write to the other members, each under a short timeout; a member that
-    did not answer is skipped for a second (it is dead or stopped) instead of slowing
-    every write down."""
+    """Applies a write to the other members. A member that is only slow (a busy
+    machine) still gets it: a generous timeout, and a second try. A member that did not
+    answer twice is dead or stopped: it is skipped for a second instead of slowing
+    every write down, and misses what is written meanwhile."""
 
     def __init__(self, me, hosts):
         from pymongo import MongoClient
-        self.peers = {h: MongoClient(f"mongodb://{h}/?directConnection=true", serverSelectionTimeoutMS=300,
-                                     connectTimeoutMS=300, socketTimeoutMS=1000)
+        self.peers = {h: MongoClient(f"mongodb://{h}/?directConnection=true", serverSelectionTimeoutMS=2000,
+                                     connectTimeoutMS=1000, socketTimeoutMS=5000)
                       for h in hosts if h != me}
         self.me, self.skip_until = me, {}
 
@@ -80,10 +82,13 @@ class Replicator:
         for host, client in self.peers.items():
             if self.skip_until.get(host, 0) > time.monotonic():
                 continue
-            try:
-                client[db_name].command(dict(command, replicatedFrom=self.me))
-            except Exception as e:  # noqa: BLE001 - any failure: the member is unreachable
-                print(f"replication to {host} failed: {e}", flush=True)
+            for attempt in (1, 2):
+                try:
+                    client[db_name].command(dict(command, replicatedFrom=self.me))
+                    break
+                except Exception as e:  # noqa: BLE001 - any failure: unreachable this time
+                    print(f"replication to {host} failed (try {attempt}): {e}", flush=True)
+            else:
                 self.skip_until[host] = time.monotonic() + 1.0
 
 
