@@ -24,7 +24,7 @@
 //! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes.
 //! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out): HTTP response heads
 //!   and MongoDB OP_MSG for the probes, MySQL packets for the `mysql` listener mode
-//!   (the MySQL probe logs in through mysql_async instead).
+//!   and for the MySQL probe's own client (`protocol::mysql::monitor`).
 //! - [`admin`]: the admin HTTP listener (`/health`, `/health/live|ready`, `/status`,
 //!   `/metrics`).
 //! - [`metrics`]: every metric name, in one place; [`stats`]: the sharded

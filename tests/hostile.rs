@@ -1,15 +1,23 @@
-//! Hostile peers: a backend that answers with bytes meant to crash the proxy must
-//! cost that backend a failed check, never the process.
+//! Hostile peers against the proxy as its own process: whatever a backend answers
+//! costs that backend a failed check, never the process, and leaves no descriptor
+//! behind. Each test ends with the proxy alive, still proxying another pool, and back
+//! to the descriptors it held before the hostile rounds that followed.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::{Oaep, RsaPrivateKey};
+use support::process::Spawned;
 use support::*;
-use switchyard::health::Status;
 use switchyard_test_support as support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const LIMIT: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "monitor-secret";
 
 /// Writes one MySQL packet.
 async fn packet(stream: &mut TcpStream, seq: u8, payload: &[u8]) {
@@ -19,50 +27,140 @@ async fn packet(stream: &mut TcpStream, seq: u8, payload: &[u8]) {
     let _ = stream.write_all(&out).await;
 }
 
-/// Reads one MySQL packet's payload (empty at end of stream).
-async fn read_packet(stream: &mut TcpStream) -> Vec<u8> {
+/// Reads one MySQL packet's sequence id and payload (`None` at end of stream).
+async fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let mut header = [0u8; 4];
-    if stream.read_exact(&mut header).await.is_err() {
-        return Vec::new();
-    }
+    stream.read_exact(&mut header).await.ok()?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], 0]) as usize;
     let mut payload = vec![0u8; len];
-    let _ = stream.read_exact(&mut payload).await;
-    payload
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((header[3], payload))
 }
 
-/// A MariaDB-like greeting offering mysql_native_password.
-fn greeting() -> Vec<u8> {
+const NONCE: &[u8; 20] = b"abcdefghijklmnopqrst";
+
+/// A MySQL 8-like greeting offering `plugin`, with [`NONCE`].
+fn greeting(plugin: &str) -> Vec<u8> {
     let mut g = vec![10];
-    g.extend_from_slice(b"5.5.5-10.11.0-MariaDB-hostile\0");
+    g.extend_from_slice(b"8.0.40-hostile\0");
     g.extend_from_slice(&7u32.to_le_bytes());
-    g.extend_from_slice(b"abcdefgh\0");
-    g.extend_from_slice(&0xA20Fu16.to_le_bytes()); // long password, found rows, long flag, db, 4.1, transactions, secure
+    g.extend_from_slice(&NONCE[..8]);
+    g.push(0);
+    g.extend_from_slice(&0xF7FFu16.to_le_bytes()); // 4.1, secure connection, no TLS
     g.push(0x21);
     g.extend_from_slice(&2u16.to_le_bytes());
-    g.extend_from_slice(&0x0008u16.to_le_bytes()); // plugin auth
+    g.extend_from_slice(&0x000Fu16.to_le_bytes()); // multi statements/results, plugin auth
     g.push(21);
     g.extend_from_slice(&[0; 10]);
-    g.extend_from_slice(b"ijklmnopqrst\0");
-    g.extend_from_slice(b"mysql_native_password\0");
+    g.extend_from_slice(&NONCE[8..]);
+    g.push(0);
+    g.extend_from_slice(plugin.as_bytes());
+    g.push(0);
     g
+}
+
+fn ok_packet(status: u16) -> Vec<u8> {
+    let mut ok = vec![0, 0, 0];
+    ok.extend_from_slice(&status.to_le_bytes());
+    ok.extend_from_slice(&[0, 0]);
+    ok
+}
+
+fn column(name: &str) -> Vec<u8> {
+    let mut def = Vec::new();
+    for part in ["def", "", "", "", name, name] {
+        def.push(part.len() as u8);
+        def.extend_from_slice(part.as_bytes());
+    }
+    def.extend_from_slice(&[0x0c, 0x21, 0, 0x40, 0, 0, 0, 0xFD, 0, 0, 0, 0, 0]);
+    def
+}
+
+/// Answers the monitor's query: writable, server id 7, and no replica status.
+async fn answer_monitor_query(stream: &mut TcpStream) {
+    let names = ["@@read_only", "@@server_id", "@@gtid_binlog_pos"];
+    let mut seq = 1;
+    let mut send = |payload: Vec<u8>| {
+        let s = seq;
+        seq += 1;
+        (s, payload)
+    };
+    let mut out = vec![send(vec![names.len() as u8])];
+    out.extend(names.iter().map(|n| send(column(n))));
+    out.push(send(vec![0xFE, 0, 0, 0x02, 0]));
+    out.push(send(vec![1, b'0', 1, b'7', 5, b'0', b'-', b'7', b'-', b'1']));
+    out.push(send(vec![0xFE, 0, 0, 0x0A, 0])); // more results follow
+    out.push(send(ok_packet(0x0002)));
+    for (seq, payload) in out {
+        packet(stream, seq, &payload).await;
+    }
+}
+
+/// What a scripted MySQL server received after its request for full authentication.
+type Received = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// A caching_sha2 server that always asks for full authentication. Asked for its
+/// key (0x02), it sends `offered`; the next packet, decrypted with `private` (when it
+/// has one) and un-XORed, must be the password for the login to pass.
+async fn full_auth_server(offered: Vec<u8>, private: Option<RsaPrivateKey>) -> (SocketAddr, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Received::default();
+    let log = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (offered, private, log) = (offered.clone(), private.clone(), log.clone());
+            tokio::spawn(async move {
+                packet(&mut stream, 0, &greeting("caching_sha2_password")).await;
+                let Some((seq, _response)) = read_packet(&mut stream).await else {
+                    return;
+                };
+                packet(&mut stream, seq + 1, &[0x01, 0x04]).await;
+                let Some((mut seq, mut answer)) = read_packet(&mut stream).await else {
+                    return;
+                };
+                log.lock().unwrap().push(answer.clone());
+                if answer == [0x02] {
+                    let mut key = vec![0x01];
+                    key.extend_from_slice(&offered);
+                    packet(&mut stream, seq + 1, &key).await;
+                    let Some(next) = read_packet(&mut stream).await else {
+                        return;
+                    };
+                    (seq, answer) = next;
+                    log.lock().unwrap().push(answer.clone());
+                }
+                let password = private.and_then(|key| key.decrypt(Oaep::new::<sha1::Sha1>(), &answer).ok());
+                let password: Option<Vec<u8>> =
+                    password.map(|p| p.iter().zip(NONCE.iter().cycle()).map(|(a, b)| a ^ b).collect());
+                if password.as_deref() != Some(format!("{PASSWORD}\0").as_bytes()) {
+                    let mut err = vec![0xFF, 0x15, 0x04, b'#'];
+                    err.extend_from_slice(b"28000Access denied");
+                    packet(&mut stream, seq + 1, &err).await;
+                    return;
+                }
+                packet(&mut stream, seq + 1, &ok_packet(0x0002)).await;
+                while read_packet(&mut stream).await.is_some() {
+                    answer_monitor_query(&mut stream).await;
+                }
+            });
+        }
+    });
+    (addr, received)
 }
 
 /// A server that logs anyone in, then answers every query with a result set of
 /// 2^64 - 1 columns (mysql_async once tried to allocate them, and panicked).
-async fn huge_column_count_server() -> std::net::SocketAddr {
+async fn huge_column_count_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                packet(&mut stream, 0, &greeting()).await;
+                packet(&mut stream, 0, &greeting("mysql_native_password")).await;
                 read_packet(&mut stream).await;
-                packet(&mut stream, 2, &[0, 0, 0, 2, 0, 0, 0]).await;
-                loop {
-                    if read_packet(&mut stream).await.is_empty() {
-                        return;
-                    }
+                packet(&mut stream, 2, &ok_packet(0x0002)).await;
+                while read_packet(&mut stream).await.is_some() {
                     packet(&mut stream, 1, &[0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]).await;
                 }
             });
@@ -71,41 +169,161 @@ async fn huge_column_count_server() -> std::net::SocketAddr {
     addr
 }
 
-#[tokio::test]
-async fn a_mysql_backend_answering_with_2_64_columns_is_marked_down_at_l7_and_the_proxy_serves_on() {
-    let hostile = huge_column_count_server().await;
+/// A MongoDB member that answers every message with a document nested 12,000 deep
+/// (bson's recursive parser once overflowed the stack on it).
+async fn deep_hello_member() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut len = [0u8; 4];
+                    if stream.read_exact(&mut len).await.is_err() {
+                        return;
+                    }
+                    let mut rest = vec![0u8; (u32::from_le_bytes(len) as usize).saturating_sub(4)];
+                    if stream.read_exact(&mut rest).await.is_err() {
+                        return;
+                    }
+                    let request_id = i32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                    let body = nested(12_000);
+                    let mut reply = Vec::new();
+                    reply.extend_from_slice(&((16 + 5 + body.len()) as u32).to_le_bytes());
+                    reply.extend_from_slice(&1i32.to_le_bytes());
+                    reply.extend_from_slice(&request_id.to_le_bytes());
+                    reply.extend_from_slice(&2013i32.to_le_bytes());
+                    reply.extend_from_slice(&0u32.to_le_bytes());
+                    reply.push(0);
+                    reply.extend_from_slice(&body);
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `{"a": {"a": ... {} ...}}`, `depth` levels, as BSON bytes.
+fn nested(depth: usize) -> Vec<u8> {
+    let mut doc = vec![5, 0, 0, 0, 0];
+    for _ in 1..depth {
+        let mut outer = vec![0, 0, 0, 0, 3, b'a', 0];
+        outer.extend_from_slice(&doc);
+        outer.push(0);
+        let len = outer.len() as u32;
+        outer[..4].copy_from_slice(&len.to_le_bytes());
+        doc = outer;
+    }
+    doc
+}
+
+/// A proxy with the hostile backend `bad` (its check table `check`) in a pool of its
+/// own, beside an echo pool whose sessions must go on.
+async fn proxy_beside(name: &str, bad: SocketAddr, check: &str) -> (Spawned, SocketAddr, Server) {
     let good = Server::start(Behavior::Echo("good")).await;
-    let (pool, bad_name) = (unique("hostile"), unique("hostile_db"));
-    let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\
-         [backends.{bad_name}]\naddress = \"{hostile}\"\ncheck = {{ kind = \"mysql\", user = \"monitor\", password = \"x\", interval = \"100ms\", timeout = \"2s\" }}\n\
+    let echo = refused_addr();
+    let config = format!(
+        "[admin]\nlisten = \"{{admin}}\"\n[shutdown]\ngrace = \"1s\"\n\
+         [backends.bad]\naddress = \"{bad}\"\ncheck = {{ {check}, interval = \"100ms\", timeout = \"2s\" }}\n\
          [backends.good]\naddress = \"{}\"\ncheck = {{ interval = \"100ms\" }}\n\
-         [pools.{pool}]\nbackends = [\"{bad_name}\"]\n[pools.echo]\nbackends = [\"good\"]\n\
-         [listeners.hostile]\nlisten = \"127.0.0.1:0\"\npool = \"{pool}\"\n\
-         [listeners.echo]\nlisten = \"127.0.0.1:0\"\npool = \"echo\"\n",
-        good.addr
+         [pools.hostile]\nbackends = [\"bad\"]\n[pools.echo]\nbackends = [\"good\"]\n\
+         [listeners.hostile]\nlisten = \"127.0.0.1:0\"\npool = \"hostile\"\n\
+         [listeners.echo]\nlisten = \"{}\"\npool = \"echo\"\n",
+        good.addr, echo,
     );
-    let proxy = proxy(&text).await;
-    let view = await_status(&proxy, &bad_name, Status::Down).await;
-    let last = view.last_check.expect("checked");
-    assert_eq!(last.layer, Some(switchyard::health::Layer::L7), "{last:?}");
-    // mysql_async panicked ("capacity overflow") inside the probe: one failed check.
-    let error = last.error.unwrap_or_default();
-    assert!(error.contains("panicked"), "{error}");
-    // The process lives on: the checks go on, and so do sessions of another pool.
-    let panics = format!("switchyard_probe_panics_total{{backend=\"{bad_name}\"}}");
-    assert!(
-        await_metric(&proxy, &panics, 2.0).await >= 2.0,
-        "checked again after the panic"
-    );
-    let (session, banner) = within(
-        LIMIT,
-        "a session",
-        connect_and_read_banner(proxy.listener("echo").unwrap()),
-    )
+    (Spawned::start(BIN, name, &config).await, echo, good)
+}
+
+/// The hostile backend is down at L7 with an error containing `says`; then, after
+/// five more hostile rounds, the process is alive, holds no more descriptors than
+/// before them, and an echo session still passes.
+async fn down_at_l7_and_serving(proxy: &mut Spawned, says: &str, echo: SocketAddr) {
+    let bad = proxy.await_backend("bad", "down").await;
+    assert_eq!(bad["last_check"]["layer"], "L7", "{bad}");
+    let error = bad["last_check"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(says), "the error {error:?} should say {says:?}");
+    let baseline = proxy.descriptors();
+    let checks = "switchyard_checks_total{backend=\"bad\"}";
+    let before = proxy.metric(checks).await;
+    within(LIMIT, "five more hostile rounds", async {
+        while proxy.metric(checks).await < before + 5.0 {
+            poll_pause().await;
+        }
+    })
     .await;
+    assert!(proxy.alive(), "the proxy died:\n{}", proxy.log_text());
+    // One probe connection may be open at the moment of counting.
+    proxy.await_descriptors_at_most(baseline, 1).await;
+    let (session, banner) = within(LIMIT, "an echo session", connect_and_read_banner(echo)).await;
     assert_eq!(banner, "good");
     drop(session);
-    proxy.shutdown().await;
-    good.stop().await;
+}
+
+#[tokio::test]
+async fn a_mysql_backend_answering_with_2_64_columns_is_down_at_l7_and_the_proxy_serves_on() {
+    let hostile = huge_column_count_server().await;
+    let check = "kind = \"mysql\", user = \"monitor\", password = \"x\"";
+    let (mut proxy, echo, _good) = proxy_beside("columns", hostile, check).await;
+    down_at_l7_and_serving(&mut proxy, "column count out of range", echo).await;
+}
+
+#[tokio::test]
+async fn a_mongo_member_answering_hello_nested_12000_deep_is_down_at_l7_and_the_proxy_serves_on() {
+    let hostile = deep_hello_member().await;
+    let (mut proxy, echo, _good) = proxy_beside("nested", hostile, "kind = \"mongo\"").await;
+    down_at_l7_and_serving(&mut proxy, "nested", echo).await;
+}
+
+#[tokio::test]
+async fn without_a_pinned_key_full_authentication_over_plaintext_fails_naming_the_option_and_sends_nothing() {
+    // The server would answer a key request with garbage (a mysql_common panic once).
+    let (hostile, received) = full_auth_server(b"-----BEGIN PUBLIC KEY-----\n!!!\n".to_vec(), None).await;
+    let check = format!("kind = \"mysql\", user = \"monitor\", password = \"{PASSWORD}\"");
+    let (mut proxy, echo, _good) = proxy_beside("unpinned", hostile, &check).await;
+    down_at_l7_and_serving(&mut proxy, "server_public_key", echo).await;
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "after the full-auth request the monitor sent nothing: no key request, no password"
+    );
+}
+
+#[tokio::test]
+async fn with_a_pinned_key_the_password_goes_only_to_the_server_holding_it() {
+    let genuine = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let impostor = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = |key: &RsaPrivateKey| key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let dir = std::env::temp_dir().join(unique(&format!("switchyard-pinned-{}", std::process::id())));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pinned = dir.join("server.pem");
+    std::fs::write(&pinned, pem(&genuine)).unwrap();
+
+    // The impostor offers its own key and holds the matching private key.
+    let (fake, received) = full_auth_server(pem(&impostor).into_bytes(), Some(impostor)).await;
+    let check = format!(
+        "kind = \"mysql\", user = \"monitor\", password = \"{PASSWORD}\", server_public_key = \"{}\"",
+        pinned.display()
+    );
+    let (mut proxy, echo, _good) = proxy_beside("impostor", fake, &check).await;
+    down_at_l7_and_serving(&mut proxy, "Access denied", echo).await;
+    let received = received.lock().unwrap().clone();
+    assert!(!received.is_empty());
+    for answer in &received {
+        assert_ne!(answer.as_slice(), [0x02], "the monitor never asks for the server's key");
+        assert_eq!(
+            answer.len(),
+            256,
+            "ciphertext for the pinned 2048-bit key, nothing else"
+        );
+    }
+    drop(proxy);
+
+    // The genuine server decrypts it, and the backend comes up as the primary.
+    let (real, _) = full_auth_server(pem(&genuine).into_bytes(), Some(genuine)).await;
+    let (proxy, _, _good) = proxy_beside("genuine", real, &check).await;
+    let up = proxy.await_backend("bad", "up").await;
+    assert_eq!(up["role"], "primary", "{up}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,6 +4,8 @@ use std::num::NonZeroU32;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use crate::tls::PinnedKey;
+
 /// How and how often a backend is probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckConfig {
@@ -83,6 +85,10 @@ pub struct MysqlProbeConfig {
     pub user: String,
     /// Its password; `None` for a passwordless account.
     pub password: Option<Secret>,
+    /// The server's RSA public key, for a password exchange that would otherwise send
+    /// the password to whatever key the server offers (caching_sha2's full
+    /// authentication, sha256_password) when the check has no TLS.
+    pub server_public_key: Option<PinnedKey>,
 }
 
 /// A password or token, read at load time (inline in the config, from an environment

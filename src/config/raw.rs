@@ -164,6 +164,9 @@ pub struct RawCheck {
     pub password_env: Option<String>,
     /// `check.password_file`: the password from this file (a trailing newline is dropped).
     pub password_file: Option<String>,
+    /// `check.server_public_key`: a PEM file with the MySQL server's RSA public key, used for
+    /// `caching_sha2_password`/`sha256_password` full authentication without TLS; `mysql` checks only.
+    pub server_public_key: Option<String>,
     /// `check.auth_source`: the database the MongoDB user is defined in; `mongo` checks only
     /// (default `defaults::MONGO_AUTH_SOURCE`).
     pub auth_source: Option<String>,
@@ -191,6 +194,7 @@ impl RawCheck {
             password: self.password.or(d.password),
             password_env: self.password_env.or(d.password_env),
             password_file: self.password_file.or(d.password_file),
+            server_public_key: self.server_public_key.or(d.server_public_key),
             auth_source: self.auth_source.or(d.auth_source),
         }
     }

@@ -109,8 +109,7 @@ pub enum Phase {
     Connecting,
     /// The TLS handshake with the backend.
     Handshaking,
-    /// A database login: TCP connect, server greeting and authentication in one
-    /// library call (mysql_async cannot split them).
+    /// A database login: the server's greeting and the authentication exchange.
     LoggingIn,
     /// Sending a request or command.
     Requesting,
@@ -123,7 +122,7 @@ impl std::fmt::Display for Phase {
         f.write_str(match self {
             Phase::Connecting => "connecting",
             Phase::Handshaking => "in the TLS handshake",
-            Phase::LoggingIn => "connecting and logging in",
+            Phase::LoggingIn => "logging in",
             Phase::Requesting => "sending the request",
             Phase::Reading => "reading the response",
         })

@@ -14,6 +14,8 @@
 
 use super::Decode;
 
+pub mod monitor;
+
 /// Bytes before each payload.
 pub const HEADER: usize = 4;
 /// `CLIENT_SSL`: switch to TLS after the SSLRequest.

@@ -104,11 +104,6 @@ impl ClientTls {
         }))
     }
 
-    /// What it was configured with (the MySQL probe hands these to mysql_async).
-    pub fn settings(&self) -> &BackendTls {
-        &self.0.settings
-    }
-
     /// The client side of a handshake on `tcp`; the caller bounds it in time.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<client::TlsStream<TcpStream>> {
         TlsConnector::from(self.0.current.load_full())

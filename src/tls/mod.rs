@@ -16,6 +16,7 @@
 mod backend;
 pub mod der;
 pub mod load;
+mod pinned;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 
 pub use backend::{BackendTls, BackendTlsError, ClientTls};
 pub use load::{CertFiles, FileError, ServerFiles, Verify};
+pub use pinned::PinnedKey;
 
 use crate::metrics as m;
 

@@ -1,9 +1,12 @@
 //! A backend's check table (its own fields over `[check]`'s) → [`CheckConfig`].
 
+use std::path::Path;
+
 use super::Ctx;
 use crate::config::defaults;
 use crate::config::raw::{CheckKind, RawCheck};
 use crate::config::*;
+use crate::tls::PinnedKey;
 
 pub(super) fn check_config(ctx: &Ctx<'_>, key: &str, raw: RawCheck) -> Result<CheckConfig, ConfigError> {
     let interval = raw.interval.map_or(defaults::CHECK_INTERVAL, |i| i.0);
@@ -46,6 +49,9 @@ fn only_where_they_apply(ctx: &Ctx<'_>, key: &str, kind: CheckKind, raw: &RawChe
             return Err(ctx.invalid(k(field), "no HTTP setting on a check that is not `kind = \"http\"`"));
         }
     }
+    if raw.server_public_key.is_some() && kind != CheckKind::Mysql {
+        return Err(ctx.invalid(k("server_public_key"), "it only on a `kind = \"mysql\"` check"));
+    }
     if raw.auth_source.is_some() && kind != CheckKind::Mongo {
         return Err(ctx.invalid(k("auth_source"), "it only on a `kind = \"mongo\"` check"));
     }
@@ -87,7 +93,20 @@ fn mysql_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MysqlProbeCon
         &format!("{key}.password"),
         [&raw.password, &raw.password_env, &raw.password_file],
     )?;
-    Ok(MysqlProbeConfig { user, password })
+    let server_public_key = match &raw.server_public_key {
+        None => None,
+        Some(path) => Some(PinnedKey::load(Path::new(path)).map_err(|e| {
+            ctx.invalid(
+                format!("{key}.server_public_key"),
+                format!("a PEM file with the server's RSA public key, but \"{path}\": {e}"),
+            )
+        })?),
+    };
+    Ok(MysqlProbeConfig {
+        user,
+        password,
+        server_public_key,
+    })
 }
 
 fn mongo_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MongoProbeConfig, ConfigError> {

@@ -44,7 +44,7 @@ impl Probe {
         match config {
             ProbeConfig::Tcp => Probe::Tcp(client),
             ProbeConfig::Http(http) => Probe::Http(HttpProbe::new(http, client)),
-            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql, tls.map(ClientTls::settings))),
+            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql, client)),
             ProbeConfig::Mongo(mongo) => Probe::Mongo(MongoProbe::new(mongo, client)),
         }
     }

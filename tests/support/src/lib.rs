@@ -3,6 +3,7 @@
 
 pub mod mongo;
 pub mod mysql;
+pub mod process;
 pub mod tls;
 
 use std::future::Future;

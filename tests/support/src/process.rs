@@ -1,0 +1,140 @@
+//! The proxy as its own process, for tests that must see the process itself: that
+//! it is still alive after a hostile peer, and how many descriptors it holds.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{http_get, poll_pause, refused_addr, within};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A switchyard process started from a config text; killed on drop.
+pub struct Spawned {
+    child: Child,
+    /// Its admin address.
+    pub admin: SocketAddr,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Spawned {
+    /// Starts `binary` on `config`, whose `{admin}` is replaced by a free loopback
+    /// address, and waits until `/health/live` answers.
+    pub async fn start(binary: &str, name: &str, config: &str) -> Spawned {
+        let admin = refused_addr();
+        let dir = std::env::temp_dir().join(crate::unique(&format!("switchyard-{name}-{}", std::process::id())));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, log) = (dir.join("switchyard.toml"), dir.join("switchyard.log"));
+        std::fs::write(&path, config.replace("{admin}", &admin.to_string())).unwrap();
+        let child = Command::new(binary)
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the switchyard binary starts");
+        let mut spawned = Spawned {
+            child,
+            admin,
+            config: path,
+            log,
+        };
+        within(LIMIT, "the spawned proxy to answer /health/live", async {
+            loop {
+                assert!(spawned.alive(), "the proxy exited at start:\n{}", spawned.log_text());
+                let listening = tokio::net::TcpStream::connect(admin).await.is_ok();
+                if listening && http_get(admin, "/health/live").await.0 == 200 {
+                    return;
+                }
+                poll_pause().await;
+            }
+        })
+        .await;
+        spawned
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// How many descriptors the process holds now.
+    pub fn descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until the process holds at most `baseline` descriptors again (plus `slack`
+    /// for the admin request that may be in flight), and returns the count.
+    pub async fn await_descriptors_at_most(&self, baseline: usize, slack: usize) -> usize {
+        within(LIMIT, "the descriptors to return to their baseline", async {
+            loop {
+                let now = self.descriptors();
+                if now <= baseline + slack {
+                    return now;
+                }
+                poll_pause().await;
+            }
+        })
+        .await
+    }
+
+    /// `/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let (code, body) = http_get(self.admin, "/status").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// One backend's entry on `/status`.
+    pub async fn backend(&self, name: &str) -> serde_json::Value {
+        let status = self.status().await;
+        status["backends"]
+            .as_array()
+            .and_then(|all| all.iter().find(|b| b["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {name} on /status: {status}"))
+    }
+
+    /// Waits until backend `name` has `status` on `/status`, and returns its entry.
+    pub async fn await_backend(&self, name: &str, status: &str) -> serde_json::Value {
+        within(LIMIT, &format!("{name} to be {status}"), async {
+            loop {
+                let backend = self.backend(name).await;
+                if backend["status"] == status {
+                    return backend;
+                }
+                poll_pause().await;
+            }
+        })
+        .await
+    }
+
+    /// The value of one series on `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http_get(self.admin, "/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// What the process has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
