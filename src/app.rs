@@ -35,7 +35,7 @@ use crate::spread::Threads;
 use crate::timeline::Timeline;
 use crate::tls::{ServerTls, Verify};
 use crate::worker::Worker;
-use crate::{metrics, tcp};
+use crate::{local, metrics, tcp};
 
 mod running;
 
@@ -127,6 +127,7 @@ struct ControlPlane {
 /// running.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let metrics = metrics::install();
+    let budget = descriptor_budget(&config);
     let (bound, admin_tcp) = bind(&config)?;
     let stops = Stops::default();
     let guard = CancelOnError(Some(&stops));
@@ -134,7 +135,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let control = start_control_plane(&config, &metrics, &background, &stops.background);
     warn_insecure_backends(&config);
     let (threads, inboxes) = Threads::new(config.workers);
-    let (listeners, server_tls, per_worker) = accept_loops(&config, bound, &control, &stops, &threads);
+    let (listeners, server_tls, per_worker) = accept_loops(&config, bound, &control, &stops, &threads, &budget);
     let workers = start_workers(per_worker, inboxes, &stops, &sessions, &accepting).await?;
     let state = Arc::new(AdminState {
         backends: control.backends,
@@ -248,6 +249,24 @@ fn start_control_plane(
     }
 }
 
+/// Raises the descriptor limit, warns when `config` can exceed it, and returns the
+/// process-wide session budget under it (see [`crate::local`]).
+fn descriptor_budget(config: &Config) -> Arc<Semaphore> {
+    let limit = match local::raise_descriptor_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit");
+            local::descriptor_limit().0
+        }
+    };
+    if let Some(warning) = local::budget_warning(config, limit) {
+        warn!("{warning}");
+    }
+    let sessions = local::session_budget(config, limit);
+    info!(descriptors = ?limit, sessions, reserve = local::DESCRIPTORS_RESERVE, "descriptor budget");
+    Arc::new(Semaphore::new(sessions))
+}
+
 fn warn_insecure_backends(config: &Config) {
     for backend in &config.backends {
         if let Some(tls) = &backend.tls {
@@ -268,6 +287,7 @@ fn accept_loops(
     control: &ControlPlane,
     stops: &Stops,
     threads: &Arc<Threads>,
+    budget: &Arc<Semaphore>,
 ) -> (Vec<(String, SocketAddr)>, Vec<Arc<ServerTls>>, Vec<Vec<Listener>>) {
     let mut server_tls = Vec::new();
     let mut listeners = Vec::new();
@@ -304,6 +324,7 @@ fn accept_loops(
                 name: listener.name.clone(),
                 tcp,
                 limit: limit.clone(),
+                budget: budget.clone(),
                 ctx: ctx.clone(),
                 thread,
                 threads: threads.clone(),

@@ -46,6 +46,8 @@ pub mod config;
 pub mod duration;
 pub mod health;
 pub mod listener;
+pub mod local;
+pub mod logs;
 pub mod metrics;
 pub mod pipe;
 pub mod pool;

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
+use crate::logs;
 use crate::proxy::SessionContext;
-use crate::spread::Threads;
+use crate::spread::{SessionPermit, Threads};
 use crate::tcp;
 
 /// One listener socket's accept loop on one data-plane thread, and what its sessions
@@ -30,6 +31,9 @@ pub struct Listener {
     /// The connection cap: one permit per session, shared by this listener's sockets on
     /// every data-plane thread.
     pub limit: Arc<Semaphore>,
+    /// The process-wide session budget, which keeps descriptors in reserve for checks
+    /// and the admin port ([`crate::local::session_budget`]).
+    pub budget: Arc<Semaphore>,
     /// What every session from this listener needs (its pool, routing, TLS, options).
     pub ctx: Arc<SessionContext>,
     /// The data-plane thread this loop runs on, and all of them.
@@ -68,9 +72,9 @@ impl Listener {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
                     let permit = tokio::select! {
-                        permit = self.limit.clone().acquire_owned() => match permit {
-                            Ok(permit) => permit,
-                            Err(_) => return,
+                        permit = permits(&self.limit, &self.budget) => match permit {
+                            Some(permit) => permit,
+                            None => return,
                         },
                         _ = stop.cancelled() => return,
                     };
@@ -78,7 +82,11 @@ impl Listener {
                         .dispatch(self.thread, stream, peer, self.ctx.clone(), permit, &sessions);
                 }
                 Err(e) => {
-                    error!(listener = %self.name, pool = %self.ctx.pool.name(), error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    if let Some(resource) = crate::local::classify(&e) {
+                        crate::local::report(resource, "accept", &self.name, &e.to_string());
+                    } else if logs::kinds::ACCEPT_ERRORS.allow() {
+                        error!(listener = %self.name, pool = %self.ctx.pool.name(), error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stop.cancelled() => return,
@@ -88,6 +96,13 @@ impl Listener {
             }
         }
     }
+}
+
+/// A session's permits: the listener's first, then the process budget's.
+async fn permits(limit: &Arc<Semaphore>, budget: &Arc<Semaphore>) -> Option<SessionPermit> {
+    let listener = limit.clone().acquire_owned().await.ok()?;
+    let budget = budget.clone().acquire_owned().await.ok()?;
+    Some(SessionPermit { listener, budget })
 }
 
 /// The next connection on `listener`, unregistered (see [`tcp::accept`]).

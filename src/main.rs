@@ -112,6 +112,12 @@ fn main() -> ExitCode {
                         config.pools.len(),
                         config.backends.len()
                     );
+                    // What `run` will have: the soft limit raised to the hard one.
+                    if let Some(warning) =
+                        switchyard::local::budget_warning(&config, switchyard::local::descriptor_limit().1)
+                    {
+                        eprintln!("warning: {warning}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -41,6 +41,13 @@ pub const CHECKS: &str = "switchyard_checks_total";
 pub const CHECK_FAILURES: &str = "switchyard_check_failures_total";
 /// Health probes that panicked (each counted as a failed check at L7). Labels: backend.
 pub const PROBE_PANICS: &str = "switchyard_probe_panics_total";
+/// Checker tasks that died and were restarted (an alarm). Labels: backend.
+pub const CHECKER_RESTARTS: &str = "switchyard_checker_restarts_total";
+/// Failures caused by the proxy's own shortage (descriptors, buffers, memory, ports),
+/// blamed on no backend. Labels: resource, site (check, connect, accept).
+pub const LOCAL_FAILURES: &str = "switchyard_local_failures_total";
+/// 1 while the local-resources alarm is active (a local failure in the last 30 s).
+pub const LOCAL_ALARM: &str = "switchyard_local_alarm";
 /// Up/down flips. Labels: backend.
 pub const FLIPS: &str = "switchyard_flips_total";
 /// 1 when a backend is up, 0 otherwise. Labels: backend.
@@ -176,6 +183,15 @@ fn describe() {
         PROBE_PANICS,
         "Health probes that panicked, each counted as a failed check at L7."
     );
+    describe_counter!(
+        CHECKER_RESTARTS,
+        "Checker tasks that died and were restarted with backoff (an alarm)."
+    );
+    describe_counter!(
+        LOCAL_FAILURES,
+        "Failures caused by the proxy's own shortage of descriptors, buffers, memory or ports; no backend is blamed."
+    );
+    describe_gauge!(LOCAL_ALARM, "1 while the local-resources alarm is active.");
     describe_counter!(FLIPS, "Up/down flips of a backend.");
     describe_gauge!(BACKEND_UP, "1 when a backend is up, 0 otherwise.");
     describe_counter!(

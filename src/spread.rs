@@ -45,12 +45,23 @@ struct Slot {
 #[repr(align(128))]
 struct Padded(AtomicUsize);
 
+/// What a session holds while it runs: its place under its listener's
+/// `max_connections` and under the process's descriptor budget (see
+/// [`crate::local::session_budget`]).
+#[derive(Debug)]
+pub struct SessionPermit {
+    /// The listener's cap.
+    pub listener: OwnedSemaphorePermit,
+    /// The process-wide budget.
+    pub budget: OwnedSemaphorePermit,
+}
+
 /// An accepted connection, not yet registered, on its way to the thread that serves it.
 pub struct Arrival {
     stream: std::net::TcpStream,
     peer: SocketAddr,
     ctx: Arc<SessionContext>,
-    permit: OwnedSemaphorePermit,
+    permit: SessionPermit,
     counted: Counted,
 }
 
@@ -133,7 +144,7 @@ impl Threads {
         stream: std::net::TcpStream,
         peer: SocketAddr,
         ctx: Arc<SessionContext>,
-        permit: OwnedSemaphorePermit,
+        permit: SessionPermit,
         sessions: &TaskTracker,
     ) {
         let counted = self.place(here);

@@ -327,3 +327,61 @@ async fn with_a_pinned_key_the_password_goes_only_to_the_server_holding_it() {
     assert_eq!(up["role"], "primary", "{up}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn three_hundred_clients_under_a_low_descriptor_limit_leave_the_checks_their_reserve() {
+    let (backend, good) = (
+        Server::start(Behavior::Echo("db")).await,
+        Server::start(Behavior::Echo("good")).await,
+    );
+    let (listen, echo) = (refused_addr(), refused_addr());
+    let config = format!(
+        "[admin]\nlisten = \"{{admin}}\"\n[shutdown]\ngrace = \"1s\"\n[runtime]\nworkers = 1\n\
+         [backends.bad]\naddress = \"{}\"\ncheck = {{ interval = \"100ms\", rise = 1, fall = 1 }}\n\
+         [backends.good]\naddress = \"{}\"\ncheck = {{ interval = \"100ms\" }}\n\
+         [pools.hostile]\nbackends = [\"bad\"]\n[pools.echo]\nbackends = [\"good\"]\n\
+         [listeners.hostile]\nlisten = \"{listen}\"\npool = \"hostile\"\n\
+         [listeners.echo]\nlisten = \"{echo}\"\npool = \"echo\"\n",
+        backend.addr, good.addr,
+    );
+    // 200 descriptors: a budget of about 30 sessions after the reserve.
+    let mut proxy = Spawned::start_with(BIN, &["prlimit", "--nofile=200:200"], "reserve", &config).await;
+    proxy.await_backend("bad", "up").await;
+    let flips = proxy.metric("switchyard_flips_total{backend=\"bad\"}").await;
+    let baseline = proxy.descriptors();
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        if let Ok(client) = TcpStream::connect(listen).await {
+            clients.push(client);
+        }
+    }
+    let checks = proxy.metric("switchyard_checks_total{backend=\"bad\"}").await;
+    within(LIMIT, "ten checks with 300 clients connected", async {
+        while proxy.metric("switchyard_checks_total{backend=\"bad\"}").await < checks + 10.0 {
+            poll_pause().await;
+        }
+    })
+    .await;
+    let held = proxy.descriptors();
+    assert!(held < 200, "{held} descriptors");
+    let bad = proxy.backend("bad").await;
+    assert_eq!(bad["status"], "up", "{bad}");
+    assert_eq!(proxy.metric("switchyard_flips_total{backend=\"bad\"}").await, flips);
+    assert_eq!(
+        proxy
+            .metric("switchyard_local_failures_total{resource=\"descriptors\",site=\"check\"}")
+            .await,
+        0.0
+    );
+    drop(clients);
+    assert!(proxy.alive());
+    proxy.await_descriptors_at_most(baseline, 1).await;
+    echo_passes(&proxy, echo).await;
+}
+
+/// An echo session through the proxy's echo listener passes.
+async fn echo_passes(_proxy: &Spawned, echo: SocketAddr) {
+    let (session, banner) = within(LIMIT, "an echo session", connect_and_read_banner(echo)).await;
+    assert_eq!(banner, "good");
+    drop(session);
+}

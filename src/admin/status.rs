@@ -29,6 +29,9 @@ pub struct StatusBody {
     pub backends: Vec<BackendStatus>,
     /// Failover events, oldest first.
     pub failovers: Vec<FailoverEvent>,
+    /// Set while the proxy ran short of its own resources (descriptors, memory, ports)
+    /// in the last 30 s: a local fault, blamed on no backend.
+    pub local_alarm: Option<crate::local::LocalAlarm>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
 }
@@ -118,6 +121,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
             })
             .collect(),
         failovers: state.timeline.failovers(),
+        local_alarm: crate::local::alarm(),
         events: state.timeline.events(),
     })
 }

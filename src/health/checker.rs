@@ -154,7 +154,14 @@ impl<C: Check> Checker<C> {
                 Err(CheckError::Protocol(format!("the probe panicked: {panic}")))
             });
             last = Instant::now();
-            let flip = health.observe(result.is_ok());
+            let flip = match &result {
+                // The proxy ran short of its own resources: the backend is not to blame.
+                Err(CheckError::Local { resource, error }) => {
+                    crate::local::report(*resource, "check", &self.name, error);
+                    None
+                }
+                result => health.observe(result.is_ok()),
+            };
             let observation = Observation {
                 backend: self.backend,
                 latency: last - started,

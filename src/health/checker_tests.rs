@@ -6,7 +6,8 @@ use super::*;
 use crate::health::Status;
 use std::collections::VecDeque;
 
-/// Outcomes in order (`+` passes, `-` fails, `!` panics); once they run out, every
+/// Outcomes in order (`+` passes, `-` fails, `!` panics, `m` fails with EMFILE, a
+/// local failure); once they run out, every
 /// further check hangs.
 struct Script(VecDeque<char>, Arc<std::sync::atomic::AtomicUsize>);
 
@@ -17,6 +18,7 @@ impl Check for Script {
             match next {
                 Some('+') => Ok(Report::reachable()),
                 Some('!') => panic!("a decoder met bytes it did not expect (scripted)"),
+                Some('m') => Err(CheckError::connect(&std::io::Error::from_raw_os_error(libc::EMFILE))),
                 Some(_) => Err(CheckError::Connect("refused (scripted)".into())),
                 None => std::future::pending().await,
             }
@@ -173,4 +175,32 @@ async fn shutdown_stops_a_waiting_checker_and_one_stuck_in_a_check() {
     assert!(stuck.events.try_recv().is_err(), "the check hangs");
     stuck.shutdown.cancel();
     stuck.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_failures_change_no_status_in_either_direction() {
+    // Up after two passes; then EMFILE five times (more than `fall`): still up, no
+    // flip; then down by real failures; then EMFILE again: still down, no flip.
+    let mut running = start("++mmmmm---mmm");
+    let mut seen = Vec::new();
+    for _ in 0..13 {
+        let (_, observation) = running.next().await;
+        seen.push((
+            observation.status,
+            observation.flip.map(|f| f.to),
+            observation.result.map(|_| ()).map_err(|e| e.layer()),
+        ));
+    }
+    let statuses: Vec<Status> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(&statuses[2..7], &[Status::Up; 5], "{seen:?}");
+    assert!(
+        seen[2..7]
+            .iter()
+            .all(|s| s.1.is_none() && s.2 == Err(crate::health::Layer::Local)),
+        "{seen:?}"
+    );
+    assert_eq!(statuses[9], Status::Down, "real failures still count: {seen:?}");
+    assert_eq!(&statuses[10..], &[Status::Down; 3], "{seen:?}");
+    assert!(seen[10..].iter().all(|s| s.1.is_none()), "{seen:?}");
+    running.shutdown.cancel();
 }

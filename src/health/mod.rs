@@ -65,6 +65,9 @@ pub enum Layer {
     L6,
     /// The application protocol: bad or unexpected response, auth, role.
     L7,
+    /// Not the backend's: the proxy ran short of its own resources (descriptors,
+    /// buffers, memory, local ports). Such a check changes no backend's state.
+    Local,
 }
 
 impl Layer {
@@ -74,6 +77,7 @@ impl Layer {
             Layer::L4 => "L4",
             Layer::L6 => "L6",
             Layer::L7 => "L7",
+            Layer::Local => "local",
         }
     }
 }
@@ -96,6 +100,15 @@ pub enum CheckError {
     /// The exchange broke: an I/O error after connecting, or bytes that do not decode (L7).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The proxy's own resources ran out before the backend was reached: not the
+    /// backend's failure (see [`crate::local`]).
+    #[error("the proxy ran short of {} here: {error}", .resource.as_str())]
+    Local {
+        /// What ran out.
+        resource: crate::local::Resource,
+        /// The error, as the OS gave it.
+        error: String,
+    },
     /// A well-formed answer that fails the check: a status outside the expected range, a
     /// refused command, an unreadable `@@read_only` (L7).
     #[error("unexpected response: {0}")]
@@ -138,6 +151,19 @@ impl CheckError {
             CheckError::Timeout(_) | CheckError::Auth(_) | CheckError::Protocol(_) | CheckError::Response(_) => {
                 Layer::L7
             }
+            CheckError::Local { .. } => Layer::Local,
+        }
+    }
+
+    /// A failed connect: [`CheckError::Local`] when the proxy's own resources ran out
+    /// (EMFILE and the like), else [`CheckError::Connect`].
+    pub fn connect(error: &std::io::Error) -> CheckError {
+        match crate::local::classify(error) {
+            Some(resource) => CheckError::Local {
+                resource,
+                error: error.to_string(),
+            },
+            None => CheckError::Connect(error.to_string()),
         }
     }
 }

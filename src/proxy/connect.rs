@@ -149,7 +149,15 @@ async fn one_round<C: Connect>(
                 Span::current().record("backend", member.backend.name.as_str());
                 return Round::Connected(member, stream);
             }
-            Ok(Err(e)) => attempts.last_error = format!("{}: {e}", member.backend.name),
+            Ok(Err(e)) => {
+                attempts.last_error = format!("{}: {e}", member.backend.name);
+                if let Some(resource) = crate::local::classify(&e) {
+                    // Our own shortage: no other backend would do better, and this
+                    // one is not to blame.
+                    crate::local::report(resource, "connect", &member.backend.name, &e.to_string());
+                    return Round::NoneAnswered;
+                }
+            }
             Err(_) => attempts.last_error = format!("{}: connect timed out", member.backend.name),
         }
         debug!(error = %attempts.last_error, "connect failed; trying the next");

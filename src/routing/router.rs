@@ -36,14 +36,14 @@ pub struct AdminCommand {
 
 struct CheckMetrics {
     checks: Counter,
-    failures: [Counter; 3],
+    failures: [Counter; 4],
     flips: Counter,
     up: Gauge,
 }
 
 impl CheckMetrics {
     fn new(backend: &str) -> Self {
-        let failures = [Layer::L4, Layer::L6, Layer::L7].map(
+        let failures = [Layer::L4, Layer::L6, Layer::L7, Layer::Local].map(
             |layer| metrics::counter!(m::CHECK_FAILURES, "backend" => backend.to_string(), "layer" => layer.as_str()),
         );
         CheckMetrics {
@@ -168,6 +168,11 @@ impl Router {
                 LastCheck::now(false, Some(e.to_string()), Some(e.layer()), obs.latency)
             }
         };
+        if obs.result.as_ref().is_err_and(|e| e.layer() == Layer::Local) {
+            // The proxy's own shortage: shown, never held against the backend.
+            backend.update_view(|view| view.last_check = Some(last));
+            return;
+        }
         // Routing depends only on the states: an observation that changed nothing
         // (the common case for TCP and HTTP checks) needs no new decision.
         let before = self.states[id].clone();

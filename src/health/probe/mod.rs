@@ -96,7 +96,7 @@ async fn connect(addr: SocketAddr, tls: Option<&ClientTls>, deadline: Instant) -
     let stream = phase(deadline, Phase::Connecting, async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| CheckError::Connect(e.to_string()))?;
+            .map_err(|e| CheckError::connect(&e))?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     })

@@ -23,12 +23,26 @@ impl Spawned {
     /// Starts `binary` on `config`, whose `{admin}` is replaced by a free loopback
     /// address, and waits until `/health/live` answers.
     pub async fn start(binary: &str, name: &str, config: &str) -> Spawned {
+        Self::start_with(binary, &[], name, config).await
+    }
+
+    /// [`Spawned::start`] with `binary` run through `wrapper` (e.g. `prlimit
+    /// --nofile=200:200`).
+    pub async fn start_with(binary: &str, wrapper: &[&str], name: &str, config: &str) -> Spawned {
         let admin = refused_addr();
         let dir = std::env::temp_dir().join(crate::unique(&format!("switchyard-{name}-{}", std::process::id())));
         std::fs::create_dir_all(&dir).unwrap();
         let (path, log) = (dir.join("switchyard.toml"), dir.join("switchyard.log"));
         std::fs::write(&path, config.replace("{admin}", &admin.to_string())).unwrap();
-        let child = Command::new(binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&path)

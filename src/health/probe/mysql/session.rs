@@ -64,9 +64,7 @@ impl Session {
     /// Connects to `addr` and logs in, every phase under `deadline`.
     pub async fn login(addr: SocketAddr, login: Login<'_>, deadline: Instant) -> Result<Session, CheckError> {
         let mut tcp = phase(deadline, Phase::Connecting, async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|e| CheckError::Connect(e.to_string()))?;
+            let tcp = TcpStream::connect(addr).await.map_err(|e| CheckError::connect(&e))?;
             let _ = tcp.set_nodelay(true);
             Ok(tcp)
         })
