@@ -38,6 +38,9 @@ use crate::worker::Worker;
 use crate::{local, metrics, tcp};
 
 mod running;
+mod supervise;
+
+use supervise::supervised;
 
 pub use running::Running;
 
@@ -225,19 +228,15 @@ fn start_control_plane(
     let failed = CancellationToken::new();
     critical(background, &failed, "router".into(), router.run(stop.clone()));
     for (backend, config) in backends.iter().zip(&config.backends) {
-        let probe = Probe::new(&config.check.probe, backend.tls.as_ref());
-        let attention = backend.attention.clone();
-        let checker = Checker::new(
-            backend.id,
-            &backend.name,
-            backend.address,
-            attention,
-            probe,
-            &config.check,
-            events_tx.clone(),
-        );
-        let name = format!("checker of {}", backend.name);
-        critical(background, &failed, name, checker.run(stop.clone()));
+        let (backend, check, events, shutdown) = (backend.clone(), config.check.clone(), events_tx.clone(), stop.clone());
+        // Made afresh (a new probe, no kept connection) each time it must restart.
+        let checker = move || {
+            let probe = Probe::new(&check.probe, backend.tls.as_ref());
+            let attention = backend.attention.clone();
+            let checker = Checker::new(backend.id, &backend.name, backend.address, attention, probe, &check, events.clone());
+            checker.run(shutdown.clone())
+        };
+        supervised(background, config.name.clone(), timeline.clone(), stop.clone(), checker);
     }
     ControlPlane {
         backends,
