@@ -151,12 +151,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         token: config.admin.as_ref().and_then(|a| a.token.clone()),
         tls: server_tls,
     });
-    let admin = admin_tcp.map(|tcp| {
-        let address = tcp.local_addr().expect("a bound socket has an address");
-        info!(%address, "admin listening");
-        background.spawn(admin::run(tcp, state.clone(), stops.background.clone()));
-        address
-    });
+    let admin = match admin_tcp {
+        Some(tcp) => {
+            let address = tcp.local_addr().expect("a bound socket has an address");
+            let ended =
+                admin::run_on_own_thread(tcp, state.clone(), stops.background.clone()).map_err(StartError::Runtime)?;
+            info!(%address, "admin listening");
+            background.spawn(ended);
+            Some(address)
+        }
+        None => None,
+    };
     guard.disarm();
     Ok(Running {
         failed: control.failed,
@@ -221,19 +226,32 @@ fn start_control_plane(
     let routing = router.routing();
     let prometheus = metrics.clone();
     background.spawn(crate::metrics::upkeep(
-        move || prometheus.run_upkeep(),
+        move || {
+            prometheus.run_upkeep();
+            // Summaries of warnings a burst suppressed, once the burst is over.
+            crate::logs::flush_all();
+        },
         crate::metrics::UPKEEP_PERIOD,
         stop.clone(),
     ));
     let failed = CancellationToken::new();
     critical(background, &failed, "router".into(), router.run(stop.clone()));
     for (backend, config) in backends.iter().zip(&config.backends) {
-        let (backend, check, events, shutdown) = (backend.clone(), config.check.clone(), events_tx.clone(), stop.clone());
+        let (backend, check, events, shutdown) =
+            (backend.clone(), config.check.clone(), events_tx.clone(), stop.clone());
         // Made afresh (a new probe, no kept connection) each time it must restart.
         let checker = move || {
             let probe = Probe::new(&check.probe, backend.tls.as_ref());
             let attention = backend.attention.clone();
-            let checker = Checker::new(backend.id, &backend.name, backend.address, attention, probe, &check, events.clone());
+            let checker = Checker::new(
+                backend.id,
+                &backend.name,
+                backend.address,
+                attention,
+                probe,
+                &check,
+                events.clone(),
+            );
             checker.run(shutdown.clone())
         };
         supervised(background, config.name.clone(), timeline.clone(), stop.clone(), checker);

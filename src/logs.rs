@@ -119,8 +119,11 @@ pub mod kinds {
     pub static LOCAL_FAILURES: Limited = Limited::new("local resource failures");
     /// A client the proxy closed because its pool reaches nothing.
     pub static REFUSED_CLIENTS: Limited = Limited::new("refused clients");
+    /// An admin connection closed because too many were open.
+    pub static ADMIN_REFUSED: Limited = Limited::new("refused admin connections");
 
-    pub(super) static ALL: [&Limited; 8] = [
+    pub(super) static ALL: [&Limited; 9] = [
+        &ADMIN_REFUSED,
         &HOLD_TIMEOUTS,
         &LOGIN_FAILURES,
         &TLS_FAILURES,

@@ -48,6 +48,9 @@ pub const CHECKER_RESTARTS: &str = "switchyard_checker_restarts_total";
 pub const LOCAL_FAILURES: &str = "switchyard_local_failures_total";
 /// 1 while the local-resources alarm is active (a local failure in the last 30 s).
 pub const LOCAL_ALARM: &str = "switchyard_local_alarm";
+/// Admin connections closed at once because [`crate::admin::serve::MAX_CONNECTIONS`]
+/// were open.
+pub const ADMIN_REFUSED: &str = "switchyard_admin_refused_total";
 /// Up/down flips. Labels: backend.
 pub const FLIPS: &str = "switchyard_flips_total";
 /// 1 when a backend is up, 0 otherwise. Labels: backend.
@@ -192,6 +195,10 @@ fn describe() {
         "Failures caused by the proxy's own shortage of descriptors, buffers, memory or ports; no backend is blamed."
     );
     describe_gauge!(LOCAL_ALARM, "1 while the local-resources alarm is active.");
+    describe_counter!(
+        ADMIN_REFUSED,
+        "Admin connections closed at once because the admin connection cap was reached."
+    );
     describe_counter!(FLIPS, "Up/down flips of a backend.");
     describe_gauge!(BACKEND_UP, "1 when a backend is up, 0 otherwise.");
     describe_counter!(

@@ -385,3 +385,83 @@ async fn echo_passes(_proxy: &Spawned, echo: SocketAddr) {
     assert_eq!(banner, "good");
     drop(session);
 }
+
+/// Whether the server closed `stream` (EOF or reset), reading whatever it sent first.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_admin_port_closes_silent_dripping_and_oversized_clients_and_caps_its_connections() {
+    let good = Server::start(Behavior::Echo("good")).await;
+    let echo = refused_addr();
+    let config = format!(
+        "[admin]\nlisten = \"{{admin}}\"\n[shutdown]\ngrace = \"1s\"\n\
+         [backends.good]\naddress = \"{}\"\ncheck = {{ interval = \"100ms\" }}\n\
+         [pools.echo]\nbackends = [\"good\"]\n[listeners.echo]\nlisten = \"{echo}\"\npool = \"echo\"\n",
+        good.addr
+    );
+    let mut proxy = Spawned::start(BIN, "admin-limits", &config).await;
+    let baseline = proxy.descriptors();
+    // 150 silent clients, 150 that drip a request head a byte a second.
+    let mut silent = Vec::new();
+    for _ in 0..150 {
+        silent.push(TcpStream::connect(proxy.admin).await.unwrap());
+    }
+    let mut drippers = Vec::new();
+    for _ in 0..150 {
+        let mut stream = TcpStream::connect(proxy.admin).await.unwrap();
+        stream.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        drippers.push(stream);
+    }
+    // Each dripper until the server closes it (a write then fails) or 40 bytes.
+    let drip = tokio::spawn(async move {
+        for _ in 0..40 {
+            let mut open = 0;
+            for stream in &mut drippers {
+                if stream.write_all(b"X").await.is_ok() {
+                    open += 1;
+                }
+            }
+            if open == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        drippers
+    });
+    // Every silent client is closed by the server, without a byte from it.
+    within(LIMIT, "the silent clients to be closed", async {
+        for stream in &mut silent {
+            assert!(closed_by_server(stream).await);
+        }
+    })
+    .await;
+    let drippers = within(LIMIT, "the drippers", drip).await.unwrap_or_default();
+    drop(drippers);
+    // Past the cap (256), the rest were closed at once.
+    let refused = proxy.metric("switchyard_admin_refused_total").await;
+    assert!(refused >= 40.0, "{refused} connections refused past the cap");
+    // An oversized head is refused, not buffered.
+    let mut big = TcpStream::connect(proxy.admin).await.unwrap();
+    let head = format!(
+        "GET /status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = within(LIMIT, "the oversized request's answer", big.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+    drop((silent, big));
+    assert!(proxy.alive());
+    proxy.await_descriptors_at_most(baseline, 1).await;
+    assert_eq!(proxy.backend("good").await["status"], "up");
+    echo_passes(&proxy, echo).await;
+}

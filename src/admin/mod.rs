@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod health;
+pub mod serve;
 mod status;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +35,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::warn;
 
 pub use status::{StatusBody, STATUS_PAGE};
 
@@ -115,6 +116,33 @@ impl Reloaded {
     }
 }
 
+/// Serves the admin routes on a thread of its own (a current-thread runtime), apart
+/// from the checkers, the router and the data plane; the returned future ends when
+/// that thread has stopped.
+pub fn run_on_own_thread(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let listener = listener.into_std()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (ended, on_end) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("switchyard-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => run(listener, state, shutdown).await,
+                    Err(e) => tracing::error!(error = %e, "cannot register the admin socket; no admin listener"),
+                }
+            });
+            let _ = ended.send(());
+        })?;
+    Ok(async move {
+        let _ = on_end.await;
+    })
+}
+
 /// Serves the admin HTTP routes on `listener` until `shutdown` is cancelled, then
 /// shuts down gracefully.
 pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
@@ -129,12 +157,7 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
         .route("/backends/{name}/{verb}", post(verb))
         .route("/tls/reload", post(reload_tls))
         .with_state(state);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        error!(error = %e, "admin listener failed");
-    }
+    serve::serve(listener, app, shutdown).await;
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> Response {
@@ -187,7 +210,9 @@ fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Respons
     if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         Ok(())
     } else {
-        warn!("admin: refused a call without the right bearer token");
+        if crate::logs::kinds::BAD_TOKENS.allow() {
+            warn!("admin: refused a call without the right bearer token");
+        }
         Err(Box::new(
             (
                 StatusCode::UNAUTHORIZED,

@@ -28,8 +28,13 @@ pub const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// Runs `make()`'s task on `tracker` until it returns or `stop` is cancelled,
 /// restarting it after a panic; see the module docs.
-pub fn supervised<F, T>(tracker: &TaskTracker, backend: String, timeline: Arc<Timeline>, stop: CancellationToken, make: F)
-where
+pub fn supervised<F, T>(
+    tracker: &TaskTracker,
+    backend: String,
+    timeline: Arc<Timeline>,
+    stop: CancellationToken,
+    make: F,
+) where
     F: Fn() -> T + Send + 'static,
     T: Future<Output = ()> + Send + 'static,
 {
@@ -107,10 +112,16 @@ mod tests {
         let tracker = TaskTracker::new();
         let runs = Arc::new(AtomicUsize::new(0));
         let r = runs.clone();
-        supervised(&tracker, "db1".into(), Arc::default(), CancellationToken::new(), move || {
-            r.fetch_add(1, Ordering::SeqCst);
-            async {}
-        });
+        supervised(
+            &tracker,
+            "db1".into(),
+            Arc::default(),
+            CancellationToken::new(),
+            move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                async {}
+            },
+        );
         tracker.close();
         tracker.wait().await;
         assert_eq!(runs.load(Ordering::SeqCst), 1);
