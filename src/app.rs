@@ -241,7 +241,7 @@ fn start_control_plane(
             (backend.clone(), config.check.clone(), events_tx.clone(), stop.clone());
         // Made afresh (a new probe, no kept connection) each time it must restart.
         let checker = move || {
-            let probe = Probe::new(&check.probe, backend.tls.as_ref());
+            let probe = Probe::new(&check.probe, backend.tls.as_ref(), backend.source);
             let attention = backend.attention.clone();
             let checker = Checker::new(
                 backend.id,
@@ -334,6 +334,8 @@ fn accept_loops(
             timeline: control.timeline.clone(),
             sessions_moved: ::metrics::counter!(metrics::SESSIONS_MOVED, "listener" => listener.name.clone()),
             connect: TcpConnect,
+            login: listener.login,
+            logins: Arc::new(Semaphore::new(listener.login.concurrent)),
         });
         let limit = Arc::new(Semaphore::new(listener.max_connections));
         for (thread, (worker, tcp)) in per_worker.iter_mut().zip(group).enumerate() {

@@ -26,6 +26,8 @@ pub struct Backend {
     pub name: String,
     /// Where sessions and health checks connect to.
     pub address: SocketAddr,
+    /// The local address they connect from, when configured.
+    pub source: Option<std::net::IpAddr>,
     /// TLS to this backend on the data path, when configured.
     pub tls: Option<ClientTls>,
     /// Shared with its checker.
@@ -124,6 +126,7 @@ impl Backend {
             id,
             name: config.name.clone(),
             address: config.address,
+            source: config.source,
             tls: config.tls.as_ref().map(|tls| ClientTls::new(&config.name, tls)),
             attention: Arc::default(),
             check: Recorder::default(),

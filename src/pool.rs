@@ -52,6 +52,9 @@ pub struct Pool {
 pub enum Eviction {
     /// The member is in its pool (or left under the `keep` policy).
     Active,
+    /// Drained by an operator: no new session may start on it (one that connected
+    /// from an older table is turned away), while its live sessions go on.
+    Draining,
     /// The member left its pool: its sessions close at this instant (now for
     /// `close`, now + deadline for `drain`).
     CloseAt(Instant),
@@ -228,7 +231,8 @@ impl Member {
         self.eviction.subscribe()
     }
 
-    /// Whether the member left its pool under a fencing policy.
+    /// Whether no new session may start on the member: it left its pool under a
+    /// fencing policy, or was drained.
     pub fn is_evicted(&self) -> bool {
         *self.eviction.borrow() != Eviction::Active
     }

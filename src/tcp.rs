@@ -45,7 +45,7 @@ pub fn tune(stream: &TcpStream, options: &TcpOptions) -> io::Result<()> {
 /// `pipe::plain` for the first bytes, which then go without one too. Elsewhere it is
 /// one syscall that finds the handshake under way. Linux only: elsewhere a second
 /// `connect` may report a failed handshake with another error than its own.
-pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+pub async fn connect(addr: SocketAddr, source: Option<std::net::IpAddr>) -> io::Result<TcpStream> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -55,6 +55,9 @@ pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         socket
     };
     socket.set_tcp_nodelay(true)?;
+    if let Some(source) = source {
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => return TcpStream::from_std(socket.into()),
         // Under way, as expected of a non-blocking connect.
@@ -213,13 +216,13 @@ mod tests {
     async fn connect_reports_success_and_refusal() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (connected, accepted) = tokio::join!(connect(addr), listener.accept());
+        let (connected, accepted) = tokio::join!(connect(addr, None), listener.accept());
         let connected = connected.expect("a listening port accepts");
         assert!(connected.nodelay().unwrap());
         assert_eq!(connected.peer_addr().unwrap(), addr);
         drop(accepted);
         drop(listener);
-        let refused = connect(addr).await.expect_err("nothing listens there now");
+        let refused = connect(addr, None).await.expect_err("nothing listens there now");
         assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused, "{refused}");
     }
 
@@ -238,7 +241,7 @@ mod tests {
         let listener = std::net::TcpListener::from(socket);
         // Fills the accept queue (room for one with a backlog of 0).
         let _queued = std::net::TcpStream::connect(addr).unwrap();
-        let connecting = tokio::spawn(connect(addr));
+        let connecting = tokio::spawn(connect(addr, None));
         tokio::task::yield_now().await;
         let (first, _) = listener.accept().unwrap();
         let stream = tokio::time::timeout(Duration::from_secs(30), connecting)
@@ -258,7 +261,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         for (user_timeout, probes) in [(Duration::from_secs(23), None), (Duration::ZERO, Some(3))] {
-            let (stream, accepted) = tokio::join!(connect(addr), listener.accept());
+            let (stream, accepted) = tokio::join!(connect(addr, None), listener.accept());
             let (stream, _accepted) = (stream.unwrap(), accepted.unwrap());
             let default = SockRef::from(&stream).tcp_keepalive_retries().unwrap();
             let options = TcpOptions {

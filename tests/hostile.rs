@@ -465,3 +465,60 @@ async fn the_admin_port_closes_silent_dripping_and_oversized_clients_and_caps_it
     assert_eq!(proxy.backend("good").await["status"], "up");
     echo_passes(&proxy, echo).await;
 }
+
+/// A MySQL server whose OK to a login waits for `release`: a login kept under way.
+async fn slow_login_server(release: Arc<tokio::sync::Notify>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let release = release.clone();
+            tokio::spawn(async move {
+                packet(&mut stream, 0, &greeting("mysql_native_password")).await;
+                let Some((seq, _)) = read_packet(&mut stream).await else {
+                    return;
+                };
+                release.notified().await;
+                packet(&mut stream, seq + 1, &ok_packet(0x0002)).await;
+                while read_packet(&mut stream).await.is_some() {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_member_fenced_while_a_mysql_login_is_under_way_never_gives_that_client_a_session() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let backend = slow_login_server(release.clone()).await;
+    let listen = refused_addr();
+    let config = format!(
+        "[admin]\nlisten = \"{{admin}}\"\ntoken = \"t0ken\"\n[shutdown]\ngrace = \"1s\"\n\
+         [backends.db]\naddress = \"{backend}\"\ncheck = {{ interval = \"100ms\" }}\n\
+         [pools.app]\nbackends = [\"db\"]\non_leave = \"close\"\n\
+         [listeners.app]\nlisten = \"{listen}\"\npool = \"app\"\nmode = \"mysql\"\nlogin_timeout = \"20s\"\n"
+    );
+    let proxy = Spawned::start(BIN, "fenced-login", &config).await;
+    proxy.await_backend("db", "up").await;
+    let mut client = TcpStream::connect(listen).await.unwrap();
+    let greeting = within(LIMIT, "the greeting", read_packet(&mut client)).await.unwrap();
+    assert_eq!(greeting.1.first(), Some(&10));
+    let response =
+        switchyard::protocol::mysql::monitor::handshake_response("app", &[1; 20], "mysql_native_password", false);
+    packet(&mut client, 1, &response).await;
+    // The login is under way on the backend; the operator disables it meanwhile.
+    let mut disabled = (0, String::new());
+    within(LIMIT, "the disable", async {
+        while disabled.0 != 200 {
+            disabled = http_post(proxy.admin, "/backends/db/disable", Some("t0ken")).await;
+        }
+    })
+    .await;
+    release.notify_waiters();
+    let (_, answer) = within(LIMIT, "the login's answer", read_packet(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(answer.first(), Some(&0xFF), "an ERR, not the backend's OK: {answer:?}");
+    assert_eq!(u16::from_le_bytes([answer[1], answer[2]]), 1927);
+    assert!(closed_by_server(&mut client).await);
+}

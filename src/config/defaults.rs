@@ -96,6 +96,10 @@ pub fn on_leave(role: PoolRole) -> OnLeave {
 
 /// `listeners.*.max_connections`.
 pub const MAX_CONNECTIONS: usize = 10_000;
+/// `listeners.*.login_timeout` (`mysql` mode): greeting to OK.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// `listeners.*.max_logins` (`mysql` mode): connection phases at once.
+pub const MAX_LOGINS: usize = 64;
 /// `listeners.*.keepalive`.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
 /// `listeners.*.user_timeout`.

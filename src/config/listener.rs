@@ -53,6 +53,19 @@ pub struct ListenerConfig {
     pub mode: ListenerMode,
     /// TLS termination.
     pub tls: Option<ListenerTlsConfig>,
+    /// `mysql` mode: the connection phase's limits.
+    pub login: LoginLimits,
+}
+
+/// The limits of a `mysql`-mode listener's connection phases: the backend connection
+/// a login needs is made before the client has sent a byte, so garbage clients must
+/// not get many of them, nor keep them long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// The longest one connection phase may take, greeting to OK.
+    pub timeout: std::time::Duration,
+    /// Connection phases under way at once.
+    pub concurrent: usize,
 }
 
 /// What a listener understands of the bytes it carries.

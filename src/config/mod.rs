@@ -30,7 +30,7 @@ use crate::tls::{BackendTls, ServerFiles};
 
 pub use check::{CheckConfig, Fraction, HttpProbeConfig, MongoProbeConfig, MysqlProbeConfig, ProbeConfig, Secret};
 pub use forward::forward;
-pub use listener::{ListenerConfig, ListenerMode, ListenerTlsConfig, PoolRef, TcpOptions};
+pub use listener::{ListenerConfig, ListenerMode, ListenerTlsConfig, LoginLimits, PoolRef, TcpOptions};
 pub use pool::{LeavePolicy, Members, Policy, PoolConfig, PoolRole, TwoWriters};
 pub use validate::validate;
 
@@ -149,6 +149,9 @@ pub struct BackendConfig {
     /// TLS to this backend, for sessions and probes alike. For MySQL backends the TLS
     /// starts inside the MySQL protocol; for every other kind with the first byte.
     pub tls: Option<BackendTls>,
+    /// The local address its sessions and checks connect from; `None`: the kernel's
+    /// choice.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Config {

@@ -85,6 +85,9 @@ pub struct RawBackend {
     pub check: Option<RawCheck>,
     /// `backends.*.tls`: TLS to the backend, for its sessions and its checks alike.
     pub tls: Option<RawBackendTls>,
+    /// `backends.*.source`: the local IP address its sessions and checks connect from
+    /// (default: the kernel's choice).
+    pub source: Option<String>,
 }
 
 /// TLS to a backend (data path and probes).
@@ -291,6 +294,13 @@ pub struct RawListener {
     pub mode: Option<ListenerMode>,
     /// `listeners.*.tls`: TLS termination; without it the listener does no TLS.
     pub tls: Option<RawListenerTls>,
+    /// `listeners.*.login_timeout`: `mysql` mode only: the longest a client's connection
+    /// phase may take, greeting to OK (default `defaults::LOGIN_TIMEOUT`).
+    pub login_timeout: Option<Timeout>,
+    /// `listeners.*.max_logins`: `mysql` mode only: connection phases under way at once;
+    /// further clients wait (within their login timeout) before a backend connection is
+    /// made for them (default `defaults::MAX_LOGINS`).
+    pub max_logins: Option<MaxConnections>,
 }
 
 /// TLS termination on a listener.

@@ -115,11 +115,21 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             Some(tls) => Some(tls::backend_tls(&ctx, &format!("{key}.tls"), tls, &backend.address)?),
             None => None,
         };
+        let source = match &backend.source {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| {
+                ctx.invalid(
+                    format!("{key}.source"),
+                    format!("a local IP address like \"10.0.0.5\", got \"{text}\""),
+                )
+            })?),
+        };
         backends.push(BackendConfig {
             name,
             address,
             check,
             tls,
+            source,
         });
     }
     let backend_ids: HashMap<&str, BackendId> = backends

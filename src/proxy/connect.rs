@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
@@ -20,8 +20,13 @@ use crate::tcp;
 pub trait Connect: Send + Sync + 'static {
     /// What a connect yields (a `TcpStream` in a proxy).
     type Stream: Send;
-    /// Connects to `address`; the caller bounds it with the connect timeout.
-    fn connect(&self, address: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Connects to `address` (from `source`, when set); the caller bounds it with the
+    /// connect timeout.
+    fn connect(
+        &self,
+        address: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
 }
 
 /// The proxy's connect: [`tcp::connect`] (TCP_NODELAY set; keepalive and
@@ -32,12 +37,17 @@ pub struct TcpConnect;
 impl Connect for TcpConnect {
     type Stream = TcpStream;
 
-    fn connect(&self, address: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> + Send {
-        tcp::connect(address)
+    fn connect(
+        &self,
+        address: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        tcp::connect(address, source)
     }
 }
 
-/// Any `Fn(SocketAddr) -> impl Future<Output = io::Result<S>>` connects too (tests).
+/// Any `Fn(SocketAddr) -> impl Future<Output = io::Result<S>>` connects too (tests;
+/// the source address is not theirs to use).
 impl<F, Fut, S> Connect for F
 where
     F: Fn(SocketAddr) -> Fut + Send + Sync + 'static,
@@ -46,7 +56,7 @@ where
 {
     type Stream = S;
 
-    fn connect(&self, address: SocketAddr) -> impl Future<Output = io::Result<S>> + Send {
+    fn connect(&self, address: SocketAddr, _: Option<IpAddr>) -> impl Future<Output = io::Result<S>> + Send {
         self(address)
     }
 }
@@ -134,7 +144,7 @@ async fn one_round<C: Connect>(
         let attempt = Instant::now();
         let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);
         let connected = tokio::select! {
-            connected = timeout_at(deadline, ctx.connect.connect(member.backend.address)) => connected,
+            connected = timeout_at(deadline, ctx.connect.connect(member.backend.address, member.backend.source)) => connected,
             _ = ctx.kill.cancelled() => return Round::Killed,
         };
         match connected {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::backend::Backend;
+use crate::config::LoginLimits;
 use crate::config::{Config, ListenerMode, TcpOptions};
 use crate::pool::{Eviction, Pool};
 use crate::routing::{Routing, RoutingTable};
@@ -75,6 +76,11 @@ pool = "p"
         timeline: Arc::new(Timeline::default()),
         sessions_moved: metrics::Counter::noop(),
         connect,
+        login: LoginLimits {
+            timeout: Duration::from_secs(5),
+            concurrent: 1,
+        },
+        logins: Arc::new(tokio::sync::Semaphore::new(1)),
     }
 }
 
@@ -179,4 +185,21 @@ async fn shutdown_ends_a_held_session() {
     let (connected, ()) = tokio::join!(session, kill);
     assert!(connected.is_none());
     assert_eq!(started.elapsed(), Duration::from_millis(700));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_drained_while_its_connect_was_in_flight_takes_no_new_session() {
+    let script = script(&[
+        (1, Answer::Accept(Duration::from_millis(300))),
+        (2, Answer::Accept(Duration::ZERO)),
+    ]);
+    let ctx = context(&script);
+    route_all(&ctx, 2);
+    let session = connect_routed(&ctx);
+    let drain = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ctx.pool.members[0].set_eviction(Eviction::Draining);
+    };
+    let (connected, ()) = tokio::join!(session, drain);
+    assert_eq!(name(&connected), Some("b"), "a was drained before its connect finished");
 }

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
-use crate::config::{ListenerMode, TcpOptions};
+use crate::config::{ListenerMode, LoginLimits, TcpOptions};
 use crate::metrics as m;
 use crate::pipe::{self, Traffic};
 use crate::pool::{Member, Pool};
@@ -73,6 +73,10 @@ pub struct SessionContext<C: Connect = TcpConnect> {
     pub sessions_moved: metrics::Counter,
     /// How a session connects to a backend.
     pub connect: C,
+    /// `mysql` mode: the connection phase's timeout and concurrency.
+    pub login: LoginLimits,
+    /// `mysql` mode: one permit per connection phase under way ([`LoginLimits::concurrent`]).
+    pub logins: Arc<tokio::sync::Semaphore>,
 }
 
 /// How a session ended.
@@ -150,10 +154,18 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
             carry(ctx, &member, client, upstream).await
         }
         ListenerMode::Mysql => {
+            let deadline = Instant::now() + ctx.login.timeout;
+            // A login slot before a backend connection is made for a client that has
+            // not sent a byte yet: garbage clients get at most `max_logins` of them.
+            let Some(slot) = mysql::login_slot(ctx, deadline).await else {
+                return Ended::Login;
+            };
             let Some((member, upstream)) = connect_routed(ctx).await else {
                 return Ended::NoBackend;
             };
-            match Box::pin(mysql::login(ctx, &member, client, upstream)).await {
+            let logged_in = Box::pin(mysql::login(ctx, &member, client, upstream, deadline)).await;
+            drop(slot);
+            match logged_in {
                 Ok((client, upstream)) => carry(ctx, &member, client, upstream).await,
                 Err(ended) => ended,
             }

@@ -29,7 +29,10 @@
 //! plaintext backend leg: such a login is refused (1045) before the password is
 //! forwarded, with a message that says to configure TLS to the backend. The native,
 //! ed25519 and cached logins send only scrambles and pass. The whole connection
-//! phase runs under [`LOGIN_TIMEOUT`], the client's TLS handshake under the
+//! phase runs under the listener's `login_timeout` and at most `max_logins` run at
+//! once (a client past them waits, before a backend connection is made for it); a
+//! client that gives up early has the backend's half ended as a refused login, not a
+//! dropped handshake ([`abort_backend_login`]). The client's TLS handshake runs under the
 //! listener's handshake timeout.
 
 use std::io;
@@ -42,14 +45,41 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
 use super::{accept_tls, originate_tls, Ended, SessionContext};
+use crate::logs;
 use crate::metrics as m;
 use crate::pool::Member;
-use crate::protocol::mysql::{self as wire, Packet};
+use crate::protocol::mysql::{self as wire, monitor, Packet};
 use crate::protocol::Decode;
 use crate::stream::Stream;
 
-/// The longest a connection phase may take, greeting to OK.
-pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// `ER_CONNECTION_KILLED`: what a client whose backend was fenced during its login gets.
+const ER_CONNECTION_KILLED: u16 = 1927;
+const FENCED_DURING_LOGIN: &str = "the backend left its pool during the login (switchyard); connect again";
+
+/// The longest the proxy spends ending a backend's connection phase for a client that
+/// gave up ([`abort_backend_login`]).
+const ABORT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The user name of that ending: one no real account has (at most 32 characters,
+/// what MySQL allows).
+const ABORT_USER: &str = "switchyard-aborted-login";
+
+/// A permit for one connection phase, waited for until `deadline`; `None` (counted and
+/// logged at a limited rate) when none came in time.
+pub async fn login_slot(ctx: &SessionContext, deadline: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match timeout_at(deadline, ctx.logins.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => Some(slot),
+        _ => {
+            failed(ctx, "login_cap");
+            if logs::kinds::LOGIN_FAILURES.allow() {
+                info!(
+                    max_logins = ctx.login.concurrent,
+                    "no login slot within the login timeout; closing the client"
+                );
+            }
+            None
+        }
+    }
+}
 
 /// Why a login could not be carried through.
 #[derive(Debug)]
@@ -74,17 +104,26 @@ pub async fn login(
     member: &Arc<Member>,
     client: TcpStream,
     upstream: TcpStream,
+    deadline: Instant,
 ) -> Result<(Stream, Stream), Ended> {
-    let deadline = Instant::now() + LOGIN_TIMEOUT;
-    match timeout_at(deadline, exchange(ctx, member, client, upstream)).await {
+    // The exchange ends a client that stalls by `deadline` itself (and closes the
+    // backend's half properly); this bound is for a backend that stalls.
+    match timeout_at(
+        deadline + ABORT_TIMEOUT,
+        exchange(ctx, member, client, upstream, deadline),
+    )
+    .await
+    {
         Ok(Ok(legs)) => Ok(legs),
         Ok(Err(LoginError::Ended(ended))) => Err(ended),
         Ok(Err(LoginError::Protocol(what))) => {
             failed(ctx, "protocol");
-            warn!(
-                cause = what,
-                "MySQL login could not be carried through; closing the client"
-            );
+            if logs::kinds::LOGIN_FAILURES.allow() {
+                warn!(
+                    cause = what,
+                    "MySQL login could not be carried through; closing the client"
+                );
+            }
             Err(Ended::Login)
         }
         Ok(Err(LoginError::Io(e))) => {
@@ -94,7 +133,9 @@ pub async fn login(
         }
         Err(_) => {
             failed(ctx, "timeout");
-            info!(timeout = ?LOGIN_TIMEOUT, "MySQL login did not finish in time; closing the client");
+            if logs::kinds::LOGIN_FAILURES.allow() {
+                info!(timeout = ?ctx.login.timeout, "MySQL login did not finish in time; closing the client");
+            }
             Err(Ended::Login)
         }
     }
@@ -112,10 +153,20 @@ async fn exchange(
     member: &Arc<Member>,
     mut client: TcpStream,
     mut upstream: TcpStream,
+    deadline: Instant,
 ) -> Result<(Stream, Stream), LoginError> {
     let backend_tls = member.backend.tls.is_some();
     relay_greeting(ctx, backend_tls, &mut client, &mut upstream).await?;
-    let (mut client, response) = client_login(ctx, client).await?;
+    let (mut client, response) = match timeout_at(deadline, client_login(ctx, client)).await {
+        Ok(Ok(login)) => login,
+        failed => {
+            abort_backend_login(&mut upstream).await;
+            return match failed {
+                Ok(Err(e)) => Err(e),
+                _ => Err(LoginError::Io(io::ErrorKind::TimedOut.into())),
+            };
+        }
+    };
     let legs = Legs {
         client_tls: matches!(client, Stream::Server(_)),
         backend_tls,
@@ -126,8 +177,52 @@ async fn exchange(
         }
     }
     let (mut upstream, shift) = backend_login(ctx, member, upstream, response).await?;
-    relay_auth(ctx, &mut client, &mut upstream, shift, legs).await?;
+    relay_auth(ctx, member, &mut client, &mut upstream, shift, legs).await?;
     Ok((client, upstream))
+}
+
+/// Ends the backend's connection phase for a client that went away (or sent
+/// garbage, or stalled) before its HandshakeResponse: a well-formed login for a user
+/// no account matches, which the backend refuses as an authentication failure. A
+/// connection dropped in the middle of the handshake would count as a handshake
+/// error toward the backend's `max_connect_errors`, and enough of those block the
+/// proxy's address for every client, the monitor included.
+async fn abort_backend_login(upstream: &mut TcpStream) {
+    let ended = tokio::time::timeout(ABORT_TIMEOUT, async {
+        let response = monitor::handshake_response(ABORT_USER, &[], "mysql_native_password", false);
+        upstream
+            .write_all(
+                &Packet {
+                    seq: 1,
+                    payload: response,
+                }
+                .encode(),
+            )
+            .await?;
+        // An auth switch is answered with nothing; then OK or ERR.
+        for _ in 0..3 {
+            let packet = read_exact_packet(upstream)
+                .await
+                .map_err(|_| io::Error::other("bad packet"))?;
+            if packet.ends_login() {
+                break;
+            }
+            upstream
+                .write_all(
+                    &Packet {
+                        seq: packet.seq.wrapping_add(1),
+                        payload: Vec::new(),
+                    }
+                    .encode(),
+                )
+                .await?;
+        }
+        upstream.shutdown().await
+    })
+    .await;
+    if !matches!(ended, Ok(Ok(()))) {
+        debug!("the backend's connection phase could not be ended cleanly for a client that went away");
+    }
 }
 
 /// Step 1: the backend's greeting to the client, with CLIENT_SSL as this listener offers
@@ -275,6 +370,7 @@ async fn cleartext_refused(ctx: &SessionContext, client: &mut Stream, seq: u8, p
 /// unchanged.
 async fn relay_auth(
     ctx: &SessionContext,
+    member: &Member,
     client: &mut Stream,
     upstream: &mut Stream,
     shift: u8,
@@ -304,6 +400,13 @@ async fn relay_auth(
                     if wire::is_full_auth_request(&packet.payload) {
                         return Err(cleartext_refused(ctx, client, packet.seq, "caching_sha2_password").await);
                     }
+                }
+                if done && !packet.is_err() && member.is_evicted() {
+                    // Fenced while the login was under way: the client must not get
+                    // a session on a backend that left its pool.
+                    refuse(client, packet.seq, ER_CONNECTION_KILLED, "70100", FENCED_DURING_LOGIN).await;
+                    failed(ctx, "fenced");
+                    return Err(LoginError::Ended(Ended::Fenced));
                 }
                 client.write_all(&packet.encode()).await?;
                 client.flush().await?;

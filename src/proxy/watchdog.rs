@@ -40,7 +40,7 @@ pub(super) async fn watchdog(
     tokio::pin!(timer);
     loop {
         let close_at = match *eviction.borrow_and_update() {
-            Eviction::Active => None,
+            Eviction::Active | Eviction::Draining => None,
             Eviction::CloseAt(at) => Some(at),
         };
         let wake = [close_at, liveness_at]

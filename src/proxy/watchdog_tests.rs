@@ -124,3 +124,13 @@ async fn shutdown_ends_the_session_first() {
     };
     assert_eq!(session.run(both).await, (Ended::Shutdown, Duration::from_millis(300)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drained_member_keeps_its_live_sessions() {
+    let session = Watched::new();
+    let drain = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        session.fence.send_replace(Eviction::Draining);
+    };
+    assert_eq!(session.run(drain).await, (Ended::Idle, IDLE), "never fenced, ends idle");
+}

@@ -277,10 +277,14 @@ impl Router {
                 self.record_failover(pool, old.members.first().copied());
             }
         }
+        // Members that left are evicted before the table without them is published:
+        // a session that connects to one from the old table sees the eviction.
+        for (pool, old) in self.pools.clone().iter().zip(&previous) {
+            self.fence(pool, &old.members);
+        }
         self.publish();
         for (pool, old) in self.pools.clone().iter().zip(&previous) {
             self.alarm(pool, old);
-            self.fence(pool, &old.members);
         }
     }
 
@@ -296,8 +300,13 @@ impl Router {
         let new = &self.current[pool.id].members;
         for member in &pool.members {
             let id = member.backend.id;
-            // A drained backend keeps its sessions: that is what draining means.
-            if !old.contains(&id) || new.contains(&id) || self.states[id].admin == AdminMode::Draining {
+            if !old.contains(&id) || new.contains(&id) {
+                continue;
+            }
+            // A drained backend keeps its sessions (that is what draining means), but
+            // takes no new one.
+            if self.states[id].admin == AdminMode::Draining {
+                member.set_eviction(Eviction::Draining);
                 continue;
             }
             let close_at = match pool.config.on_leave {
@@ -377,3 +386,7 @@ impl Router {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

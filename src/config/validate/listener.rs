@@ -59,6 +59,21 @@ fn listener_config(
     };
     let mode = raw.mode.unwrap_or(defaults::MODE);
     mode_fits_pool(ctx, &name, mode, raw.tls.is_some(), &pools[id], backends)?;
+    if mode != ListenerMode::Mysql {
+        if let Some(field) = [
+            ("login_timeout", raw.login_timeout.is_some()),
+            ("max_logins", raw.max_logins.is_some()),
+        ]
+        .iter()
+        .find_map(|(field, set)| set.then_some(*field))
+        {
+            return Err(ctx.invalid(key(field), "it only on a `mode = \"mysql\"` listener"));
+        }
+    }
+    let login = LoginLimits {
+        timeout: raw.login_timeout.map_or(defaults::LOGIN_TIMEOUT, |t| t.0),
+        concurrent: raw.max_logins.map_or(defaults::MAX_LOGINS, |m| m.0),
+    };
     let tls = match raw.tls {
         Some(tls) => Some(listener_tls(ctx, &key("tls"), tls, mode)?),
         None => None,
@@ -71,5 +86,6 @@ fn listener_config(
         tcp,
         mode,
         tls,
+        login,
     })
 }

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::{connect, phase};
 use crate::config::HttpProbeConfig;
+use crate::health::probe::Endpoint;
 use crate::health::{CheckError, Phase, Report};
 use crate::protocol::http::{contains, decode_response_head, ResponseHead, MAX_HEAD};
 use crate::protocol::Decode;
@@ -45,9 +46,9 @@ impl HttpProbe {
 
     /// Checks `addr` once: connect, send the request, then match the status and, when
     /// configured, the body; every phase under `deadline`.
-    pub async fn check(&self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
-        let mut stream = connect(addr, self.tls.as_ref(), deadline).await?;
-        let request = self.request(addr);
+    pub async fn check(&self, to: Endpoint, deadline: Instant) -> Result<Report, CheckError> {
+        let mut stream = connect(to, self.tls.as_ref(), deadline).await?;
+        let request = self.request(to.addr);
         phase(deadline, Phase::Requesting, async {
             stream
                 .write_all(&request)

@@ -10,7 +10,7 @@ pub mod scram;
 mod tcp;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::time::Instant;
 
@@ -23,9 +23,24 @@ pub use self::http::HttpProbe;
 pub use self::mongo::MongoProbe;
 pub use self::mysql::MysqlProbe;
 
+/// Where a probe connects: the backend's address, from its `source` when set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The backend's address.
+    pub addr: SocketAddr,
+    /// The local address to connect from.
+    pub source: Option<IpAddr>,
+}
+
 /// One probe, configured. Owned by its checker, so a probe may keep a connection.
 #[derive(Debug)]
-pub enum Probe {
+pub struct Probe {
+    kind: Kind,
+    source: Option<IpAddr>,
+}
+
+#[derive(Debug)]
+enum Kind {
     /// A connect, and a TLS handshake when the backend has TLS: passes when reachable.
     Tcp(Option<ClientTls>),
     /// An HTTP request, checked against the expected status and, optionally, the body.
@@ -38,34 +53,40 @@ pub enum Probe {
 
 impl Probe {
     /// `tls`: the backend's TLS, which its probe uses too (from the first byte, or
-    /// inside the MySQL protocol for the MySQL probe).
-    pub fn new(config: &ProbeConfig, tls: Option<&ClientTls>) -> Probe {
+    /// inside the MySQL protocol for the MySQL probe); `source`: the local address to
+    /// connect from.
+    pub fn new(config: &ProbeConfig, tls: Option<&ClientTls>, source: Option<IpAddr>) -> Probe {
         let client = tls.cloned();
-        match config {
-            ProbeConfig::Tcp => Probe::Tcp(client),
-            ProbeConfig::Http(http) => Probe::Http(HttpProbe::new(http, client)),
-            ProbeConfig::Mysql(mysql) => Probe::Mysql(MysqlProbe::new(mysql, client)),
-            ProbeConfig::Mongo(mongo) => Probe::Mongo(MongoProbe::new(mongo, client)),
-        }
+        let kind = match config {
+            ProbeConfig::Tcp => Kind::Tcp(client),
+            ProbeConfig::Http(http) => Kind::Http(HttpProbe::new(http, client)),
+            ProbeConfig::Mysql(mysql) => Kind::Mysql(MysqlProbe::new(mysql, client)),
+            ProbeConfig::Mongo(mongo) => Kind::Mongo(MongoProbe::new(mongo, client)),
+        };
+        Probe { kind, source }
     }
 
     /// Drops the connection a probe keeps, so the next check starts afresh (after a
     /// check that panicked, the kept connection is in an unknown state).
     pub fn forget_connection(&mut self) {
-        match self {
-            Probe::Tcp(_) | Probe::Http(_) => {}
-            Probe::Mysql(mysql) => mysql.forget_connection(),
-            Probe::Mongo(mongo) => mongo.forget_connection(),
+        match &mut self.kind {
+            Kind::Tcp(_) | Kind::Http(_) => {}
+            Kind::Mysql(mysql) => mysql.forget_connection(),
+            Kind::Mongo(mongo) => mongo.forget_connection(),
         }
     }
 
     /// Checks `addr` once; fails with [`CheckError::Timeout`] at `deadline`.
     pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
-        match self {
-            Probe::Tcp(tls) => tcp::check(addr, tls.as_ref(), deadline).await,
-            Probe::Http(http) => http.check(addr, deadline).await,
-            Probe::Mysql(mysql) => mysql.check(addr, deadline).await,
-            Probe::Mongo(mongo) => mongo.check(addr, deadline).await,
+        let to = Endpoint {
+            addr,
+            source: self.source,
+        };
+        match &mut self.kind {
+            Kind::Tcp(tls) => tcp::check(to, tls.as_ref(), deadline).await,
+            Kind::Http(http) => http.check(to, deadline).await,
+            Kind::Mysql(mysql) => mysql.check(to, deadline).await,
+            Kind::Mongo(mongo) => mongo.check(to, deadline).await,
         }
     }
 }
@@ -92,13 +113,11 @@ async fn phase<T>(
 
 /// Connects under the deadline (L4), then, with `tls`, handshakes (L6): the first
 /// phases of every probe but MySQL's.
-async fn connect(addr: SocketAddr, tls: Option<&ClientTls>, deadline: Instant) -> Result<Stream, CheckError> {
+async fn connect(to: Endpoint, tls: Option<&ClientTls>, deadline: Instant) -> Result<Stream, CheckError> {
     let stream = phase(deadline, Phase::Connecting, async {
-        let stream = tokio::net::TcpStream::connect(addr)
+        crate::tcp::connect(to.addr, to.source)
             .await
-            .map_err(|e| CheckError::connect(&e))?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+            .map_err(|e| CheckError::connect(&e))
     })
     .await?;
     let Some(tls) = tls else {

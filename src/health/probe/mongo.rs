@@ -8,8 +8,6 @@
 //! deadline over connect, send and receive, and the pure decoders in
 //! [`crate::protocol::mongo`] are fuzzable and benchable.
 
-use std::net::SocketAddr;
-
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +15,7 @@ use tokio::time::Instant;
 
 use super::{connect, drop_on_error, phase, scram};
 use crate::config::MongoProbeConfig;
+use crate::health::probe::Endpoint;
 use crate::health::{CheckError, Phase, Report, Role};
 use crate::protocol::mongo::{decode_op_msg, encode_op_msg, parse_hello, Hello};
 use crate::protocol::Decode;
@@ -59,14 +58,14 @@ impl MongoProbe {
 
     /// Checks `addr` once under `deadline`; a failure drops the kept connection, so the
     /// next check connects afresh.
-    pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
-        let result = self.check_inner(addr, deadline).await;
+    pub async fn check(&mut self, to: Endpoint, deadline: Instant) -> Result<Report, CheckError> {
+        let result = self.check_inner(to, deadline).await;
         drop_on_error(&mut self.conn, result)
     }
 
-    async fn check_inner(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
+    async fn check_inner(&mut self, to: Endpoint, deadline: Instant) -> Result<Report, CheckError> {
         if self.conn.is_none() {
-            self.conn = Some(connect(addr, self.tls.as_ref(), deadline).await?);
+            self.conn = Some(connect(to, self.tls.as_ref(), deadline).await?);
             if self.config.user.is_some() {
                 self.authenticate(deadline).await?;
             }

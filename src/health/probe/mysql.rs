@@ -16,13 +16,13 @@
 //! with the replica's thread states and `Seconds_Behind_Master` (NULL kept as `None`).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use self::session::{Login, Session};
 use crate::config::MysqlProbeConfig;
+use crate::health::probe::Endpoint;
 use crate::health::{CheckError, ReplicaState, Report, Role};
 use crate::tls::ClientTls;
 
@@ -66,12 +66,12 @@ impl MysqlProbe {
 
     /// Checks `addr` once under `deadline`; a failure drops the kept connection, so the
     /// next check logs in afresh.
-    pub async fn check(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
-        let result = self.check_inner(addr, deadline).await;
+    pub async fn check(&mut self, to: Endpoint, deadline: Instant) -> Result<Report, CheckError> {
+        let result = self.check_inner(to, deadline).await;
         super::drop_on_error(&mut self.session, result)
     }
 
-    async fn check_inner(&mut self, addr: SocketAddr, deadline: Instant) -> Result<Report, CheckError> {
+    async fn check_inner(&mut self, to: Endpoint, deadline: Instant) -> Result<Report, CheckError> {
         let session = match &mut self.session {
             Some(session) => session,
             None => {
@@ -81,7 +81,7 @@ impl MysqlProbe {
                     pinned: self.config.server_public_key.as_ref(),
                     tls: self.tls.as_ref(),
                 };
-                self.session.insert(Session::login(addr, login, deadline).await?)
+                self.session.insert(Session::login(to, login, deadline).await?)
             }
         };
         let mut results = session.query(QUERY, deadline).await?.into_iter();

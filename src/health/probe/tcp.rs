@@ -3,14 +3,13 @@
 //! probe where one exists. With TLS configured it also completes a handshake, so a
 //! certificate the backend's CA does not vouch for fails at L6.
 
-use std::net::SocketAddr;
-
 use tokio::time::Instant;
 
+use crate::health::probe::Endpoint;
 use crate::health::{CheckError, Report};
 use crate::tls::ClientTls;
 
-pub async fn check(addr: SocketAddr, tls: Option<&ClientTls>, deadline: Instant) -> Result<Report, CheckError> {
-    let _stream = super::connect(addr, tls, deadline).await?;
+pub async fn check(to: Endpoint, tls: Option<&ClientTls>, deadline: Instant) -> Result<Report, CheckError> {
+    let _stream = super::connect(to, tls, deadline).await?;
     Ok(Report::reachable())
 }

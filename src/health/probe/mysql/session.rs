@@ -14,14 +14,12 @@
 //! never asked for. Plugins: `mysql_native_password`, `caching_sha2_password`,
 //! `sha256_password`, and `mysql_clear_password` over TLS only.
 
-use std::net::SocketAddr;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::super::{phase, CheckError, Phase};
 use super::Columns;
+use crate::health::probe::Endpoint;
 use crate::protocol::mysql::monitor::{self as wire, AuthReply, ResultHead, ServerError};
 use crate::protocol::mysql::{header, HEADER};
 use crate::stream::Stream;
@@ -62,11 +60,11 @@ pub type Rows = Vec<Columns>;
 
 impl Session {
     /// Connects to `addr` and logs in, every phase under `deadline`.
-    pub async fn login(addr: SocketAddr, login: Login<'_>, deadline: Instant) -> Result<Session, CheckError> {
+    pub async fn login(to: Endpoint, login: Login<'_>, deadline: Instant) -> Result<Session, CheckError> {
         let mut tcp = phase(deadline, Phase::Connecting, async {
-            let tcp = TcpStream::connect(addr).await.map_err(|e| CheckError::connect(&e))?;
-            let _ = tcp.set_nodelay(true);
-            Ok(tcp)
+            crate::tcp::connect(to.addr, to.source)
+                .await
+                .map_err(|e| CheckError::connect(&e))
         })
         .await?;
         let (_, payload) = phase(deadline, Phase::LoggingIn, read(&mut tcp)).await?;

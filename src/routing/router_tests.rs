@@ -1,0 +1,114 @@
+//! The router's fencing windows, on a real router fed observations and commands
+//! directly: eviction comes before the table that drops a member is published, and a
+//! drain marks the member so no new session starts on it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::health::{CheckError, Flip, Observation, Report, Status};
+use crate::pool::{Eviction, Pool};
+
+const CONFIG: &str = "[backends.a]\naddress = \"127.0.0.1:1\"\n[backends.b]\naddress = \"127.0.0.1:2\"\n\
+    [pools.app]\nbackends = [\"a\", \"b\"]\non_leave = \"close\"\n\
+    [listeners.app]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n";
+
+fn router() -> (Router, Vec<Arc<Pool>>) {
+    let config = Config::parse(CONFIG, "test.toml").unwrap();
+    let backends = Backend::all(&config);
+    let pools = Pool::all(&config, &backends);
+    let (_events, events_rx) = mpsc::channel(1);
+    let (_commands, commands_rx) = mpsc::channel(1);
+    let router = Router::new(backends, pools.clone(), Arc::default(), events_rx, commands_rx);
+    (router, pools)
+}
+
+fn observed(backend: BackendId, up: bool, from: Status) -> Observation {
+    let to = if up { Status::Up } else { Status::Down };
+    Observation {
+        backend,
+        latency: Duration::from_millis(1),
+        result: if up {
+            Ok(Report::reachable())
+        } else {
+            Err(CheckError::Connect("refused".into()))
+        },
+        status: to,
+        flip: (from != to).then_some(Flip { from, to }),
+    }
+}
+
+#[test]
+fn no_table_without_a_member_is_ever_seen_before_the_member_is_evicted() {
+    let (mut router, pools) = router();
+    router.apply(observed(0, true, Status::Unknown));
+    router.apply(observed(1, true, Status::Unknown));
+    let routing = router.routing();
+    let member = pools[0].members[0].clone();
+    // `epoch` odd: `a` is being taken down, and a reader on another thread (as
+    // sessions are) checks that whenever it sees a table without `a`, `a` is already
+    // evicted. Even: the reader acknowledges (`acked`) and waits, while `a` comes back.
+    let (epoch, acked, violated) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    const ROUNDS: u64 = 2_000;
+    let reader = {
+        let (epoch, acked, violated, routing, member) = (
+            epoch.clone(),
+            acked.clone(),
+            violated.clone(),
+            routing.clone(),
+            member.clone(),
+        );
+        std::thread::spawn(move || loop {
+            let now = epoch.load(Ordering::SeqCst);
+            if now % 2 == 1 {
+                let dropped = routing.pick(|table| table.routable_names(0) == ["b"]);
+                if dropped && !member.is_evicted() {
+                    violated.store(true, Ordering::SeqCst);
+                }
+            } else {
+                acked.store(now, Ordering::SeqCst);
+                if now == 2 * ROUNDS {
+                    return;
+                }
+            }
+        })
+    };
+    for round in 0..ROUNDS {
+        epoch.store(2 * round + 1, Ordering::SeqCst);
+        router.apply(observed(0, false, Status::Up));
+        epoch.store(2 * round + 2, Ordering::SeqCst);
+        while acked.load(Ordering::SeqCst) != 2 * round + 2 {
+            std::hint::spin_loop();
+        }
+        router.apply(observed(0, true, Status::Down));
+    }
+    reader.join().unwrap();
+    assert!(
+        !violated.load(Ordering::SeqCst),
+        "a table without `a` was seen while `a` was not evicted"
+    );
+}
+
+#[test]
+fn a_drain_marks_the_member_so_no_new_session_starts_on_it_and_enable_clears_it() {
+    let (mut router, pools) = router();
+    router.apply(observed(0, true, Status::Unknown));
+    let command = |mode| {
+        let (done, _) = oneshot::channel();
+        AdminCommand { backend: 0, mode, done }
+    };
+    router.command(command(AdminMode::Draining));
+    assert_eq!(*pools[0].members[0].eviction().borrow(), Eviction::Draining);
+    assert!(pools[0].members[0].is_evicted(), "no new session on a drained member");
+    router.command(command(AdminMode::Enabled));
+    assert_eq!(*pools[0].members[0].eviction().borrow(), Eviction::Active);
+}
