@@ -121,8 +121,11 @@ pub mod kinds {
     pub static REFUSED_CLIENTS: Limited = Limited::new("refused clients");
     /// An admin connection closed because too many were open.
     pub static ADMIN_REFUSED: Limited = Limited::new("refused admin connections");
+    /// Keepalive or TCP_USER_TIMEOUT that could not be set on a session's socket.
+    pub static SOCKET_OPTIONS: Limited = Limited::new("socket option failures");
 
-    pub(super) static ALL: [&Limited; 9] = [
+    pub(super) static ALL: [&Limited; 10] = [
+        &SOCKET_OPTIONS,
         &ADMIN_REFUSED,
         &HOLD_TIMEOUTS,
         &LOGIN_FAILURES,

@@ -205,7 +205,9 @@ impl Arrival {
                 });
             }
             Err(e) => {
-                warn!(listener = %ctx.listener, pool = %ctx.pool.name(), client = %peer, error = %e, "cannot register an accepted connection; closing it");
+                if crate::logs::kinds::ACCEPT_ERRORS.allow() {
+                    warn!(listener = %ctx.listener, pool = %ctx.pool.name(), client = %peer, error = %e, "cannot register an accepted connection; closing it");
+                }
             }
         }
     }

@@ -174,7 +174,9 @@ impl<L: Leg> Future for Duplex<'_, L> {
             if traffic.liveness_due.load(Ordering::Relaxed) {
                 this.liveness = None;
                 if let Err(e) = tcp::liveness(this.upstream.tcp(), options) {
-                    warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the backend socket; a vanished backend may hold this session");
+                    if crate::logs::kinds::SOCKET_OPTIONS.allow() {
+                        warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the backend socket; a vanished backend may hold this session");
+                    }
                 }
             }
         }

@@ -116,7 +116,9 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Optio
         }
         record_hold(held);
         pool.hold_timeouts.increment(1);
-        warn!(tried = %attempts.tried.join(","), last_error = %attempts.last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
+        if crate::logs::kinds::HOLD_TIMEOUTS.allow() {
+            warn!(tried = %attempts.tried.join(","), last_error = %attempts.last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
+        }
         return None;
     }
 }

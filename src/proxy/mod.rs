@@ -126,7 +126,9 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
     // On Linux the client socket came with the listener's options (see `tcp`).
     if !tcp::ACCEPTED_INHERIT_OPTIONS {
         if let Err(e) = tcp::tune(&client, &ctx.tcp) {
-            warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the client socket; half-open sessions may linger");
+            if crate::logs::kinds::SOCKET_OPTIONS.allow() {
+                warn!(error = %e, "cannot set keepalive/TCP_USER_TIMEOUT on the client socket; half-open sessions may linger");
+            }
         }
     }
     match ctx.mode {
@@ -180,7 +182,7 @@ async fn accept_tls(tls: &ServerTls, client: TcpStream) -> Option<tokio_rustls::
             let span = Span::current();
             span.record("tls", accepted.version);
             if let Some(sni) = &accepted.sni {
-                span.record("sni", sni.as_str());
+                span.record("sni", crate::logs::peer(sni).as_str());
             }
             Some(accepted.stream)
         }
@@ -208,7 +210,9 @@ async fn originate_tls(
         Ok(Err(e)) => e.to_string(),
         Err(_) => "handshake timed out".to_string(),
     };
-    warn!(cause = %cause, "TLS handshake with the backend failed; closing the client");
+    if crate::logs::kinds::TLS_FAILURES.allow() {
+        warn!(cause = %cause, "TLS handshake with the backend failed; closing the client");
+    }
     metrics::counter!(m::BACKEND_TLS_FAILURES, "pool" => ctx.pool.name().to_string(), "backend" => member.backend.name.clone())
         .increment(1);
     member.backend.nudge();

@@ -32,7 +32,7 @@
 //! phase runs under the listener's `login_timeout` and at most `max_logins` run at
 //! once (a client past them waits, before a backend connection is made for it); a
 //! client that gives up early has the backend's half ended as a refused login, not a
-//! dropped handshake ([`abort_backend_login`]). The client's TLS handshake runs under the
+//! dropped handshake (`abort_backend_login`). The client's TLS handshake runs under the
 //! listener's handshake timeout.
 
 use std::io;
@@ -282,7 +282,9 @@ async fn client_login(ctx: &SessionContext, mut client: TcpStream) -> Result<(St
     } else {
         if ctx.tls.is_some() && ctx.require_tls {
             metrics::counter!(m::MYSQL_PLAINTEXT_REFUSED, "listener" => ctx.listener.clone()).increment(1);
-            info!("MySQL client did not ask for TLS; refused (require_tls)");
+            if logs::kinds::LOGIN_FAILURES.allow() {
+                info!("MySQL client did not ask for TLS; refused (require_tls)");
+            }
             refuse(
                 &mut client,
                 first.seq.wrapping_add(1),
@@ -356,7 +358,9 @@ impl Legs {
 /// Refuses a login whose password would cross the plaintext backend leg in clear.
 async fn cleartext_refused(ctx: &SessionContext, client: &mut Stream, seq: u8, plugin: &str) -> LoginError {
     failed(ctx, "cleartext");
-    warn!(plugin, "refused a MySQL login: its auth plugin sends the password in clear, and the backend leg is not encrypted; configure [backends.NAME.tls]");
+    if logs::kinds::LOGIN_FAILURES.allow() {
+        warn!(plugin = %logs::peer(plugin), "refused a MySQL login: its auth plugin sends the password in clear, and the backend leg is not encrypted; configure [backends.NAME.tls]");
+    }
     let message = format!(
         "switchyard: auth plugin {plugin} would send the password in clear over the unencrypted backend connection; the backend needs TLS"
     );

@@ -213,7 +213,9 @@ impl Router {
             let pools = self.pools_of(id);
             let cause = match &obs.result {
                 Err(e) => {
-                    warn!(backend = %backend.name, pools = %pools, from = ?flip.from, to = ?flip.to, cause = %e, layer = ?e.layer(), "backend flipped");
+                    // The cause may quote the backend's own words.
+                    let cause = crate::logs::peer(&e.to_string());
+                    warn!(backend = %backend.name, pools = %pools, from = ?flip.from, to = ?flip.to, %cause, layer = ?e.layer(), "backend flipped");
                     format!(": {} {e}", e.layer().as_str())
                 }
                 Ok(_) => {

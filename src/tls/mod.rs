@@ -19,7 +19,6 @@ pub mod load;
 mod pinned;
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::time::Duration;
 
@@ -47,35 +46,6 @@ pub struct ServerTls {
     /// Lower-case SNI names with a certificate of their own (the metrics label).
     names: ArcSwap<Vec<String>>,
     expiry: Vec<Gauge>,
-    /// Rejected-handshake log lines this second: see [`ServerTls::log_rejection`].
-    rejection_logs: PerSecond,
-}
-
-/// Rejected handshakes logged per listener per second at most; the rest are counted
-/// in the metrics only (a port scan must not flood the log).
-const REJECTIONS_LOGGED_PER_SECOND: u64 = 10;
-
-/// A count of events in the current second, in one atomic: (second << 16 | count).
-/// Approximate under races, which is all a log limit needs.
-#[derive(Debug, Default)]
-struct PerSecond(AtomicU64);
-
-impl PerSecond {
-    /// Counts one event at `now` (a Unix second); false once `limit` were counted in
-    /// that second.
-    fn allow_at(&self, now: u64, limit: u64) -> bool {
-        let packed = self.0.load(Ordering::Relaxed);
-        let (second, count) = (packed >> 16, packed & 0xffff);
-        if second != now {
-            self.0.store(now << 16 | 1, Ordering::Relaxed);
-            return true;
-        }
-        if count < limit {
-            self.0.store(packed + 1, Ordering::Relaxed);
-            return true;
-        }
-        false
-    }
 }
 
 /// A completed handshake.
@@ -152,7 +122,6 @@ impl ServerTls {
             handshake_timeout,
             names: ArcSwap::from_pointee(names),
             expiry,
-            rejection_logs: PerSecond::default(),
         };
         tls.publish_expiry(&loaded);
         tls
@@ -202,11 +171,10 @@ impl ServerTls {
         failure
     }
 
-    /// Whether a rejected handshake may be logged now (at most
-    /// [`REJECTIONS_LOGGED_PER_SECOND`] per second; approximate under races).
+    /// Whether a rejected handshake may be logged now (a scan must not flood the log:
+    /// see [`crate::logs::Limited`]).
     pub(crate) fn log_rejection(&self) -> bool {
-        let now = load::now().max(0) as u64;
-        self.rejection_logs.allow_at(now, REJECTIONS_LOGGED_PER_SECOND)
+        crate::logs::kinds::TLS_FAILURES.allow()
     }
 
     /// Re-reads the certificate, key and CA files. On success new handshakes use
@@ -227,19 +195,5 @@ impl ServerTls {
                 Err(e)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_log_limit_allows_so_many_a_second_and_starts_again_the_next() {
-        let limit = PerSecond::default();
-        let allowed = |second: u64| (0..100).filter(|_| limit.allow_at(second, 10)).count();
-        assert_eq!(allowed(1_700_000_000), 10);
-        assert_eq!(allowed(1_700_000_000), 0, "the same second stays used up");
-        assert_eq!(allowed(1_700_000_001), 10, "a new second starts over");
     }
 }
