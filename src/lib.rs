@@ -44,6 +44,7 @@ pub mod app;
 pub mod backend;
 pub mod config;
 pub mod duration;
+pub mod fuzzing;
 pub mod health;
 pub mod listener;
 pub mod local;

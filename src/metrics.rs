@@ -51,6 +51,9 @@ pub const LOCAL_ALARM: &str = "switchyard_local_alarm";
 /// Admin connections closed at once because [`crate::admin::serve::MAX_CONNECTIONS`]
 /// were open.
 pub const ADMIN_REFUSED: &str = "switchyard_admin_refused_total";
+/// From the end of a check to the routing table its observation changed, seconds:
+/// the router's part of a failover.
+pub const SWAP_SECONDS: &str = "switchyard_swap_seconds";
 /// Up/down flips. Labels: backend.
 pub const FLIPS: &str = "switchyard_flips_total";
 /// 1 when a backend is up, 0 otherwise. Labels: backend.
@@ -158,7 +161,7 @@ pub async fn upkeep(fold: impl Fn(), period: std::time::Duration, stop: tokio_ut
 
 /// HELP text for every metric (promtool and dashboards want it).
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    use metrics::{describe_counter, describe_gauge, Unit};
     describe_counter!(SESSIONS, "Sessions connected to a backend.");
     describe_gauge!(SESSIONS_ACTIVE, "Sessions open now.");
     describe_counter!(BYTES_UPSTREAM, Unit::Bytes, "Bytes from clients to backends.");
@@ -180,6 +183,12 @@ fn describe() {
         "Sessions closed because no backend appeared within hold_timeout."
     );
     describe_gauge!(ROUTABLE_BACKENDS, "Backends a pool routes new sessions to now.");
+    describe_checks_and_the_rest();
+}
+
+/// HELP text for the checks, the router, TLS and the histograms.
+fn describe_checks_and_the_rest() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(CHECKS, "Health checks run.");
     describe_counter!(CHECK_FAILURES, "Failed health checks, by layer.");
     describe_counter!(
@@ -198,6 +207,11 @@ fn describe() {
     describe_counter!(
         ADMIN_REFUSED,
         "Admin connections closed at once because the admin connection cap was reached."
+    );
+    describe_histogram!(
+        SWAP_SECONDS,
+        Unit::Seconds,
+        "From the end of a check to the routing table its observation changed (the router's part of a failover)."
     );
     describe_counter!(FLIPS, "Up/down flips of a backend.");
     describe_gauge!(BACKEND_UP, "1 when a backend is up, 0 otherwise.");

@@ -26,6 +26,8 @@
 //! - [`sysbench`]: `sysbench oltp_read_write` direct vs switchyard vs HAProxy (the
 //!   last part of `loadtest/compare.sh`).
 
+pub mod admin_flood;
+pub mod corpus;
 pub mod drill;
 pub mod fault;
 pub mod ha;

@@ -42,6 +42,25 @@ enum Command {
         #[arg(long, default_value = "target/drill-report")]
         out: PathBuf,
     },
+    /// Admin port under a scrape flood: check round trips and routing swaps, idle vs
+    /// 2,000 req/s on /metrics and /status, in one fresh proxy process.
+    AdminFlood {
+        /// Seconds per phase.
+        #[arg(long, default_value_t = 15)]
+        secs: u64,
+        /// Requests a second in the flood phase.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// The switchyard binary to measure.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
+    /// Records fuzz seeds from real peers (MariaDB, the MongoDB peers, an HTTP server,
+    /// the lab CA) into OUT/<target>/.
+    RecordCorpus {
+        #[arg(long, default_value = "fuzz/corpus")]
+        out: PathBuf,
+    },
     /// sysbench oltp_read_write: direct vs switchyard vs HAProxy, one MariaDB.
     Sysbench {
         #[arg(long, default_value_t = 3)]
@@ -72,6 +91,17 @@ async fn main() -> Result<()> {
             )
         }
         Command::Run { scenario, targets, out } => (Scenario::load(&scenario)?, targets, out),
+        Command::AdminFlood { secs, rate, switchyard } => {
+            let (idle, flooded) =
+                switchyard_loadtest::admin_flood::run(&switchyard, std::time::Duration::from_secs(secs), rate).await?;
+            println!("{}", switchyard_loadtest::admin_flood::report(&idle, &flooded));
+            return Ok(());
+        }
+        Command::RecordCorpus { out } => {
+            let written = switchyard_loadtest::corpus::record(&out).await?;
+            println!("{written} seeds under {}", out.display());
+            return Ok(());
+        }
         Command::Sysbench {
             rounds,
             secs,

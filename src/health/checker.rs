@@ -168,6 +168,7 @@ impl<C: Check> Checker<C> {
                 result,
                 status: health.status(),
                 flip,
+                at: last,
             };
             if self.events.send(observation).await.is_err() {
                 return;

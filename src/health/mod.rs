@@ -226,6 +226,9 @@ pub struct Observation {
     pub status: Status,
     /// Set when this observation flipped the status.
     pub flip: Option<Flip>,
+    /// When the check ended: the router measures from here to the table it publishes
+    /// (`switchyard_swap_seconds`).
+    pub at: tokio::time::Instant,
 }
 
 /// A change of [`Status`].

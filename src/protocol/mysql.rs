@@ -15,6 +15,7 @@
 use super::Decode;
 
 pub mod monitor;
+pub mod scramble;
 
 /// Bytes before each payload.
 pub const HEADER: usize = 4;

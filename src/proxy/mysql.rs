@@ -35,11 +35,13 @@
 //! dropped handshake (`abort_backend_login`). The client's TLS handshake runs under the
 //! listener's handshake timeout.
 
+mod guard;
+mod packets;
+
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
@@ -48,38 +50,16 @@ use super::{accept_tls, originate_tls, Ended, SessionContext};
 use crate::logs;
 use crate::metrics as m;
 use crate::pool::Member;
-use crate::protocol::mysql::{self as wire, monitor, Packet};
-use crate::protocol::Decode;
+use crate::protocol::mysql::{self as wire, Packet};
 use crate::stream::Stream;
+
+pub use self::guard::login_slot;
+use self::guard::{abort_backend_login, ABORT_TIMEOUT};
+use self::packets::{read_exact_packet, refuse, Reader};
 
 /// `ER_CONNECTION_KILLED`: what a client whose backend was fenced during its login gets.
 const ER_CONNECTION_KILLED: u16 = 1927;
 const FENCED_DURING_LOGIN: &str = "the backend left its pool during the login (switchyard); connect again";
-
-/// The longest the proxy spends ending a backend's connection phase for a client that
-/// gave up ([`abort_backend_login`]).
-const ABORT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The user name of that ending: one no real account has (at most 32 characters,
-/// what MySQL allows).
-const ABORT_USER: &str = "switchyard-aborted-login";
-
-/// A permit for one connection phase, waited for until `deadline`; `None` (counted and
-/// logged at a limited rate) when none came in time.
-pub async fn login_slot(ctx: &SessionContext, deadline: Instant) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    match timeout_at(deadline, ctx.logins.clone().acquire_owned()).await {
-        Ok(Ok(slot)) => Some(slot),
-        _ => {
-            failed(ctx, "login_cap");
-            if logs::kinds::LOGIN_FAILURES.allow() {
-                info!(
-                    max_logins = ctx.login.concurrent,
-                    "no login slot within the login timeout; closing the client"
-                );
-            }
-            None
-        }
-    }
-}
 
 /// Why a login could not be carried through.
 #[derive(Debug)]
@@ -179,50 +159,6 @@ async fn exchange(
     let (mut upstream, shift) = backend_login(ctx, member, upstream, response).await?;
     relay_auth(ctx, member, &mut client, &mut upstream, shift, legs).await?;
     Ok((client, upstream))
-}
-
-/// Ends the backend's connection phase for a client that went away (or sent
-/// garbage, or stalled) before its HandshakeResponse: a well-formed login for a user
-/// no account matches, which the backend refuses as an authentication failure. A
-/// connection dropped in the middle of the handshake would count as a handshake
-/// error toward the backend's `max_connect_errors`, and enough of those block the
-/// proxy's address for every client, the monitor included.
-async fn abort_backend_login(upstream: &mut TcpStream) {
-    let ended = tokio::time::timeout(ABORT_TIMEOUT, async {
-        let response = monitor::handshake_response(ABORT_USER, &[], "mysql_native_password", false);
-        upstream
-            .write_all(
-                &Packet {
-                    seq: 1,
-                    payload: response,
-                }
-                .encode(),
-            )
-            .await?;
-        // An auth switch is answered with nothing; then OK or ERR.
-        for _ in 0..3 {
-            let packet = read_exact_packet(upstream)
-                .await
-                .map_err(|_| io::Error::other("bad packet"))?;
-            if packet.ends_login() {
-                break;
-            }
-            upstream
-                .write_all(
-                    &Packet {
-                        seq: packet.seq.wrapping_add(1),
-                        payload: Vec::new(),
-                    }
-                    .encode(),
-                )
-                .await?;
-        }
-        upstream.shutdown().await
-    })
-    .await;
-    if !matches!(ended, Ok(Ok(()))) {
-        debug!("the backend's connection phase could not be ended cleanly for a client that went away");
-    }
 }
 
 /// Step 1: the backend's greeting to the client, with CLIENT_SSL as this listener offers
@@ -440,52 +376,4 @@ async fn relay_auth(
 enum Side {
     Client(Option<Packet>),
     Backend(Option<Packet>),
-}
-
-/// A cancel-safe packet reader: bytes read stay in `buf` if the read is dropped.
-#[derive(Default)]
-struct Reader {
-    buf: Vec<u8>,
-}
-
-impl Reader {
-    async fn next(&mut self, stream: &mut (impl AsyncRead + Unpin)) -> Result<Option<Packet>, LoginError> {
-        loop {
-            match wire::decode(&self.buf) {
-                Decode::Done((packet, used)) => {
-                    self.buf.drain(..used);
-                    return Ok(Some(packet));
-                }
-                Decode::Invalid(what) => return Err(LoginError::Protocol(what)),
-                Decode::Incomplete => {}
-            }
-            if stream.read_buf(&mut self.buf).await? == 0 {
-                return Ok(None);
-            }
-        }
-    }
-}
-
-/// Reads exactly one packet and not a byte more: what follows an SSLRequest is the
-/// client's TLS handshake, which must stay in the socket for rustls.
-async fn read_exact_packet(stream: &mut (impl AsyncRead + Unpin)) -> Result<Packet, LoginError> {
-    let mut head = [0u8; wire::HEADER];
-    stream.read_exact(&mut head).await?;
-    let (len, seq) = wire::header(head);
-    if len > wire::MAX_LOGIN_PACKET {
-        return Err(LoginError::Protocol("login packet too large"));
-    }
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await?;
-    Ok(Packet { seq, payload })
-}
-
-/// Sends an ERR packet (best effort: the client may be gone).
-async fn refuse(stream: &mut (impl AsyncWrite + Unpin + ?Sized), seq: u8, code: u16, state: &str, message: &str) {
-    let packet = Packet {
-        seq,
-        payload: wire::err_payload(code, state, message),
-    };
-    let _ = stream.write_all(&packet.encode()).await;
-    let _ = stream.shutdown().await;
 }

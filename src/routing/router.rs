@@ -75,6 +75,8 @@ pub struct Router {
     timeline: Arc<Timeline>,
     metrics: Vec<CheckMetrics>,
     generation: Gauge,
+    /// From the end of a check to the table its observation changed (`SWAP_SECONDS`).
+    swap_seconds: metrics::Histogram,
     events: mpsc::Receiver<Observation>,
     commands: mpsc::Receiver<AdminCommand>,
 }
@@ -98,6 +100,7 @@ impl Router {
             current: Vec::new(),
             timeline,
             generation: metrics::gauge!(m::ROUTING_GENERATION),
+            swap_seconds: metrics::histogram!(m::SWAP_SECONDS),
             events,
             commands,
         };
@@ -227,8 +230,8 @@ impl Router {
             self.timeline
                 .push(EventKind::Health, Some(&pools), Some(&backend.name), detail);
         }
-        if self.states[id] != before {
-            self.reroute();
+        if self.states[id] != before && self.reroute() {
+            self.swap_seconds.record(obs.at.elapsed().as_secs_f64());
         }
     }
 
@@ -242,8 +245,9 @@ impl Router {
         names.join(",")
     }
 
-    /// Decides every pool again; publishes, fences and records if anything changed.
-    fn reroute(&mut self) {
+    /// Decides every pool again; publishes, fences and records if anything changed
+    /// (and then returns true).
+    fn reroute(&mut self) -> bool {
         let next: Vec<_> = self
             .pools
             .iter()
@@ -258,7 +262,7 @@ impl Router {
             })
             .collect();
         if next == self.current {
-            return;
+            return false;
         }
         let previous = std::mem::replace(&mut self.current, next);
         // Rejoining members are re-admitted before the table that routes to them is
@@ -288,6 +292,7 @@ impl Router {
         for (pool, old) in self.pools.clone().iter().zip(&previous) {
             self.alarm(pool, old);
         }
+        true
     }
 
     fn names(&self, ids: &[BackendId]) -> String {

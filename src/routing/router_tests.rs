@@ -40,6 +40,7 @@ fn observed(backend: BackendId, up: bool, from: Status) -> Observation {
         },
         status: to,
         flip: (from != to).then_some(Flip { from, to }),
+        at: tokio::time::Instant::now(),
     }
 }
 

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol::mysql::scramble::{scramble_native, scramble_sha256};
 
 /// A MariaDB 10.11 greeting with a known nonce.
 fn mariadb_greeting() -> Vec<u8> {

@@ -21,6 +21,7 @@ use super::super::{phase, CheckError, Phase};
 use super::Columns;
 use crate::health::probe::Endpoint;
 use crate::protocol::mysql::monitor::{self as wire, AuthReply, ResultHead, ServerError};
+use crate::protocol::mysql::scramble;
 use crate::protocol::mysql::{header, HEADER};
 use crate::stream::Stream;
 use crate::tls::{ClientTls, PinnedKey};
@@ -143,8 +144,8 @@ impl<'a> Auth<'a> {
     /// The scramble of the current plugin, if it answers with one.
     fn scramble(&self) -> Option<Vec<u8>> {
         match self.plugin.as_str() {
-            "mysql_native_password" => Some(wire::scramble_native(&self.nonce, self.password())),
-            "caching_sha2_password" => Some(wire::scramble_sha256(&self.nonce, self.password())),
+            "mysql_native_password" => Some(scramble::scramble_native(&self.nonce, self.password())),
+            "caching_sha2_password" => Some(scramble::scramble_sha256(&self.nonce, self.password())),
             _ => None,
         }
     }
@@ -164,7 +165,7 @@ impl<'a> Auth<'a> {
                 self.plugin
             )));
         };
-        key.encrypt(&wire::xor_with_nonce(self.password(), &self.nonce))
+        key.encrypt(&scramble::xor_with_nonce(self.password(), &self.nonce))
             .map_err(CheckError::Auth)
     }
 
