@@ -230,6 +230,8 @@ fn start_control_plane(
             prometheus.run_upkeep();
             // Summaries of warnings a burst suppressed, once the burst is over.
             crate::logs::flush_all();
+            // Clears `switchyard_local_alarm` once the alarm has lapsed.
+            let _ = local::alarm();
         },
         crate::metrics::UPKEEP_PERIOD,
         stop.clone(),
@@ -251,7 +253,8 @@ fn start_control_plane(
                 probe,
                 &check,
                 events.clone(),
-            );
+            )
+            .resuming(backend.view().status);
             checker.run(shutdown.clone())
         };
         supervised(background, config.name.clone(), timeline.clone(), stop.clone(), checker);

@@ -38,7 +38,7 @@ pub enum Resource {
     Buffers,
     /// ENOMEM.
     Memory,
-    /// EADDRNOTAVAIL: local ports or addresses.
+    /// EADDRNOTAVAIL, EADDRINUSE: local ports or addresses.
     Ports,
 }
 
@@ -60,7 +60,8 @@ pub fn classify(error: &io::Error) -> Option<Resource> {
         libc::EMFILE | libc::ENFILE => Some(Resource::Descriptors),
         libc::ENOBUFS => Some(Resource::Buffers),
         libc::ENOMEM => Some(Resource::Memory),
-        libc::EADDRNOTAVAIL => Some(Resource::Ports),
+        // EADDRINUSE: binding a `source` address found no free local port.
+        libc::EADDRNOTAVAIL | libc::EADDRINUSE => Some(Resource::Ports),
         _ => None,
     }
 }
@@ -127,8 +128,10 @@ pub const DESCRIPTORS_PER_SESSION: u64 = 2;
 /// Descriptors the process holds besides sessions: the runtime, logs, listeners'
 /// spare, the admin port's clients.
 pub const DESCRIPTORS_BASE: u64 = 64;
-/// Descriptors kept free for checks and the admin port: see `listener`'s reserve.
-pub const DESCRIPTORS_RESERVE: u64 = 64;
+/// Descriptors kept free for checks and the admin port: 64 for checks' reconnects and
+/// the admin port's cap of 64 connections (`admin::serve::MAX_CONNECTIONS`), so that
+/// neither sessions nor an admin flood can take a check's descriptor.
+pub const DESCRIPTORS_RESERVE: u64 = 128;
 
 /// The descriptors `config` can need at once: every listener's `max_connections` ×
 /// [`DESCRIPTORS_PER_SESSION`], one per check (a kept probe connection), the listeners

@@ -31,6 +31,34 @@ pub fn tune(stream: &TcpStream, options: &TcpOptions) -> io::Result<()> {
     apply(&SockRef::from(stream), options)
 }
 
+/// Binds `socket` to `source` with the port left to the connect: with
+/// IP_BIND_ADDRESS_NO_PORT the kernel picks it per destination at connect time, as
+/// for an unbound socket, instead of reserving one of the ~28k ephemeral ports for
+/// every destination at bind time (which short sessions would exhaust).
+fn bind_source(socket: &Socket, source: std::net::IpAddr) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        #[allow(unsafe_code)]
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&on`, a live c_int,
+        // on a descriptor `socket` owns.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 && source.is_ipv4() {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())
+}
+
 /// Connects to a backend, with `TCP_NODELAY` set. Unlike `TcpStream::connect`, it
 /// reads the outcome from the readiness event itself (an error flag or a closed write
 /// side) and asks the socket for its error only then: one `getsockopt` fewer per
@@ -56,7 +84,7 @@ pub async fn connect(addr: SocketAddr, source: Option<std::net::IpAddr>) -> io::
     };
     socket.set_tcp_nodelay(true)?;
     if let Some(source) = source {
-        socket.bind(&SocketAddr::new(source, 0).into())?;
+        bind_source(&socket, source)?;
     }
     match socket.connect(&addr.into()) {
         Ok(()) => return TcpStream::from_std(socket.into()),

@@ -344,8 +344,8 @@ async fn three_hundred_clients_under_a_low_descriptor_limit_leave_the_checks_the
          [listeners.echo]\nlisten = \"{echo}\"\npool = \"echo\"\n",
         backend.addr, good.addr,
     );
-    // 200 descriptors: a budget of about 30 sessions after the reserve.
-    let mut proxy = Spawned::start_with(BIN, &["prlimit", "--nofile=200:200"], "reserve", &config).await;
+    // 300 descriptors: a budget of about 50 sessions after the base and the reserve.
+    let mut proxy = Spawned::start_with(BIN, &["prlimit", "--nofile=300:300"], "reserve", &config).await;
     proxy.await_backend("bad", "up").await;
     let flips = proxy.metric("switchyard_flips_total{backend=\"bad\"}").await;
     let baseline = proxy.descriptors();
@@ -363,7 +363,7 @@ async fn three_hundred_clients_under_a_low_descriptor_limit_leave_the_checks_the
     })
     .await;
     let held = proxy.descriptors();
-    assert!(held < 200, "{held} descriptors");
+    assert!(held < 300, "{held} descriptors");
     let bad = proxy.backend("bad").await;
     assert_eq!(bad["status"], "up", "{bad}");
     assert_eq!(proxy.metric("switchyard_flips_total{backend=\"bad\"}").await, flips);
@@ -445,9 +445,9 @@ async fn the_admin_port_closes_silent_dripping_and_oversized_clients_and_caps_it
     .await;
     let drippers = within(LIMIT, "the drippers", drip).await.unwrap_or_default();
     drop(drippers);
-    // Past the cap (256), the rest were closed at once.
+    // Past the cap (64), the rest were closed at once.
     let refused = proxy.metric("switchyard_admin_refused_total").await;
-    assert!(refused >= 40.0, "{refused} connections refused past the cap");
+    assert!(refused >= 200.0, "{refused} connections refused past the cap");
     // An oversized head is refused, not buffered.
     let mut big = TcpStream::connect(proxy.admin).await.unwrap();
     let head = format!(

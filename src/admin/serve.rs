@@ -32,7 +32,7 @@ use crate::logs;
 use crate::metrics as m;
 
 /// Admin connections open at once.
-pub const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 64;
 /// The longest a request head may take to arrive, and a kept-alive connection may
 /// wait for its next request.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -70,7 +70,10 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
                 } else if logs::kinds::ACCEPT_ERRORS.allow() {
                     warn!(listener = "admin", error = %e, "accept failed; backing off");
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
@@ -116,7 +119,12 @@ async fn connection(tcp: TcpStream, app: Router, _slot: OwnedSemaphorePermit, sh
                 debug!(error = %e, "admin connection ended with an error");
             }
         }
-        _ = tokio::time::sleep(MAX_LIFETIME) => debug!("admin connection open too long; closed"),
+        _ = tokio::time::sleep(MAX_LIFETIME) => {
+            // Finishes the answer under way, then closes.
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+            debug!("admin connection open too long; closed");
+        }
         _ = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;

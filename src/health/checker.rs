@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 
 use super::probe::Probe;
-use super::{cadence, jittered, CheckError, Hysteresis, Observation, Report};
+use super::{cadence, jittered, CheckError, Hysteresis, Observation, Report, Status};
 use crate::config::{BackendId, CheckConfig};
 use crate::metrics as m;
 
@@ -94,6 +94,8 @@ pub struct Checker<C: Check = Probe> {
     check: C,
     config: CheckConfig,
     events: mpsc::Sender<Observation>,
+    /// The status hysteresis starts from (`Unknown` for a new backend).
+    resume_from: Status,
 }
 
 impl<C: Check> Checker<C> {
@@ -116,13 +118,21 @@ impl<C: Check> Checker<C> {
             check,
             config: config.clone(),
             events,
+            resume_from: Status::Unknown,
         }
+    }
+
+    /// Starts hysteresis from `status`, the backend's last known one: a checker made
+    /// again after its task died must not let one check decide.
+    pub fn resuming(mut self, status: Status) -> Self {
+        self.resume_from = status;
+        self
     }
 
     /// Runs until `shutdown` is cancelled (also in the middle of a check) or the
     /// router stops listening.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut health = Hysteresis::new(self.config.rise.get(), self.config.fall.get());
+        let mut health = Hysteresis::resume(self.config.rise.get(), self.config.fall.get(), self.resume_from);
         let mut last = Instant::now();
         let mut panicked_before = false;
         loop {

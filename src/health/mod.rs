@@ -265,6 +265,16 @@ impl Hysteresis {
         }
     }
 
+    /// Starts at `status` (what a restarted checker's backend was), so that rise and
+    /// fall apply from the first check instead of one check deciding.
+    pub fn resume(rise: u32, fall: u32, status: Status) -> Self {
+        Hysteresis {
+            status,
+            last_ok: status != Status::Down,
+            ..Hysteresis::new(rise, fall)
+        }
+    }
+
     /// The current status.
     pub fn status(&self) -> Status {
         self.status

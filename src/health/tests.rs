@@ -107,3 +107,21 @@ fn timeouts_know_their_layer() {
     assert_eq!(CheckError::Connect("refused".into()).layer(), Layer::L4);
     assert_eq!(CheckError::Response("status 500".into()).layer(), Layer::L7);
 }
+
+#[test]
+fn a_resumed_hysteresis_needs_fall_failures_not_one() {
+    let mut up = Hysteresis::resume(2, 2, Status::Up);
+    assert_eq!(
+        up.observe(false),
+        None,
+        "one failure of a resumed up backend is not enough"
+    );
+    assert_eq!(up.observe(false).map(|f| f.to), Some(Status::Down));
+    let mut down = Hysteresis::resume(2, 2, Status::Down);
+    assert_eq!(down.observe(true), None);
+    assert_eq!(down.observe(true).map(|f| f.to), Some(Status::Up));
+    assert_eq!(
+        Hysteresis::resume(2, 2, Status::Unknown).observe(true).map(|f| f.to),
+        Some(Status::Up)
+    );
+}

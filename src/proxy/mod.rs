@@ -156,15 +156,17 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
             carry(ctx, &member, client, upstream).await
         }
         ListenerMode::Mysql => {
-            let deadline = Instant::now() + ctx.login.timeout;
             // A login slot before a backend connection is made for a client that has
             // not sent a byte yet: garbage clients get at most `max_logins` of them.
-            let Some(slot) = mysql::login_slot(ctx, deadline).await else {
+            let Some(slot) = mysql::login_slot(ctx, Instant::now() + ctx.login.timeout).await else {
                 return Ended::Login;
             };
             let Some((member, upstream)) = connect_routed(ctx).await else {
                 return Ended::NoBackend;
             };
+            // The login's own time starts once a backend answered (a client may have
+            // been held for it through a failover).
+            let deadline = Instant::now() + ctx.login.timeout;
             let logged_in = Box::pin(mysql::login(ctx, &member, client, upstream, deadline)).await;
             drop(slot);
             match logged_in {

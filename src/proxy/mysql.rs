@@ -54,7 +54,7 @@ use crate::protocol::mysql::{self as wire, Packet};
 use crate::stream::Stream;
 
 pub use self::guard::login_slot;
-use self::guard::{abort_backend_login, ABORT_TIMEOUT};
+use self::guard::{abort_backend_login, end_backend_auth, ABORT_TIMEOUT};
 use self::packets::{read_exact_packet, refuse, Reader};
 
 /// `ER_CONNECTION_KILLED`: what a client whose backend was fenced during its login gets.
@@ -136,7 +136,10 @@ async fn exchange(
     deadline: Instant,
 ) -> Result<(Stream, Stream), LoginError> {
     let backend_tls = member.backend.tls.is_some();
-    relay_greeting(ctx, backend_tls, &mut client, &mut upstream).await?;
+    if let Err(e) = relay_greeting(ctx, backend_tls, &mut client, &mut upstream).await {
+        abort_backend_login(&mut upstream).await;
+        return Err(e);
+    }
     let (mut client, response) = match timeout_at(deadline, client_login(ctx, client)).await {
         Ok(Ok(login)) => login,
         failed => {
@@ -153,7 +156,9 @@ async fn exchange(
     };
     if legs.downgrade() {
         if let Some(plugin) = wire::response_plugin(&response.payload).filter(|p| wire::CLEARTEXT_PLUGINS.contains(p)) {
-            return Err(cleartext_refused(ctx, &mut client, response.seq.wrapping_add(1), plugin).await);
+            let refused = cleartext_refused(ctx, &mut client, response.seq.wrapping_add(1), plugin).await;
+            abort_backend_login(&mut upstream).await;
+            return Err(refused);
         }
     }
     let (mut upstream, shift) = backend_login(ctx, member, upstream, response).await?;
@@ -317,10 +322,19 @@ async fn relay_auth(
     legs: Legs,
 ) -> Result<(), LoginError> {
     let (mut from_client, mut from_backend) = (Reader::default(), Reader::default());
+    // The backend's last sequence id: a login the client leaves or that is refused
+    // here is answered at the next one, so the backend ends it as a failed login.
+    let mut backend_seq = 0u8;
     loop {
         let event = tokio::select! {
             packet = from_backend.next(upstream) => Side::Backend(packet?),
-            packet = from_client.next(client) => Side::Client(packet?),
+            packet = from_client.next(client) => match packet {
+                Ok(packet) => Side::Client(packet),
+                Err(e) => {
+                    end_backend_auth(upstream, backend_seq.wrapping_add(1)).await;
+                    return Err(e);
+                }
+            },
         };
         match event {
             Side::Backend(None) => {
@@ -328,17 +342,24 @@ async fn relay_auth(
                     "the backend closed the connection during the login",
                 ))
             }
-            Side::Client(None) => return Err(LoginError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Side::Client(None) => {
+                end_backend_auth(upstream, backend_seq.wrapping_add(1)).await;
+                return Err(LoginError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
             Side::Backend(Some(mut packet)) => {
+                backend_seq = packet.seq;
                 let done = packet.ends_login();
                 packet.seq = packet.seq.wrapping_add(shift);
                 if legs.downgrade() {
                     let switch = wire::auth_switch_plugin(&packet.payload);
-                    if let Some(plugin) = switch.filter(|p| wire::CLEARTEXT_PLUGINS.contains(p)) {
-                        return Err(cleartext_refused(ctx, client, packet.seq, plugin).await);
-                    }
-                    if wire::is_full_auth_request(&packet.payload) {
-                        return Err(cleartext_refused(ctx, client, packet.seq, "caching_sha2_password").await);
+                    let refused = match switch.filter(|p| wire::CLEARTEXT_PLUGINS.contains(p)) {
+                        Some(plugin) => Some(plugin),
+                        None => wire::is_full_auth_request(&packet.payload).then_some("caching_sha2_password"),
+                    };
+                    if let Some(plugin) = refused {
+                        let refused = cleartext_refused(ctx, client, packet.seq, plugin).await;
+                        end_backend_auth(upstream, backend_seq.wrapping_add(1)).await;
+                        return Err(refused);
                     }
                 }
                 if done && !packet.is_err() && member.is_evicted() {

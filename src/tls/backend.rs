@@ -104,6 +104,12 @@ impl ClientTls {
         }))
     }
 
+    /// Whether the handshake verifies the server's certificate (not `insecure`): only
+    /// then does the MySQL probe trust the leg with the password itself.
+    pub fn verifies_server(&self) -> bool {
+        self.0.settings.verify != Verify::Insecure
+    }
+
     /// The client side of a handshake on `tcp`; the caller bounds it in time.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<client::TlsStream<TcpStream>> {
         TlsConnector::from(self.0.current.load_full())

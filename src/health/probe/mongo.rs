@@ -76,7 +76,10 @@ impl MongoProbe {
             hello = self.exchange(deadline).await?;
         }
         if let Some((message, code)) = &hello.error {
-            return Err(CheckError::Response(format!("hello refused: {message} ({code})")));
+            return Err(CheckError::Response(format!(
+                "hello refused: {} ({code})",
+                crate::logs::peer(message)
+            )));
         }
         let role = if hello.writable_primary {
             Role::Primary
@@ -175,7 +178,7 @@ struct SaslReply {
 fn sasl_reply(reply: Document) -> Result<SaslReply, CheckError> {
     let hello = parse_hello(&reply);
     if let Some((message, code)) = hello.error {
-        return Err(CheckError::Auth(format!("{message} ({code})")));
+        return Err(CheckError::Auth(format!("{} ({code})", crate::logs::peer(&message))));
     }
     let payload = match reply.get("payload") {
         Some(Bson::Binary(b)) => String::from_utf8_lossy(&b.bytes).into_owned(),

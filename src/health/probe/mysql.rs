@@ -107,7 +107,10 @@ pub fn classify(variables: &Columns, slave: Option<&Columns>) -> Result<Report, 
         Some("1") => true,
         Some(v) if v.eq_ignore_ascii_case("off") => false,
         Some(v) if v.eq_ignore_ascii_case("on") => true,
-        other => return Err(CheckError::Response(format!("@@read_only unreadable: {other:?}"))),
+        other => {
+            let value = crate::logs::peer(&format!("{other:?}"));
+            return Err(CheckError::Response(format!("@@read_only unreadable: {value}")));
+        }
     };
     let replica = slave.map(|row| {
         let io = get(row, "Slave_IO_Running").unwrap_or_default();

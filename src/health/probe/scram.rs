@@ -108,7 +108,7 @@ pub fn client_final(first: &ClientFirst, server_first: &str, password: &str) -> 
 /// Checks the server-final message: the server proved it knows the password too.
 pub fn verify_server_final(last: &ClientFinal, server_final: &str) -> Result<(), String> {
     if let Some(error) = attribute(server_final, 'e') {
-        return Err(format!("server refused: {error}"));
+        return Err(format!("server refused: {}", crate::logs::peer(error)));
     }
     let signature = BASE64
         .decode(attribute(server_final, 'v').ok_or("server-final without a signature")?)

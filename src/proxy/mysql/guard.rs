@@ -13,6 +13,7 @@ use super::packets::read_exact_packet;
 use super::{failed, SessionContext};
 use crate::logs;
 use crate::protocol::mysql::{monitor, Packet};
+use crate::stream::Stream;
 
 /// The longest the proxy spends ending a backend's connection phase for a client that
 /// gave up ([`abort_backend_login`]).
@@ -80,5 +81,32 @@ pub(super) async fn abort_backend_login(upstream: &mut TcpStream) {
     .await;
     if !matches!(ended, Ok(Ok(()))) {
         debug!("the backend's connection phase could not be ended cleanly for a client that went away");
+    }
+}
+
+/// Ends a backend's authentication exchange the client left (or that the proxy
+/// refused) by answering its last request with nothing, at sequence id `seq`: the
+/// backend refuses the login as an authentication failure, which does not count
+/// toward `max_connect_errors` as a dropped handshake would.
+pub(super) async fn end_backend_auth(upstream: &mut Stream, seq: u8) {
+    let ended = tokio::time::timeout(ABORT_TIMEOUT, async {
+        upstream
+            .write_all(
+                &Packet {
+                    seq,
+                    payload: Vec::new(),
+                }
+                .encode(),
+            )
+            .await?;
+        upstream.flush().await?;
+        read_exact_packet(upstream)
+            .await
+            .map_err(|_| io::Error::other("bad packet"))?;
+        upstream.shutdown().await
+    })
+    .await;
+    if !matches!(ended, Ok(Ok(()))) {
+        debug!("the backend's authentication could not be ended cleanly for a client that went away");
     }
 }

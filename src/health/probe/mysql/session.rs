@@ -137,6 +137,12 @@ impl<'a> Auth<'a> {
         (plugin, data)
     }
 
+    /// Whether the leg is TLS that verified the server: only then is the password
+    /// itself sent over it (`insecure = true` TLS is no proof of the server).
+    fn trusted_tls(&self) -> bool {
+        self.login.tls.is_some_and(ClientTls::verifies_server)
+    }
+
     fn password(&self) -> &[u8] {
         self.login.password.as_bytes()
     }
@@ -153,15 +159,15 @@ impl<'a> Auth<'a> {
     /// The password itself, for a plugin that needs it: over TLS as it is, else
     /// encrypted with the pinned key, else not at all.
     fn password_for_server(&self) -> Result<Vec<u8>, CheckError> {
-        if self.login.tls.is_some() {
+        if self.trusted_tls() {
             let mut clear = self.password().to_vec();
             clear.push(0);
             return Ok(clear);
         }
         let Some(key) = self.login.pinned else {
             return Err(CheckError::Auth(format!(
-                "the server asks for the password itself ({}), which the monitor sends only over TLS \
-                 or encrypted with a pinned key: set the check's `server_public_key` or the backend's `tls`",
+                "the server asks for the password itself ({}), which the monitor sends only over verified TLS \
+                 or encrypted with a pinned key: set the check's `server_public_key` or the backend's `tls` (not insecure)",
                 self.plugin
             )));
         };
@@ -204,7 +210,7 @@ impl<'a> Auth<'a> {
         match self.plugin.as_str() {
             "sha256_password" if self.password().is_empty() => Ok(vec![0]),
             "sha256_password" => self.password_for_server(),
-            "mysql_clear_password" if self.login.tls.is_some() => self.password_for_server(),
+            "mysql_clear_password" if self.trusted_tls() => self.password_for_server(),
             "mysql_clear_password" => Err(CheckError::Auth(
                 "the server asks for the password in clear (mysql_clear_password), which the monitor \
                  sends only over TLS: set the backend's `tls`"
@@ -212,7 +218,7 @@ impl<'a> Auth<'a> {
             )),
             other => Err(CheckError::Auth(format!(
                 "the server switched to the auth plugin \"{}\", which the monitor does not support",
-                other.escape_debug()
+                crate::logs::peer(other)
             ))),
         }
     }
@@ -229,7 +235,7 @@ async fn read_results(stream: &mut Stream) -> Result<Vec<Rows>, CheckError> {
                 let e = wire::server_error(&head).map_err(malformed)?;
                 return Err(CheckError::Response(format!(
                     "query refused: {} ({})",
-                    e.message.escape_debug(),
+                    crate::logs::peer(&e.message),
                     e.code
                 )));
             }
@@ -262,7 +268,7 @@ async fn read_rows(stream: &mut Stream, count: usize) -> Result<(Rows, bool), Ch
             let e = wire::server_error(&packet).map_err(malformed)?;
             return Err(CheckError::Response(format!(
                 "query failed: {} ({})",
-                e.message.escape_debug(),
+                crate::logs::peer(&e.message),
                 e.code
             )));
         }
@@ -312,11 +318,48 @@ fn malformed(e: wire::Malformed) -> CheckError {
 
 /// A server's refusal of the login: credentials and host refusals are auth failures.
 fn refused(e: &ServerError) -> CheckError {
-    let text = format!("{} ({})", e.message.escape_debug(), e.code);
+    let text = format!("{} ({})", crate::logs::peer(&e.message), e.code);
     match e.code {
         // 1044 no database access, 1045 access denied, 1129 host blocked, 1130 host
         // not allowed, 1698 access denied (unix_socket and the like)
         1044 | 1045 | 1129 | 1130 | 1698 => CheckError::Auth(text),
         _ => CheckError::Response(format!("login refused: {text}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{BackendTls, Verify};
+
+    fn full_auth(tls: Option<&ClientTls>) -> Result<Vec<u8>, CheckError> {
+        let login = Login {
+            user: "monitor",
+            password: "secret",
+            pinned: None,
+            tls,
+        };
+        let mut auth = Auth::new(login, b"abcdefghijklmnopqrst".to_vec());
+        auth.first("caching_sha2_password");
+        auth.password_for_server()
+    }
+
+    #[test]
+    fn the_password_itself_goes_only_over_tls_that_verified_the_server() {
+        let dir = std::env::temp_dir().join(format!("switchyard-session-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = switchyard_lab::tls::Ca::new("test CA").unwrap();
+        let ca_file = ca.write(&dir, "ca").unwrap();
+        let verified = ClientTls::new(
+            "db",
+            &BackendTls::new(Verify::Ca(ca_file), "db.internal", None).unwrap(),
+        );
+        assert_eq!(full_auth(Some(&verified)).unwrap(), b"secret\0");
+        let insecure = ClientTls::new("db", &BackendTls::new(Verify::Insecure, "db.internal", None).unwrap());
+        for tls in [Some(&insecure), None] {
+            let refused = full_auth(tls).unwrap_err().to_string();
+            assert!(refused.contains("server_public_key"), "{refused}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
