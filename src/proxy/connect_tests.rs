@@ -118,8 +118,9 @@ async fn a_refused_member_is_skipped_for_the_next_and_its_checker_nudged() {
         .expect("the refused backend's checker was nudged");
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_member_fenced_while_its_connect_was_in_flight_is_not_used() {
+/// Which member a session ends up on when member `a`'s connect (300 ms) is still in
+/// flight as `a` gets `eviction` (at 100 ms); `b` answers at once.
+async fn connected_when_a_gets(eviction: Eviction) -> Option<String> {
     let script = script(&[
         (1, Answer::Accept(Duration::from_millis(300))),
         (2, Answer::Accept(Duration::ZERO)),
@@ -127,12 +128,28 @@ async fn a_member_fenced_while_its_connect_was_in_flight_is_not_used() {
     let ctx = context(&script);
     route_all(&ctx, 2);
     let session = connect_routed(&ctx);
-    let fence = async {
+    let evict = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        ctx.pool.members[0].set_eviction(Eviction::CloseAt(Instant::now()));
+        ctx.pool.members[0].set_eviction(eviction);
     };
-    let (connected, ()) = tokio::join!(session, fence);
-    assert_eq!(name(&connected), Some("b"), "a's connect finished after it was fenced");
+    let (connected, ()) = tokio::join!(session, evict);
+    name(&connected).map(str::to_string)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_fenced_while_its_connect_was_in_flight_is_not_used() {
+    let fenced = connected_when_a_gets(Eviction::CloseAt(Instant::now())).await;
+    assert_eq!(fenced.as_deref(), Some("b"), "a's connect finished after it was fenced");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_drained_while_its_connect_was_in_flight_takes_no_new_session() {
+    let drained = connected_when_a_gets(Eviction::Draining).await;
+    assert_eq!(
+        drained.as_deref(),
+        Some("b"),
+        "a was drained before its connect finished"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -185,21 +202,4 @@ async fn shutdown_ends_a_held_session() {
     let (connected, ()) = tokio::join!(session, kill);
     assert!(connected.is_none());
     assert_eq!(started.elapsed(), Duration::from_millis(700));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_member_drained_while_its_connect_was_in_flight_takes_no_new_session() {
-    let script = script(&[
-        (1, Answer::Accept(Duration::from_millis(300))),
-        (2, Answer::Accept(Duration::ZERO)),
-    ]);
-    let ctx = context(&script);
-    route_all(&ctx, 2);
-    let session = connect_routed(&ctx);
-    let drain = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        ctx.pool.members[0].set_eviction(Eviction::Draining);
-    };
-    let (connected, ()) = tokio::join!(session, drain);
-    assert_eq!(name(&connected), Some("b"), "a was drained before its connect finished");
 }
