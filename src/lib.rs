@@ -21,12 +21,13 @@
 //! - [`pool`] and [`backend`]: the runtime objects the routing table points at.
 //! - [`routing`]: the immutable [`routing::RoutingTable`], its selection policies and
 //!   the single-writer [`routing::Router`] that publishes it through `ArcSwap`.
-//! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes.
+//! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes
+//!   (the MySQL probe logs in with its own client, `health::probe::mysql::session`).
 //! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out): HTTP response heads
 //!   and MongoDB OP_MSG for the probes, MySQL packets for the `mysql` listener mode
 //!   and for the MySQL probe's own client (`protocol::mysql::monitor`).
 //! - [`admin`]: the admin HTTP listener (`/health`, `/health/live|ready`, `/status`,
-//!   `/metrics`).
+//!   `/metrics`), on a thread of its own with the limits in [`admin::serve`].
 //! - [`metrics`]: every metric name, in one place; [`stats`]: the sharded
 //!   hdrhistograms behind the percentiles on `/status`.
 //! - [`tls`]: TLS termination (reloadable, SNI, mTLS) and origination, from PEM files
@@ -36,6 +37,10 @@
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
+//! - [`local`]: the proxy's own shortages (EMFILE and the like), kept apart from
+//!   backend faults, and the descriptor budget; [`logs`]: rate-limited warnings and
+//!   escaped peer text.
+//! - [`fuzzing`]: the fuzz targets' bodies, replayed by `cargo test`.
 
 #![deny(unsafe_code, rust_2018_idioms, missing_docs)]
 

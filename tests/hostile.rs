@@ -96,6 +96,22 @@ async fn answer_monitor_query(stream: &mut TcpStream) {
     }
 }
 
+/// A scripted peer on a loopback port: `conversation` runs once per connection.
+async fn peer<F, Fut>(conversation: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(conversation(stream));
+        }
+    });
+    addr
+}
+
 /// What a scripted MySQL server received after its request for full authentication.
 type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 
@@ -103,107 +119,92 @@ type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 /// key (0x02), it sends `offered`; the next packet, decrypted with `private` (when it
 /// has one) and un-XORed, must be the password for the login to pass.
 async fn full_auth_server(offered: Vec<u8>, private: Option<RsaPrivateKey>) -> (SocketAddr, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let received = Received::default();
     let log = received.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (offered, private, log) = (offered.clone(), private.clone(), log.clone());
-            tokio::spawn(async move {
-                packet(&mut stream, 0, &greeting("caching_sha2_password")).await;
-                let Some((seq, _response)) = read_packet(&mut stream).await else {
+    let addr = peer(move |mut stream| {
+        let (offered, private, log) = (offered.clone(), private.clone(), log.clone());
+        async move {
+            packet(&mut stream, 0, &greeting("caching_sha2_password")).await;
+            let Some((seq, _response)) = read_packet(&mut stream).await else {
+                return;
+            };
+            packet(&mut stream, seq + 1, &[0x01, 0x04]).await;
+            let Some((mut seq, mut answer)) = read_packet(&mut stream).await else {
+                return;
+            };
+            log.lock().unwrap().push(answer.clone());
+            if answer == [0x02] {
+                let mut key = vec![0x01];
+                key.extend_from_slice(&offered);
+                packet(&mut stream, seq + 1, &key).await;
+                let Some(next) = read_packet(&mut stream).await else {
                     return;
                 };
-                packet(&mut stream, seq + 1, &[0x01, 0x04]).await;
-                let Some((mut seq, mut answer)) = read_packet(&mut stream).await else {
-                    return;
-                };
+                (seq, answer) = next;
                 log.lock().unwrap().push(answer.clone());
-                if answer == [0x02] {
-                    let mut key = vec![0x01];
-                    key.extend_from_slice(&offered);
-                    packet(&mut stream, seq + 1, &key).await;
-                    let Some(next) = read_packet(&mut stream).await else {
-                        return;
-                    };
-                    (seq, answer) = next;
-                    log.lock().unwrap().push(answer.clone());
-                }
-                let password = private.and_then(|key| key.decrypt(Oaep::new::<sha1::Sha1>(), &answer).ok());
-                let password: Option<Vec<u8>> =
-                    password.map(|p| p.iter().zip(NONCE.iter().cycle()).map(|(a, b)| a ^ b).collect());
-                if password.as_deref() != Some(format!("{PASSWORD}\0").as_bytes()) {
-                    let mut err = vec![0xFF, 0x15, 0x04, b'#'];
-                    err.extend_from_slice(b"28000Access denied");
-                    packet(&mut stream, seq + 1, &err).await;
-                    return;
-                }
-                packet(&mut stream, seq + 1, &ok_packet(0x0002)).await;
-                while read_packet(&mut stream).await.is_some() {
-                    answer_monitor_query(&mut stream).await;
-                }
-            });
+            }
+            let password = private.and_then(|key| key.decrypt(Oaep::new::<sha1::Sha1>(), &answer).ok());
+            let password: Option<Vec<u8>> =
+                password.map(|p| p.iter().zip(NONCE.iter().cycle()).map(|(a, b)| a ^ b).collect());
+            if password.as_deref() != Some(format!("{PASSWORD}\0").as_bytes()) {
+                let mut err = vec![0xFF, 0x15, 0x04, b'#'];
+                err.extend_from_slice(b"28000Access denied");
+                packet(&mut stream, seq + 1, &err).await;
+                return;
+            }
+            packet(&mut stream, seq + 1, &ok_packet(0x0002)).await;
+            while read_packet(&mut stream).await.is_some() {
+                answer_monitor_query(&mut stream).await;
+            }
         }
-    });
+    })
+    .await;
     (addr, received)
 }
 
 /// A server that logs anyone in, then answers every query with a result set of
 /// 2^64 - 1 columns (mysql_async once tried to allocate them, and panicked).
 async fn huge_column_count_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                packet(&mut stream, 0, &greeting("mysql_native_password")).await;
-                read_packet(&mut stream).await;
-                packet(&mut stream, 2, &ok_packet(0x0002)).await;
-                while read_packet(&mut stream).await.is_some() {
-                    packet(&mut stream, 1, &[0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]).await;
-                }
-            });
+    peer(|mut stream| async move {
+        packet(&mut stream, 0, &greeting("mysql_native_password")).await;
+        read_packet(&mut stream).await;
+        packet(&mut stream, 2, &ok_packet(0x0002)).await;
+        while read_packet(&mut stream).await.is_some() {
+            packet(&mut stream, 1, &[0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]).await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A MongoDB member that answers every message with a document nested 12,000 deep
 /// (bson's recursive parser once overflowed the stack on it).
 async fn deep_hello_member() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                loop {
-                    let mut len = [0u8; 4];
-                    if stream.read_exact(&mut len).await.is_err() {
-                        return;
-                    }
-                    let mut rest = vec![0u8; (u32::from_le_bytes(len) as usize).saturating_sub(4)];
-                    if stream.read_exact(&mut rest).await.is_err() {
-                        return;
-                    }
-                    let request_id = i32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-                    let body = nested(12_000);
-                    let mut reply = Vec::new();
-                    reply.extend_from_slice(&((16 + 5 + body.len()) as u32).to_le_bytes());
-                    reply.extend_from_slice(&1i32.to_le_bytes());
-                    reply.extend_from_slice(&request_id.to_le_bytes());
-                    reply.extend_from_slice(&2013i32.to_le_bytes());
-                    reply.extend_from_slice(&0u32.to_le_bytes());
-                    reply.push(0);
-                    reply.extend_from_slice(&body);
-                    if stream.write_all(&reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    peer(|mut stream| async move {
+        loop {
+            let mut len = [0u8; 4];
+            if stream.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let mut rest = vec![0u8; (u32::from_le_bytes(len) as usize).saturating_sub(4)];
+            if stream.read_exact(&mut rest).await.is_err() {
+                return;
+            }
+            let request_id = i32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let body = nested(12_000);
+            let mut reply = Vec::new();
+            reply.extend_from_slice(&((16 + 5 + body.len()) as u32).to_le_bytes());
+            reply.extend_from_slice(&1i32.to_le_bytes());
+            reply.extend_from_slice(&request_id.to_le_bytes());
+            reply.extend_from_slice(&2013i32.to_le_bytes());
+            reply.extend_from_slice(&0u32.to_le_bytes());
+            reply.push(0);
+            reply.extend_from_slice(&body);
+            if stream.write_all(&reply).await.is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// `{"a": {"a": ... {} ...}}`, `depth` levels, as BSON bytes.
@@ -468,23 +469,19 @@ async fn the_admin_port_closes_silent_dripping_and_oversized_clients_and_caps_it
 
 /// A MySQL server whose OK to a login waits for `release`: a login kept under way.
 async fn slow_login_server(release: Arc<tokio::sync::Notify>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let release = release.clone();
-            tokio::spawn(async move {
-                packet(&mut stream, 0, &greeting("mysql_native_password")).await;
-                let Some((seq, _)) = read_packet(&mut stream).await else {
-                    return;
-                };
-                release.notified().await;
-                packet(&mut stream, seq + 1, &ok_packet(0x0002)).await;
-                while read_packet(&mut stream).await.is_some() {}
-            });
+    peer(move |mut stream| {
+        let release = release.clone();
+        async move {
+            packet(&mut stream, 0, &greeting("mysql_native_password")).await;
+            let Some((seq, _)) = read_packet(&mut stream).await else {
+                return;
+            };
+            release.notified().await;
+            packet(&mut stream, seq + 1, &ok_packet(0x0002)).await;
+            while read_packet(&mut stream).await.is_some() {}
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test]

@@ -164,14 +164,13 @@ async fn request(stream: &mut BufReader<TcpStream>, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// `/metrics`, through the admin client `switchyard status` uses (bounded in time).
 async fn scrape(admin: SocketAddr) -> Result<String> {
-    let mut stream = TcpStream::connect(admin).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).await?;
-    Ok(text)
+    match switchyard::admin::client::get(admin, "/metrics", Duration::from_secs(5)).await {
+        Ok((200, body)) => Ok(body),
+        Ok((code, _)) => bail!("/metrics answered {code}"),
+        Err(e) => bail!("scraping {admin}: {e}"),
+    }
 }
 
 /// The flood: `rate` requests a second over [`FLOOD_CONNECTIONS`] connections until

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use switchyard::protocol::mysql::monitor;
+use switchyard::protocol::mysql::{self, monitor, Packet};
+use switchyard::protocol::Decode;
 use switchyard_lab::mariadb::{Cluster, MONITOR_PASSWORD, MONITOR_USER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -64,23 +65,22 @@ async fn read_quiet(stream: &mut TcpStream) -> Vec<u8> {
     all
 }
 
-/// Splits a stream of MySQL packets into payloads.
+/// Splits a stream of MySQL packets into payloads (the `mysql` listener's framing).
 fn payloads(mut stream: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    while stream.len() >= 4 {
-        let len = usize::from(stream[0]) | usize::from(stream[1]) << 8 | usize::from(stream[2]) << 16;
-        let Some(payload) = stream.get(4..4 + len) else { break };
-        out.push(payload.to_vec());
-        stream = &stream[4 + len..];
+    while let Decode::Done((packet, used)) = mysql::decode(stream) {
+        out.push(packet.payload);
+        stream = &stream[used..];
     }
     out
 }
 
 fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_le_bytes()[..3].to_vec();
-    out.push(seq);
-    out.extend_from_slice(payload);
-    out
+    Packet {
+        seq,
+        payload: payload.to_vec(),
+    }
+    .encode()
 }
 
 /// One monitor login and query against `addr` with `password`; every server byte is a
