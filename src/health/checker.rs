@@ -4,6 +4,11 @@
 //! The checker knows its backend only by id, address and [`Attention`] (the two ways
 //! the rest of the proxy asks for a check sooner), and runs any [`Check`]: the
 //! configured [`Probe`] in a proxy, a scripted one in the paused-time tests.
+//!
+//! Two results never reach hysteresis as the backend's fault: a probe that panics
+//! is one failed check at L7 (caught here), and a check that failed for want of the
+//! proxy's own resources (`CheckError::Local`, EMFILE and the like) changes no
+//! status at all (see [`crate::local`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
