@@ -82,7 +82,15 @@ pub struct Cluster {
     extra: String,
     /// Where the nodes run: a network namespace and the address they bind there.
     placement: Placement,
+    /// Semi-synchronous replication (see [`Cluster::start_semi_sync`]).
+    semi_sync: bool,
 }
+
+/// Every node's semi-sync settings: the replica side on (a node may be either), the
+/// primary waiting after the binlog sync (so an acknowledged commit is on a replica),
+/// and falling back to asynchronous after 5 s without a replica.
+const SEMI_SYNC: &str = "rpl_semi_sync_slave_enabled = ON\nrpl_semi_sync_master_wait_point = AFTER_SYNC\n\
+                         rpl_semi_sync_master_timeout = 5000\nsync_binlog = 1\n";
 
 /// Where a cluster's nodes run: by default on loopback in this namespace; for tests
 /// of several hosts, in a network namespace the test made, on its address there.
@@ -162,6 +170,7 @@ impl Cluster {
             nodes: Vec::new(),
             extra: extra.trim_end().to_string(),
             placement,
+            semi_sync: false,
         };
         for index in 0..n {
             let node_dir = cluster.dir.join(format!("n{}", index + 1));
@@ -187,6 +196,22 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Starts `n` nodes with semi-synchronous replication: a commit the primary
+    /// acknowledged is on a replica too, so killing the primary loses no acknowledged
+    /// write, and a killed primary restarted by [`Cluster::restart_as_replica`] drops the
+    /// transactions no replica received (MariaDB's `init_rpl_role = SLAVE` recovery).
+    /// [`Cluster::promote`] and [`Cluster::rejoin_as_replica`] move the primary side.
+    pub fn start_semi_sync(n: usize) -> Result<Cluster> {
+        let mut cluster = Cluster::start_with(n, SEMI_SYNC)?;
+        cluster.semi_sync = true;
+        cluster.sql(0, "SET GLOBAL rpl_semi_sync_master_enabled = ON")?;
+        for replica in 1..n {
+            // The replica side is agreed on when replication connects.
+            cluster.sql(replica, "STOP SLAVE; START SLAVE")?;
+        }
+        Ok(cluster)
+    }
+
     pub fn node(&self, index: usize) -> &Node {
         &self.nodes[index]
     }
@@ -196,6 +221,10 @@ impl Cluster {
     }
 
     fn write_config(&self, index: usize, read_only: bool) -> Result<()> {
+        self.write_config_with(index, read_only, "")
+    }
+
+    fn write_config_with(&self, index: usize, read_only: bool, more: &str) -> Result<()> {
         let node = &self.nodes[index];
         let d = node.dir.display();
         let text = format!(
@@ -204,7 +233,7 @@ impl Cluster {
              skip-name-resolve\nserver_id = {id}\nlog_bin = {d}/data/binlog\nlog_slave_updates = ON\n\
              binlog_format = ROW\ngtid_domain_id = 0\ngtid_strict_mode = ON\nread_only = {ro}\n\
              slave_net_timeout = 5\ninnodb_buffer_pool_size = 64M\ninnodb_log_file_size = 32M\n\
-             max_connections = 300\nperformance_schema = OFF\n{extra}\n",
+             max_connections = 300\nperformance_schema = OFF\n{extra}\n{more}",
             extra = self.extra,
             port = node.port,
             host = node.host,
@@ -380,6 +409,18 @@ impl Cluster {
         self.wait_ready(index)
     }
 
+    /// Restarts a killed node as a read-only replica of `primary`. In a semi-sync
+    /// cluster its recovery first drops what it wrote to its binlog that no replica
+    /// acknowledged (it never answered those commits), so its history stays a prefix of
+    /// the new primary's.
+    pub fn restart_as_replica(&mut self, index: usize, primary: usize) -> Result<()> {
+        let recovery = if self.semi_sync { "init_rpl_role = SLAVE\n" } else { "" };
+        self.write_config_with(index, true, recovery)?;
+        self.spawn(index)?;
+        self.wait_ready(index)?;
+        self.rejoin_as_replica(index, primary)
+    }
+
     /// Promotes a replica: waits until it applied what it received, then stops
     /// replication and makes it writable (the recipe of a failover tool).
     pub fn promote(&self, index: usize) -> Result<()> {
@@ -387,7 +428,15 @@ impl Cluster {
         if let Some(io_pos) = status.get("Gtid_IO_Pos").filter(|p| !p.is_empty()) {
             self.sql(index, &format!("SELECT MASTER_GTID_WAIT('{io_pos}', 10)"))?;
         }
-        self.sql(index, "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=0")?;
+        let semi_sync = if self.semi_sync {
+            "SET GLOBAL rpl_semi_sync_master_enabled = ON; "
+        } else {
+            ""
+        };
+        self.sql(
+            index,
+            &format!("STOP SLAVE; RESET SLAVE ALL; {semi_sync}SET GLOBAL read_only=0"),
+        )?;
         Ok(())
     }
 
@@ -403,10 +452,15 @@ impl Cluster {
     /// replication starts after them.
     pub fn rejoin_as_replica(&self, index: usize, primary: usize) -> Result<()> {
         let primary = self.nodes[primary].addr();
+        let semi_sync = if self.semi_sync {
+            "SET GLOBAL rpl_semi_sync_master_enabled = OFF; "
+        } else {
+            ""
+        };
         self.sql(
             index,
             &format!(
-                "SET GLOBAL read_only=1; STOP SLAVE; SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos; {}; START SLAVE",
+                "SET GLOBAL read_only=1; {semi_sync}STOP SLAVE; SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos; {}; START SLAVE",
                 change_master(primary)
             ),
         )?;

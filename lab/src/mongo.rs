@@ -194,6 +194,31 @@ impl ReplicaSet {
         let python = python::python()?;
         self.spawn(i, &python)
     }
+
+    /// Restarts a killed member and catches it up with the primary of record, as a
+    /// real member syncs before it can be elected: it missed every write made while it
+    /// was down. Waits first until the primary replicates to it again (it skips a
+    /// member that failed for a second), so no write falls between the copy and the
+    /// replication that follows it.
+    pub fn rejoin(&mut self, i: usize) -> Result<()> {
+        self.restart(i)?;
+        let Some(primary) = self.primary.filter(|&p| p != i) else {
+            return Ok(());
+        };
+        thread::sleep(Duration::from_millis(1500));
+        let python = python::python()?;
+        let out = system::run(
+            Command::new(python)
+                .arg(python::script("mongo_catch_up.py"))
+                .arg("--source")
+                .arg(self.addr(primary).to_string())
+                .arg("--target")
+                .arg(self.addr(i).to_string()),
+        )
+        .with_context(|| format!("catching member {} up with member {}", i + 1, primary + 1))?;
+        eprintln!("switchyard-lab: {}", out.trim());
+        Ok(())
+    }
 }
 
 impl Drop for ReplicaSet {

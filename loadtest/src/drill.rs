@@ -91,19 +91,7 @@ pub async fn run(scenario: &Scenario, kind: TargetKind) -> Result<DrillResult> {
         .map(|d| d.as_millis() as f64)
         .unwrap_or(0.0);
     let progress = Arc::new(Progress::default());
-    let cluster = match &*peers {
-        Peers::Mysql(cluster) => Some(cluster.clone()),
-        _ => None,
-    };
-    let faults = Faults {
-        peers: peers.clone(),
-        landed_ms: None,
-        cluster,
-        primary: 0,
-        dead: Vec::new(),
-        pair: None,
-        dead_proxies: Vec::new(),
-    };
+    let faults = Faults::new(peers.clone());
     let fault_task = tokio::spawn(faults.run(scenario.faults.clone(), t0));
     let ticker = tokio::spawn(report_progress(kind, progress.clone(), scenario.duration, t0));
     let ops = workload::run(target.addr, scenario.workload, scenario.duration, t0, progress).await;

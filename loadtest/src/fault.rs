@@ -65,6 +65,25 @@ pub struct Faults {
     pub dead_proxies: Vec<Host>,
 }
 
+impl Faults {
+    /// The fault state of fresh `peers`: the first node primary, none dead, no pair.
+    pub fn new(peers: Arc<Peers>) -> Faults {
+        let cluster = match &*peers {
+            Peers::Mysql(cluster) => Some(cluster.clone()),
+            _ => None,
+        };
+        Faults {
+            peers,
+            landed_ms: None,
+            cluster,
+            primary: 0,
+            dead: Vec::new(),
+            pair: None,
+            dead_proxies: Vec::new(),
+        }
+    }
+}
+
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(work).await.expect("fault step panicked")
 }
@@ -113,6 +132,9 @@ impl Faults {
                     self.landed_ms = Some(ms(Instant::now()));
                     Ok(None)
                 }
+                (Peers::Servers(servers), Action::Admit) => servers.lock().await.admit(0).await.map(|()| None),
+                (Peers::Mysql(_), Action::Rejoin) => self.rejoin_mysql().await.map(|()| None),
+
                 (_, action) => Err(anyhow::anyhow!("{action:?} does not apply to these peers")),
             };
             match step {
@@ -138,7 +160,7 @@ impl Faults {
     }
 
     /// MongoDB replica set: scripted elections, kill -9 (then an election after
-    /// `promote_after`), SIGSTOP/SIGCONT.
+    /// `promote_after`), SIGSTOP/SIGCONT, restarts of the killed members.
     async fn mongo(
         &mut self,
         set: Arc<Mutex<ReplicaSet>>,
@@ -183,6 +205,15 @@ impl Faults {
                 }
                 sleep(fault.promote_after).await;
                 elect(set).await?;
+            }
+            Action::Rejoin => {
+                let dead = std::mem::take(&mut self.dead);
+                blocking(move || {
+                    dead.into_iter()
+                        .try_for_each(|i| set.lock().expect("set lock").rejoin(i))
+                })
+                .await?;
+                return Ok(None);
             }
             Action::StopPrimary => {
                 let s = set.clone();
@@ -308,6 +339,16 @@ impl Faults {
         let (cluster, new) = (self.cluster(), self.primary);
         blocking(move || cluster.lock().expect("cluster lock").rejoin_as_replica(old, new)).await?;
         Ok(Some(promoted))
+    }
+
+    /// Restarts every killed node as a replica of the current primary.
+    async fn rejoin_mysql(&mut self) -> Result<()> {
+        let (cluster, primary, dead) = (self.cluster(), self.primary, std::mem::take(&mut self.dead));
+        blocking(move || {
+            dead.into_iter()
+                .try_for_each(|node| cluster.lock().expect("cluster lock").restart_as_replica(node, primary))
+        })
+        .await
     }
 
     async fn stop_primary(&mut self, stop_for: Duration, t0: Instant) -> Result<Option<(f64, u32)>> {

@@ -23,6 +23,8 @@
 //!   writes acknowledged by a non-primary, acknowledged writes missing afterwards.
 //! - [`report`]: JSON and a self-contained HTML page (inline SVG).
 //! - [`drill`]: runs one scenario against one target, end to end.
+//! - [`soak`]: one switchyard process under mixed load (MySQL, MongoDB, TCP, TLS)
+//!   with a fault every window, its descriptors and memory sampled all along.
 //! - [`sysbench`]: `sysbench oltp_read_write` direct vs switchyard vs HAProxy (the
 //!   last part of `loadtest/compare.sh`).
 
@@ -38,6 +40,7 @@ pub mod proxy_config;
 pub mod report;
 pub mod scenario;
 pub mod servers;
+pub mod soak;
 pub mod sysbench;
 pub mod target;
 pub mod workload;

@@ -4,6 +4,8 @@
 //!   and read_only switchover, 40 s) through switchyard and through HAProxy, prints
 //!   the side-by-side table and the path of the HTML report.
 //! - `loadtest run SCENARIO [--target switchyard|haproxy]...`: any scenario file.
+//! - `loadtest soak [--duration 30m] [--every 30s]`: mixed load through one proxy
+//!   process with a fault every window; descriptors and memory checked.
 //! - `loadtest sysbench [--rounds N] [--secs S]`: sysbench oltp_read_write direct,
 //!   through switchyard's release binary and through HAProxy, alternating.
 
@@ -61,6 +63,20 @@ enum Command {
         #[arg(long, default_value = "fuzz/corpus")]
         out: PathBuf,
     },
+    /// One switchyard process under mixed load (MySQL, MongoDB, TCP, TLS) with a fault
+    /// every window; checks its descriptors and memory. Exits non-zero on a failure.
+    Soak {
+        #[arg(long, default_value = "30m")]
+        duration: String,
+        /// One fault per window of this length.
+        #[arg(long, default_value = "30s")]
+        every: String,
+        #[arg(long, default_value = "target/soak-report")]
+        out: PathBuf,
+        /// The switchyard binary to soak.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// sysbench oltp_read_write: direct vs switchyard vs HAProxy, one MariaDB.
     Sysbench {
         #[arg(long, default_value_t = 3)]
@@ -74,6 +90,25 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+}
+
+async fn soak(duration: &str, every: &str, out: &std::path::Path, binary: PathBuf) -> Result<()> {
+    let time = |name: &str, text: &str| {
+        switchyard::duration::parse(text).map_err(|e| anyhow::anyhow!("--{name}: expected {e}"))
+    };
+    let settings = switchyard_loadtest::soak::Settings {
+        duration: time("duration", duration)?,
+        every: time("every", every)?,
+        binary,
+    };
+    let report = switchyard_loadtest::soak::run(&settings).await?;
+    std::fs::create_dir_all(out)?;
+    let json = out.join("soak.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+    print!("{}", switchyard_loadtest::soak::text(&report));
+    println!("report: {}", json.display());
+    anyhow::ensure!(report.failures.is_empty(), "the soak failed");
+    Ok(())
 }
 
 const DEMO: &str = include_str!("../scenarios/demo.toml");
@@ -102,6 +137,12 @@ async fn main() -> Result<()> {
             println!("{written} seeds under {}", out.display());
             return Ok(());
         }
+        Command::Soak {
+            duration,
+            every,
+            out,
+            switchyard,
+        } => return soak(&duration, &every, &out, switchyard).await,
         Command::Sysbench {
             rounds,
             secs,

@@ -44,6 +44,20 @@ impl Peers {
         let cluster = blocking(|| Cluster::start_placed(3, "", placement))
             .await
             .context("starting the MariaDB cluster")?;
+        Peers::with_drill_table(cluster)
+    }
+
+    /// A 3-node MariaDB cluster with semi-synchronous replication (see
+    /// [`Cluster::start_semi_sync`]), with the drill's table: the soak's, whose
+    /// repeated kills must lose no acknowledged write.
+    pub async fn mysql_semi_sync() -> Result<Peers> {
+        let cluster = blocking(|| Cluster::start_semi_sync(3))
+            .await
+            .context("starting the semi-sync MariaDB cluster")?;
+        Peers::with_drill_table(cluster)
+    }
+
+    fn with_drill_table(cluster: Cluster) -> Result<Peers> {
         cluster.sql(
             0,
             "CREATE TABLE appdb.drill (id BIGINT PRIMARY KEY, server_id INT NOT NULL, worker INT NOT NULL)",

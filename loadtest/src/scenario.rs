@@ -109,6 +109,12 @@ pub enum Action {
     Stepdown,
     /// TCP/HTTP: the first backend stops listening (connections are refused).
     Refuse,
+    /// TCP/HTTP: the refused backend listens again on its address.
+    Admit,
+    /// MySQL and MongoDB: every node killed so far starts again and rejoins as a
+    /// replica (MySQL: read-only, replicating from the current primary; MongoDB:
+    /// caught up with the primary first, as a real member syncs).
+    Rejoin,
     /// HA pair: `kill -9` of switchyard on the proxy host holding the VIP (it stays
     /// dead until `proxy-restart`).
     ProxyKill,
@@ -135,11 +141,11 @@ impl Action {
     pub fn applies_to(self, kind: WorkloadKind) -> bool {
         use WorkloadKind::*;
         match self {
-            Action::KillPrimary | Action::StopPrimary => matches!(kind, Mysql | Mongo),
+            Action::KillPrimary | Action::StopPrimary | Action::Rejoin => matches!(kind, Mysql | Mongo),
             Action::Switchover => kind == Mysql,
             Action::Elect => kind == Mongo,
             Action::Stepdown => kind == Secantus,
-            Action::Refuse => matches!(kind, Tcp | Http),
+            Action::Refuse | Action::Admit => matches!(kind, Tcp | Http),
             action if action.is_proxy_tier() => kind == Mysql,
             _ => false,
         }

@@ -1,7 +1,7 @@
 //! Two small in-process backends for the TCP and HTTP drills. Each says who it is
 //! (`backend N`), so every operation records which backend served it. `refuse`
 //! stops one: its listener closes (new connections are refused) and its open
-//! connections are cut.
+//! connections are cut; `admit` opens it again on the same address.
 
 use std::net::SocketAddr;
 
@@ -21,6 +21,7 @@ pub enum Protocol {
 
 pub struct Servers {
     pub addrs: Vec<SocketAddr>,
+    protocol: Protocol,
     tasks: Vec<Option<JoinSet<()>>>,
 }
 
@@ -31,16 +32,18 @@ impl Servers {
         for n in 1..=count {
             let listener = TcpListener::bind("127.0.0.1:0").await?;
             addrs.push(listener.local_addr()?);
-            let mut set = JoinSet::new();
-            set.spawn(async move {
-                let mut connections = JoinSet::new();
-                while let Ok((stream, _)) = listener.accept().await {
-                    connections.spawn(serve(stream, protocol, n));
-                }
-            });
-            tasks.push(Some(set));
+            tasks.push(Some(accept_loop(listener, protocol, n)));
         }
-        Ok(Servers { addrs, tasks })
+        Ok(Servers { addrs, protocol, tasks })
+    }
+
+    /// Backend `i` (0-based) listens again on its address, if it was refused.
+    pub async fn admit(&mut self, i: usize) -> Result<()> {
+        if self.tasks[i].is_none() {
+            let listener = TcpListener::bind(self.addrs[i]).await?;
+            self.tasks[i] = Some(accept_loop(listener, self.protocol, i as u32 + 1));
+        }
+        Ok(())
     }
 
     /// Stops backend `i` (0-based): refused from now on, open connections cut.
@@ -49,6 +52,18 @@ impl Servers {
             set.shutdown().await;
         }
     }
+}
+
+/// Backend `n` serving every connection `listener` accepts, until the set is shut down.
+fn accept_loop(listener: TcpListener, protocol: Protocol, n: u32) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    set.spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            connections.spawn(serve(stream, protocol, n));
+        }
+    });
+    set
 }
 
 async fn serve(stream: TcpStream, protocol: Protocol, n: u32) {

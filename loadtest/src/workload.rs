@@ -13,7 +13,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use serde::Serialize;
 use switchyard_lab::mariadb::{APP_PASSWORD, APP_USER};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -253,6 +253,31 @@ pub async fn ready(target: SocketAddr, kind: WorkloadKind) -> bool {
     ok
 }
 
+/// One worker's open-loop schedule: `rate` operations a second spread over
+/// `workers`, this worker's offset into each round, until `t0 + duration`.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    start: Instant,
+    interval: Duration,
+    end: Instant,
+}
+
+impl Schedule {
+    pub fn new(t0: Instant, duration: Duration, workers: u32, rate: u32, worker: u32) -> Schedule {
+        let interval = Duration::from_secs_f64(f64::from(workers) / f64::from(rate.max(1)));
+        Schedule {
+            start: t0 + interval.mul_f64(f64::from(worker) / f64::from(workers.max(1))),
+            interval,
+            end: t0 + duration,
+        }
+    }
+
+    /// When operation `k` is due; `None` once that is past the end.
+    pub fn due(&self, k: u32) -> Option<Instant> {
+        Some(self.start + self.interval * k).filter(|at| *at < self.end)
+    }
+}
+
 /// Runs the workload against `target` until `t0 + duration`; returns every operation.
 pub async fn run(
     target: SocketAddr,
@@ -262,13 +287,12 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Vec<Op> {
     let workers = workload.writers + workload.short_lived;
-    let interval = Duration::from_secs_f64(f64::from(workers) / f64::from(workload.rate));
     let ids = Arc::new(AtomicU64::new(1));
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..workers {
         let short_lived = worker >= workload.writers;
         let (ids, progress) = (ids.clone(), progress.clone());
-        let offset = interval.mul_f64(f64::from(worker) / f64::from(workers));
+        let schedule = Schedule::new(t0, duration, workers, workload.rate, worker);
         let limit = workload.op_timeout.unwrap_or(OP_TIMEOUT);
         tasks.spawn(OP_LIMIT.scope(limit, async move {
             let ms = |at: Instant| at.saturating_duration_since(t0).as_secs_f64() * 1000.0;
@@ -276,10 +300,7 @@ pub async fn run(
             let mut ops = Vec::new();
             let mut last_id = 0;
             for k in 0u32.. {
-                let scheduled = t0 + offset + interval * k;
-                if scheduled >= t0 + duration {
-                    break;
-                }
+                let Some(scheduled) = schedule.due(k) else { break };
                 sleep_until(scheduled).await;
                 let started = Instant::now();
                 // Every fourth operation of a long-lived worker reads its last write back.
@@ -406,11 +427,27 @@ async fn tcp_op(conn: &mut Option<TcpSession>, target: SocketAddr, id: u64) -> R
         let stream = io_bounded(TcpStream::connect(target)).await?;
         let (read, write) = stream.into_split();
         let mut read = BufReader::new(read);
-        let mut banner = String::new();
-        io_bounded(read.read_line(&mut banner)).await?;
-        *conn = Some((read, write, backend_number(&banner)?));
+        let backend = read_banner(&mut read).await?;
+        *conn = Some((read, write, backend));
     }
     let (read, write, backend) = conn.as_mut().expect("connected above");
+    echo(read, write, id).await?;
+    Ok(*backend)
+}
+
+/// Reads an echo server's `backend N` banner; returns N.
+pub async fn read_banner(read: &mut (impl AsyncBufRead + Unpin)) -> Result<u32, String> {
+    let mut banner = String::new();
+    io_bounded(read.read_line(&mut banner)).await?;
+    backend_number(&banner)
+}
+
+/// One echo exchange: `id` as a line out, the same line back.
+pub async fn echo(
+    read: &mut (impl AsyncBufRead + Unpin),
+    write: &mut (impl AsyncWrite + Unpin),
+    id: u64,
+) -> Result<(), String> {
     io_bounded(write.write_all(format!("{id}\n").as_bytes())).await?;
     let mut echo = String::new();
     if io_bounded(read.read_line(&mut echo)).await? == 0 {
@@ -419,7 +456,7 @@ async fn tcp_op(conn: &mut Option<TcpSession>, target: SocketAddr, id: u64) -> R
     if echo.trim() != id.to_string() {
         return Err(format!("echo mismatch: {echo:?}"));
     }
-    Ok(*backend)
+    Ok(())
 }
 
 /// One HTTP GET whose body names the backend.
