@@ -55,6 +55,7 @@ pub mod listener;
 pub mod local;
 pub mod logs;
 pub mod metrics;
+pub mod notify;
 pub mod pipe;
 pub mod pool;
 pub mod protocol;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use switchyard::admin::client;
 use switchyard::app;
 use switchyard::config::{self, Config};
+use switchyard::notify::State;
 use tracing::{error, info};
 
 const EX_USAGE: u8 = 64;
@@ -176,6 +177,7 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
+    switchyard::notify::notify(State::Ready);
     let code = tokio::select! {
         _ = wait_for_signal() => {
             info!("shutdown requested");
@@ -184,6 +186,7 @@ async fn run(config: Config) -> ExitCode {
         _ = running.failed() => ExitCode::from(EX_SOFTWARE),
         _ = reload_on_sighup(&running) => ExitCode::from(EX_SOFTWARE),
     };
+    switchyard::notify::notify(State::Stopping);
     running.shutdown().await;
     code
 }
@@ -300,9 +303,11 @@ async fn reload_on_sighup(running: &app::Running) {
     };
     while hup.recv().await.is_some() {
         info!("SIGHUP: reloading TLS certificates");
+        switchyard::notify::notify(State::Reloading);
         // File reads: off the async workers (the outcome is logged by the reload).
         let reloading = running.reloader();
         let _ = tokio::task::spawn_blocking(move || reloading.reload_tls()).await;
+        switchyard::notify::notify(State::Ready);
     }
     std::future::pending().await
 }

@@ -1,4 +1,5 @@
-//! The binary: exit codes for bad configs, `forward` mode, and SIGTERM draining.
+//! The binary: exit codes for bad configs, `forward` mode, SIGTERM draining, and the
+//! systemd notifications (READY, RELOADING, STOPPING) on a socket of the test's own.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -250,4 +251,60 @@ async fn readiness_follows_the_required_pool_and_the_cli_says_so() {
     let text = await_ready_code(admin, 1, "not ready once it is gone again").await;
     assert!(text.contains("no member reachable"), "{text}");
     assert_eq!(http_get(admin, "/health/live").await.0, 200, "still live");
+}
+
+/// The next datagram on `socket` (the notifications a service manager would read).
+async fn next_notification(socket: &tokio::net::UnixDatagram, what: &str) -> String {
+    let mut buf = [0u8; 512];
+    let n = within(LIMIT, what, socket.recv(&mut buf)).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    let backend = Server::start(Behavior::Echo("b")).await;
+    let listen = free_port();
+    let path = write_config(
+        "notify.toml",
+        &format!(
+            "[backends.b]\naddress = \"{}\"\n[pools.p]\nbackends = [\"b\"]\n[listeners.l]\nlisten = \"{listen}\"\npool = \"p\"\n",
+            backend.addr
+        ),
+    );
+    let socket_path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let child = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ready = next_notification(&socket, "READY=1").await;
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // Ready means serving: the listener accepts at once.
+    let (_, banner) = within(LIMIT, "a session", connect_and_read_banner(listen)).await;
+    assert_eq!(banner, "b");
+    signal(&child.0, "HUP");
+    let reloading = next_notification(&socket, "RELOADING=1").await;
+    assert!(reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{reloading}");
+    let usec: u64 = reloading
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("MONOTONIC_USEC=")
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    assert!(next_notification(&socket, "READY=1 after the reload")
+        .await
+        .starts_with("READY=1"));
+    signal(&child.0, "TERM");
+    assert!(next_notification(&socket, "STOPPING=1").await.starts_with("STOPPING=1"));
+    drop(child);
+    let _ = std::fs::remove_file(&socket_path);
 }
