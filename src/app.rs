@@ -243,7 +243,7 @@ fn start_control_plane(
             (backend.clone(), config.check.clone(), events_tx.clone(), stop.clone());
         // Made afresh (a new probe, no kept connection) each time it must restart.
         let checker = move || {
-            let probe = Probe::new(&check.probe, backend.tls.as_ref(), backend.source);
+            let probe = Probe::new(&check.probe, backend.tls.as_ref(), backend.source).announcing(backend.send_proxy);
             let attention = backend.attention.clone();
             let checker = Checker::new(
                 backend.id,
@@ -339,6 +339,7 @@ fn accept_loops(
             connect: TcpConnect,
             login: listener.login,
             logins: Arc::new(Semaphore::new(listener.login.concurrent)),
+            accept_proxy: listener.accept_proxy.clone(),
         });
         let limit = Arc::new(Semaphore::new(listener.max_connections));
         for (thread, (worker, tcp)) in per_worker.iter_mut().zip(group).enumerate() {

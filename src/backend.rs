@@ -28,6 +28,8 @@ pub struct Backend {
     pub address: SocketAddr,
     /// The local address they connect from, when configured.
     pub source: Option<std::net::IpAddr>,
+    /// A PROXY protocol header before every session's and check's first byte.
+    pub send_proxy: Option<crate::protocol::proxy_header::Version>,
     /// TLS to this backend on the data path, when configured.
     pub tls: Option<ClientTls>,
     /// Shared with its checker.
@@ -127,6 +129,7 @@ impl Backend {
             name: config.name.clone(),
             address: config.address,
             source: config.source,
+            send_proxy: config.send_proxy,
             tls: config.tls.as_ref().map(|tls| ClientTls::new(&config.name, tls)),
             attention: Arc::default(),
             check: Recorder::default(),

@@ -5,18 +5,20 @@
 //! it is exercised too, as the proxy would.
 
 use crate::protocol::mysql::{self, monitor};
+use crate::protocol::proxy_header::{self, Accept, Version};
 use crate::protocol::{http, mongo, Decode};
 
 /// A target's body: any bytes in, no panic.
 pub type Body = fn(&[u8]);
 
 /// Every target by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: [(&str, Body); 5] = [
+pub const TARGETS: [(&str, Body); 6] = [
     ("mysql_packets", mysql_packets),
     ("mysql_monitor", mysql_monitor),
     ("mongo_op_msg", mongo_op_msg),
     ("http_head", http_head),
     ("der", der),
+    ("proxy_header", proxy_header),
 ];
 
 /// The `mysql` listener's connection phase: packets framed from a buffer as the login
@@ -70,4 +72,18 @@ pub fn http_head(data: &[u8]) {
 /// A certificate's validity, read from DER.
 pub fn der(data: &[u8]) {
     let _ = crate::tls::der::validity(data);
+}
+
+/// A PROXY protocol header as a listener with `accept_proxy` reads it, and the
+/// addresses it names sent on in both versions, as `send_proxy` would.
+pub fn proxy_header(data: &[u8]) {
+    let _ = proxy_header::need(data);
+    for accept in [Accept::V1, Accept::V2, Accept::Any] {
+        if let Decode::Done(header) = proxy_header::decode(data, accept) {
+            for version in [Version::V1, Version::V2] {
+                let again = proxy_header::encode(version, header.addresses);
+                let _ = proxy_header::decode(&again, Accept::Any);
+            }
+        }
+    }
 }

@@ -123,8 +123,11 @@ pub mod kinds {
     pub static ADMIN_REFUSED: Limited = Limited::new("refused admin connections");
     /// Keepalive or TCP_USER_TIMEOUT that could not be set on a session's socket.
     pub static SOCKET_OPTIONS: Limited = Limited::new("socket option failures");
+    /// A client connection closed for its PROXY protocol header (untrusted source,
+    /// malformed, late).
+    pub static PROXY_HEADERS: Limited = Limited::new("refused PROXY headers");
 
-    pub(super) static ALL: [&Limited; 10] = [
+    pub(super) static ALL: [&Limited; 11] = [
         &SOCKET_OPTIONS,
         &ADMIN_REFUSED,
         &HOLD_TIMEOUTS,
@@ -135,6 +138,7 @@ pub mod kinds {
         &CONNECT_FAILURES,
         &LOCAL_FAILURES,
         &REFUSED_CLIENTS,
+        &PROXY_HEADERS,
     ];
 }
 

@@ -80,6 +80,9 @@ pub const TLS_CERT_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_s
 pub const BACKEND_TLS_RELOADS: &str = "switchyard_backend_tls_reloads_total";
 /// TLS handshakes to backends that failed on the data path. Labels: pool, backend.
 pub const BACKEND_TLS_FAILURES: &str = "switchyard_backend_tls_failures_total";
+/// Client connections closed for their PROXY protocol header. Labels: listener,
+/// reason (`untrusted`, `timeout`, `malformed`, `closed`).
+pub const PROXY_HEADERS_REFUSED: &str = "switchyard_proxy_headers_refused_total";
 /// MySQL clients refused because they did not ask for TLS (`require_tls`). Labels: listener.
 pub const MYSQL_PLAINTEXT_REFUSED: &str = "switchyard_mysql_plaintext_refused_total";
 /// MySQL logins the proxy could not carry through (bad greeting, bad packet,
@@ -233,6 +236,10 @@ fn describe_checks_and_the_rest() {
     describe_counter!(
         BACKEND_TLS_FAILURES,
         "TLS handshakes to a backend that failed on the data path."
+    );
+    describe_counter!(
+        PROXY_HEADERS_REFUSED,
+        "Client connections closed for their PROXY protocol header, by reason."
     );
     describe_counter!(
         MYSQL_PLAINTEXT_REFUSED,

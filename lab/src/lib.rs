@@ -3,8 +3,10 @@
 //! with GTID replication, in a throw-away directory, on free ports, and stops them by
 //! PID when dropped. [`mongo::ReplicaSet`] runs a scripted MongoDB replica set (one
 //! process per member) and [`mongo::Secantus`] a SecantusDB server, both from a Python
-//! venv that [`python`] creates. [`tls`] issues throw-away certificates.
+//! venv that [`python`] creates. [`tls`] issues throw-away certificates; [`daemon`] runs
+//! HAProxy and nginx beside the proxy.
 
+pub mod daemon;
 pub mod mariadb;
 pub mod mongo;
 pub mod netns;

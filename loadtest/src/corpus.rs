@@ -1,8 +1,9 @@
 //! `loadtest record-corpus`: seeds for the fuzz targets, recorded from the real peers
 //! the tests run — a lab MariaDB (greeting, login replies, the monitor query's
 //! result sets, a refusal), the scripted MongoDB members and SecantusDB (`hello`
-//! replies), Python's HTTP server (response heads) and the lab CA's certificates
-//! (DER). Files are named by a hash of their bytes, as libFuzzer names its own.
+//! replies), Python's HTTP server (response heads), the lab CA's certificates
+//! (DER) and HAProxy's PROXY protocol headers (v1, v2, v2 with TLVs, its checks'
+//! LOCAL). Files are named by a hash of their bytes, as libFuzzer names its own.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -31,6 +32,7 @@ pub async fn record(out: &Path) -> Result<usize> {
     mongo(&mut corpus).await.context("recording from the MongoDB peers")?;
     http(&mut corpus).await.context("recording from Python's HTTP server")?;
     der(&mut corpus).context("recording certificates")?;
+    proxy_headers(&mut corpus).await.context("recording from HAProxy")?;
     Ok(corpus.written)
 }
 
@@ -190,4 +192,64 @@ fn pem_to_der(pem: &str) -> Result<Vec<u8>> {
     use base64::Engine;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     Ok(base64::engine::general_purpose::STANDARD.decode(body)?)
+}
+
+/// What HAProxy sends a server before the client's bytes: `send-proxy`,
+/// `send-proxy-v2`, v2 with the CRC32C and unique-id TLVs, v1 over IPv6, and the v2
+/// LOCAL header of its checks; and the headers switchyard itself encodes.
+async fn proxy_headers(corpus: &mut Corpus) -> Result<()> {
+    use switchyard::protocol::proxy_header::{encode, Version};
+    let capture = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let target = capture.local_addr()?;
+    let port = || switchyard_lab::system::free_port();
+    let fronts: Vec<SocketAddr> = vec![
+        SocketAddr::from(([127, 0, 0, 1], port()?)),
+        SocketAddr::from(([127, 0, 0, 1], port()?)),
+        SocketAddr::from(([127, 0, 0, 1], port()?)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port()?)),
+    ];
+    let config = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 5s\n    timeout server 5s\n\
+         listen v1\n    bind {}\n    server s {target} send-proxy\n\
+         listen v2\n    bind {}\n    server s {target} send-proxy-v2 check check-send-proxy inter 500ms\n\
+         listen v2tlv\n    bind {}\n    unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt\n\
+         \x20   server s {target} send-proxy-v2 proxy-v2-options crc32c,unique-id\n\
+         listen v1six\n    bind {}\n    server s {target} send-proxy\n",
+        fronts[0], fronts[1], fronts[2], fronts[3]
+    );
+    let ready = fronts[0];
+    let haproxy =
+        tokio::task::spawn_blocking(move || switchyard_lab::daemon::Daemon::haproxy(&config, ready)).await??;
+    // Three seconds of connections: the four clients' and a few checks' (every 500 ms).
+    let collector = tokio::spawn(async move {
+        let (mut seen, until) = (Vec::new(), tokio::time::Instant::now() + Duration::from_secs(3));
+        while let Ok(Ok((mut stream, _))) = tokio::time::timeout_at(until, capture.accept()).await {
+            seen.push(read_quiet(&mut stream).await);
+        }
+        seen
+    });
+    let mut clients = Vec::new();
+    for front in &fronts {
+        let mut client = tokio::time::timeout(WAIT, TcpStream::connect(front)).await??;
+        client.write_all(b"hello\r\n").await?;
+        clients.push(client);
+    }
+    let seen = collector.await?;
+    drop(clients);
+    drop(haproxy);
+    if seen.len() < fronts.len() {
+        bail!("HAProxy forwarded {} of {} connections", seen.len(), fronts.len());
+    }
+    for bytes in &seen {
+        corpus.add("proxy_header", bytes)?;
+    }
+    let ours = Some((
+        SocketAddr::from(([192, 0, 2, 7], 50000)),
+        SocketAddr::from(([198, 51, 100, 1], 3306)),
+    ));
+    for version in [Version::V1, Version::V2] {
+        corpus.add("proxy_header", &encode(version, ours))?;
+        corpus.add("proxy_header", &encode(version, None))?;
+    }
+    Ok(())
 }

@@ -100,6 +100,8 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// `listeners.*.max_logins` (`mysql` mode): connection phases at once.
 pub const MAX_LOGINS: usize = 64;
+/// `listeners.*.proxy_timeout`: the longest a PROXY protocol header may take to arrive.
+pub const PROXY_TIMEOUT: Duration = Duration::from_secs(3);
 /// `listeners.*.keepalive`.
 pub const KEEPALIVE: Duration = Duration::from_secs(30);
 /// `listeners.*.user_timeout`.

@@ -55,6 +55,19 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTlsConfig>,
     /// `mysql` mode: the connection phase's limits.
     pub login: LoginLimits,
+    /// A PROXY protocol header expected before each client's first byte.
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// How a listener reads the PROXY protocol header its clients' balancer sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptProxy {
+    /// The versions accepted.
+    pub versions: crate::protocol::proxy_header::Accept,
+    /// Only connections from these networks may send one; others are closed.
+    pub trusted: Vec<super::Cidr>,
+    /// The longest the header may take to arrive.
+    pub timeout: Duration,
 }
 
 /// The limits of a `mysql`-mode listener's connection phases: the backend connection

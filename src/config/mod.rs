@@ -13,6 +13,7 @@
 //! the indexes (`BackendId`, `PoolId`) the runtime uses may differ between them.
 
 mod check;
+mod cidr;
 pub mod defaults;
 mod forward;
 mod listener;
@@ -29,8 +30,9 @@ use thiserror::Error;
 use crate::tls::{BackendTls, ServerFiles};
 
 pub use check::{CheckConfig, Fraction, HttpProbeConfig, MongoProbeConfig, MysqlProbeConfig, ProbeConfig, Secret};
+pub use cidr::Cidr;
 pub use forward::forward;
-pub use listener::{ListenerConfig, ListenerMode, ListenerTlsConfig, LoginLimits, PoolRef, TcpOptions};
+pub use listener::{AcceptProxy, ListenerConfig, ListenerMode, ListenerTlsConfig, LoginLimits, PoolRef, TcpOptions};
 pub use pool::{LeavePolicy, Members, Policy, PoolConfig, PoolRole, TwoWriters};
 pub use validate::validate;
 
@@ -152,6 +154,9 @@ pub struct BackendConfig {
     /// The local address its sessions and checks connect from; `None`: the kernel's
     /// choice.
     pub source: Option<std::net::IpAddr>,
+    /// A PROXY protocol header before every connection's first byte: the client's
+    /// addresses on sessions, LOCAL (v2) or UNKNOWN (v1) on checks.
+    pub send_proxy: Option<crate::protocol::proxy_header::Version>,
 }
 
 impl Config {

@@ -88,6 +88,9 @@ pub struct RawBackend {
     /// `backends.*.source`: the local IP address its sessions and checks connect from
     /// (default: the kernel's choice).
     pub source: Option<String>,
+    /// `backends.*.send_proxy`: a PROXY protocol header (`v1` or `v2`) before the
+    /// first byte of every session and check.
+    pub send_proxy: Option<ProxySend>,
 }
 
 /// TLS to a backend (data path and probes).
@@ -301,6 +304,37 @@ pub struct RawListener {
     /// further clients wait (within their login timeout) before a backend connection is
     /// made for them (default `defaults::MAX_LOGINS`).
     pub max_logins: Option<MaxConnections>,
+    /// `listeners.*.accept_proxy`: every client connection starts with a PROXY protocol
+    /// header of this version (`v1`, `v2` or `any`); needs `trusted_sources`.
+    pub accept_proxy: Option<ProxyAccept>,
+    /// `listeners.*.trusted_sources`: the networks (CIDR) allowed to send the header; a
+    /// connection from anywhere else is closed.
+    pub trusted_sources: Option<Vec<String>>,
+    /// `listeners.*.proxy_timeout`: the longest the header may take to arrive
+    /// (default `defaults::PROXY_TIMEOUT`).
+    pub proxy_timeout: Option<Timeout>,
+}
+
+/// `listeners.*.accept_proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyAccept {
+    /// The text header only.
+    V1,
+    /// The binary header only.
+    V2,
+    /// Either.
+    Any,
+}
+
+/// `backends.*.send_proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxySend {
+    /// The text header.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// TLS termination on a listener.

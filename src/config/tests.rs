@@ -389,4 +389,5 @@ fn mongo_mistakes_name_their_key() {
 }
 
 mod model;
+mod proxy;
 mod tls;

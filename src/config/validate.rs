@@ -124,12 +124,18 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
                 )
             })?),
         };
+        use crate::protocol::proxy_header::Version;
+        let send_proxy = backend.send_proxy.map(|v| match v {
+            raw::ProxySend::V1 => Version::V1,
+            raw::ProxySend::V2 => Version::V2,
+        });
         backends.push(BackendConfig {
             name,
             address,
             check,
             tls,
             source,
+            send_proxy,
         });
     }
     let backend_ids: HashMap<&str, BackendId> = backends

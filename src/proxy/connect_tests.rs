@@ -81,6 +81,7 @@ pool = "p"
             concurrent: 1,
         },
         logins: Arc::new(tokio::sync::Semaphore::new(1)),
+        accept_proxy: None,
     }
 }
 

@@ -16,6 +16,7 @@
 //!    flight), until both sides close, the session is idle too long, the member is
 //!    fenced, or shutdown's grace runs out (the one timer for these: `watchdog.rs`).
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
-use crate::config::{ListenerMode, LoginLimits, TcpOptions};
+use crate::config::{AcceptProxy, ListenerMode, LoginLimits, TcpOptions};
 use crate::metrics as m;
 use crate::pipe::{self, Traffic};
 use crate::pool::{Member, Pool};
@@ -37,6 +38,7 @@ use crate::tls::ServerTls;
 
 mod connect;
 pub mod mysql;
+pub mod proxy_header;
 mod watchdog;
 
 use connect::connect_routed;
@@ -77,6 +79,18 @@ pub struct SessionContext<C: Connect = TcpConnect> {
     pub login: LoginLimits,
     /// `mysql` mode: one permit per connection phase under way ([`LoginLimits::concurrent`]).
     pub logins: Arc<tokio::sync::Semaphore>,
+    /// The PROXY protocol header clients' balancer sends, if it does.
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// Where a session comes from: the client and the address it reached (the PROXY
+/// header's, when the listener reads one; else the connection's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The client.
+    pub client: SocketAddr,
+    /// The address the client connected to.
+    pub reached: SocketAddr,
 }
 
 /// How a session ended.
@@ -101,20 +115,52 @@ pub enum Ended {
     Login,
 }
 
-/// Serves one accepted client connection to its end.
-pub async fn serve(ctx: Arc<SessionContext>, client: TcpStream, peer: std::net::SocketAddr) {
+/// Serves one accepted client connection to its end: first its PROXY header, when
+/// the listener reads one (a connection refused for it ends here, counted and
+/// logged), then the session, in a span naming the client the header names.
+pub async fn serve(ctx: Arc<SessionContext>, mut client: TcpStream, peer: SocketAddr) {
+    // Only a backend that is sent a PROXY header needs the address the client reached.
+    let sends = ctx.pool.members.iter().any(|m| m.backend.send_proxy.is_some());
+    let reached = if sends {
+        client.local_addr().unwrap_or(peer)
+    } else {
+        peer
+    };
+    let origin = match &ctx.accept_proxy {
+        None => Origin { client: peer, reached },
+        Some(accept) => match proxy_header::read(&mut client, peer, accept).await {
+            Ok(header) => header
+                .addresses
+                .map_or(Origin { client: peer, reached }, |(client, reached)| Origin {
+                    client,
+                    reached,
+                }),
+            Err(refused) => {
+                metrics::counter!(m::PROXY_HEADERS_REFUSED, "listener" => ctx.listener.clone(), "reason" => refused.reason())
+                    .increment(1);
+                if crate::logs::kinds::PROXY_HEADERS.allow() {
+                    warn!(listener = %ctx.listener, client = %peer, cause = %refused, "closing a client connection for its PROXY header");
+                }
+                return;
+            }
+        },
+    };
     let span = info_span!(
         "session",
         listener = %ctx.listener,
         pool = %ctx.pool.name(),
-        client = %peer,
+        client = %origin.client,
+        via = field::Empty,
         backend = field::Empty,
         tls = field::Empty,
         sni = field::Empty
     );
+    if origin.client != peer {
+        span.record("via", field::display(peer));
+    }
     async move {
         ctx.pool.sessions_active.increment(1.0);
-        let ended = session(&ctx, client).await;
+        let ended = session(&ctx, client, origin).await;
         ctx.pool.sessions_active.decrement(1.0);
         debug!(?ended, "session ended");
     }
@@ -122,7 +168,7 @@ pub async fn serve(ctx: Arc<SessionContext>, client: TcpStream, peer: std::net::
     .await
 }
 
-async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
+async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> Ended {
     // On Linux the client socket came with the listener's options (see `tcp`).
     if !tcp::ACCEPTED_INHERIT_OPTIONS {
         if let Err(e) = tcp::tune(&client, &ctx.tcp) {
@@ -146,6 +192,9 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
             let Some((member, upstream)) = connect_routed(ctx).await else {
                 return Ended::NoBackend;
             };
+            let Some(upstream) = announce(ctx, &member, upstream, origin).await else {
+                return Ended::Closed;
+            };
             let upstream = match &member.backend.tls {
                 None => Stream::Plain(upstream),
                 Some(_) => match Box::pin(originate_tls(ctx, &member, upstream)).await {
@@ -164,6 +213,9 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
             let Some((member, upstream)) = connect_routed(ctx).await else {
                 return Ended::NoBackend;
             };
+            let Some(upstream) = announce(ctx, &member, upstream, origin).await else {
+                return Ended::Closed;
+            };
             // The login's own time starts once a backend answered (a client may have
             // been held for it through a failover).
             let deadline = Instant::now() + ctx.login.timeout;
@@ -173,6 +225,25 @@ async fn session(ctx: &SessionContext, client: TcpStream) -> Ended {
                 Ok((client, upstream)) => carry(ctx, &member, client, upstream).await,
                 Err(ended) => ended,
             }
+        }
+    }
+}
+
+/// Sends the backend our PROXY header when it wants one (before any other byte);
+/// `None` when that failed (the backend's checker is nudged).
+async fn announce(ctx: &SessionContext, member: &Member, mut upstream: TcpStream, origin: Origin) -> Option<TcpStream> {
+    let Some(version) = member.backend.send_proxy else {
+        return Some(upstream);
+    };
+    let addresses = (origin.client, origin.reached);
+    match proxy_header::send(&mut upstream, version, addresses, ctx.pool.config.connect_timeout).await {
+        Ok(()) => Some(upstream),
+        Err(e) => {
+            if crate::logs::kinds::CONNECT_FAILURES.allow() {
+                warn!(cause = %e, "cannot send the PROXY header to the backend; closing the client");
+            }
+            member.backend.nudge();
+            None
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::tls::{listener_tls, mode_fits_pool};
 use super::Ctx;
 use crate::config::defaults;
-use crate::config::raw::RawListener;
+use crate::config::raw::{ProxyAccept, RawListener};
 use crate::config::*;
 
 pub(super) fn listeners(
@@ -74,6 +74,7 @@ fn listener_config(
         timeout: raw.login_timeout.map_or(defaults::LOGIN_TIMEOUT, |t| t.0),
         concurrent: raw.max_logins.map_or(defaults::MAX_LOGINS, |m| m.0),
     };
+    let accept_proxy = accept_proxy(ctx, &name, raw.accept_proxy, raw.trusted_sources, raw.proxy_timeout)?;
     let tls = match raw.tls {
         Some(tls) => Some(listener_tls(ctx, &key("tls"), tls, mode)?),
         None => None,
@@ -87,5 +88,50 @@ fn listener_config(
         mode,
         tls,
         login,
+        accept_proxy,
     })
+}
+
+/// `accept_proxy` with its `trusted_sources` (required) and `proxy_timeout`.
+fn accept_proxy(
+    ctx: &Ctx<'_>,
+    name: &str,
+    versions: Option<ProxyAccept>,
+    trusted: Option<Vec<String>>,
+    timeout: Option<crate::config::raw::Timeout>,
+) -> Result<Option<AcceptProxy>, ConfigError> {
+    use crate::protocol::proxy_header::Accept;
+    let key = |field: &str| format!("listeners.{name}.{field}");
+    let Some(versions) = versions else {
+        if let Some(field) = [
+            ("trusted_sources", trusted.is_some()),
+            ("proxy_timeout", timeout.is_some()),
+        ]
+        .iter()
+        .find_map(|(field, set)| set.then_some(*field))
+        {
+            return Err(ctx.invalid(key(field), "it only with accept_proxy"));
+        }
+        return Ok(None);
+    };
+    let trusted = trusted.unwrap_or_default();
+    if trusted.is_empty() {
+        return Err(ctx.invalid(
+            key("trusted_sources"),
+            "the networks allowed to send PROXY headers (CIDR, like [\"10.0.0.0/8\"]) with accept_proxy",
+        ));
+    }
+    let trusted = trusted
+        .iter()
+        .map(|text| Cidr::parse(text).map_err(|e| ctx.invalid(key("trusted_sources"), e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(AcceptProxy {
+        versions: match versions {
+            ProxyAccept::V1 => Accept::V1,
+            ProxyAccept::V2 => Accept::V2,
+            ProxyAccept::Any => Accept::Any,
+        },
+        trusted,
+        timeout: timeout.map_or(defaults::PROXY_TIMEOUT, |t| t.0),
+    }))
 }

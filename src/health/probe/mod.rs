@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::{CheckError, Phase, Report};
 use crate::config::ProbeConfig;
+use crate::protocol::proxy_header::Version;
 use crate::stream::Stream;
 use crate::tls::ClientTls;
 
@@ -30,6 +31,22 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// The local address to connect from.
     pub source: Option<IpAddr>,
+    /// A PROXY protocol header (LOCAL: the proxy's own connection) before any byte.
+    pub send_proxy: Option<Version>,
+}
+
+/// Connects to `to` (L4), then sends it the PROXY header it wants, if any: the TCP
+/// connection of every probe.
+pub(super) async fn open(to: Endpoint) -> Result<tokio::net::TcpStream, CheckError> {
+    let mut stream = crate::tcp::connect(to.addr, to.source)
+        .await
+        .map_err(|e| CheckError::connect(&e))?;
+    if let Some(version) = to.send_proxy {
+        use tokio::io::AsyncWriteExt;
+        let header = crate::protocol::proxy_header::encode(version, None);
+        stream.write_all(&header).await.map_err(|e| CheckError::connect(&e))?;
+    }
+    Ok(stream)
 }
 
 /// One probe, configured. Owned by its checker, so a probe may keep a connection.
@@ -37,6 +54,7 @@ pub struct Endpoint {
 pub struct Probe {
     kind: Kind,
     source: Option<IpAddr>,
+    send_proxy: Option<Version>,
 }
 
 #[derive(Debug)]
@@ -63,7 +81,18 @@ impl Probe {
             ProbeConfig::Mysql(mysql) => Kind::Mysql(MysqlProbe::new(mysql, client)),
             ProbeConfig::Mongo(mongo) => Kind::Mongo(MongoProbe::new(mongo, client)),
         };
-        Probe { kind, source }
+        Probe {
+            kind,
+            source,
+            send_proxy: None,
+        }
+    }
+
+    /// The probe sends `version`'s LOCAL header first on every connection (for a
+    /// backend with `send_proxy`, which expects one).
+    pub fn announcing(mut self, version: Option<Version>) -> Probe {
+        self.send_proxy = version;
+        self
     }
 
     /// Drops the connection a probe keeps, so the next check starts afresh (after a
@@ -81,6 +110,7 @@ impl Probe {
         let to = Endpoint {
             addr,
             source: self.source,
+            send_proxy: self.send_proxy,
         };
         match &mut self.kind {
             Kind::Tcp(tls) => tcp::check(to, tls.as_ref(), deadline).await,
@@ -114,12 +144,7 @@ async fn phase<T>(
 /// Connects under the deadline (L4), then, with `tls`, handshakes (L6): the first
 /// phases of every probe but MySQL's.
 async fn connect(to: Endpoint, tls: Option<&ClientTls>, deadline: Instant) -> Result<Stream, CheckError> {
-    let stream = phase(deadline, Phase::Connecting, async {
-        crate::tcp::connect(to.addr, to.source)
-            .await
-            .map_err(|e| CheckError::connect(&e))
-    })
-    .await?;
+    let stream = phase(deadline, Phase::Connecting, open(to)).await?;
     let Some(tls) = tls else {
         return Ok(Stream::Plain(stream));
     };

@@ -62,12 +62,7 @@ pub type Rows = Vec<Columns>;
 impl Session {
     /// Connects to `addr` and logs in, every phase under `deadline`.
     pub async fn login(to: Endpoint, login: Login<'_>, deadline: Instant) -> Result<Session, CheckError> {
-        let mut tcp = phase(deadline, Phase::Connecting, async {
-            crate::tcp::connect(to.addr, to.source)
-                .await
-                .map_err(|e| CheckError::connect(&e))
-        })
-        .await?;
+        let mut tcp = phase(deadline, Phase::Connecting, crate::health::probe::open(to)).await?;
         let (_, payload) = phase(deadline, Phase::LoggingIn, read(&mut tcp)).await?;
         let greeting = wire::greeting(&payload).map_err(malformed)?.map_err(|e| refused(&e))?;
         let (mut stream, seq) = match login.tls {
