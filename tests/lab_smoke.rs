@@ -80,28 +80,30 @@ async fn a_killed_mongo_member_rejoins_caught_up() {
         ))
     };
     let primary = client(0).await.unwrap();
-    let insert = |from: i64| {
+    let insert = |from: i64, count: i64| {
         let db = primary.database("app");
         async move {
-            for id in from..from + 30 {
+            for id in from..from + count {
                 let command = bson::doc! { "insert": "drill", "documents": [{ "_id": id }] };
                 db.run_command(command).await.unwrap();
             }
         }
     };
-    insert(0).await;
+    // More than a first batch (101) before the death: the catch-up pages with getMore
+    // on the rejoined member too.
+    insert(0, 150).await;
     let s = set.clone();
     tokio::task::spawn_blocking(move || s.lock().unwrap().kill9(2))
         .await
         .unwrap()
         .unwrap();
-    insert(100).await;
+    insert(1000, 30).await;
     let s = set.clone();
     tokio::task::spawn_blocking(move || s.lock().unwrap().rejoin(2))
         .await
         .unwrap()
         .unwrap();
-    insert(200).await;
+    insert(2000, 30).await;
     let s = set.clone();
     tokio::task::spawn_blocking(move || s.lock().unwrap().elect(Some(2)))
         .await
@@ -114,6 +116,6 @@ async fn a_killed_mongo_member_rejoins_caught_up() {
         .count_documents(bson::doc! {})
         .await
         .unwrap();
-    assert_eq!(count, 90, "every write, from before, during and after its death");
+    assert_eq!(count, 210, "every write, from before, during and after its death");
     tokio::task::spawn_blocking(move || drop(set)).await.unwrap();
 }
