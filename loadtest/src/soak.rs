@@ -11,9 +11,11 @@
 //! memory after the warm-up against its end, and the list of failed criteria.
 //!
 //! Pass: the proxy alive to the end and still serving every load after the last
-//! fault, every fault step done, every window's descriptor floor back at the
-//! baseline, RSS ≤ 5 % above its level at the end of [`plan::warmup`], no write
-//! acknowledged by a non-primary, no acknowledged write missing afterwards.
+//! fault, every fault step done, the descriptors back at the baseline after every
+//! fault (a window's floor, or a later one's: see [`Descriptors::above_baseline`])
+//! and, once the load is over, back at what the proxy held before it began, RSS
+//! ≤ 5 % above its level at the end of [`plan::warmup`], no write acknowledged by a
+//! non-primary, no acknowledged write missing afterwards.
 
 pub mod plan;
 mod report;
@@ -77,6 +79,8 @@ pub struct SoakReport {
     pub flows: Vec<Flow>,
     pub faults: Vec<FaultLine>,
     pub descriptors: Option<Descriptors>,
+    /// Descriptors before any client connected, and once every client was gone.
+    pub idle_fds: (usize, usize),
     pub memory: Option<Memory>,
     pub samples: Vec<Sample>,
     /// How the proxy ended if it exited by itself.
@@ -135,6 +139,7 @@ pub async fn run(settings: &Settings) -> Result<SoakReport> {
 /// What [`drive`] brings back for [`finish`].
 struct Driven {
     ops: [Vec<Op>; 4],
+    idle_fds: (usize, usize),
     faults: Vec<(Group, Vec<FaultRecord>, PrimaryTimeline, usize)>,
     samples: Vec<Sample>,
 }
@@ -178,6 +183,7 @@ async fn await_ready(addrs: setup::Addrs, stage: &setup::Stage) -> Result<()> {
 
 async fn drive(settings: &Settings, stage: &setup::Stage, addrs: setup::Addrs, pid: u32) -> Result<Driven> {
     await_ready(addrs, stage).await?;
+    let idle_before = idle_fds(pid, None).await;
     let (duration, t0) = (settings.duration, Instant::now());
     let samples = Arc::new(Mutex::new(Vec::new()));
     let progress = Arc::new(Progress::default());
@@ -213,12 +219,36 @@ async fn drive(settings: &Settings, stage: &setup::Stage, addrs: setup::Addrs, p
         faults.push((group, records, timeline, primary));
     }
     sampler.abort();
+    let idle_after = idle_fds(pid, Some(idle_before)).await;
     let samples = std::mem::take(&mut *samples.lock().expect("samples lock"));
     Ok(Driven {
         ops: [mysql, mongo, tcp, tls],
+        idle_fds: (idle_before, idle_after),
         faults,
         samples,
     })
+}
+
+/// The descriptors process `pid` holds with no client connected: the fewest over
+/// a second, or, with `until`, the first count at or under it within 30 s (clients
+/// that just left take a moment to be reaped).
+async fn idle_fds(pid: u32, until: Option<usize>) -> usize {
+    let deadline = Instant::now()
+        + if until.is_some() {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(1)
+        };
+    let mut fewest = usize::MAX;
+    while Instant::now() < deadline {
+        let fds = setup::sample(pid, 0.0).map_or(usize::MAX, |s| s.fds);
+        fewest = fewest.min(fds);
+        if until.is_some_and(|limit| fewest <= limit) {
+            break;
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    fewest
 }
 
 /// Samples process `pid` four times a second until `duration` ends (or the process

@@ -101,12 +101,23 @@ pub struct Descriptors {
 }
 
 impl Descriptors {
-    /// The windows (0-based, by fault) whose floor stayed above the baseline.
+    /// The windows (0-based, by fault) after which the descriptors never came back to
+    /// the baseline: a leaked descriptor stays, while a client connection that
+    /// lingers past its window's end (a driver closing late) is gone by a later
+    /// window's. The last window is judged by the idle count once the load is over
+    /// ([`idle_leak`]).
     pub fn above_baseline(&self) -> Vec<usize> {
-        (0..self.floors.len())
-            .filter(|&i| self.floors[i] > self.baseline)
+        let last = self.floors.len().saturating_sub(1);
+        (0..last)
+            .filter(|&i| self.floors[i..].iter().min().is_some_and(|&f| f > self.baseline))
             .collect()
     }
+}
+
+/// Descriptors the proxy holds once every client is gone, beyond what it held
+/// before the first one came (`None`: none).
+pub fn idle_leak(before: usize, after: usize) -> Option<usize> {
+    (after > before).then(|| after - before)
 }
 
 fn fewest(samples: &[Sample], from_s: f64, to_s: f64) -> Option<usize> {
@@ -206,7 +217,21 @@ mod tests {
         let d = descriptors(&s, &[4.0, 8.0], 4.0, 12.0).unwrap();
         assert_eq!(d.baseline, 10);
         assert_eq!(d.floors, vec![11, 14]);
-        assert_eq!(d.above_baseline(), vec![0, 1]);
+        assert_eq!(d.above_baseline(), vec![0], "the last window is the idle check's");
+        let back_later = Descriptors {
+            baseline: 10,
+            floors: vec![12, 10, 13, 11, 10],
+        };
+        assert_eq!(back_later.above_baseline(), Vec::<usize>::new(), "each came back later");
+        let leak = Descriptors {
+            baseline: 10,
+            floors: vec![10, 11, 11, 12, 12],
+        };
+        assert_eq!(leak.above_baseline(), vec![1, 2, 3]);
+        assert_eq!(
+            (idle_leak(38, 38), idle_leak(38, 36), idle_leak(38, 40)),
+            (None, None, Some(2))
+        );
         let flat = samples(&[10, 10, 10, 10, 12, 12, 12, 10, 12, 12, 12, 9], &[0; 12]);
         let d = descriptors(&flat, &[4.0, 8.0], 4.0, 12.0).unwrap();
         assert!(d.above_baseline().is_empty(), "{d:?}");

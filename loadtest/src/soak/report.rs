@@ -83,6 +83,7 @@ pub(super) async fn finish(
         flows,
         faults,
         descriptors,
+        idle_fds: driven.idle_fds,
         memory,
         samples: driven.samples,
         proxy_exit,
@@ -107,13 +108,19 @@ pub fn failures(report: &SoakReport) -> Vec<String> {
         Some(d) => {
             for window in d.above_baseline() {
                 failed.push(format!(
-                    "descriptors after fault {} stayed at {} (baseline {})",
+                    "descriptors after fault {} stayed above the baseline, at {} (baseline {})",
                     window + 1,
                     d.floors[window],
                     d.baseline
                 ));
             }
         }
+    }
+    let (before, after) = report.idle_fds;
+    if let Some(extra) = plan::idle_leak(before, after) {
+        failed.push(format!(
+            "{extra} descriptors more with no client than before the load ({after} vs {before})"
+        ));
     }
     match &report.memory {
         None => failed.push("no memory samples around the end of the warm-up".into()),
@@ -161,11 +168,13 @@ pub fn text(report: &SoakReport) -> String {
         let worst = d.floors.iter().max().copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "  descriptors: baseline {}, window floors {}..={} over {} windows",
+            "  descriptors: baseline {}, window floors {}..={} over {} windows; {} with no client before the load, {} after",
             d.baseline,
             d.floors.iter().min().copied().unwrap_or(0),
             worst,
-            d.floors.len()
+            d.floors.len(),
+            report.idle_fds.0,
+            report.idle_fds.1
         );
     }
     if let Some(m) = &report.memory {
