@@ -30,7 +30,12 @@ impl Servers {
         let mut addrs = Vec::new();
         let mut tasks = Vec::new();
         for n in 1..=count {
-            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            // Below the ephemeral range: while a refused backend is closed, an outgoing
+            // connection of the busy drill must not take its port.
+            let listener = bind_retrying(|| {
+                switchyard_lab::system::free_port().map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            })
+            .await?;
             addrs.push(listener.local_addr()?);
             tasks.push(Some(accept_loop(listener, protocol, n)));
         }
@@ -40,7 +45,8 @@ impl Servers {
     /// Backend `i` (0-based) listens again on its address, if it was refused.
     pub async fn admit(&mut self, i: usize) -> Result<()> {
         if self.tasks[i].is_none() {
-            let listener = TcpListener::bind(self.addrs[i]).await?;
+            let addr = self.addrs[i];
+            let listener = bind_retrying(|| Ok(addr)).await?;
             self.tasks[i] = Some(accept_loop(listener, self.protocol, i as u32 + 1));
         }
         Ok(())
@@ -50,6 +56,20 @@ impl Servers {
     pub async fn refuse(&mut self, i: usize) {
         if let Some(mut set) = self.tasks.get_mut(i).and_then(Option::take) {
             set.shutdown().await;
+        }
+    }
+}
+
+/// Binds the address `pick` gives, trying again (a new pick) for up to 5 s while
+/// another socket holds it.
+async fn bind_retrying(mut pick: impl FnMut() -> Result<SocketAddr>) -> Result<TcpListener> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(pick()?).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            bound => return Ok(bound?),
         }
     }
 }
