@@ -340,6 +340,10 @@ fn accept_loops(
             login: listener.login,
             logins: Arc::new(Semaphore::new(listener.login.concurrent)),
             accept_proxy: listener.accept_proxy.clone(),
+            sends_proxy: control.pools[listener.pool.id]
+                .members
+                .iter()
+                .any(|m| m.backend.send_proxy.is_some()),
         });
         let limit = Arc::new(Semaphore::new(listener.max_connections));
         for (thread, (worker, tcp)) in per_worker.iter_mut().zip(group).enumerate() {

@@ -82,6 +82,7 @@ pool = "p"
         },
         logins: Arc::new(tokio::sync::Semaphore::new(1)),
         accept_proxy: None,
+        sends_proxy: false,
     }
 }
 

@@ -81,6 +81,9 @@ pub struct SessionContext<C: Connect = TcpConnect> {
     pub logins: Arc<tokio::sync::Semaphore>,
     /// The PROXY protocol header clients' balancer sends, if it does.
     pub accept_proxy: Option<AcceptProxy>,
+    /// Some member of the pool is sent a PROXY header (`send_proxy`): sessions then
+    /// need the address the client reached. Worked out once, not per session.
+    pub sends_proxy: bool,
 }
 
 /// Where a session comes from: the client and the address it reached (the PROXY
@@ -119,9 +122,7 @@ pub enum Ended {
 /// the listener reads one (a connection refused for it ends here, counted and
 /// logged), then the session, in a span naming the client the header names.
 pub async fn serve(ctx: Arc<SessionContext>, mut client: TcpStream, peer: SocketAddr) {
-    // Only a backend that is sent a PROXY header needs the address the client reached.
-    let sends = ctx.pool.members.iter().any(|m| m.backend.send_proxy.is_some());
-    let reached = if sends {
+    let reached = if ctx.sends_proxy {
         client.local_addr().unwrap_or(peer)
     } else {
         peer
