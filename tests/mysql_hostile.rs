@@ -12,15 +12,13 @@ use switchyard::health::Status;
 use switchyard_lab::mariadb::{Cluster, MONITOR_PASSWORD, MONITOR_USER};
 use switchyard_test_support as support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// Connects to `to` from `from`, and returns the stream and the first packet's payload.
 async fn first_packet(from: IpAddr, to: SocketAddr) -> (TcpStream, Vec<u8>) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let mut stream = within(LIMIT, "a connect", socket.connect(to)).await.unwrap();
+    let mut stream = connect_from(from, to).await;
     let mut header = [0u8; 4];
     within(LIMIT, "a first packet", stream.read_exact(&mut header))
         .await

@@ -20,7 +20,7 @@ use switchyard_lab::mariadb::{Cluster, MONITOR_PASSWORD, MONITOR_USER};
 use switchyard_lab::system;
 use switchyard_test_support as support;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -49,12 +49,6 @@ async fn user_seen(from: &str, to: SocketAddr) -> String {
     within(LIMIT, "SELECT USER() through the proxy", seen)
         .await
         .unwrap_or_else(|e| format!("error: {e}"))
-}
-
-async fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    within(LIMIT, "a connect", socket.connect(to)).await.unwrap()
 }
 
 /// Connects from `from`, reads MariaDB's first packet (relayed by a `tcp` listener)

@@ -395,3 +395,13 @@ pub async fn await_metric(proxy: &Running, series: &str, at_least: f64) -> f64 {
     })
     .await
 }
+
+/// Connects to `to` from the local address `from` (a loopback address of its own, so
+/// the far end tells this client apart from others).
+pub async fn connect_from(from: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    within(Duration::from_secs(30), "a connect", socket.connect(to))
+        .await
+        .unwrap()
+}
