@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -25,23 +26,25 @@ use tracing::{error, info, warn};
 use crate::admin::{self, AdminState};
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::health::probe::Probe;
-use crate::health::Checker;
 use crate::listener::Listener;
 use crate::pool::Pool;
-use crate::proxy::{SessionContext, TcpConnect};
-use crate::routing::{Router, Routing};
+use crate::routing::Router;
 use crate::spread::Threads;
 use crate::timeline::Timeline;
-use crate::tls::{ServerTls, Verify};
+use crate::tls::Verify;
+use crate::topology::Topology;
 use crate::worker::Worker;
 use crate::{local, metrics, tcp};
 
+mod fabric;
+mod reload;
 mod running;
 mod supervise;
 
-use supervise::supervised;
+use fabric::Fabric;
+use reload::Reloader;
 
+pub use reload::{Changes, ReloadError, ReloadReport, ReloadRequest};
 pub use running::Running;
 
 /// Why [`start`] failed.
@@ -115,17 +118,6 @@ impl Drop for CancelOnError<'_> {
     }
 }
 
-/// What the control plane shares with the data plane and the admin listener.
-struct ControlPlane {
-    backends: Vec<Arc<Backend>>,
-    pools: Vec<Arc<Pool>>,
-    routing: Arc<Routing>,
-    timeline: Arc<Timeline>,
-    commands: mpsc::Sender<crate::routing::AdminCommand>,
-    /// Cancelled when a critical task failed.
-    failed: CancellationToken,
-}
-
 /// Binds and starts everything `config` describes. On an error nothing keeps
 /// running.
 pub async fn start(config: Config) -> Result<Running, StartError> {
@@ -135,22 +127,86 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let stops = Stops::default();
     let guard = CancelOnError(Some(&stops));
     let (sessions, background, accepting) = (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
-    let control = start_control_plane(&config, &metrics, &background, &stops.background);
-    warn_insecure_backends(&config);
+    let (events, events_rx) = mpsc::channel(1024);
+    let (commands, commands_rx) = mpsc::channel(64);
+    let (reconfigure, reconfigure_rx) = mpsc::channel(4);
+    let timeline = Arc::new(Timeline::default());
+    let backends = Backend::all(&config);
+    let pools = Pool::all(&config, &backends);
+    let router = Router::new(
+        backends.clone(),
+        pools.clone(),
+        timeline.clone(),
+        events_rx,
+        commands_rx,
+    )
+    .reconfigured_by(reconfigure_rx);
+    let routing = router.routing();
+    upkeep(&metrics, &background, &stops.background);
+    let failed = CancellationToken::new();
+    critical(
+        &background,
+        &failed,
+        "router".into(),
+        router.run(stops.background.clone()),
+    );
     let (threads, inboxes) = Threads::new(config.workers);
-    let (listeners, server_tls, per_worker) = accept_loops(&config, bound, &control, &stops, &threads, &budget);
-    let workers = start_workers(per_worker, inboxes, &stops, &sessions, &accepting).await?;
+    let fabric = Fabric {
+        background: background.clone(),
+        stop_background: stops.background.clone(),
+        stop_accepting: stops.accepting.clone(),
+        kill_sessions: stops.kill_sessions.clone(),
+        events,
+        timeline: timeline.clone(),
+        routing: routing.clone(),
+        budget,
+        threads: threads.clone(),
+    };
+    let checkers = backends
+        .iter()
+        .zip(&config.backends)
+        .map(|(backend, c)| (backend.id, fabric.spawn_checker(backend, &c.check)))
+        .collect();
+    warn_insecure_backends(&config);
+    let mut live = Vec::new();
+    let mut per_worker: Vec<Vec<Listener>> = (0..threads.count()).map(|_| Vec::new()).collect();
+    for (listener, group) in config.listeners.iter().zip(bound) {
+        let (listening, loops) = fabric.listen(listener, &pools[listener.pool.id], group);
+        live.push(listening);
+        for accept in loops {
+            per_worker[accept.thread].push(accept);
+        }
+    }
+    let (workers, added) = start_workers(per_worker, inboxes, &stops, &sessions, &accepting).await?;
+    let (reloads, reloads_rx) = mpsc::channel(4);
+    let (next_backend, next_pool) = (backends.len(), pools.len());
+    let topology = Topology {
+        listeners: live.iter().map(|l| (l.config.name.clone(), l.address)).collect(),
+        tls: live.iter().filter_map(|l| l.tls.clone()).collect(),
+        backends,
+        pools,
+        config,
+    };
     let state = Arc::new(AdminState {
-        backends: control.backends,
-        pools: control.pools,
-        routing: control.routing.clone(),
+        topology: ArcSwap::from_pointee(topology),
+        routing: routing.clone(),
         draining: AtomicBool::new(false),
         metrics,
-        timeline: control.timeline,
-        commands: control.commands,
-        token: config.admin.as_ref().and_then(|a| a.token.clone()),
-        tls: server_tls,
+        timeline,
+        commands,
+        reloads,
     });
+    let reloader = Reloader {
+        fabric,
+        state: state.clone(),
+        router: reconfigure,
+        checkers,
+        live,
+        added,
+        next_backend,
+        next_pool,
+    };
+    background.spawn(reloader.run(reloads_rx));
     let admin = match admin_tcp {
         Some(tcp) => {
             let address = tcp.local_addr().expect("a bound socket has an address");
@@ -164,12 +220,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     guard.disarm();
     Ok(Running {
-        failed: control.failed,
-        listeners,
+        failed,
         admin,
-        routing: control.routing,
+        routing,
         state,
-        grace: config.shutdown_grace,
         stops,
         sessions,
         background,
@@ -203,27 +257,8 @@ fn bind(config: &Config) -> Result<(Vec<Vec<std::net::TcpListener>>, Option<toki
     Ok((bound, admin))
 }
 
-/// Backends and pools, the router, one checker per backend, and the metrics upkeep,
-/// on the caller's runtime until `stop`.
-fn start_control_plane(
-    config: &Config,
-    metrics: &metrics_exporter_prometheus::PrometheusHandle,
-    background: &TaskTracker,
-    stop: &CancellationToken,
-) -> ControlPlane {
-    let backends = Backend::all(config);
-    let pools = Pool::all(config, &backends);
-    let (events_tx, events_rx) = mpsc::channel(1024);
-    let timeline = Arc::new(Timeline::default());
-    let (commands, commands_rx) = mpsc::channel(64);
-    let router = Router::new(
-        backends.clone(),
-        pools.clone(),
-        timeline.clone(),
-        events_rx,
-        commands_rx,
-    );
-    let routing = router.routing();
+/// The metrics upkeep, on the caller's runtime until `stop`.
+fn upkeep(metrics: &metrics_exporter_prometheus::PrometheusHandle, background: &TaskTracker, stop: &CancellationToken) {
     let prometheus = metrics.clone();
     background.spawn(crate::metrics::upkeep(
         move || {
@@ -236,37 +271,6 @@ fn start_control_plane(
         crate::metrics::UPKEEP_PERIOD,
         stop.clone(),
     ));
-    let failed = CancellationToken::new();
-    critical(background, &failed, "router".into(), router.run(stop.clone()));
-    for (backend, config) in backends.iter().zip(&config.backends) {
-        let (backend, check, events, shutdown) =
-            (backend.clone(), config.check.clone(), events_tx.clone(), stop.clone());
-        // Made afresh (a new probe, no kept connection) each time it must restart.
-        let checker = move || {
-            let probe = Probe::new(&check.probe, backend.tls.as_ref(), backend.source).announcing(backend.send_proxy);
-            let attention = backend.attention.clone();
-            let checker = Checker::new(
-                backend.id,
-                &backend.name,
-                backend.address,
-                attention,
-                probe,
-                &check,
-                events.clone(),
-            )
-            .resuming(backend.view().status);
-            checker.run(shutdown.clone())
-        };
-        supervised(background, config.name.clone(), timeline.clone(), stop.clone(), checker);
-    }
-    ControlPlane {
-        backends,
-        pools,
-        routing,
-        timeline,
-        commands,
-        failed,
-    }
 }
 
 /// Raises the descriptor limit, warns when `config` can exceed it, and returns the
@@ -297,70 +301,6 @@ fn warn_insecure_backends(config: &Config) {
     }
 }
 
-/// One accept loop per listener and data-plane thread, each listener with its
-/// session context and connection cap. Returns the listeners' bound addresses, their
-/// TLS terminations (for reloads) and, per thread, its accept loops.
-#[allow(clippy::type_complexity)]
-fn accept_loops(
-    config: &Config,
-    bound: Vec<Vec<std::net::TcpListener>>,
-    control: &ControlPlane,
-    stops: &Stops,
-    threads: &Arc<Threads>,
-    budget: &Arc<Semaphore>,
-) -> (Vec<(String, SocketAddr)>, Vec<Arc<ServerTls>>, Vec<Vec<Listener>>) {
-    let mut server_tls = Vec::new();
-    let mut listeners = Vec::new();
-    let mut per_worker: Vec<Vec<Listener>> = (0..config.workers).map(|_| Vec::new()).collect();
-    for (listener, group) in config.listeners.iter().zip(bound) {
-        let address = group[0].local_addr().expect("a bound socket has an address");
-        info!(listener = %listener.name, %address, pool = %config.pool_of(listener).name, sockets = group.len(), "listening");
-        listeners.push((listener.name.clone(), address));
-        let tls = listener.tls.as_ref().map(|tls| {
-            Arc::new(ServerTls::new(
-                &listener.name,
-                tls.files.clone(),
-                tls.loaded.clone(),
-                tls.handshake_timeout,
-            ))
-        });
-        server_tls.extend(tls.clone());
-        let ctx = Arc::new(SessionContext {
-            listener: listener.name.clone(),
-            mode: listener.mode,
-            tls,
-            require_tls: listener.tls.as_ref().is_some_and(|tls| tls.require_tls),
-            pool: control.pools[listener.pool.id].clone(),
-            routing: control.routing.clone(),
-            tcp: listener.tcp,
-            kill: stops.kill_sessions.clone(),
-            timeline: control.timeline.clone(),
-            sessions_moved: ::metrics::counter!(metrics::SESSIONS_MOVED, "listener" => listener.name.clone()),
-            connect: TcpConnect,
-            login: listener.login,
-            logins: Arc::new(Semaphore::new(listener.login.concurrent)),
-            accept_proxy: listener.accept_proxy.clone(),
-            sends_proxy: control.pools[listener.pool.id]
-                .members
-                .iter()
-                .any(|m| m.backend.send_proxy.is_some()),
-        });
-        let limit = Arc::new(Semaphore::new(listener.max_connections));
-        for (thread, (worker, tcp)) in per_worker.iter_mut().zip(group).enumerate() {
-            worker.push(Listener {
-                name: listener.name.clone(),
-                tcp,
-                limit: limit.clone(),
-                budget: budget.clone(),
-                ctx: ctx.clone(),
-                thread,
-                threads: threads.clone(),
-            });
-        }
-    }
-    (listeners, server_tls, per_worker)
-}
-
 /// Starts the data-plane threads and waits until each runs its accept loops.
 async fn start_workers(
     per_worker: Vec<Vec<Listener>>,
@@ -368,12 +308,16 @@ async fn start_workers(
     stops: &Stops,
     sessions: &TaskTracker,
     accepting: &TaskTracker,
-) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
+) -> Result<(Vec<std::thread::JoinHandle<()>>, Vec<mpsc::UnboundedSender<Listener>>), StartError> {
     let mut workers = Vec::new();
     let mut started = Vec::new();
+    let mut senders = Vec::new();
     for (index, (accept_loops, inbox)) in per_worker.into_iter().zip(inboxes).enumerate() {
+        let (sender, added) = mpsc::unbounded_channel();
+        senders.push(sender);
         let worker = Worker {
             accept_loops,
+            added,
             inbox,
             stop_accepting: stops.accepting.clone(),
             sessions: sessions.clone(),
@@ -390,5 +334,5 @@ async fn start_workers(
             .unwrap_or_else(|_| Err(std::io::Error::other("a data-plane thread died at start")))
             .map_err(StartError::Runtime)?;
     }
-    Ok(workers)
+    Ok((workers, senders))
 }

@@ -9,7 +9,8 @@
 //!   serde; `config::defaults`: every default), validated into typed values before
 //!   any port is bound.
 //! - [`app`]: wires one process together (bind, spawn checkers, router, listeners,
-//!   admin) and owns the shutdown sequence.
+//!   admin), applies config reloads and owns the shutdown sequence; [`topology`]:
+//!   what it serves now (config, backends, pools), swapped whole by a reload.
 //! - [`listener`]: the accept loop (connection cap, backoff on accept errors);
 //!   [`spread`]: handing new connections from a busy data-plane thread to an idle one;
 //!   [`worker`]: one data-plane thread (its runtime, accept loops, inbox).
@@ -67,4 +68,5 @@ pub mod stream;
 pub mod tcp;
 pub mod timeline;
 pub mod tls;
+pub mod topology;
 pub mod worker;

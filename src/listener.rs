@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Semaphore;
@@ -21,6 +22,16 @@ use crate::proxy::SessionContext;
 use crate::spread::{SessionPermit, Threads};
 use crate::tcp;
 
+/// What a listener's sockets share, swapped whole by a reload: a session takes the
+/// version current when it was accepted and keeps it.
+pub struct Serving {
+    /// What every session from this listener needs (its pool, routing, TLS, options).
+    pub ctx: Arc<SessionContext>,
+    /// The connection cap: one permit per session, shared by this listener's sockets on
+    /// every data-plane thread.
+    pub limit: Arc<Semaphore>,
+}
+
 /// One listener socket's accept loop on one data-plane thread, and what its sessions
 /// share.
 pub struct Listener {
@@ -28,14 +39,14 @@ pub struct Listener {
     pub name: String,
     /// Registered with the runtime that runs [`Listener::run`].
     pub tcp: std::net::TcpListener,
-    /// The connection cap: one permit per session, shared by this listener's sockets on
-    /// every data-plane thread.
-    pub limit: Arc<Semaphore>,
+    /// Its context and cap, shared with its other sockets and swapped by reloads.
+    pub serving: Arc<ArcSwap<Serving>>,
     /// The process-wide session budget, which keeps descriptors in reserve for checks
     /// and the admin port ([`crate::local::session_budget`]).
     pub budget: Arc<Semaphore>,
-    /// What every session from this listener needs (its pool, routing, TLS, options).
-    pub ctx: Arc<SessionContext>,
+    /// Stops this loop (shutdown, or a reload that removed the listener); the socket
+    /// closes when it ends.
+    pub stop: CancellationToken,
     /// The data-plane thread this loop runs on, and all of them.
     pub thread: usize,
     /// Every data-plane thread's session count, for handing a connection to a less busy one.
@@ -43,8 +54,9 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Accepts until `stop` is cancelled; sessions run on in `sessions`.
-    pub async fn run(self, stop: CancellationToken, sessions: TaskTracker) {
+    /// Accepts until [`Listener::stop`] is cancelled; sessions run on in `sessions`.
+    pub async fn run(self, sessions: TaskTracker) {
+        let stop = self.stop.clone();
         // SAFETY: the descriptor belongs to the `TcpListener` that the `AsyncFd` owns
         // from here to its drop, so it stays open and the same for its whole life.
         #[allow(unsafe_code)]
@@ -57,7 +69,7 @@ impl Listener {
             }
         };
         let mut backoff = Duration::from_millis(5);
-        debug!(listener = %self.name, address = ?tcp.get_ref().local_addr().ok(), pool = %self.ctx.pool.name(), "accepting");
+        debug!(listener = %self.name, address = ?tcp.get_ref().local_addr().ok(), "accepting");
         loop {
             // Accept first, then take a permit: the permits are shared by this
             // listener's sockets on every data-plane thread, and a loop that held one
@@ -71,21 +83,22 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
+                    let serving = self.serving.load_full();
                     let permit = tokio::select! {
-                        permit = permits(&self.limit, &self.budget) => match permit {
+                        permit = permits(&serving.limit, &self.budget) => match permit {
                             Some(permit) => permit,
                             None => return,
                         },
                         _ = stop.cancelled() => return,
                     };
                     self.threads
-                        .dispatch(self.thread, stream, peer, self.ctx.clone(), permit, &sessions);
+                        .dispatch(self.thread, stream, peer, serving.ctx.clone(), permit, &sessions);
                 }
                 Err(e) => {
                     if let Some(resource) = crate::local::classify(&e) {
                         crate::local::report(resource, "accept", &self.name, &e.to_string());
                     } else if logs::kinds::ACCEPT_ERRORS.allow() {
-                        error!(listener = %self.name, pool = %self.ctx.pool.name(), error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                        error!(listener = %self.name, error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

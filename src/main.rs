@@ -81,6 +81,17 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         watch: Option<Duration>,
     },
+    /// Asks a running proxy to re-read its config file and apply the difference (as
+    /// SIGHUP does). Exit 0: applied (what changed is printed); 1: refused (the
+    /// running config stays; the reason is printed); 69: no answer.
+    Reload {
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9900", env = "SWITCHYARD_ADMIN")]
+        admin: SocketAddr,
+        /// The admin token (`[admin] token`).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Proxies one listener to backends in failover order, with TCP checks; no file needed.
     Forward {
         /// Where to listen, e.g. 127.0.0.1:8080.
@@ -146,6 +157,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { admin, json } => return status(admin, json),
+        Command::Reload { admin, token } => return reload(admin, token.as_deref()),
         Command::Health {
             admin,
             live,
@@ -290,26 +302,53 @@ fn health(admin: SocketAddr, path: &str, timeout: Duration, watch: Duration) -> 
     }
 }
 
-/// Re-reads the TLS certificates on every SIGHUP (the results are logged by the
-/// reload itself). Never returns unless SIGHUP cannot be listened for.
+/// Reloads the config file (and with it every TLS file) on every SIGHUP; the
+/// outcome is logged by the reload. Never returns unless SIGHUP cannot be listened
+/// for.
 async fn reload_on_sighup(running: &app::Running) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(hup) => hup,
         Err(e) => {
-            error!(error = %e, "cannot listen for SIGHUP; reload certificates with POST /tls/reload");
+            error!(error = %e, "cannot listen for SIGHUP; reload with POST /config/reload");
             return std::future::pending().await;
         }
     };
     while hup.recv().await.is_some() {
-        info!("SIGHUP: reloading TLS certificates");
+        info!("SIGHUP: reloading the config");
         switchyard::notify::notify(State::Reloading);
-        // File reads: off the async workers (the outcome is logged by the reload).
-        let reloading = running.reloader();
-        let _ = tokio::task::spawn_blocking(move || reloading.reload_tls()).await;
+        let _ = running.reload().await;
         switchyard::notify::notify(State::Ready);
     }
     std::future::pending().await
+}
+
+/// `switchyard reload`.
+fn reload(admin: SocketAddr, token: Option<&str>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(client::post(admin, "/config/reload", token, Duration::from_secs(65))) {
+        Ok((200, body)) => {
+            let summary = serde_json::from_str::<serde_json::Value>(&body)
+                .map(|report| client::render_reload(&report))
+                .unwrap_or(body);
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprint!("switchyard reload: refused ({code}): {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("switchyard reload: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -54,6 +54,8 @@ pub const ADMIN_REFUSED: &str = "switchyard_admin_refused_total";
 /// From the end of a check to the routing table its observation changed, seconds:
 /// the router's part of a failover.
 pub const SWAP_SECONDS: &str = "switchyard_swap_seconds";
+/// Config reloads. Labels: outcome (applied, rejected).
+pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 /// Up/down flips. Labels: backend.
 pub const FLIPS: &str = "switchyard_flips_total";
 /// 1 when a backend is up, 0 otherwise. Labels: backend.
@@ -217,6 +219,10 @@ fn describe_checks_and_the_rest() {
         "From the end of a check to the routing table its observation changed (the router's part of a failover)."
     );
     describe_counter!(FLIPS, "Up/down flips of a backend.");
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config reloads, by outcome (applied; rejected: the running config stayed)."
+    );
     describe_gauge!(BACKEND_UP, "1 when a backend is up, 0 otherwise.");
     describe_counter!(
         ALARMS,

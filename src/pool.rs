@@ -109,15 +109,21 @@ impl Pool {
     /// Builds pool `id` from its config: one [`Member`] per configured member (taken from
     /// `backends`, indexed by id) and the pool's metrics handles.
     pub fn new(id: PoolId, config: &PoolConfig, backends: &[Arc<Backend>]) -> Self {
-        let pool = config.name.clone();
         let members = config
             .members
             .iter()
-            .map(|&b| Arc::new(Member::new(id, &pool, backends[b].clone())))
+            .map(|&b| Arc::new(Member::new(id, &config.name, backends[b].clone())))
             .collect();
+        Pool::with_members(id, config.clone(), members)
+    }
+
+    /// Pool `id` of `config`, whose member ids are the `members`' backend ids (slots),
+    /// in the same order.
+    pub fn with_members(id: PoolId, config: PoolConfig, members: Vec<Arc<Member>>) -> Self {
+        let pool = config.name.clone();
         Pool {
             id,
-            config: config.clone(),
+            config,
             members,
             cursor: AtomicUsize::new(0),
             holds: metrics::counter!(m::HOLDS, "pool" => pool.clone()),
@@ -125,13 +131,24 @@ impl Pool {
             sessions_active: metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.clone()),
             routable_gauge: metrics::gauge!(m::ROUTABLE_BACKENDS, "pool" => pool.clone()),
             alarm_count: metrics::counter!(m::ALARMS, "pool" => pool.clone()),
-            alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool),
+            alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool.clone()),
             alarm: Mutex::new(None),
             awaiting_first_session: AtomicBool::new(false),
             unroutable_since: Mutex::new(Some(Instant::now())),
             hold: Recorder::default(),
-            hold_seconds: metrics::histogram!(m::HOLD_SECONDS, "pool" => config.name.clone()),
+            hold_seconds: metrics::histogram!(m::HOLD_SECONDS, "pool" => pool),
         }
+    }
+
+    /// Takes over what `old` (this pool before a reload) knows at run time: the
+    /// round-robin position, the alarm and since when it routes nothing.
+    pub fn carry_over(&self, old: &Pool) {
+        self.cursor.store(old.cursor.load(Ordering::Relaxed), Ordering::Relaxed);
+        *self.alarm.lock().unwrap_or_else(|e| e.into_inner()) = old.alarm();
+        self.awaiting_first_session
+            .store(old.awaits_first_session(), Ordering::Relaxed);
+        *self.unroutable_since.lock().unwrap_or_else(|e| e.into_inner()) =
+            *old.unroutable_since.lock().unwrap_or_else(|e| e.into_inner());
     }
 
     /// The pool's configured name.
@@ -188,7 +205,8 @@ impl Pool {
 }
 
 impl Member {
-    fn new(pool_id: PoolId, pool: &str, backend: Arc<Backend>) -> Self {
+    /// `backend` as a member of pool `pool_id`, named `pool`.
+    pub fn new(pool_id: PoolId, pool: &str, backend: Arc<Backend>) -> Self {
         let labels = [("pool", pool.to_string()), ("backend", backend.name.clone())];
         let l4 = [
             ("pool", pool.to_string()),

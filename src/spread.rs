@@ -109,6 +109,11 @@ impl Threads {
         )
     }
 
+    /// How many data-plane threads there are.
+    pub fn count(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Sessions per thread now.
     pub fn sessions(&self) -> Vec<usize> {
         self.slots

@@ -218,6 +218,14 @@ pub fn bind_group(addr: SocketAddr, options: &TcpOptions, count: usize) -> io::R
     Ok(group)
 }
 
+/// Sets `options` on listening sockets already bound (a reload changed them): the
+/// sockets they accept from then on come with them.
+pub fn reconfigure(group: &[std::net::TcpListener], options: &TcpOptions) -> io::Result<()> {
+    group
+        .iter()
+        .try_for_each(|listener| apply(&socket2::SockRef::from(listener), options))
+}
+
 /// Whether accepted sockets inherit the listener's options here (Linux does).
 pub const ACCEPTED_INHERIT_OPTIONS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
@@ -325,6 +333,26 @@ mod tests {
             assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(17));
             #[cfg(any(target_os = "linux", target_os = "android"))]
             assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_secs(23)));
+        }
+    }
+
+    #[tokio::test]
+    async fn options_set_again_on_a_bound_group_apply_to_what_it_accepts_next() {
+        let options = |secs| TcpOptions {
+            keepalive: Duration::from_secs(secs),
+            user_timeout: Duration::from_secs(secs),
+        };
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), &options(17), 1).unwrap();
+        reconfigure(&group, &options(41)).unwrap();
+        let listener = TcpListener::from_std(group.into_iter().next().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, _client) = tokio::join!(listener.accept(), TcpStream::connect(addr));
+        let (accepted, _) = accepted.unwrap();
+        if ACCEPTED_INHERIT_OPTIONS {
+            assert_eq!(
+                SockRef::from(&accepted).tcp_keepalive_time().unwrap(),
+                Duration::from_secs(41)
+            );
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum EventKind {
     Alarm,
     /// An operator drained, disabled or enabled a backend.
     Admin,
+    /// The config was reloaded (what changed), or a reload was rejected (why).
+    Reload,
 }
 
 /// One thing that happened, with when and why.

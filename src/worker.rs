@@ -17,9 +17,12 @@ use crate::spread::{self, Arrival};
 pub struct Worker {
     /// One accept loop per listener: this thread's socket of each.
     pub accept_loops: Vec<Listener>,
+    /// Accept loops a reload added, each to run on this thread.
+    pub added: mpsc::UnboundedReceiver<Listener>,
     /// Connections other data-plane threads hand to this one ([`spread`](crate::spread)).
     pub inbox: mpsc::UnboundedReceiver<Arrival>,
-    /// Stops the accept loops and the inbox (shutdown, before the grace period).
+    /// Stops the inbox (shutdown, before the grace period; each accept loop has its
+    /// own token, a child of this one).
     pub stop_accepting: CancellationToken,
     /// Where the sessions are tracked (shutdown waits for them).
     pub sessions: TaskTracker,
@@ -54,6 +57,7 @@ impl Worker {
     async fn run(self) {
         let Worker {
             accept_loops,
+            mut added,
             inbox,
             stop_accepting,
             sessions,
@@ -61,12 +65,19 @@ impl Worker {
             stop,
         } = self;
         for accept in accept_loops {
-            accepting.spawn(accept.run(stop_accepting.clone(), sessions.clone()));
+            accepting.spawn(accept.run(sessions.clone()));
         }
-        accepting.spawn(spread::inbox(inbox, stop_accepting, sessions));
+        accepting.spawn(spread::inbox(inbox, stop_accepting, sessions.clone()));
         tokio::spawn(timer_floor(stop.clone()));
         // Sessions run on this runtime until shutdown has waited for them.
-        stop.cancelled().await;
+        loop {
+            tokio::select! {
+                Some(accept) = added.recv() => {
+                    accepting.spawn(accept.run(sessions.clone()));
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 }
 

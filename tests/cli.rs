@@ -308,3 +308,76 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     drop(child);
     let _ = std::fs::remove_file(&socket_path);
 }
+
+/// `switchyard reload` with the admin address and token; its exit status and output.
+fn reload_command(admin: SocketAddr, token: &str) -> (i32, String, String) {
+    let output = Command::new(BIN)
+        .args(["reload", "--admin", &admin.to_string(), "--token", token])
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (
+        output.status.code().unwrap_or(-1),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
+}
+
+#[tokio::test]
+async fn sighup_and_switchyard_reload_apply_the_edited_file() {
+    let backend = Server::start(Behavior::Echo("b")).await;
+    let (admin, first, second) = (free_port(), free_port(), free_port());
+    let base = format!(
+        "[admin]\nlisten = \"{admin}\"\ntoken = \"t0ken\"\n[check]\ninterval = \"100ms\"\n[backends.b]\naddress = \"{}\"\n[pools.p]\nbackends = [\"b\"]\n[listeners.first]\nlisten = \"{first}\"\npool = \"p\"\n",
+        backend.addr
+    );
+    let path = write_config("reload-cli.toml", &base);
+    let child = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    await_listening(first).await;
+    // SIGHUP: a listener added to the file starts serving.
+    let with_second = format!("{base}[listeners.second]\nlisten = \"{second}\"\npool = \"p\"\n");
+    std::fs::write(&path, &with_second).unwrap();
+    signal(&child.0, "HUP");
+    await_listening(second).await;
+    let (_, banner) = within(
+        LIMIT,
+        "a session on the added listener",
+        connect_and_read_banner(second),
+    )
+    .await;
+    assert_eq!(banner, "b");
+    // A broken file: refused with check-config's words, and everything serves on.
+    std::fs::write(
+        &path,
+        with_second.replace("interval = \"100ms\"", "interval = \"fast\""),
+    )
+    .unwrap();
+    let (code, _, stderr) = reload_command(admin, "t0ken");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("422") && stderr.contains("check.interval"), "{stderr}");
+    let (_, banner) = within(
+        LIMIT,
+        "a session after the refused reload",
+        connect_and_read_banner(second),
+    )
+    .await;
+    assert_eq!(banner, "b");
+    // The listener removed again: `switchyard reload` says what changed.
+    std::fs::write(&path, &base).unwrap();
+    let (code, stdout, stderr) = reload_command(admin, "t0ken");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("applied in ") && stdout.contains("listeners -second"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = reload_command(admin, "wrong");
+    assert_eq!(code, 1, "a wrong token is refused: {stderr}");
+    drop(child);
+}

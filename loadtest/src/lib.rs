@@ -25,6 +25,8 @@
 //! - [`drill`]: runs one scenario against one target, end to end.
 //! - [`soak`]: one switchyard process under mixed load (MySQL, MongoDB, TCP, TLS)
 //!   with a fault every window, its descriptors and memory sampled all along.
+//! - [`reload_bench`]: the time a config reload with 1,000 backends takes to apply,
+//!   and the sessions it costs (none).
 //! - [`sysbench`]: `sysbench oltp_read_write` direct vs switchyard vs HAProxy (the
 //!   last part of `loadtest/compare.sh`).
 
@@ -37,6 +39,7 @@ pub mod measure;
 pub mod pair;
 pub mod peers;
 pub mod proxy_config;
+pub mod reload_bench;
 pub mod report;
 pub mod scenario;
 pub mod servers;

@@ -57,6 +57,19 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// Config reloads of one proxy with many backends: apply time (unchanged file vs
+    /// 30% of the backends changed) and sessions lost under load.
+    Reload {
+        /// Backends in the config.
+        #[arg(long, default_value_t = 1000)]
+        backends: usize,
+        /// Rounds (each: one unchanged reload, one changed).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// The switchyard binary to measure.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// Records fuzz seeds from real peers (MariaDB, the MongoDB peers, an HTTP server,
     /// the lab CA) into OUT/<target>/.
     RecordCorpus {
@@ -130,6 +143,15 @@ async fn main() -> Result<()> {
             let (idle, flooded) =
                 switchyard_loadtest::admin_flood::run(&switchyard, std::time::Duration::from_secs(secs), rate).await?;
             println!("{}", switchyard_loadtest::admin_flood::report(&idle, &flooded));
+            return Ok(());
+        }
+        Command::Reload {
+            backends,
+            rounds,
+            switchyard,
+        } => {
+            let figures = switchyard_loadtest::reload_bench::run(&switchyard, backends, rounds).await?;
+            println!("{}", switchyard_loadtest::reload_bench::report(&figures));
             return Ok(());
         }
         Command::RecordCorpus { out } => {

@@ -1,5 +1,6 @@
-//! `switchyard status`: fetches `/status` from a running proxy's admin listener and
-//! prints a table for humans.
+//! The admin client of the CLI: `switchyard status` fetches `/status` from a running
+//! proxy's admin listener and prints a table for humans; `switchyard reload` posts
+//! `/config/reload`.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -11,11 +12,30 @@ use tokio::net::TcpStream;
 
 /// GET `path` from `addr` (HTTP/1.1, `Connection: close`), under `limit`.
 pub async fn get(addr: SocketAddr, path: &str, limit: Duration) -> Result<(u16, String), String> {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+        limit,
+    )
+    .await
+}
+
+/// POST (no body) to `path` on `addr` with the admin `token`, under `limit`.
+pub async fn post(addr: SocketAddr, path: &str, token: Option<&str>, limit: Duration) -> Result<(u16, String), String> {
+    let authorization = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    exchange(addr, request, limit).await
+}
+
+async fn exchange(addr: SocketAddr, request: String, limit: Duration) -> Result<(u16, String), String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
@@ -101,6 +121,23 @@ pub fn render(status: &Value) -> String {
             ms(&backend["check_us"]["p99"]),
             last
         );
+    }
+    out
+}
+
+/// The lines `switchyard reload` prints for a `/config/reload` answer.
+pub fn render_reload(report: &Value) -> String {
+    let mut out = format!(
+        "applied in {:.1} ms (routing generation {}): {}\n",
+        report["took_ms"].as_f64().unwrap_or_default(),
+        report["generation"],
+        report["summary"].as_str().unwrap_or("-"),
+    );
+    for tls in report["tls"].as_array().into_iter().flatten() {
+        if let Some(error) = tls["error"].as_str() {
+            let name = tls["listener"].as_str().or(tls["backend"].as_str()).unwrap_or("-");
+            let _ = writeln!(out, "TLS files of {name} kept: {error}");
+        }
     }
     out
 }

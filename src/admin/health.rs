@@ -82,6 +82,8 @@ pub async fn live() -> Response {
 pub async fn ready(State(state): State<Arc<AdminState>>) -> Response {
     let table = state.routing.load();
     let required: Vec<PoolHealth> = state
+        .topology
+        .load()
         .pools
         .iter()
         .filter(|pool| pool.config.required)

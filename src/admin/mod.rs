@@ -13,6 +13,9 @@
 //!   itself from `/status`.
 //! - `POST /backends/{name}/drain|disable|enable`: operator overrides; they need
 //!   `Authorization: Bearer <admin.token>` and are refused when no token is set.
+//! - `POST /config/reload`: re-reads the config file and applies the difference (see
+//!   `app::reload`); same token. 200 with what changed; 422 with the error
+//!   `check-config` prints when the file is invalid (nothing changes).
 //! - `POST /tls/reload`: re-reads every TLS listener's certificate, key and CA files
 //!   and every backend's CA bundle and client certificate (as SIGHUP does); same token. 200 when all loaded, 422 when one kept its old
 //!   certificate (the body says which file and why).
@@ -26,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -39,20 +43,18 @@ use tracing::warn;
 
 pub use status::{StatusBody, STATUS_PAGE};
 
-use crate::backend::{AdminMode, Backend};
+use crate::backend::AdminMode;
 use crate::config::Secret;
 use crate::health::Status;
-use crate::pool::Pool;
 use crate::routing::{AdminCommand, Routing};
 use crate::timeline::Timeline;
-use crate::tls::ServerTls;
+use crate::topology::Topology;
 
 /// What the admin handlers read.
 pub struct AdminState {
-    /// Every backend, for `/health`, `/status`, the admin verbs and TLS reloads.
-    pub backends: Vec<Arc<Backend>>,
-    /// Every pool, for `/status`.
-    pub pools: Vec<Arc<Pool>>,
+    /// What the process serves now (config, backends, pools, TLS listeners); a reload
+    /// swaps it.
+    pub topology: ArcSwap<Topology>,
     /// The published routing table, read for `/status`.
     pub routing: Arc<Routing>,
     /// Set when shutdown begins; `/health` answers 503 from then on.
@@ -63,10 +65,8 @@ pub struct AdminState {
     pub timeline: Arc<Timeline>,
     /// Sends the operator overrides (`drain`, `disable`, `enable`) to the router.
     pub commands: mpsc::Sender<AdminCommand>,
-    /// The bearer token the `POST` calls need; with `None` they are refused.
-    pub token: Option<Secret>,
-    /// Every TLS listener, for reloads.
-    pub tls: Vec<Arc<ServerTls>>,
+    /// Where config reloads are sent (the reloader runs with the router).
+    pub reloads: mpsc::Sender<crate::app::ReloadRequest>,
 }
 
 impl AdminState {
@@ -79,20 +79,44 @@ impl AdminState {
     /// client certificate; per listener and backend, `Ok` or why it kept its previous
     /// files. Live sessions are not touched.
     pub fn reload_tls(&self) -> Vec<Reloaded> {
-        let listeners = self.tls.iter().map(|tls| Reloaded {
-            kind: "listener",
-            name: tls.listener().to_string(),
-            result: tls.reload().map_err(|e| e.to_string()),
-        });
-        let backends = self.backends.iter().filter_map(|b| {
-            b.tls.as_ref().map(|tls| Reloaded {
-                kind: "backend",
-                name: b.name.clone(),
-                result: tls.reload().map_err(|e| e.to_string()),
-            })
-        });
-        listeners.chain(backends).collect()
+        reload_tls_files(&self.topology.load())
     }
+
+    /// Asks the reloader to re-read the config file (`config: None`) or to apply
+    /// `config`, and waits for the outcome.
+    pub async fn reload(
+        &self,
+        config: Option<crate::config::Config>,
+    ) -> Result<crate::app::ReloadReport, crate::app::ReloadError> {
+        let (reply, outcome) = oneshot::channel();
+        let request = crate::app::ReloadRequest { config, reply };
+        if self.reloads.send(request).await.is_err() {
+            return Err(crate::app::ReloadError::Stopping);
+        }
+        outcome.await.unwrap_or(Err(crate::app::ReloadError::Stopping))
+    }
+
+    /// The bearer token the `POST` calls need; with `None` they are refused.
+    pub fn token(&self) -> Option<Secret> {
+        self.topology.load().config.admin.as_ref().and_then(|a| a.token.clone())
+    }
+}
+
+/// Re-reads the TLS files of `topology`'s listeners and backends.
+pub fn reload_tls_files(topology: &Topology) -> Vec<Reloaded> {
+    let listeners = topology.tls.iter().map(|tls| Reloaded {
+        kind: "listener",
+        name: tls.listener().to_string(),
+        result: tls.reload().map_err(|e| e.to_string()),
+    });
+    let backends = topology.backends.iter().filter_map(|b| {
+        b.tls.as_ref().map(|tls| Reloaded {
+            kind: "backend",
+            name: b.name.clone(),
+            result: tls.reload().map_err(|e| e.to_string()),
+        })
+    });
+    listeners.chain(backends).collect()
 }
 
 /// The outcome of reloading one listener's or backend's TLS files.
@@ -107,7 +131,8 @@ pub struct Reloaded {
 }
 
 impl Reloaded {
-    fn json(&self) -> serde_json::Value {
+    /// As the admin API shows it.
+    pub fn json(&self) -> serde_json::Value {
         let mut body = serde_json::json!({ self.kind: self.name, "reloaded": self.result.is_ok() });
         if let Err(e) = &self.result {
             body["error"] = e.clone().into();
@@ -156,6 +181,7 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
         .route("/ui", get(ui))
         .route("/backends/{name}/{verb}", post(verb))
         .route("/tls/reload", post(reload_tls))
+        .route("/config/reload", post(reload_config))
         .with_state(state);
     serve::serve(listener, app, shutdown).await;
 }
@@ -164,7 +190,13 @@ async fn health(State(state): State<Arc<AdminState>>) -> Response {
     if state.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    if state.backends.iter().any(|b| b.view().status == Status::Unknown) {
+    if state
+        .topology
+        .load()
+        .backends
+        .iter()
+        .any(|b| b.view().status == Status::Unknown)
+    {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "starting: not every backend checked yet\n",
@@ -193,7 +225,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &state.token else {
+    let Some(token) = state.token() else {
         return Err(Box::new(
             (
                 StatusCode::FORBIDDEN,
@@ -237,7 +269,7 @@ async fn verb(
         "enable" => AdminMode::Enabled,
         _ => return (StatusCode::NOT_FOUND, "verbs: drain, disable, enable\n").into_response(),
     };
-    let Some(backend) = state.backends.iter().find(|b| b.name == name) else {
+    let Some(backend) = state.topology.load().backend(&name).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no backend named {name:?}\n")).into_response();
     };
     let (done, applied) = oneshot::channel();
@@ -274,4 +306,26 @@ async fn reload_tls(State(state): State<Arc<AdminState>>, headers: HeaderMap) ->
         StatusCode::UNPROCESSABLE_ENTITY
     };
     (status, Json(body)).into_response()
+}
+
+/// How long `POST /config/reload` waits for the reloader.
+const RELOAD_LIMIT: Duration = Duration::from_secs(60);
+
+async fn reload_config(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return *refused;
+    }
+    use crate::app::ReloadError;
+    match tokio::time::timeout(RELOAD_LIMIT, state.reload(None)).await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e @ (ReloadError::Invalid(_) | ReloadError::Bind { .. }))) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the reload did not finish within {RELOAD_LIMIT:?}\n"),
+        )
+            .into_response(),
+    }
 }

@@ -23,6 +23,8 @@ pub struct StatusBody {
     pub generation: u64,
     /// Whether shutdown has begun.
     pub draining: bool,
+    /// Every listener: its name, bound address and pool.
+    pub listeners: Vec<ListenerStatus>,
     /// Every pool: its routable members, alarm and percentiles.
     pub pools: Vec<PoolStatus>,
     /// Every backend: its view and health check percentiles.
@@ -34,6 +36,17 @@ pub struct StatusBody {
     pub local_alarm: Option<crate::local::LocalAlarm>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
+}
+
+/// A listener on `/status`.
+#[derive(Serialize)]
+pub struct ListenerStatus {
+    /// Its configured name.
+    pub name: String,
+    /// Where it is bound.
+    pub address: std::net::SocketAddr,
+    /// The pool it routes to.
+    pub pool: String,
 }
 
 #[derive(Serialize)]
@@ -76,7 +89,8 @@ pub struct BackendStatus {
 
 pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
     let table = state.routing.load();
-    let pools = state
+    let topology = state.topology.load();
+    let pools = topology
         .pools
         .iter()
         .map(|pool| {
@@ -108,11 +122,23 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
             }
         })
         .collect();
+    let listeners = topology
+        .config
+        .listeners
+        .iter()
+        .zip(&topology.listeners)
+        .map(|(config, (name, address))| ListenerStatus {
+            name: name.clone(),
+            address: *address,
+            pool: config.pool.name.clone(),
+        })
+        .collect();
     Json(StatusBody {
         generation: table.generation,
         draining: state.is_draining(),
+        listeners,
         pools,
-        backends: state
+        backends: topology
             .backends
             .iter()
             .map(|b| BackendStatus {

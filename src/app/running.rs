@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::Stops;
+use super::{ReloadError, ReloadReport, Stops};
 use crate::admin::{self, AdminState};
 use crate::backend::Backend;
 use crate::routing::Routing;
@@ -20,11 +20,9 @@ use crate::timeline::Timeline;
 /// A started process.
 pub struct Running {
     pub(super) failed: CancellationToken,
-    pub(super) listeners: Vec<(String, SocketAddr)>,
     pub(super) admin: Option<SocketAddr>,
     pub(super) routing: Arc<Routing>,
     pub(super) state: Arc<AdminState>,
-    pub(super) grace: Duration,
     /// What stops each part (cancelled all together when dropped).
     pub(super) stops: Stops,
     pub(super) sessions: TaskTracker,
@@ -54,7 +52,8 @@ impl Running {
 
     /// The bound address of a listener (useful with port 0).
     pub fn listener(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        let topology = self.state.topology.load();
+        topology.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
     /// The bound address of the admin listener, if one is configured.
@@ -84,23 +83,29 @@ impl Running {
 
     /// A pool's id by name.
     pub fn pool(&self, name: &str) -> Option<crate::config::PoolId> {
-        self.state.pools.iter().find(|p| p.name() == name).map(|p| p.id)
+        self.state.topology.load().pool(name).map(|p| p.id)
     }
 
     /// A backend by name.
     pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
-        self.state.backends.iter().find(|b| b.name == name).cloned()
+        self.state.topology.load().backend(name).cloned()
+    }
+
+    /// Re-reads the config file the process started from and applies it; see
+    /// [`super::reload`].
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.state.reload(None).await
+    }
+
+    /// Applies `config` as a reload would.
+    pub async fn apply(&self, config: crate::config::Config) -> Result<ReloadReport, ReloadError> {
+        self.state.reload(Some(config)).await
     }
 
     /// Re-reads every TLS listener's and backend's files; see
     /// [`AdminState::reload_tls`]. Reads files: call it off the async workers.
     pub fn reload_tls(&self) -> Vec<admin::Reloaded> {
         self.state.reload_tls()
-    }
-
-    /// A handle that can reload TLS files from another thread.
-    pub fn reloader(&self) -> Arc<AdminState> {
-        self.state.clone()
     }
 
     /// Stops accepting, lets sessions finish within the grace period, closes the
@@ -113,8 +118,9 @@ impl Running {
         self.accepting.wait().await;
         self.sessions.close();
         let open = self.sessions.len();
-        info!(open_sessions = open, grace = ?self.grace, "draining");
-        if tokio::time::timeout(self.grace, self.sessions.wait()).await.is_err() {
+        let grace = self.state.topology.load().config.shutdown_grace;
+        info!(open_sessions = open, grace = ?grace, "draining");
+        if tokio::time::timeout(grace, self.sessions.wait()).await.is_err() {
             warn!(
                 open_sessions = self.sessions.len(),
                 "grace period over; closing the remaining sessions"

@@ -41,6 +41,16 @@ pub struct BackendState {
 }
 
 impl BackendState {
+    /// The state a backend's view records: `Unknown` for a new one, or what a hot
+    /// upgrade handed over.
+    pub fn from_view(view: &crate::backend::BackendView) -> Self {
+        BackendState {
+            status: view.status,
+            report: view.report.clone(),
+            admin: view.admin,
+        }
+    }
+
     /// The role its last successful check reported (`Unknown` before one).
     pub fn role(&self) -> Role {
         self.report.as_ref().map(|r| r.role).unwrap_or(Role::Unknown)

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use metrics::{Counter, Gauge};
+use metrics::Gauge;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +18,13 @@ use crate::config::{BackendId, LeavePolicy, PoolRole};
 use crate::health::{Layer, Observation, Role, Status};
 use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
-use crate::timeline::{now_ms, EventKind, Millis, Timeline};
+use crate::timeline::{now_ms, EventKind, Timeline};
 
 mod record;
+mod slots;
+
+pub use slots::Reconfigure;
+use slots::{CheckHistory, Slot};
 
 /// An operator's request to drain, disable or enable a backend. `done` receives the
 /// routing generation that includes the change.
@@ -34,55 +38,35 @@ pub struct AdminCommand {
     pub done: oneshot::Sender<u64>,
 }
 
-struct CheckMetrics {
-    checks: Counter,
-    failures: [Counter; 4],
-    flips: Counter,
-    up: Gauge,
-}
-
-impl CheckMetrics {
-    fn new(backend: &str) -> Self {
-        let failures = [Layer::L4, Layer::L6, Layer::L7, Layer::Local].map(
-            |layer| metrics::counter!(m::CHECK_FAILURES, "backend" => backend.to_string(), "layer" => layer.as_str()),
-        );
-        CheckMetrics {
-            checks: metrics::counter!(m::CHECKS, "backend" => backend.to_string()),
-            failures,
-            flips: metrics::counter!(m::FLIPS, "backend" => backend.to_string()),
-            up: metrics::gauge!(m::BACKEND_UP, "backend" => backend.to_string()),
-        }
-    }
-}
-
-/// Per-backend bookkeeping beyond its state.
-#[derive(Default)]
-struct CheckHistory {
-    /// When checks first disagreed with this backend being a healthy primary.
-    suspect_since: Option<Millis>,
-    last_error: Option<String>,
-}
-
 /// The single writer of the routing table.
+///
+/// Backends and pools are indexed by their slot (`Backend::id`, `Pool::id`): a slot is
+/// given once, at start or by a reload, and never to anything else, so an
+/// observation from a checker a reload stopped can never land on another backend.
 pub struct Router {
     routing: Arc<Routing>,
-    backends: Vec<Arc<Backend>>,
+    /// By backend slot; `None` once a reload removed it.
+    backends: Vec<Option<Slot>>,
+    /// The live pools, sorted by name.
     pools: Vec<Arc<Pool>>,
+    /// By backend slot (the default for a removed one).
     states: Vec<BackendState>,
     histories: Vec<CheckHistory>,
-    /// Per pool, the decision in the published table.
+    /// By pool slot, the decision in the published table.
     current: Vec<Decision>,
     timeline: Arc<Timeline>,
-    metrics: Vec<CheckMetrics>,
     generation: Gauge,
     /// From the end of a check to the table its observation changed (`SWAP_SECONDS`).
     swap_seconds: metrics::Histogram,
     events: mpsc::Receiver<Observation>,
     commands: mpsc::Receiver<AdminCommand>,
+    reconfigure: Option<mpsc::Receiver<Reconfigure>>,
 }
 
 impl Router {
-    /// Builds the first table from the pools' initial states and publishes it.
+    /// Builds the first table from the pools' initial states (each backend's view:
+    /// `Unknown`, or what a hot upgrade handed over) and publishes it. `backends[i]`
+    /// must have id `i`, and so must `pools[i]`.
     pub fn new(
         backends: Vec<Arc<Backend>>,
         pools: Vec<Arc<Pool>>,
@@ -92,10 +76,9 @@ impl Router {
     ) -> Self {
         let mut router = Router {
             routing: Arc::new(Routing::new(RoutingTable::default())),
-            states: vec![BackendState::default(); backends.len()],
+            states: backends.iter().map(|b| BackendState::from_view(&b.view())).collect(),
             histories: backends.iter().map(|_| CheckHistory::default()).collect(),
-            metrics: backends.iter().map(|b| CheckMetrics::new(&b.name)).collect(),
-            backends,
+            backends: backends.into_iter().map(|b| Some(Slot::new(b))).collect(),
             pools,
             current: Vec::new(),
             timeline,
@@ -103,6 +86,7 @@ impl Router {
             swap_seconds: metrics::histogram!(m::SWAP_SECONDS),
             events,
             commands,
+            reconfigure: None,
         };
         router.current = router
             .pools
@@ -111,6 +95,12 @@ impl Router {
             .collect();
         router.publish();
         router
+    }
+
+    /// Takes reloads from `reconfigure` too (see [`Reconfigure`]).
+    pub fn reconfigured_by(mut self, reconfigure: mpsc::Receiver<Reconfigure>) -> Self {
+        self.reconfigure = Some(reconfigure);
+        self
     }
 
     /// The handle the data path loads from.
@@ -128,13 +118,17 @@ impl Router {
                     None => return,
                 },
                 Some(command) = self.commands.recv() => self.command(command),
+                Some(change) = slots::next(&mut self.reconfigure) => self.reconfigure(change),
                 _ = shutdown.cancelled() => return,
             }
         }
     }
 
     fn command(&mut self, command: AdminCommand) {
-        let backend = self.backends[command.backend].clone();
+        let Some(backend) = self.backend(command.backend).cloned() else {
+            let _ = command.done.send(self.routing.load().generation);
+            return;
+        };
         let before = std::mem::replace(&mut self.states[command.backend].admin, command.mode);
         backend.update_view(|view| view.admin = command.mode);
         if before != command.mode {
@@ -159,10 +153,13 @@ impl Router {
 
     fn apply(&mut self, obs: Observation) {
         let id = obs.backend;
-        let backend = self.backends[id].clone();
+        // The last observation of a checker a reload stopped.
+        let Some(Some(slot)) = self.backends.get(id) else {
+            return;
+        };
+        let (backend, metrics) = (slot.backend.clone(), slot.metrics.clone());
         backend.check.record_duration(obs.latency);
         backend.check_seconds.record(obs.latency.as_secs_f64());
-        let metrics = &self.metrics[id];
         metrics.checks.increment(1);
         let last = match &obs.result {
             Ok(_) => LastCheck::now(true, None, None, obs.latency),
@@ -248,26 +245,30 @@ impl Router {
     /// Decides every pool again; publishes, fences and records if anything changed
     /// (and then returns true).
     fn reroute(&mut self) -> bool {
-        let next: Vec<_> = self
-            .pools
-            .iter()
-            .zip(&self.current)
-            .map(|(pool, current)| {
-                decide(
-                    &pool.config,
-                    &self.states,
-                    current.members.first().copied(),
-                    current.newest_election.as_ref(),
-                )
-            })
-            .collect();
-        if next == self.current {
+        self.reroute_from(self.current.clone(), false)
+    }
+
+    /// [`Router::reroute`] from `previous` (by pool slot); `always` publishes even an
+    /// unchanged decision (a reload changed the pools).
+    fn reroute_from(&mut self, previous: Vec<Decision>, always: bool) -> bool {
+        let mut next = previous.clone();
+        for pool in &self.pools {
+            let current = &previous[pool.id];
+            next[pool.id] = decide(
+                &pool.config,
+                &self.states,
+                current.members.first().copied(),
+                current.newest_election.as_ref(),
+            );
+        }
+        if next == previous && !always {
             return false;
         }
-        let previous = std::mem::replace(&mut self.current, next);
+        self.current = next;
         // Rejoining members are re-admitted before the table that routes to them is
         // published, so no new session sees a stale eviction.
-        for (pool, old) in self.pools.iter().zip(&previous) {
+        for pool in &self.pools {
+            let old = &previous[pool.id];
             for member in &pool.members {
                 let id = member.backend.id;
                 if !old.members.contains(&id) && self.current[pool.id].members.contains(&id) {
@@ -278,28 +279,21 @@ impl Router {
         // The failover event opens (and the pool starts watching for its first
         // session) before the table that routes to the new primary is published:
         // sessions run on other threads and may start on it at once.
-        for (pool, old) in self.pools.clone().iter().zip(&previous) {
+        for pool in self.pools.clone().iter() {
             if pool.config.role == PoolRole::Primary {
-                self.record_failover(pool, old.members.first().copied());
+                self.record_failover(pool, previous[pool.id].members.first().copied());
             }
         }
         // Members that left are evicted before the table without them is published:
         // a session that connects to one from the old table sees the eviction.
-        for (pool, old) in self.pools.clone().iter().zip(&previous) {
-            self.fence(pool, &old.members);
+        for pool in self.pools.clone().iter() {
+            self.fence(pool, &previous[pool.id].members);
         }
         self.publish();
-        for (pool, old) in self.pools.clone().iter().zip(&previous) {
-            self.alarm(pool, old);
+        for pool in self.pools.clone().iter() {
+            self.alarm(pool, &previous[pool.id]);
         }
         true
-    }
-
-    fn names(&self, ids: &[BackendId]) -> String {
-        ids.iter()
-            .map(|&id| self.backends[id].name.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
     }
 
     /// Fences the sessions of the members that left `pool` since `old`.
@@ -344,7 +338,7 @@ impl Router {
                     let last = self.histories[b].last_error.as_deref().unwrap_or("-");
                     format!(
                         "{} ({:?}, {:?}, {:?}, last: {last})",
-                        self.backends[b].name,
+                        self.name_of(b),
                         state.status,
                         state.role(),
                         state.admin
@@ -357,22 +351,20 @@ impl Router {
 
     fn publish(&mut self) {
         let generation = self.routing.load().generation + 1;
-        let pools = self
-            .pools
-            .iter()
-            .zip(&self.current)
-            .map(|(pool, decision)| {
-                let members = &decision.members;
-                pool.members
-                    .iter()
-                    .filter(|m| members.contains(&m.backend.id))
-                    .cloned()
-                    .collect()
-            })
-            .collect();
+        let mut pools = vec![Vec::new(); self.current.len()];
+        for pool in &self.pools {
+            let members = &self.current[pool.id].members;
+            pools[pool.id] = pool
+                .members
+                .iter()
+                .filter(|m| members.contains(&m.backend.id))
+                .cloned()
+                .collect();
+        }
         self.routing.publish(RoutingTable::new(generation, pools));
         self.generation.set(generation as f64);
-        for (pool, decision) in self.pools.iter().zip(&self.current) {
+        for pool in &self.pools {
+            let decision = &self.current[pool.id];
             pool.routable_gauge.set(decision.members.len() as f64);
             pool.note_routable(!decision.members.is_empty());
             if pool.config.role == PoolRole::Primary {
@@ -383,12 +375,11 @@ impl Router {
             }
         }
         // A pool with nothing routable wants its candidates checked at the fast interval.
-        for backend in &self.backends {
+        for backend in self.backends.iter().flatten().map(|slot| &slot.backend) {
             let starving = self
                 .pools
                 .iter()
-                .zip(&self.current)
-                .any(|(p, d)| d.members.is_empty() && p.config.members.contains(&backend.id));
+                .any(|p| self.current[p.id].members.is_empty() && p.config.members.contains(&backend.id));
             backend.set_urgent(starving);
         }
     }

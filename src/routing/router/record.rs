@@ -40,7 +40,7 @@ impl Router {
             return;
         }
         let now = now_ms();
-        let name = |id: BackendId| self.backends[id].name.clone();
+        let name = |id: BackendId| self.name_of(id).to_string();
         if new.is_some() {
             pool.expect_first_session();
         }

@@ -205,10 +205,11 @@ pub fn blackhole() -> Blackhole {
     }
 }
 
-/// A loopback address where nothing listens (connects are refused).
+/// A loopback address where nothing listens (connects are refused). Its port is below
+/// the ephemeral range, so no outgoing connection takes it before a test binds it.
 pub fn refused_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+    let port = switchyard_lab::system::free_port().expect("a free loopback port");
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// Starts a proxy from TOML text.

@@ -27,8 +27,21 @@ impl Spawned {
     }
 
     /// [`Spawned::start`] with `binary` run through `wrapper` (e.g. `prlimit
-    /// --nofile=200:200`).
+    /// --nofile=200:200`). A start whose admin port was taken between choosing it and
+    /// binding it is tried again on another port.
     pub async fn start_with(binary: &str, wrapper: &[&str], name: &str, config: &str) -> Spawned {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::launch(binary, wrapper, name, config).await {
+                Ok(spawned) => return spawned,
+                Err(log) if attempts < 3 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("the proxy exited at start:\n{log}"),
+            }
+        }
+    }
+
+    async fn launch(binary: &str, wrapper: &[&str], name: &str, config: &str) -> Result<Spawned, String> {
         let admin = refused_addr();
         let dir = std::env::temp_dir().join(crate::unique(&format!("switchyard-{name}-{}", std::process::id())));
         std::fs::create_dir_all(&dir).unwrap();
@@ -59,16 +72,18 @@ impl Spawned {
         };
         within(LIMIT, "the spawned proxy to answer /health/live", async {
             loop {
-                assert!(spawned.alive(), "the proxy exited at start:\n{}", spawned.log_text());
+                if !spawned.alive() {
+                    return Err(spawned.log_text());
+                }
                 let listening = tokio::net::TcpStream::connect(admin).await.is_ok();
                 if listening && http_get(admin, "/health/live").await.0 == 200 {
-                    return;
+                    return Ok(());
                 }
                 poll_pause().await;
             }
         })
-        .await;
-        spawned
+        .await?;
+        Ok(spawned)
     }
 
     /// Whether the process is still running.
