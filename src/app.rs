@@ -21,27 +21,28 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::admin::{self, AdminState};
+use crate::admin::AdminState;
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::listener::Listener;
 use crate::pool::Pool;
 use crate::routing::Router;
 use crate::spread::Threads;
 use crate::timeline::Timeline;
-use crate::tls::Verify;
 use crate::topology::Topology;
-use crate::worker::Worker;
-use crate::{local, metrics, tcp};
+use crate::upgrade::Inherited;
+use crate::{local, metrics};
 
 mod fabric;
+mod handover;
+mod parts;
 mod reload;
 mod running;
 mod supervise;
 
 use fabric::Fabric;
+use parts::{bind, descriptor_budget, serve_listeners, start_admin, start_workers, warn_insecure_backends};
 use reload::Reloader;
 
 pub use reload::{Changes, ReloadError, ReloadReport, ReloadRequest};
@@ -121,31 +122,137 @@ impl Drop for CancelOnError<'_> {
 /// Binds and starts everything `config` describes. On an error nothing keeps
 /// running.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, None).await
+}
+
+/// [`start`], on what a hot upgrade took over from the running process: its listening
+/// sockets (for the listeners and admin address that stay) and its backends' states.
+pub async fn start_with(config: Config, mut inherited: Option<Inherited>) -> Result<Running, StartError> {
     let metrics = metrics::install();
     let budget = descriptor_budget(&config);
-    let (bound, admin_tcp) = bind(&config)?;
+    let (bound, admin_tcp) = bind(&config, inherited.as_mut())?;
     let stops = Stops::default();
     let guard = CancelOnError(Some(&stops));
     let (sessions, background, accepting) = (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
+    let backends = Backend::all(&config);
+    if let Some(inherited) = &inherited {
+        let restored = inherited.restore(&backends);
+        info!(
+            from_pid = inherited.from_pid,
+            backends = restored,
+            "hot upgrade: took over the backends' states"
+        );
+    }
+    let pools = Pool::all(&config, &backends);
+    upkeep(&metrics, &background, &stops.background);
+    let (control, fabric) = control_plane(&config, &backends, &pools, budget, &stops, &background);
+    warn_insecure_backends(&config);
+    let (live, per_worker) = serve_listeners(&fabric, &config, &pools, bound);
+    let (inboxes, threads) = (control.inboxes, fabric.threads.clone());
+    let (workers, added) = start_workers(per_worker, inboxes, &stops, &sessions, &accepting).await?;
+    let (reloads, reloads_rx) = mpsc::channel(4);
+    let (next_backend, next_pool) = (backends.len(), pools.len());
+    let state = Arc::new(AdminState {
+        topology: ArcSwap::from_pointee(Topology::new(config, backends, pools, &live)),
+        routing: control.routing.clone(),
+        draining: AtomicBool::new(false),
+        metrics,
+        timeline: control.timeline,
+        commands: control.commands,
+        reloads,
+    });
+    let stop_admin = stops.background.child_token();
+    let admin_socket = admin_tcp
+        .as_ref()
+        .and_then(|tcp| socket2::SockRef::from(tcp).try_clone().ok())
+        .map(Into::into);
+    let admin = start_admin(admin_tcp, &state, &stop_admin, &background)?;
+    let (upgrades, upgrades_rx) = mpsc::channel(1);
+    let handed_over = CancellationToken::new();
+    let reloader = Reloader {
+        fabric,
+        state: state.clone(),
+        router: control.reconfigure,
+        checkers: control.checkers,
+        live,
+        added,
+        next_backend,
+        next_pool,
+        upgrade: reload::Upgrade {
+            listener: None,
+            admin_socket,
+            stop_admin,
+            handed_over: handed_over.clone(),
+        },
+    };
+    background.spawn(reloader.run(reloads_rx, upgrades_rx));
+    guard.disarm();
+    Ok(Running {
+        failed: control.failed,
+        admin,
+        routing: control.routing,
+        state,
+        stops,
+        sessions,
+        background,
+        accepting,
+        workers,
+        threads,
+        upgrades,
+        handed_over,
+    })
+}
+
+impl Topology {
+    fn new(config: Config, backends: Vec<Arc<Backend>>, pools: Vec<Arc<Pool>>, live: &[fabric::Live]) -> Topology {
+        Topology {
+            listeners: live.iter().map(|l| (l.config.name.clone(), l.address)).collect(),
+            tls: live.iter().filter_map(|l| l.tls.clone()).collect(),
+            backends,
+            pools,
+            config,
+        }
+    }
+}
+
+/// What the control plane hands to the rest of the start.
+struct ControlPlane {
+    routing: Arc<crate::routing::Routing>,
+    timeline: Arc<Timeline>,
+    commands: mpsc::Sender<crate::routing::AdminCommand>,
+    reconfigure: mpsc::Sender<crate::routing::Reconfigure>,
+    checkers: std::collections::HashMap<crate::config::BackendId, CancellationToken>,
+    inboxes: Vec<mpsc::UnboundedReceiver<crate::spread::Arrival>>,
+    /// Cancelled when a critical task failed.
+    failed: CancellationToken,
+}
+
+/// The router and one checker per backend, on the caller's runtime, and the fabric
+/// the listeners and later reloads are built from.
+fn control_plane(
+    config: &Config,
+    backends: &[Arc<Backend>],
+    pools: &[Arc<Pool>],
+    budget: Arc<Semaphore>,
+    stops: &Stops,
+    background: &TaskTracker,
+) -> (ControlPlane, Fabric) {
     let (events, events_rx) = mpsc::channel(1024);
     let (commands, commands_rx) = mpsc::channel(64);
     let (reconfigure, reconfigure_rx) = mpsc::channel(4);
     let timeline = Arc::new(Timeline::default());
-    let backends = Backend::all(&config);
-    let pools = Pool::all(&config, &backends);
     let router = Router::new(
-        backends.clone(),
-        pools.clone(),
+        backends.to_vec(),
+        pools.to_vec(),
         timeline.clone(),
         events_rx,
         commands_rx,
     )
     .reconfigured_by(reconfigure_rx);
     let routing = router.routing();
-    upkeep(&metrics, &background, &stops.background);
     let failed = CancellationToken::new();
     critical(
-        &background,
+        background,
         &failed,
         "router".into(),
         router.run(stops.background.clone()),
@@ -160,101 +267,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         timeline: timeline.clone(),
         routing: routing.clone(),
         budget,
-        threads: threads.clone(),
+        threads,
     };
     let checkers = backends
         .iter()
         .zip(&config.backends)
         .map(|(backend, c)| (backend.id, fabric.spawn_checker(backend, &c.check)))
         .collect();
-    warn_insecure_backends(&config);
-    let mut live = Vec::new();
-    let mut per_worker: Vec<Vec<Listener>> = (0..threads.count()).map(|_| Vec::new()).collect();
-    for (listener, group) in config.listeners.iter().zip(bound) {
-        let (listening, loops) = fabric.listen(listener, &pools[listener.pool.id], group);
-        live.push(listening);
-        for accept in loops {
-            per_worker[accept.thread].push(accept);
-        }
-    }
-    let (workers, added) = start_workers(per_worker, inboxes, &stops, &sessions, &accepting).await?;
-    let (reloads, reloads_rx) = mpsc::channel(4);
-    let (next_backend, next_pool) = (backends.len(), pools.len());
-    let topology = Topology {
-        listeners: live.iter().map(|l| (l.config.name.clone(), l.address)).collect(),
-        tls: live.iter().filter_map(|l| l.tls.clone()).collect(),
-        backends,
-        pools,
-        config,
-    };
-    let state = Arc::new(AdminState {
-        topology: ArcSwap::from_pointee(topology),
-        routing: routing.clone(),
-        draining: AtomicBool::new(false),
-        metrics,
+    let control = ControlPlane {
+        routing,
         timeline,
         commands,
-        reloads,
-    });
-    let reloader = Reloader {
-        fabric,
-        state: state.clone(),
-        router: reconfigure,
+        reconfigure,
         checkers,
-        live,
-        added,
-        next_backend,
-        next_pool,
-    };
-    background.spawn(reloader.run(reloads_rx));
-    let admin = match admin_tcp {
-        Some(tcp) => {
-            let address = tcp.local_addr().expect("a bound socket has an address");
-            let ended =
-                admin::run_on_own_thread(tcp, state.clone(), stops.background.clone()).map_err(StartError::Runtime)?;
-            info!(%address, "admin listening");
-            background.spawn(ended);
-            Some(address)
-        }
-        None => None,
-    };
-    guard.disarm();
-    Ok(Running {
+        inboxes,
         failed,
-        admin,
-        routing,
-        state,
-        stops,
-        sessions,
-        background,
-        accepting,
-        workers,
-        threads,
-    })
-}
-
-/// Binds every listener (one socket per data-plane thread) and the admin listener,
-/// before any task runs, so a bad address fails fast.
-fn bind(config: &Config) -> Result<(Vec<Vec<std::net::TcpListener>>, Option<tokio::net::TcpListener>), StartError> {
-    let mut bound = Vec::new();
-    for listener in &config.listeners {
-        let group =
-            tcp::bind_group(listener.listen, &listener.tcp, config.workers).map_err(|source| StartError::Bind {
-                what: format!("listener {}", listener.name),
-                address: listener.listen,
-                source,
-            })?;
-        bound.push(group);
-    }
-    let admin = match &config.admin {
-        Some(admin) => Some(tcp::bind(admin.listen, None).map_err(|source| StartError::Bind {
-            what: "admin".into(),
-            address: admin.listen,
-            source,
-        })?),
-        None => None,
     };
-    Ok((bound, admin))
+    (control, fabric)
 }
 
 /// The metrics upkeep, on the caller's runtime until `stop`.
@@ -271,68 +300,4 @@ fn upkeep(metrics: &metrics_exporter_prometheus::PrometheusHandle, background: &
         crate::metrics::UPKEEP_PERIOD,
         stop.clone(),
     ));
-}
-
-/// Raises the descriptor limit, warns when `config` can exceed it, and returns the
-/// process-wide session budget under it (see [`crate::local`]).
-fn descriptor_budget(config: &Config) -> Arc<Semaphore> {
-    let limit = match local::raise_descriptor_limit() {
-        Ok(limit) => limit,
-        Err(e) => {
-            warn!(error = %e, "cannot raise the descriptor limit (RLIMIT_NOFILE) to its hard limit");
-            local::descriptor_limit().0
-        }
-    };
-    if let Some(warning) = local::budget_warning(config, limit) {
-        warn!("{warning}");
-    }
-    let sessions = local::session_budget(config, limit);
-    info!(descriptors = ?limit, sessions, reserve = local::DESCRIPTORS_RESERVE, "descriptor budget");
-    Arc::new(Semaphore::new(sessions))
-}
-
-fn warn_insecure_backends(config: &Config) {
-    for backend in &config.backends {
-        if let Some(tls) = &backend.tls {
-            if *tls.verify() == Verify::Insecure {
-                warn!(backend = %backend.name, server_name = %tls.server_name(), "TLS to this backend does NOT verify its certificate (insecure = true): anyone on the path can impersonate it; labs only");
-            }
-        }
-    }
-}
-
-/// Starts the data-plane threads and waits until each runs its accept loops.
-async fn start_workers(
-    per_worker: Vec<Vec<Listener>>,
-    inboxes: Vec<mpsc::UnboundedReceiver<crate::spread::Arrival>>,
-    stops: &Stops,
-    sessions: &TaskTracker,
-    accepting: &TaskTracker,
-) -> Result<(Vec<std::thread::JoinHandle<()>>, Vec<mpsc::UnboundedSender<Listener>>), StartError> {
-    let mut workers = Vec::new();
-    let mut started = Vec::new();
-    let mut senders = Vec::new();
-    for (index, (accept_loops, inbox)) in per_worker.into_iter().zip(inboxes).enumerate() {
-        let (sender, added) = mpsc::unbounded_channel();
-        senders.push(sender);
-        let worker = Worker {
-            accept_loops,
-            added,
-            inbox,
-            stop_accepting: stops.accepting.clone(),
-            sessions: sessions.clone(),
-            accepting: accepting.clone(),
-            stop: stops.workers.clone(),
-        };
-        let (thread, is_ready) = worker.spawn(index).map_err(StartError::Runtime)?;
-        workers.push(thread);
-        started.push(is_ready);
-    }
-    for is_ready in started {
-        is_ready
-            .await
-            .unwrap_or_else(|_| Err(std::io::Error::other("a data-plane thread died at start")))
-            .map_err(StartError::Runtime)?;
-    }
-    Ok((workers, senders))
 }

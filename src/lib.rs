@@ -10,7 +10,8 @@
 //!   any port is bound.
 //! - [`app`]: wires one process together (bind, spawn checkers, router, listeners,
 //!   admin), applies config reloads and owns the shutdown sequence; [`topology`]:
-//!   what it serves now (config, backends, pools), swapped whole by a reload.
+//!   what it serves now (config, backends, pools), swapped whole by a reload;
+//!   [`upgrade`]: the hot binary upgrade's hand-over of sockets and health state.
 //! - [`listener`]: the accept loop (connection cap, backoff on accept errors);
 //!   [`spread`]: handing new connections from a busy data-plane thread to an idle one;
 //!   [`worker`]: one data-plane thread (its runtime, accept loops, inbox).
@@ -69,4 +70,5 @@ pub mod tcp;
 pub mod timeline;
 pub mod tls;
 pub mod topology;
+pub mod upgrade;
 pub mod worker;

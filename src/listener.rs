@@ -84,7 +84,11 @@ impl Listener {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
                     let serving = self.serving.load_full();
+                    // Biased: a connection accepted as `stop` comes (a hand-over to a
+                    // new process, shutdown) is served when a permit is free; it is
+                    // dropped only if it would have to wait for one.
                     let permit = tokio::select! {
+                        biased;
                         permit = permits(&serving.limit, &self.budget) => match permit {
                             Some(permit) => permit,
                             None => return,

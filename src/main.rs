@@ -17,7 +17,11 @@ use switchyard::admin::client;
 use switchyard::app;
 use switchyard::config::{self, Config};
 use switchyard::notify::State;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info};
+
+#[path = "main/upgrade.rs"]
+mod upgrade;
 
 const EX_USAGE: u8 = 64;
 const EX_UNAVAILABLE: u8 = 69;
@@ -43,6 +47,11 @@ enum Command {
         /// The TOML config file (see config/example.toml).
         #[arg(long, short, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
+        /// Hot upgrade: take the listening sockets and the health state over from the
+        /// process running on this config's `[runtime] upgrade_socket`; that process
+        /// then drains and exits. If this one cannot start, the old one serves on.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validates a config file and exits (0 valid, 64 invalid).
     CheckConfig {
@@ -138,7 +147,8 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Run { config } => match Config::load(&config) {
+        Command::Run { config, upgrade } => match Config::load(&config) {
+            Ok(config) if upgrade => return upgrade::run_upgrade(config),
             Ok(config) => config,
             Err(e) => {
                 error!("{e}");
@@ -178,27 +188,51 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, None))
 }
 
-async fn run(config: Config) -> ExitCode {
-    let running = match app::start(config).await {
+/// Serves `config` until a signal, a failure or a hot upgrade's hand-over; with
+/// `taken`, on what a hot upgrade took over from the old process.
+async fn run(config: Config, taken: Option<upgrade::Taken>) -> ExitCode {
+    // Listened for before anything serves: SIGHUP's and SIGUSR2's default action is to
+    // end the process, which a reload or an upgrade sent early must not do.
+    let (hup, usr2) = (signal(SignalKind::hangup()), signal(SignalKind::user_defined2()));
+    let upgrade_socket = config.upgrade_socket.clone();
+    let source = PathBuf::from(&config.source);
+    let (stream, inherited) = match taken {
+        Some(taken) => (Some(taken.stream), Some(taken.inherited)),
+        None => (None, None),
+    };
+    let running = match app::start_with(config, inherited).await {
         Ok(running) => running,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    switchyard::notify::notify(State::Ready);
-    let code = tokio::select! {
+    match stream {
+        Some(stream) => upgrade::took_over(stream).await,
+        None => switchyard::notify::notify(State::Ready),
+    }
+    if let Some(path) = &upgrade_socket {
+        if let Err(e) = running.listen_for_upgrades(path).await {
+            error!(socket = %path.display(), error = %e, "cannot listen for hot upgrades; serving without them");
+        }
+    }
+    let (code, handed_over) = tokio::select! {
         _ = wait_for_signal() => {
             info!("shutdown requested");
-            ExitCode::SUCCESS
+            (ExitCode::SUCCESS, false)
         }
-        _ = running.failed() => ExitCode::from(EX_SOFTWARE),
-        _ = reload_on_sighup(&running) => ExitCode::from(EX_SOFTWARE),
+        _ = running.failed() => (ExitCode::from(EX_SOFTWARE), false),
+        _ = reload_on_sighup(&running, hup) => (ExitCode::from(EX_SOFTWARE), false),
+        _ = upgrade::on_sigusr2(&source, upgrade_socket.is_some(), usr2) => (ExitCode::from(EX_SOFTWARE), false),
+        _ = running.handed_over() => (ExitCode::SUCCESS, true),
     };
-    switchyard::notify::notify(State::Stopping);
+    // After a hand-over the new process is the service's main process: it said so.
+    if !handed_over {
+        switchyard::notify::notify(State::Stopping);
+    }
     running.shutdown().await;
     code
 }
@@ -305,9 +339,8 @@ fn health(admin: SocketAddr, path: &str, timeout: Duration, watch: Duration) -> 
 /// Reloads the config file (and with it every TLS file) on every SIGHUP; the
 /// outcome is logged by the reload. Never returns unless SIGHUP cannot be listened
 /// for.
-async fn reload_on_sighup(running: &app::Running) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
+async fn reload_on_sighup(running: &app::Running, hup: std::io::Result<Signal>) {
+    let mut hup = match hup {
         Ok(hup) => hup,
         Err(e) => {
             error!(error = %e, "cannot listen for SIGHUP; reload with POST /config/reload");

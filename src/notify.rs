@@ -18,6 +18,9 @@ pub enum State {
     Reloading,
     /// Shutdown has started: listeners close, sessions get their grace period.
     Stopping,
+    /// A hot upgrade's new process serves and is the service's main process now
+    /// (`MAINPID=`, accepted with `NotifyAccess=all`).
+    TookOver(u32),
 }
 
 /// The datagram for `state`; `monotonic_usec` is `CLOCK_MONOTONIC` in microseconds,
@@ -27,6 +30,7 @@ pub fn message(state: State, monotonic_usec: u64) -> String {
         State::Ready => "READY=1\nSTATUS=serving".into(),
         State::Reloading => format!("RELOADING=1\nMONOTONIC_USEC={monotonic_usec}\nSTATUS=reloading"),
         State::Stopping => "STOPPING=1\nSTATUS=stopping".into(),
+        State::TookOver(pid) => format!("MAINPID={pid}\nREADY=1\nSTATUS=serving (hot upgrade)"),
     }
 }
 

@@ -19,6 +19,8 @@ pub const STATUS_PAGE: &str = include_str!("ui.html");
 /// The `/status` JSON document.
 #[derive(Serialize)]
 pub struct StatusBody {
+    /// The PID of the process answering (after a hot upgrade, the new one's).
+    pub pid: u32,
     /// The generation of the routing table it was built from.
     pub generation: u64,
     /// Whether shutdown has begun.
@@ -134,6 +136,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
         })
         .collect();
     Json(StatusBody {
+        pid: std::process::id(),
         generation: table.generation,
         draining: state.is_draining(),
         listeners,

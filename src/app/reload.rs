@@ -21,14 +21,17 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod diff;
 mod report;
+
+use diff::{not_applied, same_socket, same_target};
 
 pub use report::{Changes, ReloadError, ReloadReport, ReloadRequest};
 
 use super::fabric::{Fabric, Live};
 use crate::admin::AdminState;
 use crate::backend::Backend;
-use crate::config::{BackendConfig, BackendId, Config, ListenerConfig, Members};
+use crate::config::{BackendId, Config, Members};
 use crate::listener::Listener;
 use crate::pool::{Member, Pool};
 use crate::routing::Reconfigure;
@@ -50,7 +53,11 @@ pub(super) struct Reloader {
     pub(super) added: Vec<mpsc::UnboundedSender<Listener>>,
     pub(super) next_backend: usize,
     pub(super) next_pool: usize,
+    /// The hot upgrade's side of this process (see [`super::handover`]).
+    pub(super) upgrade: Upgrade,
 }
+
+pub(crate) use super::handover::Upgrade;
 
 /// The new topology's backends, and what the checkers must do once the router has it.
 struct NewBackends {
@@ -60,15 +67,26 @@ struct NewBackends {
 }
 
 impl Reloader {
-    /// Serves reload requests until the process stops accepting (shutdown), then
+    /// Serves reload requests and hot upgrades (once `upgrades` gave it the upgrade
+    /// socket) until the process stops accepting (shutdown, or a hand-over), then
     /// closes its copies of the listening sockets, so they close with the accept loops.
-    pub(super) async fn run(mut self, mut requests: mpsc::Receiver<ReloadRequest>) {
+    pub(super) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+        mut upgrades: mpsc::Receiver<tokio::net::UnixListener>,
+    ) {
         let stopping = self.fabric.stop_accepting.clone();
         loop {
             tokio::select! {
                 Some(request) = requests.recv() => {
                     let outcome = self.reload(request.config).await;
                     let _ = request.reply.send(outcome);
+                }
+                Some(listener) = upgrades.recv() => self.upgrade.listener = Some(listener),
+                Some(stream) = self.upgrade.next() => {
+                    if self.hand_over(stream).await {
+                        return;
+                    }
                 }
                 _ = stopping.cancelled() => return,
             }
@@ -148,13 +166,7 @@ impl Reloader {
             self.checkers.insert(backend.id, checker);
         }
         self.listeners(&config, &pools, &mut bound, &mut report);
-        let topology = Arc::new(Topology {
-            listeners: self.live.iter().map(|l| (l.config.name.clone(), l.address)).collect(),
-            tls: self.live.iter().filter_map(|l| l.tls.clone()).collect(),
-            config,
-            backends: backends.all,
-            pools,
-        });
+        let topology = Arc::new(Topology::new(config, backends.all, pools, &self.live));
         self.state.topology.store(topology.clone());
         let tls = tokio::task::spawn_blocking(move || crate::admin::reload_tls_files(&topology)).await;
         report.tls = tls.unwrap_or_default().iter().map(|r| r.json()).collect();
@@ -364,30 +376,4 @@ impl Reloader {
             }
         });
     }
-}
-
-/// Whether a listener's sockets can be kept: the same address (new socket options
-/// are set on them).
-fn same_socket(a: &ListenerConfig, b: &ListenerConfig) -> bool {
-    a.listen == b.listen
-}
-
-/// Whether two configs of a backend reach and check the same server the same way,
-/// timings aside: its state then still holds.
-fn same_target(a: &BackendConfig, b: &BackendConfig) -> bool {
-    (a.address, &a.tls, a.source, a.send_proxy, &a.check.probe)
-        == (b.address, &b.tls, b.source, b.send_proxy, &b.check.probe)
-}
-
-/// What a reload cannot change.
-fn not_applied(old: &Config, new: &Config) -> Vec<String> {
-    let mut kept = Vec::new();
-    let address = |c: &Config| c.admin.as_ref().map(|a| a.listen);
-    if address(old) != address(new) {
-        kept.push("admin.listen (takes a restart or a hot upgrade)".to_string());
-    }
-    if old.workers != new.workers {
-        kept.push("workers (takes a restart or a hot upgrade)".to_string());
-    }
-    kept
 }

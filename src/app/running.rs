@@ -33,6 +33,10 @@ pub struct Running {
     /// The data-plane threads (accept loops and sessions).
     pub(super) workers: Vec<std::thread::JoinHandle<()>>,
     pub(super) threads: Arc<Threads>,
+    /// Gives the reloader the upgrade socket.
+    pub(super) upgrades: tokio::sync::mpsc::Sender<tokio::net::UnixListener>,
+    /// Cancelled once a hot upgrade's new process took over.
+    pub(super) handed_over: CancellationToken,
 }
 
 /// A `Running` dropped without [`Running::shutdown`] (a panicking test, a dropped
@@ -95,6 +99,26 @@ impl Running {
     /// [`super::reload`].
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         self.state.reload(None).await
+    }
+
+    /// Binds the upgrade socket at `path` (mode 0600) and hands this process over to
+    /// a new one that connects to it (`run --upgrade`).
+    pub async fn listen_for_upgrades(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let listener = crate::upgrade::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        self.upgrades
+            .send(listener)
+            .await
+            .map_err(|_| std::io::Error::other("the process is stopping"))?;
+        info!(socket = %path.display(), "hot upgrades: listening");
+        Ok(())
+    }
+
+    /// Resolves once a hot upgrade's new process took over: this one has stopped
+    /// accepting and should [`Running::shutdown`] (which drains its sessions).
+    pub async fn handed_over(&self) {
+        self.handed_over.cancelled().await
     }
 
     /// Applies `config` as a reload would.

@@ -121,6 +121,9 @@ pub struct Config {
     /// Data-plane threads, each with its own single-threaded runtime and its own
     /// `SO_REUSEPORT` socket per listener.
     pub workers: usize,
+    /// Where a new process of a hot upgrade takes over from this one; `None`: no hot
+    /// upgrade.
+    pub upgrade_socket: Option<std::path::PathBuf>,
     /// Sorted by name; a backend's index is its [`BackendId`].
     pub backends: Vec<BackendConfig>,
     /// Sorted by name; a pool's index is its [`PoolId`].

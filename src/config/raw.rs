@@ -64,6 +64,9 @@ pub struct RawRuntime {
     /// `runtime.workers`: data-plane threads, 0 to 256; 0 means one per core
     /// (default `defaults::WORKERS`).
     pub workers: Option<Workers>,
+    /// `runtime.upgrade_socket`: the Unix socket a new process (`run --upgrade`) takes
+    /// the listening sockets and the health state over from (no hot upgrade without it).
+    pub upgrade_socket: Option<String>,
 }
 
 /// `[shutdown]`: what happens after SIGTERM/SIGINT.

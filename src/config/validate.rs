@@ -99,6 +99,10 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         .shutdown
         .and_then(|s| s.grace)
         .map_or(defaults::SHUTDOWN_GRACE, |s| s.0);
+    let upgrade_socket = raw.runtime.as_ref().and_then(|r| r.upgrade_socket.clone());
+    if upgrade_socket.as_ref().is_some_and(|p| p.is_empty() || p.len() > 100) {
+        return Err(ctx.invalid("runtime.upgrade_socket", "a path of 1 to 100 bytes (a Unix socket)"));
+    }
     let workers = match raw.runtime.and_then(|r| r.workers).map_or(defaults::WORKERS, |w| w.0) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => usize::from(n),
@@ -155,6 +159,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         admin,
         shutdown_grace,
         workers,
+        upgrade_socket: upgrade_socket.map(std::path::PathBuf::from),
         backends,
         pools,
         listeners,

@@ -23,7 +23,7 @@ pub use checker::{Attention, Check, Checker};
 use crate::config::{BackendId, CheckConfig};
 
 /// What a backend currently is, as far as its checks tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Not checked yet.
@@ -39,7 +39,7 @@ pub enum Status {
 /// `Unknown`; the MySQL probe reports `Primary` (`read_only=0`) or `Replica`; the
 /// MongoDB probe `Primary`, `Secondary` or `Arbiter` (and `Unknown` for a member in
 /// another state, e.g. RECOVERING).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// No role reported: not checked yet, a TCP or HTTP probe, or a MongoDB member in
@@ -169,7 +169,7 @@ impl CheckError {
 }
 
 /// What a passing check learned.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, serde::Deserialize)]
 pub struct Report {
     /// The role the backend reports (`Unknown` from TCP and HTTP probes).
     pub role: Role,
@@ -191,7 +191,7 @@ impl Report {
 }
 
 /// How a replica is replicating.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReplicaState {
     /// The receiving (IO) thread is connected to its source.
     pub io_running: bool,
@@ -200,10 +200,15 @@ pub struct ReplicaState {
     /// The applying (SQL) thread runs.
     pub sql_running: bool,
     /// `Seconds_Behind_Master`; `None` when the server reports NULL.
-    #[serde(serialize_with = "lag_secs")]
+    #[serde(serialize_with = "lag_secs", deserialize_with = "lag_from_secs")]
     pub lag: Option<Duration>,
     /// `host:port` of its source.
     pub source: Option<String>,
+}
+
+fn lag_from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let secs: Option<u64> = serde::Deserialize::deserialize(d)?;
+    Ok(secs.map(Duration::from_secs))
 }
 
 fn lag_secs<S: serde::Serializer>(lag: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -126,7 +126,7 @@ pub fn nesting_within(doc: &RawDocument, max: usize) -> bool {
 }
 
 /// What a member says of itself in its `hello` (or legacy `isMaster`) reply.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Hello {
     /// Whether the reply's `ok` is set (the command succeeded).
     pub ok: bool,
