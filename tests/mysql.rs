@@ -49,6 +49,36 @@ async fn writes_land_on_the_primary_and_reads_on_replicas() {
     }
     seen.sort();
     assert_eq!(seen, [2, 2, 3, 3], "reads spread over the replicas");
+
+    // A reload that changes both pools keeps the writer's primary: the very next table
+    // routes to db1 (no check round first), and the open session writes on.
+    let changed = cluster_config(&cluster, "connect_timeout = \"3s\"", "").replace(
+        "[pools.reader]\nbackends = [\"db1\", \"db2\", \"db3\"]",
+        "[pools.reader]\nbackends = [\"db2\"]",
+    );
+    let config = switchyard::config::Config::parse(&changed, "reloaded.toml").unwrap();
+    let report = proxy.apply(config).await.expect("the reload applies");
+    assert_eq!(report.pools.changed, ["reader", "writer"], "{report:?}");
+    let table = proxy.routing().load();
+    assert_eq!(table.generation, report.generation);
+    assert_eq!(
+        table.routable_names(proxy.pool("writer").unwrap()),
+        ["db1"],
+        "the primary is kept"
+    );
+    assert_eq!(table.routable_names(proxy.pool("reader").unwrap()), ["db2"]);
+    assert_eq!(
+        insert(&mut writer, "after-the-reload").await.unwrap(),
+        1,
+        "the open session writes on"
+    );
+    let mut fresh = connect(proxy.listener("writer").unwrap()).await.unwrap();
+    assert_eq!(
+        server_id(&mut fresh).await.unwrap(),
+        1,
+        "a new session reaches the primary at once"
+    );
+    fresh.disconnect().await.unwrap();
     writer.disconnect().await.unwrap();
     proxy.shutdown().await;
     blocking(|| drop(cluster));

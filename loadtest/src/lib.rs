@@ -27,6 +27,8 @@
 //!   with a fault every window, its descriptors and memory sampled all along.
 //! - [`reload_bench`]: the time a config reload with 1,000 backends takes to apply,
 //!   and the sessions it costs (none).
+//! - [`upgrade_bench`]: hot binary upgrades under wrk (`Connection: close`) and
+//!   sysbench, counting the clients' errors.
 //! - [`sysbench`]: `sysbench oltp_read_write` direct vs switchyard vs HAProxy (the
 //!   last part of `loadtest/compare.sh`).
 
@@ -46,4 +48,5 @@ pub mod servers;
 pub mod soak;
 pub mod sysbench;
 pub mod target;
+pub mod upgrade_bench;
 pub mod workload;

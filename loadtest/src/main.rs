@@ -70,6 +70,19 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// Hot binary upgrades in a row under wrk (`Connection: close`) to nginx and under
+    /// sysbench to a three-node MariaDB cluster; counts what the clients saw.
+    Upgrade {
+        /// Upgrades per part.
+        #[arg(long, default_value_t = 10)]
+        upgrades: usize,
+        /// Seconds between two upgrades.
+        #[arg(long, default_value_t = 2.0)]
+        every: f64,
+        /// The switchyard binary (old and new processes alike).
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// Records fuzz seeds from real peers (MariaDB, the MongoDB peers, an HTTP server,
     /// the lab CA) into OUT/<target>/.
     RecordCorpus {
@@ -152,6 +165,19 @@ async fn main() -> Result<()> {
         } => {
             let figures = switchyard_loadtest::reload_bench::run(&switchyard, backends, rounds).await?;
             println!("{}", switchyard_loadtest::reload_bench::report(&figures));
+            return Ok(());
+        }
+        Command::Upgrade {
+            upgrades,
+            every,
+            switchyard,
+        } => {
+            let every = std::time::Duration::from_secs_f64(every);
+            let figures = tokio::task::spawn_blocking(move || {
+                switchyard_loadtest::upgrade_bench::run(&switchyard, upgrades, every)
+            })
+            .await??;
+            println!("{}", switchyard_loadtest::upgrade_bench::report(&figures));
             return Ok(());
         }
         Command::RecordCorpus { out } => {

@@ -114,7 +114,7 @@ fn cpu_spent(proxy: Option<u32>, ticks: f64) -> Result<Spent> {
     })
 }
 
-fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
+pub(crate) fn sysbench(port: u16, command: &str, extra: &[&str]) -> Result<String> {
     let port = format!("--mysql-port={port}");
     let user = format!("--mysql-user={APP_USER}");
     let password = format!("--mysql-password={APP_PASSWORD}");
