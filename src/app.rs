@@ -136,7 +136,7 @@ pub async fn start_with(config: Config, mut inherited: Option<Inherited>) -> Res
     let (sessions, background, accepting) = (TaskTracker::new(), TaskTracker::new(), TaskTracker::new());
     let backends = Backend::all(&config);
     if let Some(inherited) = &inherited {
-        let restored = inherited.restore(&backends);
+        let restored = inherited.restore(&backends, &config.backends);
         info!(
             from_pid = inherited.from_pid,
             backends = restored,
@@ -156,6 +156,7 @@ pub async fn start_with(config: Config, mut inherited: Option<Inherited>) -> Res
         topology: ArcSwap::from_pointee(Topology::new(config, backends, pools, &live)),
         routing: control.routing.clone(),
         draining: AtomicBool::new(false),
+        checked_once: AtomicBool::new(false),
         metrics,
         timeline: control.timeline,
         commands: control.commands,
@@ -180,6 +181,7 @@ pub async fn start_with(config: Config, mut inherited: Option<Inherited>) -> Res
         next_pool,
         upgrade: reload::Upgrade {
             listener: None,
+            path: None,
             admin_socket,
             stop_admin,
             handed_over: handed_over.clone(),

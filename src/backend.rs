@@ -19,7 +19,9 @@ use crate::tls::ClientTls;
 /// One backend, shared by every pool it is a member of.
 #[derive(Debug)]
 pub struct Backend {
-    /// Its index among the configured backends (sorted by name).
+    /// Its slot: the index the router and the routing table know it by. At start the
+    /// same as its index in the config; a reload gives a new or changed backend a slot
+    /// never used before.
     pub id: BackendId,
     /// Its configured name, which labels its metrics and names it in `/status` and the
     /// admin API.

@@ -44,8 +44,9 @@ pub struct Listener {
     /// The process-wide session budget, which keeps descriptors in reserve for checks
     /// and the admin port ([`crate::local::session_budget`]).
     pub budget: Arc<Semaphore>,
-    /// Stops this loop (shutdown, or a reload that removed the listener); the socket
-    /// closes when it ends.
+    /// Stops this loop (shutdown, a hand-over to a new process, or a reload that removed
+    /// the listener); the socket closes when it ends and the reloader has let go of its
+    /// copy.
     pub stop: CancellationToken,
     /// The data-plane thread this loop runs on, and all of them.
     pub thread: usize,

@@ -20,6 +20,8 @@ use switchyard::notify::State;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info};
 
+#[path = "main/reload.rs"]
+mod reload;
 #[path = "main/upgrade.rs"]
 mod upgrade;
 
@@ -167,7 +169,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Status { admin, json } => return status(admin, json),
-        Command::Reload { admin, token } => return reload(admin, token.as_deref()),
+        Command::Reload { admin, token } => return reload::reload(admin, token.as_deref()),
         Command::Health {
             admin,
             live,
@@ -211,7 +213,12 @@ async fn run(config: Config, taken: Option<upgrade::Taken>) -> ExitCode {
         }
     };
     match stream {
-        Some(stream) => upgrade::took_over(stream).await,
+        Some(stream) => {
+            if !upgrade::took_over(stream).await {
+                running.shutdown().await;
+                return ExitCode::from(EX_UNAVAILABLE);
+            }
+        }
         None => switchyard::notify::notify(State::Ready),
     }
     if let Some(path) = &upgrade_socket {
@@ -354,34 +361,6 @@ async fn reload_on_sighup(running: &app::Running, hup: std::io::Result<Signal>) 
         switchyard::notify::notify(State::Ready);
     }
     std::future::pending().await
-}
-
-/// `switchyard reload`.
-fn reload(admin: SocketAddr, token: Option<&str>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(EX_UNAVAILABLE);
-        }
-    };
-    match runtime.block_on(client::post(admin, "/config/reload", token, Duration::from_secs(65))) {
-        Ok((200, body)) => {
-            let summary = serde_json::from_str::<serde_json::Value>(&body)
-                .map(|report| client::render_reload(&report))
-                .unwrap_or(body);
-            print!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Ok((code, body)) => {
-            eprint!("switchyard reload: refused ({code}): {body}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("switchyard reload: {e}");
-            ExitCode::from(EX_UNAVAILABLE)
-        }
-    }
 }
 
 async fn wait_for_signal() {

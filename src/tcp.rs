@@ -218,6 +218,12 @@ pub fn bind_group(addr: SocketAddr, options: &TcpOptions, count: usize) -> io::R
     Ok(group)
 }
 
+/// One more socket in the `SO_REUSEPORT` group already bound at `addr` (by this
+/// process or, for a hot upgrade, by the one it took the group from).
+pub fn join_group(addr: SocketAddr, options: &TcpOptions) -> io::Result<std::net::TcpListener> {
+    bind_std(addr, Some(options), true)
+}
+
 /// Sets `options` on listening sockets already bound (a reload changed them): the
 /// sockets they accept from then on come with them.
 pub fn reconfigure(group: &[std::net::TcpListener], options: &TcpOptions) -> io::Result<()> {

@@ -4,14 +4,17 @@
 //!
 //! The exchange, on one stream connection the new process opens:
 //!
-//! 1. old → new: one byte with every listening descriptor attached (`SCM_RIGHTS`), then
-//!    a length-prefixed JSON [`Header`]: which descriptor is which listener's (or the
-//!    admin's), and every backend's state ([`Snapshot`]).
+//! 1. old → new: a length-prefixed JSON [`Header`] (which descriptor is which
+//!    listener's or the admin's, and every backend's state, [`Snapshot`]), then the
+//!    listening descriptors, [`MAX_SOCKETS`] at most per one-byte message
+//!    (`SCM_RIGHTS`).
 //! 2. The new process starts on those sockets (binding only what is new), then writes
 //!    `ready\n`. Until then the old one serves as before, so an upgrade that fails
 //!    (a bad config, a crash, a timeout) leaves it serving.
-//! 3. old → new: `bye\n` once it has stopped accepting; it then drains its sessions for
-//!    `shutdown.grace` and exits. The new process binds the upgrade socket itself.
+//! 3. old → new: `bye\n`, after closing its upgrade socket; only once that was sent
+//!    does it stop accepting (had the new process gone meanwhile, the old one serves
+//!    on), drain its sessions for `shutdown.grace` and exit. The new process then
+//!    binds the upgrade socket itself.
 //!
 //! The same sockets pass over, not copies bound anew, so connections waiting in their
 //! accept queues are taken by the new process, not reset.
@@ -33,7 +36,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{AdminMode, Backend};
 use crate::health::{Report, Status};
 
-/// The most descriptors one hand-over carries (the kernel's `SCM_MAX_FD`).
+/// The most descriptors one message carries (the kernel's `SCM_MAX_FD`); a hand-over
+/// sends as many messages as it needs.
 pub const MAX_SOCKETS: usize = 253;
 /// The largest header accepted (1,000 backends with full reports take ~0.5 MB).
 const MAX_HEADER: usize = 16 << 20;
@@ -67,8 +71,12 @@ pub struct SocketGroup {
 pub struct Snapshot {
     /// The backend's name.
     pub name: String,
-    /// Its address: the state is taken only for the same name at the same address.
+    /// Its address: the state is taken only for the same name at the same address,
+    /// checked the same way.
     pub address: SocketAddr,
+    /// Its probe's kind (`tcp`, `http`, `mysql`, `mongo`).
+    #[serde(default)]
+    pub probe: String,
     /// Up, down or unknown.
     pub status: Status,
     /// The operator's override.
@@ -78,12 +86,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The state of `backend` now.
-    pub fn of(backend: &Backend) -> Snapshot {
+    /// The state of `backend`, checked by a probe of kind `probe`, now.
+    pub fn of(backend: &Backend, probe: &str) -> Snapshot {
         let view = backend.view();
         Snapshot {
             name: backend.name.clone(),
             address: backend.address,
+            probe: probe.to_string(),
             status: view.status,
             admin: view.admin,
             report: view.report,
@@ -122,15 +131,14 @@ impl Inherited {
     }
 
     /// Sets each backend's view from the old process's state, for the same name at the
-    /// same address; returns how many were taken.
-    pub fn restore(&self, backends: &[std::sync::Arc<Backend>]) -> usize {
+    /// same address checked by the same kind of probe (`config` is the backends' own,
+    /// in the same order); returns how many were taken.
+    pub fn restore(&self, backends: &[std::sync::Arc<Backend>], config: &[crate::config::BackendConfig]) -> usize {
         let mut restored = 0;
-        for backend in backends {
-            if let Some(state) = self
-                .health
-                .iter()
-                .find(|s| s.name == backend.name && s.address == backend.address)
-            {
+        for (backend, config) in backends.iter().zip(config) {
+            let probe = config.check.probe.kind();
+            let same = |s: &&Snapshot| s.name == backend.name && s.address == backend.address && s.probe == probe;
+            if let Some(state) = self.health.iter().find(same) {
                 backend.update_view(|view| {
                     view.status = state.status;
                     view.admin = state.admin;
@@ -147,28 +155,32 @@ impl Inherited {
 /// Old side: sends `sockets` (each group's descriptors) and `header` on `stream`, then
 /// waits for the new process's `ready`.
 pub fn hand_over(stream: &mut UnixStream, header: &Header, sockets: &[&TcpListener]) -> io::Result<()> {
-    if sockets.len() > MAX_SOCKETS {
+    let named: usize = header.sockets.iter().map(|g| g.count).sum();
+    if named != sockets.len() {
         return Err(io::Error::other(format!(
-            "{} sockets, more than {MAX_SOCKETS} can be handed over",
+            "the header names {named} sockets, {} are to go",
             sockets.len()
         )));
     }
     stream.set_read_timeout(Some(STEP_LIMIT))?;
     stream.set_write_timeout(Some(STEP_LIMIT))?;
-    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(io::Error::other("the descriptors do not fit the control message"));
-    }
-    rustix::net::sendmsg(&*stream, &[IoSlice::new(b"S")], &mut control, SendFlags::empty())?;
     let json = serde_json::to_vec(header).map_err(io::Error::other)?;
     stream.write_all(&(json.len() as u32).to_be_bytes())?;
     stream.write_all(&json)?;
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_fd()).collect();
+    for batch in fds.chunks(MAX_SOCKETS) {
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(batch.len()))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(batch)) {
+            return Err(io::Error::other("the descriptors do not fit the control message"));
+        }
+        rustix::net::sendmsg(&*stream, &[IoSlice::new(b"S")], &mut control, SendFlags::empty())?;
+    }
     expect_line(stream, "ready")
 }
 
-/// Old side, after it stopped accepting: lets the new process go on.
+/// Old side, once it closed its upgrade socket and before it stops accepting: lets
+/// the new process go on.
 pub fn say_bye(stream: &mut UnixStream) -> io::Result<()> {
     stream.write_all(b"bye\n")
 }
@@ -184,24 +196,6 @@ pub fn take_over(path: &Path) -> io::Result<(UnixStream, Inherited)> {
     })?;
     stream.set_read_timeout(Some(STEP_LIMIT))?;
     stream.set_write_timeout(Some(STEP_LIMIT))?;
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut byte = [0u8; 1];
-    let received = rustix::net::recvmsg(
-        &stream,
-        &mut [IoSliceMut::new(&mut byte)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    if received.bytes != 1 || byte != *b"S" {
-        return Err(io::Error::other("the running process sent no sockets"));
-    }
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(rights) = message {
-            fds.extend(rights);
-        }
-    }
     let mut length = [0u8; 4];
     stream.read_exact(&mut length)?;
     let length = u32::from_be_bytes(length) as usize;
@@ -212,6 +206,31 @@ pub fn take_over(path: &Path) -> io::Result<(UnixStream, Inherited)> {
     stream.read_exact(&mut json)?;
     let header: Header =
         serde_json::from_slice(&json).map_err(|e| io::Error::other(format!("a bad hand-over header: {e}")))?;
+    let wanted: usize = header.sockets.iter().map(|g| g.count).sum();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    while fds.len() < wanted {
+        let before = fds.len();
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut byte = [0u8; 1];
+        let received = rustix::net::recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut byte)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = message {
+                fds.extend(rights);
+            }
+        }
+        if received.bytes != 1 || byte != *b"S" || fds.len() == before {
+            return Err(io::Error::other(format!(
+                "the header names {wanted} sockets, {} came",
+                fds.len()
+            )));
+        }
+    }
     let inherited = sort(header, fds)?;
     Ok((stream, inherited))
 }
@@ -232,6 +251,9 @@ fn sort(header: Header, fds: Vec<OwnedFd>) -> io::Result<Inherited> {
         ..Inherited::default()
     };
     for group in header.sockets {
+        if group.count == 0 {
+            return Err(io::Error::other(format!("no socket handed over for {}", group.address)));
+        }
         let sockets: Vec<TcpListener> = fds.by_ref().take(group.count).map(TcpListener::from).collect();
         for socket in &sockets {
             socket.set_nonblocking(true)?;
@@ -252,10 +274,13 @@ fn sort(header: Header, fds: Vec<OwnedFd>) -> io::Result<Inherited> {
     Ok(inherited)
 }
 
-/// New side, once it serves: tells the old process to stop accepting and waits until
-/// it has.
-pub fn confirm(stream: &mut UnixStream) -> io::Result<()> {
-    stream.write_all(b"ready\n")?;
+/// New side, once it serves: tells the old process to stop accepting.
+pub fn send_ready(stream: &mut UnixStream) -> io::Result<()> {
+    stream.write_all(b"ready\n")
+}
+
+/// New side, after [`send_ready`]: waits until the old process has let go.
+pub fn await_bye(stream: &mut UnixStream) -> io::Result<()> {
     expect_line(stream, "bye")
 }
 
@@ -284,11 +309,19 @@ fn expect_line(stream: &mut UnixStream, word: &str) -> io::Result<()> {
     }
 }
 
-/// Binds the upgrade socket at `path`, mode 0600. A file left there by a process that
-/// is gone is removed first; one a live process answers on is not.
+/// Binds the upgrade socket at `path`, mode 0600. A socket left there by a process that
+/// is gone is removed first; one a live process answers on is not, nor is anything
+/// that is not a socket.
 pub fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    if path.exists() {
+    if let Ok(found) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !found.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{}: exists and is not a socket (not removed)", path.display()),
+            ));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,

@@ -41,6 +41,7 @@ fn the_same_sockets_pass_over_and_a_connection_queued_before_is_accepted_after()
             health: vec![Snapshot {
                 name: "db1".into(),
                 address: "127.0.0.1:3306".parse().unwrap(),
+                probe: "mysql".into(),
                 status: Status::Up,
                 admin: AdminMode::Draining,
                 report: Some(Report {
@@ -55,7 +56,8 @@ fn the_same_sockets_pass_over_and_a_connection_queued_before_is_accepted_after()
         say_bye(&mut stream).unwrap();
     });
     let (mut stream, mut inherited) = take_over(&path).unwrap();
-    confirm(&mut stream).unwrap();
+    send_ready(&mut stream).unwrap();
+    await_bye(&mut stream).unwrap();
     old.join().unwrap();
     assert_eq!(inherited.from_pid, 7);
     assert!(
@@ -75,28 +77,71 @@ fn the_same_sockets_pass_over_and_a_connection_queued_before_is_accepted_after()
 }
 
 #[test]
-fn a_header_that_miscounts_the_sockets_is_refused() {
+fn a_header_that_names_more_sockets_than_come_is_refused() {
     let path = temp_socket("count");
     let server = bind(&path).unwrap();
     let web = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = web.local_addr().unwrap();
+    let header = Header {
+        pid: 1,
+        sockets: vec![SocketGroup {
+            listener: Some("web".into()),
+            address,
+            count: 2,
+        }],
+        health: Vec::new(),
+    };
+    assert!(
+        hand_over(&mut UnixStream::pair().unwrap().0, &header, &[&web]).is_err(),
+        "the sender checks too"
+    );
     let old = std::thread::spawn(move || {
+        // A sender that names two and sends one, then goes away.
         let (mut stream, _) = server.accept().unwrap();
-        let header = Header {
-            pid: 1,
-            sockets: vec![SocketGroup {
-                listener: Some("web".into()),
-                address,
-                count: 2,
-            }],
-            health: Vec::new(),
-        };
-        // The new side refuses and closes: no `ready` comes.
-        assert!(hand_over(&mut stream, &header, &[&web]).is_err());
+        let json = serde_json::to_vec(&header).unwrap();
+        stream.write_all(&(json.len() as u32).to_be_bytes()).unwrap();
+        stream.write_all(&json).unwrap();
+        let fds = [web.as_fd()];
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        rustix::net::sendmsg(&stream, &[IoSlice::new(b"S")], &mut control, SendFlags::empty()).unwrap();
     });
     let error = take_over(&path).unwrap_err();
     assert!(error.to_string().contains("names 2 sockets, 1 came"), "{error}");
     old.join().unwrap();
+}
+
+#[test]
+fn more_sockets_than_one_message_carries_pass_over() {
+    let path = temp_socket("many");
+    let server = bind(&path).unwrap();
+    let sockets: Vec<TcpListener> = (0..MAX_SOCKETS + 7)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let groups = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SocketGroup {
+            listener: Some(format!("l{i}")),
+            address: s.local_addr().unwrap(),
+            count: 1,
+        })
+        .collect();
+    let header = Header {
+        pid: 2,
+        sockets: groups,
+        health: Vec::new(),
+    };
+    let old = std::thread::spawn(move || {
+        let (mut stream, _) = server.accept().unwrap();
+        let refs: Vec<&TcpListener> = sockets.iter().collect();
+        hand_over(&mut stream, &header, &refs).unwrap();
+    });
+    let (mut stream, inherited) = take_over(&path).unwrap();
+    send_ready(&mut stream).unwrap();
+    old.join().unwrap();
+    assert_eq!(inherited.listeners.len(), MAX_SOCKETS + 7);
 }
 
 #[test]
@@ -106,4 +151,13 @@ fn a_live_upgrade_socket_is_not_taken_and_a_stale_one_is_replaced() {
     assert_eq!(bind(&path).unwrap_err().kind(), io::ErrorKind::AddrInUse);
     drop(live);
     bind(&path).expect("the file of a process that is gone is replaced");
+}
+
+#[test]
+fn a_file_that_is_not_a_socket_is_never_removed() {
+    let path = temp_socket("file");
+    std::fs::write(&path, "config = true\n").unwrap();
+    let error = bind(&path).unwrap_err();
+    assert!(error.to_string().contains("not a socket"), "{error}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "config = true\n");
 }

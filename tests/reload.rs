@@ -322,3 +322,32 @@ async fn reloads_under_load_lose_no_session() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_drained_member_a_reload_removes_keeps_its_sessions() {
+    let (a, b) = (
+        Server::start(Behavior::Echo("a")).await,
+        Server::start(Behavior::Echo("b")).await,
+    );
+    let both = |members: &[&str]| {
+        head("1s")
+            + &backend("a", a.addr, "")
+            + &backend("b", b.addr, "")
+            + &pool("main", members, "policy = \"first\"\non_leave = \"close\"")
+            + &listener("front", "127.0.0.1:0", "main")
+    };
+    let file = File::new("drained", &both(&["a", "b"]));
+    let proxy = file.start().await;
+    await_pool(&proxy, "main", &["a", "b"]).await;
+    let (mut session, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+    assert_eq!(banner, "a");
+    let (code, body) = http_post(proxy.admin().unwrap(), "/backends/a/drain", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{body}");
+    file.write(&both(&["b"]));
+    reload_ok(&proxy).await;
+    // The operator's drain wins over `on_leave = "close"`: the session goes on.
+    echo(&mut session, "drained, then removed").await;
+    let (_, banner) = connect_and_read_banner(proxy.listener("front").unwrap()).await;
+    assert_eq!(banner, "b");
+    proxy.shutdown().await;
+}

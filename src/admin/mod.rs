@@ -59,6 +59,9 @@ pub struct AdminState {
     pub routing: Arc<Routing>,
     /// Set when shutdown begins; `/health` answers 503 from then on.
     pub draining: AtomicBool,
+    /// Set once `/health` found every backend checked: from then on an unchecked
+    /// backend (one a reload added) does not make it answer 503.
+    pub checked_once: AtomicBool,
     /// The Prometheus recorder's handle, rendered on `/metrics`.
     pub metrics: PrometheusHandle,
     /// The failover and event record behind `/status` and `/events`.
@@ -190,12 +193,15 @@ async fn health(State(state): State<Arc<AdminState>>) -> Response {
     if state.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
     }
-    if state
-        .topology
-        .load()
-        .backends
-        .iter()
-        .any(|b| b.view().status == Status::Unknown)
+    // Only at start: a backend a reload adds is unchecked for a moment, which is no
+    // reason to take the whole proxy out of a load balancer.
+    if !state.checked_once.load(Ordering::Relaxed)
+        && state
+            .topology
+            .load()
+            .backends
+            .iter()
+            .any(|b| b.view().status == Status::Unknown)
     {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -203,6 +209,7 @@ async fn health(State(state): State<Arc<AdminState>>) -> Response {
         )
             .into_response();
     }
+    state.checked_once.store(true, Ordering::Relaxed);
     (StatusCode::OK, "serving\n").into_response()
 }
 

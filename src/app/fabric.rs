@@ -146,7 +146,13 @@ impl Fabric {
         let serving = Arc::new(ArcSwap::from_pointee(serving));
         let stop = self.stop_accepting.child_token();
         let threads = self.threads.count();
-        let sockets = group.iter().filter_map(|socket| socket.try_clone().ok()).collect();
+        let copies: std::io::Result<Vec<_>> = group.iter().map(|socket| socket.try_clone()).collect();
+        // Without copies the listener serves the same; only a hot upgrade (which is
+        // then refused) and new socket options on reload need them.
+        let sockets = copies.unwrap_or_else(|e| {
+            tracing::warn!(listener = %listener.name, error = %e, "cannot copy the listening sockets: no hot upgrade or new socket options for this listener");
+            Vec::new()
+        });
         let loops = group
             .into_iter()
             .enumerate()

@@ -16,6 +16,8 @@ use crate::upgrade::{self, Header, Snapshot, SocketGroup};
 pub(crate) struct Upgrade {
     /// The upgrade socket, once [`super::Running::listen_for_upgrades`] bound it.
     pub(crate) listener: Option<tokio::net::UnixListener>,
+    /// Its path.
+    pub(crate) path: Option<std::path::PathBuf>,
     /// A copy of the admin listener's socket, to hand over.
     pub(crate) admin_socket: Option<std::net::TcpListener>,
     /// Stops the admin listener (after a hand-over).
@@ -73,9 +75,21 @@ impl Reloader {
             Ok(Ok(mut stream)) => {
                 // Closed before `bye`: the new process binds the upgrade socket next.
                 self.upgrade.listener = None;
+                let bye = tokio::task::spawn_blocking(move || upgrade::say_bye(&mut stream)).await;
+                if !matches!(bye, Ok(Ok(()))) {
+                    // The new process went away after `ready`: this one never stopped.
+                    warn!("hot upgrade failed: the new process left before taking over; this one serves on");
+                    timeline.push(
+                        EventKind::Reload,
+                        None,
+                        None,
+                        "hot upgrade failed: the new process left",
+                    );
+                    self.relisten().await;
+                    return false;
+                }
                 self.upgrade.stop_admin.cancel();
                 self.fabric.stop_accepting.cancel();
-                let _ = tokio::task::spawn_blocking(move || upgrade::say_bye(&mut stream)).await;
                 info!("hot upgrade: the new process serves; this one stopped accepting and drains its sessions");
                 timeline.push(
                     EventKind::Reload,
@@ -98,10 +112,32 @@ impl Reloader {
         }
     }
 
+    /// Binds the upgrade socket again after a hand-over that failed late.
+    async fn relisten(&mut self) {
+        let Some(path) = self.upgrade.path.clone() else { return };
+        let bound = tokio::task::spawn_blocking(move || crate::upgrade::bind(&path)).await;
+        match bound
+            .map_err(std::io::Error::other)
+            .and_then(|bound| bound)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(l)
+            }) {
+            Ok(listener) => self.upgrade.listener = Some(listener),
+            Err(e) => warn!(error = %e, "cannot listen for hot upgrades again"),
+        }
+    }
+
     /// The header and copies of the sockets to hand over.
     fn hand_over_what(&self) -> std::io::Result<(Header, Vec<std::net::TcpListener>)> {
         let (mut groups, mut sockets) = (Vec::new(), Vec::new());
         for live in &self.live {
+            if live.sockets.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "listener {} has no copy of its sockets",
+                    live.config.name
+                )));
+            }
             groups.push(SocketGroup {
                 listener: Some(live.config.name.clone()),
                 address: live.address,
@@ -123,7 +159,9 @@ impl Reloader {
         let header = Header {
             pid: std::process::id(),
             sockets: groups,
-            health: topology.backends.iter().map(|b| Snapshot::of(b)).collect(),
+            health: (topology.backends.iter().zip(&topology.config.backends))
+                .map(|(b, c)| Snapshot::of(b, c.check.probe.kind()))
+                .collect(),
         };
         Ok((header, sockets))
     }

@@ -64,12 +64,22 @@ pub(super) fn bind(
 ) -> Result<(Vec<Vec<std::net::TcpListener>>, Option<tokio::net::TcpListener>), StartError> {
     let mut bound = Vec::new();
     for listener in &config.listeners {
-        if let Some(sockets) = inherited
+        if let Some(mut sockets) = inherited
             .as_mut()
             .and_then(|i| i.take_listener(&listener.name, listener.listen))
         {
             if let Err(e) = tcp::reconfigure(&sockets, &listener.tcp) {
                 warn!(listener = %listener.name, error = %e, "cannot set the socket options on a socket taken over");
+            }
+            // More data-plane threads than the old process had: more sockets in its group.
+            while sockets.len() < config.workers {
+                match tcp::join_group(listener.listen, &listener.tcp) {
+                    Ok(socket) => sockets.push(socket),
+                    Err(e) => {
+                        warn!(listener = %listener.name, error = %e, sockets = sockets.len(), "cannot add a socket to the group taken over; some threads get connections handed over only");
+                        break;
+                    }
+                }
             }
             bound.push(sockets);
             continue;

@@ -38,9 +38,6 @@ use crate::routing::Reconfigure;
 use crate::timeline::EventKind;
 use crate::topology::Topology;
 
-/// How long a reload waits for the router to apply it.
-const ROUTER_LIMIT: Duration = Duration::from_secs(10);
-
 /// The only writer of the topology after start.
 pub(super) struct Reloader {
     pub(super) fabric: Fabric,
@@ -73,7 +70,7 @@ impl Reloader {
     pub(super) async fn run(
         mut self,
         mut requests: mpsc::Receiver<ReloadRequest>,
-        mut upgrades: mpsc::Receiver<tokio::net::UnixListener>,
+        mut upgrades: mpsc::Receiver<(tokio::net::UnixListener, std::path::PathBuf)>,
     ) {
         let stopping = self.fabric.stop_accepting.clone();
         loop {
@@ -82,7 +79,10 @@ impl Reloader {
                     let outcome = self.reload(request.config).await;
                     let _ = request.reply.send(outcome);
                 }
-                Some(listener) = upgrades.recv() => self.upgrade.listener = Some(listener),
+                Some((listener, path)) = upgrades.recv() => {
+                    self.upgrade.listener = Some(listener);
+                    self.upgrade.path = Some(path);
+                }
                 Some(stream) = self.upgrade.next() => {
                     if self.hand_over(stream).await {
                         return;
@@ -140,22 +140,33 @@ impl Reloader {
             ..ReloadReport::default()
         };
         let mut bound = self.bind_new(&config)?;
+        // The start is over once every backend was checked: the ones this reload adds
+        // do not make `/health` say "starting" again.
+        if current
+            .backends
+            .iter()
+            .all(|b| b.view().status != crate::health::Status::Unknown)
+        {
+            self.state
+                .checked_once
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let backends = self.backends(current, &config, &mut report);
         let pools = self.pools(current, &config, &backends.all, &mut report);
+        // Contexts first: a session held on a pool slot this reload removes would wait
+        // out its hold_timeout; one on a slot the router has yet to publish waits only
+        // for the table that follows.
+        self.listeners(&config, &pools, &mut bound, &mut report);
         let (done, applied) = oneshot::channel();
         let change = Reconfigure {
             backends: backends.all.clone(),
             pools: pools.clone(),
             done,
         };
-        self.router
-            .send(change)
-            .await
-            .map_err(|_| ReloadError::Router(ROUTER_LIMIT))?;
-        report.generation = match tokio::time::timeout(ROUTER_LIMIT, applied).await {
-            Ok(Ok(generation)) => generation,
-            _ => return Err(ReloadError::Router(ROUTER_LIMIT)),
-        };
+        // No timeout once sent: the router is in-process and applies it, or it has
+        // died (the oneshot is dropped and the process stops).
+        self.router.send(change).await.map_err(|_| ReloadError::Router)?;
+        report.generation = applied.await.map_err(|_| ReloadError::Router)?;
         for slot in backends.stop {
             if let Some(checker) = self.checkers.remove(&slot) {
                 checker.cancel();
@@ -165,7 +176,6 @@ impl Reloader {
             let checker = self.fabric.spawn_checker(&backend, &check);
             self.checkers.insert(backend.id, checker);
         }
-        self.listeners(&config, &pools, &mut bound, &mut report);
         let topology = Arc::new(Topology::new(config, backends.all, pools, &self.live));
         self.state.topology.store(topology.clone());
         let tls = tokio::task::spawn_blocking(move || crate::admin::reload_tls_files(&topology)).await;

@@ -34,7 +34,7 @@ pub struct Running {
     pub(super) workers: Vec<std::thread::JoinHandle<()>>,
     pub(super) threads: Arc<Threads>,
     /// Gives the reloader the upgrade socket.
-    pub(super) upgrades: tokio::sync::mpsc::Sender<tokio::net::UnixListener>,
+    pub(super) upgrades: tokio::sync::mpsc::Sender<(tokio::net::UnixListener, std::path::PathBuf)>,
     /// Cancelled once a hot upgrade's new process took over.
     pub(super) handed_over: CancellationToken,
 }
@@ -108,7 +108,7 @@ impl Running {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         self.upgrades
-            .send(listener)
+            .send((listener, path.to_path_buf()))
             .await
             .map_err(|_| std::io::Error::other("the process is stopping"))?;
         info!(socket = %path.display(), "hot upgrades: listening");

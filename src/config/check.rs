@@ -61,6 +61,16 @@ pub enum ProbeConfig {
 }
 
 impl ProbeConfig {
+    /// The probe's kind as the config spells it: `tcp`, `http`, `mysql`, `mongo`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProbeConfig::Tcp => "tcp",
+            ProbeConfig::Http(_) => "http",
+            ProbeConfig::Mysql(_) => "mysql",
+            ProbeConfig::Mongo(_) => "mongo",
+        }
+    }
+
     /// Whether the probe reports roles (primary/replica), which role pools need.
     pub fn knows_roles(&self) -> bool {
         matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_))

@@ -36,9 +36,10 @@ pub use listener::{AcceptProxy, ListenerConfig, ListenerMode, ListenerTlsConfig,
 pub use pool::{LeavePolicy, Members, Policy, PoolConfig, PoolRole, TwoWriters};
 pub use validate::validate;
 
-/// Index of a backend in [`Config::backends`].
+/// Index of a backend in [`Config::backends`]; at run time, a backend's slot
+/// (`Backend::id`), equal to its index at start and new for what a reload adds.
 pub type BackendId = usize;
-/// Index of a pool in [`Config::pools`].
+/// Index of a pool in [`Config::pools`]; at run time, a pool's slot (`Pool::id`).
 pub type PoolId = usize;
 
 /// A configuration mistake, with where it is and what was expected.

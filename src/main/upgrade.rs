@@ -49,19 +49,30 @@ pub fn run_upgrade(config: Config) -> ExitCode {
 }
 
 /// This process serves: tells the old one (which stops accepting) and the service
-/// manager (this is its main process now).
-pub async fn took_over(stream: UnixStream) {
+/// manager (this is its main process now). False if the old process could not be
+/// told: it serves on, and this one must not.
+pub async fn took_over(stream: UnixStream) -> bool {
     let confirmed = tokio::task::spawn_blocking(move || {
         let mut stream = stream;
-        upgrade::confirm(&mut stream)
+        upgrade::send_ready(&mut stream)?;
+        Ok::<_, std::io::Error>(upgrade::await_bye(&mut stream))
     })
     .await;
     match confirmed {
-        Ok(Ok(())) => info!("hot upgrade: the old process stopped accepting; this one serves alone"),
-        Ok(Err(e)) => warn!(error = %e, "hot upgrade: the old process did not confirm; serving anyway"),
-        Err(e) => warn!(error = %e, "hot upgrade: the confirmation failed; serving anyway"),
+        Ok(Ok(Ok(()))) => info!("hot upgrade: the old process let go; this one serves alone"),
+        // `ready` went out: the old one stops (or stopped) accepting, so serve.
+        Ok(Ok(Err(e))) => warn!(error = %e, "hot upgrade: the old process did not say bye; serving anyway"),
+        Ok(Err(e)) => {
+            error!(error = %e, "hot upgrade: cannot tell the old process; it serves on and this one stops");
+            return false;
+        }
+        Err(e) => {
+            error!(error = %e, "hot upgrade: the confirmation failed; this one stops");
+            return false;
+        }
     }
     notify::notify(State::TookOver(std::process::id()));
+    true
 }
 
 /// On every SIGUSR2, starts `run --config <config> --upgrade` from the binary this

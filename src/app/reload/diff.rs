@@ -26,7 +26,9 @@ pub(super) fn not_applied(old: &Config, new: &Config) -> Vec<String> {
         kept.push("workers (takes a restart or a hot upgrade)".to_string());
     }
     if old.upgrade_socket != new.upgrade_socket {
-        kept.push("runtime.upgrade_socket (takes a restart)".to_string());
+        kept.push(
+            "runtime.upgrade_socket (takes a restart: hot upgrades use the path this process listens on)".to_string(),
+        );
     }
     kept
 }

@@ -2,7 +2,6 @@
 //! running config in place, and the report of what changed.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
@@ -38,9 +37,9 @@ pub enum ReloadError {
         /// The bind error.
         source: std::io::Error,
     },
-    /// The router did not take the new configuration (it has stopped).
-    #[error("the router did not apply the reload within {0:?}")]
-    Router(Duration),
+    /// The router has stopped (the process is failing).
+    #[error("the router has stopped")]
+    Router,
     /// The process is shutting down.
     #[error("the process is shutting down")]
     Stopping,

@@ -107,7 +107,7 @@ impl Router {
         let Reconfigure { backends, pools, done } = change;
         for old in &self.pools {
             let new = pools.iter().find(|p| p.id == old.id);
-            fence_leaving(old, new.map(Arc::as_ref));
+            fence_leaving(old, new.map(Arc::as_ref), &self.states);
         }
         let slots = backends.iter().map(|b| b.id).max().map_or(0, |max| max + 1);
         if self.backends.len() < slots {
@@ -133,16 +133,23 @@ impl Router {
             .pools
             .iter()
             .filter(|old| !pools.iter().any(|p| p.id == old.id))
-            .map(|old| old.id)
+            .cloned()
             .collect();
         self.pools = pools;
         self.reroute_from(previous, true);
-        for slot in removed_pools {
-            self.current[slot] = Decision::default();
+        for pool in removed_pools {
+            self.current[pool.id] = Decision::default();
+            // Its series stay on /metrics: not as an alarm or a routable member.
+            pool.set_alarm(None);
+            pool.routable_gauge.set(0.0);
         }
+        let live: std::collections::HashSet<BackendId> = backends.iter().map(|b| b.id).collect();
         for id in 0..self.backends.len() {
-            if self.backends[id].is_some() && !backends.iter().any(|b| b.id == id) {
-                self.backends[id] = None;
+            if live.contains(&id) {
+                continue;
+            }
+            if let Some(removed) = self.backends[id].take() {
+                removed.metrics.up.set(0.0);
                 self.states[id] = BackendState::default();
                 self.histories[id] = CheckHistory::default();
             }
@@ -159,10 +166,18 @@ impl Router {
 }
 
 /// Fences the members of `old` that are not in `new` (the same pool after the reload,
-/// if it stays) as `old`'s `on_leave` says.
-fn fence_leaving(old: &Pool, new: Option<&Pool>) {
+/// if it stays) as `old`'s `on_leave` says; a drained one keeps its sessions (that is
+/// what an operator's drain means) and takes no new one.
+fn fence_leaving(old: &Pool, new: Option<&Pool>, states: &[BackendState]) {
     for member in &old.members {
         if new.is_some_and(|new| new.members.iter().any(|m| Arc::ptr_eq(m, member))) {
+            continue;
+        }
+        if states
+            .get(member.backend.id)
+            .is_some_and(|s| s.admin == crate::backend::AdminMode::Draining)
+        {
+            member.set_eviction(Eviction::Draining);
             continue;
         }
         let close_at = match old.config.on_leave {

@@ -1,0 +1,37 @@
+//! `switchyard reload`: asks a running proxy to re-read its config file.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use switchyard::admin::client;
+
+use super::EX_UNAVAILABLE;
+
+/// `switchyard reload`.
+pub fn reload(admin: SocketAddr, token: Option<&str>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(client::post(admin, "/config/reload", token, Duration::from_secs(65))) {
+        Ok((200, body)) => {
+            let summary = serde_json::from_str::<serde_json::Value>(&body)
+                .map(|report| client::render_reload(&report))
+                .unwrap_or(body);
+            print!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprint!("switchyard reload: refused ({code}): {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("switchyard reload: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
