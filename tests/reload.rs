@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::load::Load;
 use support::*;
 use switchyard::app::Running;
 use switchyard::config::Config;
@@ -271,48 +271,16 @@ async fn reloads_under_load_lose_no_session() {
     let file = File::new("load", &version(0));
     let proxy = file.start().await;
     await_pool(&proxy, "main", &["a", "b"]).await;
-    let (done, completed, failed) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(0)),
-        Arc::new(AtomicUsize::new(0)),
-    );
-    let mut clients = Vec::new();
-    for _ in 0..8 {
-        let (done, completed, failed) = (done.clone(), completed.clone(), failed.clone());
-        clients.push(tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                let ok = async {
-                    let mut stream = TcpStream::connect(front).await.ok()?;
-                    let banner = read_line(&mut stream).await;
-                    stream.write_all(b"ping\n").await.ok()?;
-                    (read_line(&mut stream).await == "ping" && !banner.is_empty()).then_some(())
-                };
-                match ok.await {
-                    Some(()) => completed.fetch_add(1, Ordering::Relaxed),
-                    None => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let load = Load::start(front);
     for n in 1..=20 {
         // Members leave under `keep` (the default): a client mid-session is not cut.
         file.write(&version(n));
         let report = reload_ok(&proxy).await;
         assert!(report["generation"].as_u64().is_some(), "{report}");
         // Sessions of this version run before the next reload.
-        let target = completed.load(Ordering::Relaxed) + 50;
-        within(LIMIT, "sessions between two reloads", async {
-            while completed.load(Ordering::Relaxed) < target {
-                poll_pause().await;
-            }
-        })
-        .await;
+        load.run_for(50).await;
     }
-    done.store(true, Ordering::Relaxed);
-    for client in clients {
-        client.await.unwrap();
-    }
-    let (completed, failed) = (completed.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (completed, failed) = load.finish().await;
     assert!(completed > 0, "the clients ran");
     assert_eq!(
         failed,

@@ -104,7 +104,11 @@ impl Running {
     /// Binds the upgrade socket at `path` (mode 0600) and hands this process over to
     /// a new one that connects to it (`run --upgrade`).
     pub async fn listen_for_upgrades(&self, path: &std::path::Path) -> std::io::Result<()> {
-        let listener = crate::upgrade::bind(path)?;
+        // A connect to see whether a live process holds the path can block.
+        let owned = path.to_path_buf();
+        let listener = tokio::task::spawn_blocking(move || crate::upgrade::bind(&owned))
+            .await
+            .map_err(std::io::Error::other)??;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         self.upgrades
