@@ -13,6 +13,8 @@ COPY config ./config
 # Workspace members (test support and the drill harness) must be present to resolve.
 COPY lab ./lab
 COPY loadtest ./loadtest
+# etcd-client compiles protobufs at build time.
+RUN apt-get update -qq && apt-get install -y -qq protobuf-compiler && rm -rf /var/lib/apt/lists/*
 RUN cargo build --release --locked -p switchyard --bin switchyard
 
 FROM debian:bookworm-slim

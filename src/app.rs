@@ -161,6 +161,7 @@ pub async fn start_with(config: Config, mut inherited: Option<Inherited>) -> Res
         timeline: control.timeline,
         commands: control.commands,
         reloads,
+        fleet: fabric.fleet.clone(),
     });
     let stop_admin = stops.background.child_token();
     let admin_socket = admin_tcp
@@ -251,6 +252,16 @@ fn control_plane(
         commands_rx,
     )
     .reconfigured_by(reconfigure_rx);
+    let (router, fleet) = match &config.cluster {
+        None => (router, None),
+        Some(cluster) => {
+            let (fleet, news, proposals) = crate::fleet::start(cluster, stops.background.clone());
+            (
+                router.with_fleet(crate::routing::FleetLink::new(news, proposals)),
+                Some(fleet),
+            )
+        }
+    };
     let routing = router.routing();
     let failed = CancellationToken::new();
     critical(
@@ -270,6 +281,7 @@ fn control_plane(
         routing: routing.clone(),
         budget,
         threads,
+        fleet,
     };
     let checkers = backends
         .iter()

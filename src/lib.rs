@@ -36,6 +36,8 @@
 //!   checked at load time; [`stream`]: a session leg, plain or TLS.
 //! - [`tcp`]: socket options shared by both legs of a session and the probes, the
 //!   backend connect and the non-blocking accept.
+//! - [`fleet`]: proxies sharing one primary verdict per pool and their checks through
+//!   etcd (`[cluster]`).
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
@@ -51,6 +53,7 @@ pub mod app;
 pub mod backend;
 pub mod config;
 pub mod duration;
+pub mod fleet;
 pub mod fuzzing;
 pub mod health;
 pub mod listener;

@@ -91,6 +91,19 @@ pub const MYSQL_PLAINTEXT_REFUSED: &str = "switchyard_mysql_plaintext_refused_to
 /// timeout). Labels: listener, reason.
 pub const MYSQL_LOGIN_FAILURES: &str = "switchyard_mysql_login_failures_total";
 
+/// 1 while etcd answers this proxy of a fleet (`[cluster]`), 0 while it is out of reach.
+pub const FLEET_STORE_UP: &str = "switchyard_fleet_store_up";
+/// The epoch (etcd revision) of a primary pool's verdict. Labels: pool.
+pub const POOL_EPOCH: &str = "switchyard_pool_epoch";
+/// Verdicts this proxy tried to write. Labels: pool, outcome (`won`, `lost`: another
+/// proxy wrote first).
+pub const FLEET_VERDICT_WRITES: &str = "switchyard_fleet_verdict_writes_total";
+/// Observations this proxy published as a backend's checker.
+pub const FLEET_OBSERVATIONS_PUBLISHED: &str = "switchyard_fleet_observations_published_total";
+/// Histogram: from a verdict's writing (its writer's clock) to the routing table here
+/// that follows it, seconds.
+pub const FLEET_PROPAGATION_SECONDS: &str = "switchyard_fleet_propagation_seconds";
+
 /// Histogram: connect latency to a backend, seconds. Labels: pool, backend.
 pub const CONNECT_SECONDS: &str = "switchyard_connect_seconds";
 /// Histogram: health check round trip, seconds. Labels: backend.
@@ -189,9 +202,35 @@ fn describe() {
     );
     describe_gauge!(ROUTABLE_BACKENDS, "Backends a pool routes new sessions to now.");
     describe_checks_and_the_rest();
+    describe_fleet();
 }
 
 /// HELP text for the checks, the router, TLS and the histograms.
+fn describe_fleet() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        FLEET_STORE_UP,
+        "1 while etcd answers (a [cluster] proxy), 0 while it is out of reach."
+    );
+    describe_gauge!(
+        POOL_EPOCH,
+        "The epoch (etcd revision) of a primary pool's fleet verdict."
+    );
+    describe_counter!(
+        FLEET_VERDICT_WRITES,
+        "Fleet verdicts this proxy tried to write, by outcome (won, lost)."
+    );
+    describe_counter!(
+        FLEET_OBSERVATIONS_PUBLISHED,
+        "Observations this proxy published as the fleet's checker of a backend."
+    );
+    describe_histogram!(
+        FLEET_PROPAGATION_SECONDS,
+        Unit::Seconds,
+        "From a fleet verdict's writing to the routing table here that follows it."
+    );
+}
+
 fn describe_checks_and_the_rest() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(CHECKS, "Health checks run.");

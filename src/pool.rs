@@ -36,6 +36,8 @@ pub struct Pool {
     alarm_count: Counter,
     alarm_gauge: Gauge,
     alarm: Mutex<Option<String>>,
+    /// What the fleet (`[cluster]`) says of this pool, for `/status`.
+    fleet: Mutex<FleetView>,
     /// Set when a new primary was routed, until a session reaches it.
     awaiting_first_session: AtomicBool,
     /// Since when the published table routes nothing to this pool (`None` while it
@@ -45,6 +47,20 @@ pub struct Pool {
     pub hold: Recorder,
     /// Records `HOLD_SECONDS` for this pool (held sessions only).
     pub hold_seconds: Histogram,
+}
+
+/// A primary pool's fleet state, as `/status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FleetView {
+    /// The current verdict's epoch (its etcd revision).
+    pub epoch: Option<i64>,
+    /// The backend the verdict names.
+    pub primary: Option<String>,
+    /// Who wrote it.
+    pub by: Option<String>,
+    /// Set while the pool holds sessions for want of etcd, or for a verdict this
+    /// proxy cannot follow.
+    pub alarm: Option<String>,
 }
 
 /// Whether a member's live sessions may go on.
@@ -133,6 +149,7 @@ impl Pool {
             alarm_count: metrics::counter!(m::ALARMS, "pool" => pool.clone()),
             alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool.clone()),
             alarm: Mutex::new(None),
+            fleet: Mutex::new(FleetView::default()),
             awaiting_first_session: AtomicBool::new(false),
             unroutable_since: Mutex::new(Some(Instant::now())),
             hold: Recorder::default(),
@@ -145,6 +162,7 @@ impl Pool {
     pub fn carry_over(&self, old: &Pool) {
         self.cursor.store(old.cursor.load(Ordering::Relaxed), Ordering::Relaxed);
         *self.alarm.lock().unwrap_or_else(|e| e.into_inner()) = old.alarm();
+        self.set_fleet(old.fleet());
         self.awaiting_first_session
             .store(old.awaits_first_session(), Ordering::Relaxed);
         *self.unroutable_since.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -168,6 +186,26 @@ impl Pool {
         }
         self.alarm_gauge.set(if alarm.is_some() { 1.0 } else { 0.0 });
         *self.alarm.lock().unwrap_or_else(|e| e.into_inner()) = alarm;
+    }
+
+    /// What the fleet says of this pool.
+    pub fn fleet(&self) -> FleetView {
+        self.fleet.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the fleet's verdict and alarm (the router's call); a newly raised
+    /// alarm is counted like the two-writers alarm.
+    pub fn set_fleet(&self, view: FleetView) {
+        let mut fleet = self.fleet.lock().unwrap_or_else(|e| e.into_inner());
+        if view.alarm.is_some() && fleet.alarm.is_none() {
+            self.alarm_count.increment(1);
+        }
+        let active = view.alarm.is_some() || self.alarm().is_some();
+        self.alarm_gauge.set(if active { 1.0 } else { 0.0 });
+        if let Some(epoch) = view.epoch {
+            metrics::gauge!(m::POOL_EPOCH, "pool" => self.config.name.clone()).set(epoch as f64);
+        }
+        *fleet = view;
     }
 
     /// The router routed a new primary: the next session through it is the first.

@@ -38,6 +38,8 @@ pub enum EventKind {
     Admin,
     /// The config was reloaded (what changed), or a reload was rejected (why).
     Reload,
+    /// The fleet's verdict for a primary pool changed: a new epoch (`[cluster]`).
+    Epoch,
 }
 
 /// One thing that happened, with when and why.

@@ -4,9 +4,10 @@
 //! PID when dropped. [`mongo::ReplicaSet`] runs a scripted MongoDB replica set (one
 //! process per member) and [`mongo::Secantus`] a SecantusDB server, both from a Python
 //! venv that [`python`] creates. [`tls`] issues throw-away certificates; [`daemon`] runs
-//! HAProxy and nginx beside the proxy.
+//! HAProxy and nginx beside the proxy; [`etcd::Cluster`] a real etcd cluster for fleets.
 
 pub mod daemon;
+pub mod etcd;
 pub mod mariadb;
 pub mod mongo;
 pub mod netns;

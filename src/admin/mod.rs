@@ -70,6 +70,8 @@ pub struct AdminState {
     pub commands: mpsc::Sender<AdminCommand>,
     /// Where config reloads are sent (the reloader runs with the router).
     pub reloads: mpsc::Sender<crate::app::ReloadRequest>,
+    /// The fleet this proxy belongs to (`[cluster]`), for `/status`.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl AdminState {

@@ -38,6 +38,20 @@ pub struct StatusBody {
     pub local_alarm: Option<crate::local::LocalAlarm>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
+    /// The fleet this proxy belongs to (`[cluster]` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// This proxy in its fleet, on `/status`.
+#[derive(Serialize)]
+pub struct FleetStatus {
+    /// Its name in the fleet.
+    pub name: String,
+    /// Whether etcd answers.
+    pub store_up: bool,
+    /// The backends whose checker key it holds (it checks them for the fleet).
+    pub checking: Vec<String>,
 }
 
 /// A listener on `/status`.
@@ -60,6 +74,9 @@ pub struct PoolStatus {
     pub routable: Vec<String>,
     /// Set while the pool has an alarm (two writable backends).
     pub alarm: Option<String>,
+    /// Primary pools of a fleet: the verdict's epoch and primary, and the fleet alarm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::pool::FleetView>,
     /// Connect latency to its members, µs.
     pub connect_us: Summary,
     /// Session duration, µs.
@@ -104,6 +121,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
                 policy: pool.config.policy,
                 hold_timeout: duration::format(pool.config.hold_timeout),
                 alarm: pool.alarm(),
+                fleet: (state.fleet.is_some() && pool.config.role == PoolRole::Primary).then(|| pool.fleet()),
                 connect_us: Summary::merge(stats().map(|s| &s.connect)),
                 session_us: Summary::merge(stats().map(|s| &s.duration)),
                 session_bytes: Summary::merge(stats().map(|s| &s.bytes)),
@@ -152,5 +170,10 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
         failovers: state.timeline.failovers(),
         local_alarm: crate::local::alarm(),
         events: state.timeline.events(),
+        fleet: state.fleet.as_ref().map(|fleet| FleetStatus {
+            name: fleet.config().name.clone(),
+            store_up: fleet.store_up(),
+            checking: fleet.holding(),
+        }),
     })
 }

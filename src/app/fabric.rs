@@ -12,7 +12,8 @@ use tracing::info;
 
 use super::supervise::supervised;
 use crate::backend::Backend;
-use crate::config::{CheckConfig, ListenerConfig};
+use crate::config::{CheckConfig, ListenerConfig, ProbeConfig};
+use crate::fleet::shared::SharedProbe;
 use crate::health::probe::Probe;
 use crate::health::{Checker, Observation};
 use crate::listener::{Listener, Serving};
@@ -37,6 +38,8 @@ pub(super) struct Fabric {
     pub(super) routing: Arc<Routing>,
     pub(super) budget: Arc<Semaphore>,
     pub(super) threads: Arc<Threads>,
+    /// The fleet, when the config has a `[cluster]`: checks are shared through it.
+    pub(super) fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// A listener that is accepting, as the reloader keeps it.
@@ -61,20 +64,36 @@ impl Fabric {
         let stop = self.stop_background.child_token();
         let (backend, check, events, shutdown) = (backend.clone(), check.clone(), self.events.clone(), stop.clone());
         let name = backend.name.clone();
+        let shared = self.fleet.as_ref().filter(|f| f.config().shared_checks).map(|fleet| {
+            let shared = fleet.share(&backend.name, backend.attention.clone());
+            (fleet.clone(), shared)
+        });
         // Made afresh (a new probe, no kept connection) each time it must restart.
-        let checker = move || {
+        let checker = move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
             let probe = Probe::new(&check.probe, backend.tls.as_ref(), backend.source).announcing(backend.send_proxy);
-            let checker = Checker::new(
-                backend.id,
-                &backend.name,
-                backend.address,
-                backend.attention.clone(),
-                probe,
-                &check,
-                events.clone(),
-            )
-            .resuming(backend.view().status);
-            checker.run(shutdown.clone())
+            let status = backend.view().status;
+            let (id, address, attention) = (backend.id, backend.address, backend.attention.clone());
+            match &shared {
+                None => {
+                    let checker = Checker::new(id, &backend.name, address, attention, probe, &check, events.clone());
+                    Box::pin(checker.resuming(status).run(shutdown.clone()))
+                }
+                Some((fleet, shared)) => {
+                    let cluster = fleet.config();
+                    let light = Probe::new(&ProbeConfig::Tcp, None, backend.source).announcing(backend.send_proxy);
+                    let probe = SharedProbe::new(
+                        probe,
+                        light,
+                        shared.clone(),
+                        &cluster.name,
+                        cluster.light_interval,
+                        cluster.lease_ttl,
+                        fleet.publisher(),
+                    );
+                    let checker = Checker::new(id, &backend.name, address, attention, probe, &check, events.clone());
+                    Box::pin(checker.resuming(status).run(shutdown.clone()))
+                }
+            }
         };
         supervised(&self.background, name, self.timeline.clone(), stop.clone(), checker);
         stop

@@ -112,3 +112,16 @@ pub const MODE: ListenerMode = ListenerMode::Tcp;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// `listeners.*.tls.require_tls` (`mysql` mode only).
 pub const REQUIRE_TLS: bool = true;
+
+/// `cluster.prefix`.
+pub const CLUSTER_PREFIX: &str = "/switchyard";
+/// `cluster.lease_ttl`: a dead proxy's checks move to another within this time.
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
+/// `cluster.timeout`: one etcd request.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+/// `cluster.shared_checks`.
+pub const SHARED_CHECKS: bool = true;
+/// `cluster.light_interval`.
+pub const LIGHT_INTERVAL: Duration = Duration::from_secs(2);
+/// `pools.*.on_store_lost`.
+pub const ON_STORE_LOST: super::OnStoreLost = super::OnStoreLost::Hold;

@@ -14,6 +14,7 @@
 
 mod check;
 mod cidr;
+mod cluster;
 pub mod defaults;
 mod forward;
 mod listener;
@@ -31,6 +32,7 @@ use crate::tls::{BackendTls, ServerFiles};
 
 pub use check::{CheckConfig, Fraction, HttpProbeConfig, MongoProbeConfig, MysqlProbeConfig, ProbeConfig, Secret};
 pub use cidr::Cidr;
+pub use cluster::{ClusterConfig, OnStoreLost, StoreTls};
 pub use forward::forward;
 pub use listener::{AcceptProxy, ListenerConfig, ListenerMode, ListenerTlsConfig, LoginLimits, PoolRef, TcpOptions};
 pub use pool::{LeavePolicy, Members, Policy, PoolConfig, PoolRole, TwoWriters};
@@ -131,6 +133,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Sorted by name.
     pub listeners: Vec<ListenerConfig>,
+    /// The fleet this proxy shares verdicts and checks with; `None`: it judges alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The admin HTTP listener.

@@ -90,6 +90,8 @@ pub struct PoolConfig {
     /// Readiness (`/health/ready`) needs this pool to route, or at least reach one of
     /// its members.
     pub required: bool,
+    /// Primary pools of a `[cluster]`: what to do while etcd is out of reach.
+    pub on_store_lost: super::OnStoreLost,
 }
 
 /// A pool's members in priority order: their indexes in this config (which the

@@ -40,6 +40,46 @@ pub struct RawConfig {
     /// `[listeners.NAME]`: the addresses that accept clients, by name; at least one.
     #[serde(default)]
     pub listeners: BTreeMap<String, RawListener>,
+    /// `[cluster]`: the fleet this proxy shares its primary verdicts and checks with,
+    /// through etcd; without the section the proxy judges alone.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: the fleet, through etcd.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// `cluster.name`: this proxy's name in the fleet, unique per proxy (required).
+    pub name: String,
+    /// `cluster.etcd`: etcd client endpoints, `host:port` or `http(s)://host:port`
+    /// (required, at least one).
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// `cluster.prefix`: every key of the fleet lives under it (default `defaults::CLUSTER_PREFIX`).
+    pub prefix: Option<String>,
+    /// `cluster.lease_ttl`: how soon another proxy takes this one's checks over when it
+    /// dies or is cut off; 2s to 60s (default `defaults::LEASE_TTL`).
+    pub lease_ttl: Option<ConfigDuration>,
+    /// `cluster.timeout`: the longest one etcd request may take; above zero and below
+    /// `lease_ttl` (default `defaults::STORE_TIMEOUT`).
+    pub timeout: Option<Timeout>,
+    /// `cluster.shared_checks`: one proxy per backend runs its check and publishes it
+    /// (default `defaults::SHARED_CHECKS`).
+    pub shared_checks: Option<bool>,
+    /// `cluster.light_interval`: between the TCP reachability checks of a backend another
+    /// proxy checks (default `defaults::LIGHT_INTERVAL`).
+    pub light_interval: Option<Interval>,
+    /// `cluster.user`: the etcd user, when etcd has authentication on; needs a password.
+    pub user: Option<String>,
+    /// `cluster.password`: that user's password, inline; at most one of `password`,
+    /// `password_env`, `password_file`.
+    pub password: Option<String>,
+    /// `cluster.password_env`: the password from this environment variable.
+    pub password_env: Option<String>,
+    /// `cluster.password_file`: the password from this file (a trailing newline is dropped).
+    pub password_file: Option<String>,
+    /// `cluster.tls`: TLS to etcd (`https://` endpoints).
+    pub tls: Option<RawBackendTls>,
 }
 
 /// `[admin]`: the admin HTTP listener.
@@ -276,6 +316,10 @@ pub struct RawPool {
     /// `pools.*.required`: `/health/ready` answers 503 while this pool can reach none
     /// of its members (default false).
     pub required: Option<bool>,
+    /// `pools.*.on_store_lost`: primary pools of a `[cluster]` only: `hold` (keep the
+    /// epoch's primary, never move without etcd) or `local` (judge alone while etcd is
+    /// out of reach) (default `defaults::ON_STORE_LOST`).
+    pub on_store_lost: Option<super::OnStoreLost>,
 }
 
 /// `[listeners.NAME]`: an address and the pool it routes to.

@@ -388,6 +388,7 @@ fn mongo_mistakes_name_their_key() {
     assert_eq!(parse(&on_mysql).unwrap_err().key(), Some("pools.writer.set_name"));
 }
 
+mod cluster;
 mod model;
 mod proxy;
 mod tls;

@@ -17,6 +17,7 @@ use super::*;
 use crate::tls::load::FileError;
 
 mod check;
+mod cluster;
 mod listener;
 mod pool;
 mod tls;
@@ -154,6 +155,7 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
     }
 
     let listeners = listener::listeners(&ctx, raw.listeners, &pools, &backends)?;
+    let cluster = cluster::cluster(&ctx, raw.cluster, &pools)?;
     Ok(Config {
         source: file.to_string(),
         admin,
@@ -163,5 +165,6 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         backends,
         pools,
         listeners,
+        cluster,
     })
 }

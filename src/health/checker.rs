@@ -38,6 +38,15 @@ pub trait Check: Send {
     /// Forgets what a check left behind (a kept connection): called after a check
     /// that panicked, whose state is unknown.
     fn reset(&mut self) {}
+
+    /// Set when the last check relayed another proxy's verdict on the backend (a
+    /// fleet's shared check): its status is taken as it is, without a second hysteresis.
+    fn relayed(&self) -> Option<Status> {
+        None
+    }
+
+    /// Hears the status and result of every check, after hysteresis.
+    fn observed(&mut self, _status: Status, _result: &Result<Report, CheckError>) {}
 }
 
 impl Check for Probe {
@@ -175,8 +184,12 @@ impl<C: Check> Checker<C> {
                     crate::local::report(*resource, "check", &self.name, error);
                     None
                 }
-                result => health.observe(result.is_ok()),
+                result => match self.check.relayed() {
+                    Some(status) => health.force(status),
+                    None => health.observe(result.is_ok()),
+                },
             };
+            self.check.observed(health.status(), &result);
             let observation = Observation {
                 backend: self.backend,
                 latency: last - started,

@@ -294,6 +294,15 @@ impl Hysteresis {
         }
     }
 
+    /// Takes `status` as it is (another proxy's hysteresis decided it); returns the
+    /// flip, if any. The streak starts again from it.
+    pub fn force(&mut self, status: Status) -> Option<Flip> {
+        self.last_ok = status != Status::Down;
+        self.streak = 1;
+        let from = std::mem::replace(&mut self.status, status);
+        (from != status).then_some(Flip { from, to: status })
+    }
+
     /// Records one check result; returns the flip it caused, if any.
     pub fn observe(&mut self, ok: bool) -> Option<Flip> {
         self.streak = if ok == self.last_ok {

@@ -125,3 +125,32 @@ fn a_resumed_hysteresis_needs_fall_failures_not_one() {
         Some(Status::Up)
     );
 }
+
+#[test]
+fn a_forced_status_is_taken_as_it_is_and_hysteresis_goes_on_from_it() {
+    let mut h = Hysteresis::new(2, 2);
+    assert_eq!(
+        h.force(Status::Up),
+        Some(Flip {
+            from: Status::Unknown,
+            to: Status::Up
+        })
+    );
+    assert_eq!(h.force(Status::Up), None);
+    assert_eq!(
+        h.force(Status::Down),
+        Some(Flip {
+            from: Status::Up,
+            to: Status::Down
+        })
+    );
+    // Back to own checks: `rise` passes bring it up, as after any down.
+    assert_eq!(h.observe(true), None);
+    assert_eq!(
+        h.observe(true),
+        Some(Flip {
+            from: Status::Down,
+            to: Status::Up
+        })
+    );
+}

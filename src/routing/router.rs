@@ -20,9 +20,11 @@ use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
 use crate::timeline::{now_ms, EventKind, Timeline};
 
+mod fleet;
 mod record;
 mod slots;
 
+pub use fleet::FleetLink;
 pub use slots::Reconfigure;
 use slots::{CheckHistory, Slot};
 
@@ -61,6 +63,8 @@ pub struct Router {
     events: mpsc::Receiver<Observation>,
     commands: mpsc::Receiver<AdminCommand>,
     reconfigure: Option<mpsc::Receiver<Reconfigure>>,
+    /// The fleet's verdicts and where proposals go (`[cluster]` only).
+    fleet: Option<FleetLink>,
 }
 
 impl Router {
@@ -87,6 +91,7 @@ impl Router {
             events,
             commands,
             reconfigure: None,
+            fleet: None,
         };
         router.current = router
             .pools
@@ -119,6 +124,7 @@ impl Router {
                 },
                 Some(command) = self.commands.recv() => self.command(command),
                 Some(change) = slots::next(&mut self.reconfigure) => self.reconfigure(change),
+                Some(news) = fleet::next_news(&mut self.fleet) => self.fleet_news(news),
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -189,6 +195,7 @@ impl Router {
             self.timeline.push(EventKind::Role, None, Some(&backend.name), detail);
         }
         let history = &mut self.histories[id];
+        history.observed_at = Some(obs.at);
         let healthy_primary = matches!(&obs.result, Ok(r) if r.role == Role::Primary);
         match (&obs.result, healthy_primary) {
             (_, true) => history.suspect_since = None,
@@ -252,14 +259,15 @@ impl Router {
     /// unchanged decision (a reload changed the pools).
     fn reroute_from(&mut self, previous: Vec<Decision>, always: bool) -> bool {
         let mut next = previous.clone();
-        for pool in &self.pools {
+        for pool in self.pools.clone().iter() {
             let current = &previous[pool.id];
-            next[pool.id] = decide(
+            let decision = decide(
                 &pool.config,
                 &self.states,
                 current.members.first().copied(),
                 current.newest_election.as_ref(),
             );
+            next[pool.id] = self.gated(pool, decision);
         }
         if next == previous && !always {
             return false;
@@ -293,6 +301,7 @@ impl Router {
         for pool in self.pools.clone().iter() {
             self.alarm(pool, &previous[pool.id]);
         }
+        self.settle();
         true
     }
 

@@ -129,7 +129,7 @@ pub fn read_chain(field: &str, path: &Path) -> Result<(Vec<CertificateDer<'stati
     Ok((chain, expiry))
 }
 
-fn read_key(field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, FileError> {
+pub(crate) fn read_key(field: &str, path: &Path) -> Result<PrivateKeyDer<'static>, FileError> {
     let bytes = read(field, path)?;
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| file_error(field, path, format!("no usable private key: {e}")))
 }

@@ -30,5 +30,8 @@ pub(super) fn not_applied(old: &Config, new: &Config) -> Vec<String> {
             "runtime.upgrade_socket (takes a restart: hot upgrades use the path this process listens on)".to_string(),
         );
     }
+    if old.cluster != new.cluster {
+        kept.push("[cluster] (takes a restart or a hot upgrade)".to_string());
+    }
     kept
 }

@@ -43,6 +43,7 @@ pub(super) fn pool_config(
         two_writers: raw.two_writers.unwrap_or(defaults::TWO_WRITERS),
         set_name: raw.set_name.filter(|n| !n.is_empty()),
         required: raw.required.unwrap_or(defaults::REQUIRED),
+        on_store_lost: raw.on_store_lost.unwrap_or(defaults::ON_STORE_LOST),
     })
 }
 
@@ -101,9 +102,17 @@ fn role_fits_members(
             raw.fallback_to_primary.is_some() && role != PoolRole::Replica,
         ),
         ("two_writers", raw.two_writers.is_some() && role != PoolRole::Primary),
+        (
+            "on_store_lost",
+            raw.on_store_lost.is_some() && role != PoolRole::Primary,
+        ),
     ];
     if let Some((field, _)) = role_only.iter().find(|(_, misplaced)| *misplaced) {
-        let wanted = if *field == "two_writers" { "primary" } else { "replica" };
+        let wanted = if matches!(*field, "two_writers" | "on_store_lost") {
+            "primary"
+        } else {
+            "replica"
+        };
         return Err(ctx.invalid(key(field), format!("it only in a pool with `role = \"{wanted}\"`")));
     }
     if raw.set_name.is_some() {

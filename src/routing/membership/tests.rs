@@ -20,6 +20,7 @@ fn pool(role: PoolRole) -> PoolConfig {
         two_writers: TwoWriters::KeepCurrent,
         set_name: None,
         required: false,
+        on_store_lost: crate::config::OnStoreLost::Hold,
     }
 }
 

@@ -77,6 +77,8 @@ pub(super) struct CheckHistory {
     /// When checks first disagreed with this backend being a healthy primary.
     pub(super) suspect_since: Option<Millis>,
     pub(super) last_error: Option<String>,
+    /// When the check of its latest observation ended.
+    pub(super) observed_at: Option<tokio::time::Instant>,
 }
 
 /// The next reload, or never when the router takes none.

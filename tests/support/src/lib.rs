@@ -1,6 +1,7 @@
 //! Test support: small real servers on loopback port-0 addresses, a proxy builder,
 //! and a few client helpers. Servers are real sockets; nothing here mocks the proxy.
 
+pub mod fleet;
 pub mod load;
 pub mod mongo;
 pub mod mysql;
