@@ -2,6 +2,8 @@
 //! 3-member etcd cluster, in front of a real 3-node MariaDB GTID cluster, with drill
 //! writers through every proxy. One test, in phases, so both clusters start once:
 //!
+//! 0. etcd with TLS (client certificates required) and users: a proxy with the right
+//!    password writes its verdict; one with a wrong password holds and says why;
 //! 1. checker election: one epoch, one checker per backend, one monitor login per node;
 //! 2. the checker of a backend killed: another takes its check over;
 //! 3. a failover seen by every proxy at once: one new epoch, every proxy swaps to it;
@@ -127,14 +129,16 @@ fn monitor_logins(db: &mariadb::Cluster, node: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_agrees_on_one_primary_through_etcd() {
-    let (etcd, db) = tokio::join!(
+    let (etcd, secured, db) = tokio::join!(
         tokio::task::spawn_blocking(|| etcd::Cluster::start(3)),
+        tokio::task::spawn_blocking(|| etcd::Cluster::start_secured(1)),
         tokio::task::spawn_blocking(|| mariadb::Cluster::start(3)),
     );
     let (mut etcd, mut db) = (
         etcd.unwrap().expect("etcd starts"),
         db.unwrap().expect("MariaDB starts"),
     );
+    secure_etcd(secured.unwrap().expect("a TLS etcd starts"), &db).await;
     for node in 0..3 {
         blocking(|| db.sql(node, "SET GLOBAL userstat = 1")).unwrap();
     }
@@ -364,6 +368,53 @@ async fn a_fleet_agrees_on_one_primary_through_etcd() {
 
 fn all(proxies: &[Proxy]) -> Vec<&Proxy> {
     proxies.iter().collect()
+}
+
+/// Phase 0: TLS and authentication to etcd.
+async fn secure_etcd(mut etcd: etcd::Cluster, db: &mariadb::Cluster) {
+    blocking(|| etcd.enable_auth("rootpw", "switchyard", "fleetpw", "/secure/")).expect("auth on");
+    let client = etcd.client_files("switchyard").unwrap();
+    let ca = etcd.ca_file().unwrap().display().to_string();
+    let tls = |password: &str| {
+        format!(
+            "user = \"switchyard\"\npassword = \"{password}\"\n\
+             tls = {{ ca = \"{ca}\", server_name = \"localhost\", cert = \"{}\", key = \"{}\" }}\n",
+            client.cert.display(),
+            client.key.display()
+        )
+    };
+    let endpoints = etcd.endpoints();
+    let good = Proxy::start(
+        BINARY,
+        "s",
+        proxy_config(db, "s", &endpoints, "/secure", &tls("fleetpw")),
+    )
+    .await;
+    let epoch = await_routed(&[&good], "writer", "db1").await;
+    assert!(epoch > 0);
+    let bad = Proxy::start(BINARY, "w", proxy_config(db, "w", &endpoints, "/secure", &tls("wrong"))).await;
+    await_store(&bad, false).await;
+    let pool = within(LIMIT, "w's fleet alarm", async {
+        loop {
+            let pool = bad.pool("writer").await;
+            if pool["fleet"]["alarm"].is_string() {
+                return pool;
+            }
+            poll_pause().await;
+        }
+    })
+    .await;
+    assert_eq!(pool["routable"], serde_json::json!([]), "holds: {pool}");
+    let log = bad.log();
+    assert!(
+        log.contains("authentication failed"),
+        "the log says why: {}",
+        bad.fleet_log()
+    );
+    assert!(
+        !log.contains("fleetpw") && !log.contains("wrong\""),
+        "no password in the log"
+    );
 }
 
 /// Waits until every proxy's writer has written through it after `since_ms`.

@@ -4,6 +4,10 @@
 //! passes for all of them. Members can be killed, stopped (SIGSTOP), continued and
 //! restarted from their data directory. Dropping the cluster stops every member by PID
 //! and removes the directory.
+//!
+//! [`Cluster::start_secured`] serves clients over TLS only, with client certificates
+//! required (a throw-away CA; [`Cluster::client_files`] issues more), and
+//! [`Cluster::enable_auth`] turns on etcd's users and roles.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,11 +31,21 @@ struct Member {
 }
 
 /// A running etcd cluster.
-#[derive(Debug)]
 pub struct Cluster {
     dir: PathBuf,
     members: Vec<Member>,
     token: String,
+    /// TLS on the client port, when secured.
+    tls: Option<Secured>,
+    /// The root password, once authentication is on.
+    root_password: Option<String>,
+}
+
+/// A secured cluster's CA, and etcdctl's client certificate.
+struct Secured {
+    ca: crate::tls::Ca,
+    ca_file: PathBuf,
+    etcdctl: crate::tls::Files,
 }
 
 /// Installs etcd and etcdctl if they are missing.
@@ -42,8 +56,28 @@ pub fn ensure_installed() -> Result<()> {
 impl Cluster {
     /// Starts `n` members and waits until all are healthy.
     pub fn start(n: usize) -> Result<Cluster> {
+        Self::start_with(n, false)
+    }
+
+    /// Starts `n` members serving clients over TLS only, client certificates
+    /// required, and waits until all are healthy.
+    pub fn start_secured(n: usize) -> Result<Cluster> {
+        Self::start_with(n, true)
+    }
+
+    fn start_with(n: usize, secured: bool) -> Result<Cluster> {
         ensure_installed()?;
         let dir = system::temp_dir("sy-etcd")?;
+        let tls = match secured {
+            false => None,
+            true => {
+                let ca = crate::tls::Ca::new("etcd test CA")?;
+                ca.server(&["localhost"])?.write(&dir, "server")?;
+                let etcdctl = ca.client("root")?.write(&dir, "etcdctl")?;
+                let ca_file = ca.write(&dir, "ca.pem")?;
+                Some(Secured { ca, ca_file, etcdctl })
+            }
+        };
         let mut members = Vec::new();
         let mut taken = Vec::new();
         while members.len() < n {
@@ -59,7 +93,13 @@ impl Cluster {
             });
         }
         let token = format!("sy-{}-{}", std::process::id(), members[0].client);
-        let mut cluster = Cluster { dir, members, token };
+        let mut cluster = Cluster {
+            dir,
+            members,
+            token,
+            tls,
+            root_password: None,
+        };
         for i in 0..n {
             cluster.spawn(i)?;
         }
@@ -81,7 +121,8 @@ impl Cluster {
             "new"
         };
         let member = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client);
         let peer = format!("http://127.0.0.1:{}", member.peer);
         let mut command = Command::new("etcd");
         command
@@ -95,6 +136,16 @@ impl Cluster {
             .args(["--initial-cluster-token", &self.token, "--initial-cluster-state", state])
             .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
             .args(["--logger", "zap", "--log-outputs", "stderr"]);
+        if self.tls.is_some() {
+            command
+                .arg("--cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(self.dir.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
         let log = self.dir.join(format!("m{i}.log"));
         self.members[i].child = Some(system::spawn_logged(&mut command, &log)?);
         Ok(())
@@ -122,13 +173,52 @@ impl Cluster {
         } else {
             members.iter().map(|&i| self.endpoint(i).to_string()).collect()
         };
-        system::run(
-            Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", endpoints.join(",")))
-                .args(["--dial-timeout=2s", "--command-timeout=5s"])
-                .args(args),
-        )
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoints.join(",")))
+            .args(["--dial-timeout=2s", "--command-timeout=5s"]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cacert={}", tls.ca_file.display()))
+                .arg(format!("--cert={}", tls.etcdctl.cert.display()))
+                .arg(format!("--key={}", tls.etcdctl.key.display()));
+        }
+        if let Some(password) = &self.root_password {
+            command.arg(format!("--user=root:{password}"));
+        }
+        system::run(command.args(args))
+    }
+
+    /// The CA file of a secured cluster.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|t| t.ca_file.as_path())
+    }
+
+    /// A client certificate for `name`, issued by a secured cluster's CA, written
+    /// into the cluster's directory.
+    pub fn client_files(&self, name: &str) -> Result<crate::tls::Files> {
+        let tls = self.tls.as_ref().context("the cluster is not secured")?;
+        tls.ca.client(name)?.write(&self.dir, &format!("client-{name}"))
+    }
+
+    /// Turns authentication on: user `root` (password `root_password`), then
+    /// `user` with `password` and read-write access to keys under `prefix` only.
+    pub fn enable_auth(&mut self, root_password: &str, user: &str, password: &str, prefix: &str) -> Result<()> {
+        for args in [
+            vec!["user", "add", &format!("root:{root_password}")],
+            vec!["role", "add", "root"],
+            vec!["user", "grant-role", "root", "root"],
+            vec!["user", "add", &format!("{user}:{password}")],
+            vec!["role", "add", user],
+            vec!["role", "grant-permission", user, "--prefix=true", "readwrite", prefix],
+            vec!["user", "grant-role", user, user],
+            vec!["auth", "enable"],
+        ] {
+            self.ctl(&args)?;
+        }
+        self.root_password = Some(root_password.to_string());
+        Ok(())
     }
 
     /// `etcdctl` against every member.
