@@ -36,6 +36,7 @@ pub mod admin_flood;
 pub mod corpus;
 pub mod drill;
 pub mod fault;
+pub mod fleet_bench;
 pub mod ha;
 pub mod measure;
 pub mod pair;

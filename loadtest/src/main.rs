@@ -70,6 +70,20 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// A fleet of proxies on one etcd in front of a MariaDB cluster: probes per backend
+    /// (shared vs alone), etcd load, and a failover's propagation to every proxy and to
+    /// simulated watchers.
+    Fleet {
+        /// Proxy processes.
+        #[arg(long, default_value_t = 50)]
+        proxies: usize,
+        /// Simulated watchers of the verdict key.
+        #[arg(long, default_value_t = 1000)]
+        watchers: usize,
+        /// The switchyard binary.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// Hot binary upgrades in a row under wrk (`Connection: close`) to nginx and under
     /// sysbench to a three-node MariaDB cluster; counts what the clients saw.
     Upgrade {
@@ -137,6 +151,72 @@ async fn soak(duration: &str, every: &str, out: &std::path::Path, binary: PathBu
     Ok(())
 }
 
+/// The commands that measure rather than drill.
+async fn bench(command: Command) -> Result<()> {
+    match command {
+        Command::AdminFlood { secs, rate, switchyard } => {
+            let (idle, flooded) =
+                switchyard_loadtest::admin_flood::run(&switchyard, std::time::Duration::from_secs(secs), rate).await?;
+            println!("{}", switchyard_loadtest::admin_flood::report(&idle, &flooded));
+            Ok(())
+        }
+        Command::Reload {
+            backends,
+            rounds,
+            switchyard,
+        } => {
+            let figures = switchyard_loadtest::reload_bench::run(&switchyard, backends, rounds).await?;
+            println!("{}", switchyard_loadtest::reload_bench::report(&figures));
+            Ok(())
+        }
+        Command::Fleet {
+            proxies,
+            watchers,
+            switchyard,
+        } => {
+            let figures = switchyard_loadtest::fleet_bench::run(&switchyard, proxies, watchers).await?;
+            println!("{}", switchyard_loadtest::fleet_bench::report(&figures));
+            Ok(())
+        }
+        Command::Upgrade {
+            upgrades,
+            every,
+            switchyard,
+        } => {
+            let every = std::time::Duration::from_secs_f64(every);
+            let figures = tokio::task::spawn_blocking(move || {
+                switchyard_loadtest::upgrade_bench::run(&switchyard, upgrades, every)
+            })
+            .await??;
+            println!("{}", switchyard_loadtest::upgrade_bench::report(&figures));
+            Ok(())
+        }
+        Command::RecordCorpus { out } => {
+            let written = switchyard_loadtest::corpus::record(&out).await?;
+            println!("{written} seeds under {}", out.display());
+            Ok(())
+        }
+        Command::Soak {
+            duration,
+            every,
+            out,
+            switchyard,
+        } => soak(&duration, &every, &out, switchyard).await,
+        Command::Sysbench {
+            rounds,
+            secs,
+            threads,
+            switchyard,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                switchyard_loadtest::sysbench::compare(rounds, secs, threads, &switchyard)
+            })
+            .await?
+        }
+        Command::Demo { .. } | Command::Run { .. } => anyhow::bail!("a drill, not a measurement"),
+    }
+}
+
 const DEMO: &str = include_str!("../scenarios/demo.toml");
 
 #[tokio::main]
@@ -152,56 +232,7 @@ async fn main() -> Result<()> {
             )
         }
         Command::Run { scenario, targets, out } => (Scenario::load(&scenario)?, targets, out),
-        Command::AdminFlood { secs, rate, switchyard } => {
-            let (idle, flooded) =
-                switchyard_loadtest::admin_flood::run(&switchyard, std::time::Duration::from_secs(secs), rate).await?;
-            println!("{}", switchyard_loadtest::admin_flood::report(&idle, &flooded));
-            return Ok(());
-        }
-        Command::Reload {
-            backends,
-            rounds,
-            switchyard,
-        } => {
-            let figures = switchyard_loadtest::reload_bench::run(&switchyard, backends, rounds).await?;
-            println!("{}", switchyard_loadtest::reload_bench::report(&figures));
-            return Ok(());
-        }
-        Command::Upgrade {
-            upgrades,
-            every,
-            switchyard,
-        } => {
-            let every = std::time::Duration::from_secs_f64(every);
-            let figures = tokio::task::spawn_blocking(move || {
-                switchyard_loadtest::upgrade_bench::run(&switchyard, upgrades, every)
-            })
-            .await??;
-            println!("{}", switchyard_loadtest::upgrade_bench::report(&figures));
-            return Ok(());
-        }
-        Command::RecordCorpus { out } => {
-            let written = switchyard_loadtest::corpus::record(&out).await?;
-            println!("{written} seeds under {}", out.display());
-            return Ok(());
-        }
-        Command::Soak {
-            duration,
-            every,
-            out,
-            switchyard,
-        } => return soak(&duration, &every, &out, switchyard).await,
-        Command::Sysbench {
-            rounds,
-            secs,
-            threads,
-            switchyard,
-        } => {
-            return tokio::task::spawn_blocking(move || {
-                switchyard_loadtest::sysbench::compare(rounds, secs, threads, &switchyard)
-            })
-            .await?;
-        }
+        other => return bench(other).await,
     };
     eprintln!(
         "drill: {} ({} s), targets: {targets:?}",

@@ -87,7 +87,7 @@ impl Fabric {
                         shared.clone(),
                         &cluster.name,
                         cluster.light_interval,
-                        cluster.lease_ttl,
+                        cluster.lease_ttl * 10,
                         fleet.publisher(),
                     );
                     let checker = Checker::new(id, &backend.name, address, attention, probe, &check, events.clone());

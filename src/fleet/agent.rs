@@ -157,7 +157,8 @@ pub fn start(
         published,
         announced: None,
         lease: None,
-        next_member: 0,
+        // Sessions of a fleet's proxies start spread over the members.
+        next_member: fastrand::usize(..config.etcd.len().max(1)),
     };
     tokio::spawn(async move {
         tokio::select! {
