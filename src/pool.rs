@@ -184,7 +184,8 @@ impl Pool {
         if alarm.is_some() {
             self.alarm_count.increment(1);
         }
-        self.alarm_gauge.set(if alarm.is_some() { 1.0 } else { 0.0 });
+        let active = alarm.is_some() || self.fleet().alarm.is_some();
+        self.alarm_gauge.set(if active { 1.0 } else { 0.0 });
         *self.alarm.lock().unwrap_or_else(|e| e.into_inner()) = alarm;
     }
 

@@ -10,7 +10,8 @@
 //! 4. one etcd member killed, then all of etcd down: routing goes on;
 //! 5. one proxy cut off from etcd (its only member SIGSTOPped) while the primary fails
 //!    over and the old primary returns writable: it never adopts a writer alone;
-//! 6. a restarted proxy adopts the current epoch before it routes.
+//! 6. a restarted proxy adopts the current epoch before it routes;
+//! 7. a reload removes a backend from the proxy that checks it: it gives the check up.
 //!
 //! Across all of it, no write is acknowledged by a node outside its time as the
 //! primary of record. It prints the `fleet ...` line.
@@ -188,8 +189,10 @@ async fn a_fleet_agrees_on_one_primary_through_etcd() {
     let checker = held["db1"][0].clone();
     let index = proxies.iter().position(|p| p.name == checker).unwrap();
     proxies[index].kill();
+    let killed = std::time::Instant::now();
     let others: Vec<&Proxy> = proxies.iter().filter(|p| p.process.is_some()).collect();
     let after = await_one_checker_each(&others, &["db1", "db2", "db3"]).await;
+    let takeover_ms = killed.elapsed().as_millis();
     assert_ne!(after["db1"], vec![checker.clone()]);
     proxies[index].restart().await;
     await_routed(&all(&proxies), "writer", "db1").await;
@@ -340,6 +343,37 @@ async fn a_fleet_agrees_on_one_primary_through_etcd() {
         "the restarted proxy proposed no verdict: it adopted the epoch"
     );
 
+    // 7. A reload removes db1 from the proxy that checks it: another takes the check.
+    let held = await_one_checker_each(&all(&proxies), &["db1"]).await;
+    let index = proxies.iter().position(|p| p.name == held["db1"][0]).unwrap();
+    let without = proxies[index].config().replace("\"db1\", ", "").replacen(
+        &format!("[backends.db1]\naddress = \"{}\"\n", db.node(0).addr()),
+        "",
+        1,
+    );
+    assert!(!without.contains("db1"), "{without}");
+    let (errors_before, reloaded) = (writers.errors(), std::time::Instant::now());
+    proxies[index].reload(without);
+    within(LIMIT, "db1's check to move to another proxy", async {
+        loop {
+            let held = support::fleet::holders(&all(&proxies)).await;
+            if held
+                .get("db1")
+                .is_some_and(|h| h.len() == 1 && h[0] != proxies[index].name)
+            {
+                return;
+            }
+            poll_pause().await;
+        }
+    })
+    .await;
+    eprintln!(
+        "phase 7: {:?}, writer errors {} -> {}",
+        reloaded.elapsed(),
+        errors_before,
+        writers.errors()
+    );
+
     let (mut acks, errors) = writers.stop().await;
     let (acks_d, errors_d) = writers_d.stop().await;
     acks.extend(acks_d);
@@ -348,7 +382,7 @@ async fn a_fleet_agrees_on_one_primary_through_etcd() {
     delays.sort();
     let p99 = delays[(delays.len() * 99).div_ceil(100) - 1];
     println!(
-        "fleet proxies={} probes_per_backend_per_interval={probes:.2} propagation_p99_ms={p99} wrong_node_acks={} acks={} errors={}",
+        "fleet proxies={} probes_per_backend_per_interval={probes:.2} propagation_p99_ms={p99} wrong_node_acks={} acks={} errors={} checker_takeover_ms={takeover_ms}",
         proxies.len(),
         wrong.len(),
         acks.len(),

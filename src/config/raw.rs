@@ -60,8 +60,8 @@ pub struct RawCluster {
     /// `cluster.lease_ttl`: how soon another proxy takes this one's checks over when it
     /// dies or is cut off; 2s to 60s (default `defaults::LEASE_TTL`).
     pub lease_ttl: Option<ConfigDuration>,
-    /// `cluster.timeout`: the longest one etcd request may take; above zero and below
-    /// `lease_ttl` (default `defaults::STORE_TIMEOUT`).
+    /// `cluster.timeout`: the longest one etcd request may take; above zero and at most
+    /// a third of `lease_ttl` (default `defaults::STORE_TIMEOUT`).
     pub timeout: Option<Timeout>,
     /// `cluster.shared_checks`: one proxy per backend runs its check and publishes it
     /// (default `defaults::SHARED_CHECKS`).

@@ -19,6 +19,7 @@ use super::verdict::{Epoch, Evidence, Verdict};
 use crate::config::ClusterConfig;
 use crate::metrics as m;
 
+mod checks;
 mod session;
 
 /// What the router hears from the fleet.
@@ -82,6 +83,8 @@ impl Fleet {
     pub fn share(&self, name: &str, attention: Arc<crate::health::Attention>) -> Arc<SharedBackend> {
         let mut backends = self.backends.lock().expect("fleet registry poisoned");
         if let Some(shared) = backends.get(name).and_then(Weak::upgrade) {
+            // A reload replaced the backend: its new checker is the one to nudge.
+            shared.set_attention(attention);
             return shared;
         }
         let shared = Arc::new(SharedBackend::new(name, attention));
@@ -109,9 +112,20 @@ impl Fleet {
     }
 
     fn live(&self) -> Vec<Arc<SharedBackend>> {
-        let mut backends = self.backends.lock().expect("fleet registry poisoned");
-        backends.retain(|_, weak| weak.strong_count() > 0);
+        let backends = self.backends.lock().expect("fleet registry poisoned");
         backends.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Forgets the backends whose checkers stopped (a reload removed them); their names.
+    fn prune(&self) -> Vec<String> {
+        let mut backends = self.backends.lock().expect("fleet registry poisoned");
+        let gone: Vec<String> = backends
+            .iter()
+            .filter(|(_, weak)| weak.strong_count() == 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        backends.retain(|_, weak| weak.strong_count() > 0);
+        gone
     }
 
     fn shared(&self, name: &str) -> Option<Arc<SharedBackend>> {
@@ -122,11 +136,15 @@ impl Fleet {
             .and_then(Weak::upgrade)
     }
 
+    /// Records whether etcd answers. Lost: relayed observations are dropped (every
+    /// backend is checked fully here) and no checker key is held any more (another
+    /// proxy takes them over when this one's lease expires).
     fn set_store(&self, up: bool) {
         self.store_up.store(up, Ordering::Relaxed);
         metrics::gauge!(m::FLEET_STORE_UP).set(if up { 1.0 } else { 0.0 });
         if !up {
             for shared in self.live() {
+                shared.set_holding(false);
                 shared.relay(None);
             }
         }

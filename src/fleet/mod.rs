@@ -19,7 +19,8 @@
 //!   epoch yet), the router proposes it; the agent writes it with a compare-and-swap on
 //!   the epoch the router saw, so two proxies that see one failover write one epoch and
 //!   the loser adopts the winner's, if its own checks agree.
-//! - **Store lost** (keep-alives unanswered within `timeout`, or the watch broken):
+//! - **Store lost** (a keep-alive unanswered for `lease_ttl / 3 + timeout`, a broken
+//!   watch, a failed or timed-out request):
 //!   the epoch's primary keeps its sessions and takes new ones while this proxy's own
 //!   checks agree and no second writer shows; nobody new is adopted (sessions are held,
 //!   the alarm is up), unless the pool says `on_store_lost = "local"`.

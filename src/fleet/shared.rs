@@ -5,20 +5,24 @@
 //! [`SharedProbe`] is the [`Check`] a backend's checker runs in a fleet. Per check:
 //! - this proxy holds the checker key, or no other proxy's observation is at hand
 //!   (none published yet, its lease expired, etcd out of reach): the full probe, as
-//!   without a fleet; when holding, the outcome is published if it changed (or every
-//!   `lease_ttl`, so the evidence stays fresh);
+//!   without a fleet; when holding, the outcome is published if it changed (or once
+//!   `republish` passed: ten lease periods, so a silent publisher can be told from a
+//!   live one);
 //! - else: a TCP connect every `light_interval` (a failed one fails the check here);
 //!   then the published outcome and status are taken over as they are, without a
 //!   second hysteresis. One exception: the publisher could not even connect (L4/L6)
 //!   but this proxy can: it runs the full probe itself, so one proxy's broken network
-//!   does not take the backend away from the whole fleet.
+//!   does not take the backend away from the whole fleet. Nor is an observation relayed
+//!   that is older than a verdict naming the backend the primary while it says
+//!   otherwise (its publisher may be cut off), or that was not renewed for twice
+//!   `republish`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -115,10 +119,10 @@ pub struct Publish {
 pub struct SharedBackend {
     /// The backend's name (its keys are named after it).
     pub name: String,
-    attention: Arc<Attention>,
-    /// Another proxy's latest observation and its etcd revision, while one is
-    /// published and etcd answers.
-    observation: ArcSwapOption<(Published, i64)>,
+    attention: ArcSwap<Attention>,
+    /// Another proxy's latest observation, its etcd revision and when it arrived,
+    /// while one is published and etcd answers.
+    observation: ArcSwapOption<(Published, i64, Instant)>,
     /// Whether this proxy holds the backend's checker key.
     holding: AtomicBool,
     /// The etcd revision of the newest verdict naming this backend the primary.
@@ -130,7 +134,7 @@ impl SharedBackend {
     pub fn new(name: &str, attention: Arc<Attention>) -> Self {
         SharedBackend {
             name: name.to_string(),
-            attention,
+            attention: ArcSwap::new(attention),
             observation: ArcSwapOption::empty(),
             holding: AtomicBool::new(false),
             named: AtomicI64::new(0),
@@ -140,8 +144,10 @@ impl SharedBackend {
     /// Another proxy published (or, `None`, withdrew) an observation at etcd
     /// revision `revision`: check again now.
     pub fn relay(&self, observation: Option<(Published, i64)>) {
-        self.observation.store(observation.map(Arc::new));
-        self.attention.nudge();
+        let arrived = Instant::now();
+        self.observation
+            .store(observation.map(|(published, revision)| Arc::new((published, revision, arrived))));
+        self.attention.load().nudge();
     }
 
     /// A verdict at etcd revision `revision` names this backend the primary: an
@@ -149,8 +155,13 @@ impl SharedBackend {
     /// may be cut off); the backend is checked fully here instead.
     pub fn named_primary(&self, revision: i64) {
         if self.named.fetch_max(revision, Ordering::Relaxed) < revision {
-            self.attention.nudge();
+            self.attention.load().nudge();
         }
+    }
+
+    /// The backend's checker changed (a reload replaced the backend).
+    pub fn set_attention(&self, attention: Arc<Attention>) {
+        self.attention.store(attention);
     }
 
     /// Whether this proxy holds the checker key.
@@ -161,7 +172,7 @@ impl SharedBackend {
     /// This proxy won (or lost) the checker key.
     pub fn set_holding(&self, holding: bool) {
         if self.holding.swap(holding, Ordering::Relaxed) != holding {
-            self.attention.nudge();
+            self.attention.load().nudge();
         }
     }
 }
@@ -183,6 +194,8 @@ pub struct SharedProbe {
     published: Option<(Published, Instant)>,
     /// The full probe ran last (so its kept connection is worth keeping).
     ran_full: bool,
+    /// Whether this proxy held the checker key at the last check.
+    was_holding: bool,
 }
 
 impl SharedProbe {
@@ -209,6 +222,7 @@ impl SharedProbe {
             relayed: None,
             published: None,
             ran_full: false,
+            was_holding: false,
         }
     }
 
@@ -237,9 +251,12 @@ impl Check for SharedProbe {
         let Some(relayed) = observation else {
             return self.full_check(addr, deadline).await;
         };
-        let (observation, revision) = (&relayed.0, relayed.1);
+        let (observation, revision, arrived) = (&relayed.0, relayed.1, relayed.2);
         let contradicted = revision < self.shared.named.load(Ordering::Relaxed) && !observation.says_primary();
-        if contradicted {
+        // A publisher republishes at least every `republish`: one silent for twice that
+        // is stuck, whatever its lease says.
+        let stale = arrived.elapsed() > 2 * self.republish;
+        if contradicted || stale {
             return self.full_check(addr, deadline).await;
         }
         if std::mem::take(&mut self.ran_full) {
@@ -264,7 +281,12 @@ impl Check for SharedProbe {
     }
 
     fn observed(&mut self, status: Status, result: &Result<Report, CheckError>) {
-        if self.relayed.is_some() || !self.shared.holding() {
+        let holding = self.shared.holding();
+        if holding && !std::mem::replace(&mut self.was_holding, holding) {
+            self.published = None; // (again) the checker: publish at once
+        }
+        self.was_holding = holding;
+        if self.relayed.is_some() || !holding {
             return;
         }
         let outcome = match result {

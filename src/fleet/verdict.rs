@@ -80,6 +80,18 @@ impl Verdict {
         decode(bytes)
     }
 
+    /// What stands for a verdict key whose value is not a verdict (another version's
+    /// format, a hand-written value): it names no member, so the pool holds and says
+    /// why, and nobody overwrites it by accident.
+    pub fn unreadable(why: &str) -> Verdict {
+        Verdict {
+            backend: format!("(an unreadable verdict: {})", crate::logs::peer(why)),
+            evidence: Evidence::default(),
+            by: "?".into(),
+            at_ms: 0,
+        }
+    }
+
     /// The JSON written to etcd.
     pub fn encode(&self) -> Vec<u8> {
         encode(self)

@@ -18,7 +18,7 @@ use crate::config::{BackendId, LeavePolicy, PoolRole};
 use crate::health::{Layer, Observation, Role, Status};
 use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
-use crate::timeline::{now_ms, EventKind, Timeline};
+use crate::timeline::{EventKind, Timeline};
 
 mod fleet;
 mod record;
@@ -194,19 +194,7 @@ impl Router {
             let detail = format!("role {role_before:?} -> {role_after:?}").to_lowercase();
             self.timeline.push(EventKind::Role, None, Some(&backend.name), detail);
         }
-        let history = &mut self.histories[id];
-        history.observed_at = Some(obs.at);
-        let healthy_primary = matches!(&obs.result, Ok(r) if r.role == Role::Primary);
-        match (&obs.result, healthy_primary) {
-            (_, true) => history.suspect_since = None,
-            (result, false) => {
-                history.suspect_since.get_or_insert_with(now_ms);
-                history.last_error = Some(match result {
-                    Err(e) => format!("{} {e}", e.layer().as_str()),
-                    Ok(report) => format!("reports role {:?}", report.role).to_lowercase(),
-                });
-            }
-        }
+        self.histories[id].remember(&obs);
         let report = state.report.clone();
         backend.update_view(|view| {
             view.status = obs.status;

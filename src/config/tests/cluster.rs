@@ -43,14 +43,14 @@ fn the_section_is_optional_and_has_defaults() {
 #[test]
 fn every_setting_is_read() {
     let text = format!(
-        "{PRIMARY}{CLUSTER}prefix = \"/sy/prod\"\nlease_ttl = \"5s\"\ntimeout = \"2s\"\nshared_checks = false\n\
+        "{PRIMARY}{CLUSTER}prefix = \"/sy/prod\"\nlease_ttl = \"6s\"\ntimeout = \"2s\"\nshared_checks = false\n\
          light_interval = \"750ms\"\nuser = \"switchyard\"\npassword = \"etcd-secret\"\n"
     )
     .replace("role = \"primary\"", "role = \"primary\"\non_store_lost = \"local\"");
     let config = parse(&text).unwrap();
     let cluster = config.cluster.unwrap();
     assert_eq!(cluster.prefix, "/sy/prod");
-    assert_eq!(cluster.lease_ttl, Duration::from_secs(5));
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(6));
     assert_eq!(cluster.timeout, Duration::from_secs(2));
     assert!(!cluster.shared_checks);
     assert_eq!(cluster.light_interval, Duration::from_millis(750));
@@ -106,18 +106,18 @@ fn mistakes_name_their_key() {
             "cluster.light_interval",
         ),
         (
-            "name = \"proxy-a\"",
-            "name = \"proxy-a\"\ntls = { insecure = true }",
+            "etcd = [\"127.0.0.1:2379\", \"http://127.0.0.1:2479\"]",
+            "etcd = [\"127.0.0.1:2379\"]\ntls = { insecure = true }",
             "cluster.tls.insecure",
         ),
         (
-            "name = \"proxy-a\"",
-            "name = \"proxy-a\"\ntls = { server_name = \"etcd\" }",
+            "etcd = [\"127.0.0.1:2379\", \"http://127.0.0.1:2479\"]",
+            "etcd = [\"127.0.0.1:2379\"]\ntls = { server_name = \"etcd\" }",
             "cluster.tls.ca",
         ),
         (
-            "name = \"proxy-a\"",
-            "name = \"proxy-a\"\ntls = { ca = \"/nonexistent/ca.pem\" }",
+            "etcd = [\"127.0.0.1:2379\", \"http://127.0.0.1:2479\"]",
+            "etcd = [\"127.0.0.1:2379\"]\ntls = { ca = \"/nonexistent/ca.pem\" }",
             "cluster.tls.ca",
         ),
     ];
@@ -128,6 +128,23 @@ fn mistakes_name_their_key() {
     }
     let err = parse(&format!("{BASE}{CLUSTER}bogus = 1\n")).unwrap_err();
     assert!(err.to_string().contains("bogus"), "{err}");
+}
+
+#[test]
+fn names_in_a_cluster_are_key_parts() {
+    let text = format!("{PRIMARY}{CLUSTER}")
+        .replace("[pools.writer]", "[pools.\"a/b\"]")
+        .replace("pool = \"writer\"", "pool = \"a/b\"");
+    assert_eq!(parse(&text).unwrap_err().key(), Some("pools.a/b"));
+    assert!(
+        parse(
+            &PRIMARY
+                .replace("[pools.writer]", "[pools.\"a/b\"]")
+                .replace("pool = \"writer\"", "pool = \"a/b\"")
+        )
+        .is_ok(),
+        "fine without a cluster"
+    );
 }
 
 #[test]

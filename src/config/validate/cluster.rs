@@ -18,7 +18,17 @@ pub(super) fn cluster(
     pools: &[PoolConfig],
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     match raw {
-        Some(raw) => Ok(Some(cluster_config(ctx, raw)?)),
+        Some(raw) => {
+            // Names are parts of etcd keys.
+            let slash = |name: &str| name.contains('/');
+            if let Some(pool) = pools.iter().find(|p| slash(&p.name)) {
+                return Err(ctx.invalid(format!("pools.{}", pool.name), "a pool name without '/' in a [cluster]"));
+            }
+            if let Some(name) = pools.iter().flat_map(|p| p.members.names()).find(|n| slash(n)) {
+                return Err(ctx.invalid(format!("backends.{name}"), "a backend name without '/' in a [cluster]"));
+            }
+            Ok(Some(cluster_config(ctx, raw)?))
+        }
         None => match pools.iter().find(|p| p.on_store_lost != defaults::ON_STORE_LOST) {
             Some(pool) => Err(ctx.invalid(
                 format!("pools.{}.on_store_lost", pool.name),
@@ -41,6 +51,16 @@ fn cluster_config(ctx: &Ctx<'_>, raw: RawCluster) -> Result<ClusterConfig, Confi
         return Err(ctx.invalid("cluster.etcd", "at least one etcd endpoint, like \"127.0.0.1:2379\""));
     }
     for endpoint in &raw.etcd {
+        let mismatch = match raw.tls.is_some() {
+            true => endpoint.starts_with("http://"),
+            false => endpoint.starts_with("https://"),
+        };
+        if mismatch {
+            return Err(ctx.invalid(
+                "cluster.etcd",
+                format!("https:// endpoints with `tls` and http:// ones without, got \"{endpoint}\""),
+            ));
+        }
         let bare = endpoint.trim_start_matches("http://").trim_start_matches("https://");
         let port_ok = bare
             .rsplit_once(':')
@@ -64,8 +84,10 @@ fn cluster_config(ctx: &Ctx<'_>, raw: RawCluster) -> Result<ClusterConfig, Confi
         return Err(ctx.invalid("cluster.lease_ttl", "whole seconds from 2s to 60s"));
     }
     let timeout = raw.timeout.map_or(defaults::STORE_TIMEOUT, |t| t.0);
-    if timeout >= lease_ttl {
-        return Err(ctx.invalid("cluster.timeout", "a duration below `lease_ttl`"));
+    // A lost session must end (keep-alive every ttl/3, answered within the timeout)
+    // well before its lease could expire.
+    if timeout > lease_ttl / 3 {
+        return Err(ctx.invalid("cluster.timeout", "at most a third of `lease_ttl`"));
     }
     let password = ctx.secret(
         "cluster.password",

@@ -5,25 +5,34 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, EventType, GetOptions, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp, WatchOptions,
+    WatchStream,
 };
 use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
 
 use super::{Agent, News, Proposal};
 use crate::config::ClusterConfig;
-use crate::fleet::shared::{Publish, Published};
+use crate::fleet::shared::Published;
 use crate::fleet::store::{bounded, connect};
 use crate::fleet::verdict::Verdict;
 use crate::metrics as m;
 
 /// What a session keeps.
-struct Session {
-    client: Client,
-    lease: i64,
-    /// Backend name → the proxy holding its checker key.
-    checkers: HashMap<String, String>,
+pub(super) struct Session {
+    pub(super) client: Client,
+    pub(super) lease: i64,
+    /// Backend name → the proxy holding its checker key, and the lease it is on.
+    pub(super) checkers: HashMap<String, (String, i64)>,
+}
+
+impl Session {
+    /// Whether this proxy holds `backend`'s checker key on this session's lease.
+    pub(super) fn holds(&self, backend: &str, name: &str) -> bool {
+        self.checkers
+            .get(backend)
+            .is_some_and(|(holder, lease)| holder == name && *lease == self.lease)
+    }
 }
 
 impl Agent {
@@ -32,10 +41,12 @@ impl Agent {
         let pause = (config.lease_ttl / 6).max(Duration::from_millis(200));
         loop {
             let error = self.session().await;
+            // Whatever the session got to (it may have read the prefix before it
+            // failed): no relayed observation and no checker key is trusted now.
+            self.fleet.set_store(false);
             if self.announced != Some(false) {
                 self.announced = Some(false);
                 warn!(proxy = %config.name, endpoints = %config.etcd.join(","), %error, "ALARM: etcd out of reach: no new primary is adopted until it answers");
-                self.fleet.set_store(false);
                 let _ = self.news.send(News::Store { up: false }).await;
             } else {
                 warn!(proxy = %config.name, endpoints = %config.etcd.join(","), %error, "etcd still out of reach");
@@ -104,23 +115,15 @@ impl Agent {
         let mut tick = tokio::time::interval(beat);
         let mut acked = Instant::now();
         loop {
-            // Biased: a checker's publication goes out before a verdict its router
-            // proposes from the same check, so that every proxy learns the evidence
-            // (the new primary's role) before the verdict that rests on it.
+            // Biased: the lease first (a session whose keep-alives go unanswered ends
+            // within `lease_ttl / 3 + timeout`, before its lease can expire), then a
+            // checker's publication before a verdict its router proposes from the same
+            // check, so that every proxy learns the evidence (the new primary's role)
+            // before the verdict that rests on it.
             tokio::select! {
                 biased;
-                Some(publish) = self.published.recv() => {
-                    if let Err(e) = self.publish(session, publish).await {
-                        return e;
-                    }
-                }
-                _ = tick.tick() => {
-                    if acked.elapsed() > beat + config.timeout {
-                        return format!("the lease keep-alive was not answered for {:?}", acked.elapsed());
-                    }
-                    if let Err(e) = keeper.keep_alive().await {
-                        return format!("keep-alive: {e}");
-                    }
+                _ = tokio::time::sleep_until(acked + beat + config.timeout) => {
+                    return format!("the lease keep-alive was not answered for {:?}", acked.elapsed());
                 }
                 ack = acks.message() => match ack {
                     Ok(Some(ack)) if ack.ttl() > 0 => acked = Instant::now(),
@@ -128,6 +131,20 @@ impl Agent {
                     Ok(None) => return "the keep-alive stream ended".to_string(),
                     Err(e) => return format!("keep-alive: {e}"),
                 },
+                _ = tick.tick() => {
+                    if let Err(e) = bounded(&config, "keep-alive", keeper.keep_alive()).await {
+                        return e;
+                    }
+                    // Also gives up the checks of backends a reload removed.
+                    if let Err(e) = self.campaign(session).await {
+                        return e;
+                    }
+                }
+                Some(publish) = self.published.recv() => {
+                    if let Err(e) = self.publish(session, publish).await {
+                        return e;
+                    }
+                }
                 message = watch.message() => match message {
                     Ok(Some(response)) => {
                         if response.canceled() {
@@ -161,6 +178,13 @@ impl Agent {
     async fn open(&mut self, config: &ClusterConfig) -> Result<(Session, i64), String> {
         let (mut client, member) = connect(config, self.next_member).await?;
         self.next_member = member + 1;
+        // The previous session's lease goes now, with the keys on it (its checker keys
+        // pass to whoever campaigns first), instead of lingering until it expires.
+        if let Some((_, old)) = self.lease.take() {
+            let _ = bounded(config, "revoking the previous lease", client.lease_revoke(old)).await;
+        }
+        // Publications queued before this session rest on checks from before it.
+        while self.published.try_recv().is_ok() {}
         let ttl = i64::try_from(config.lease_ttl.as_secs()).unwrap_or(i64::MAX);
         let lease = bounded(config, "lease grant", client.lease_grant(ttl, None))
             .await?
@@ -185,10 +209,13 @@ impl Agent {
                         }
                         verdicts.insert(pool, (kv.mod_revision(), verdict));
                     }
-                    Err(e) => warn!(%pool, error = %e, "fleet: a verdict key holds no verdict; taken as none"),
+                    Err(e) => {
+                        warn!(%pool, error = %e, "fleet: a verdict key holds no verdict; the pool holds");
+                        verdicts.insert(pool, (kv.mod_revision(), Verdict::unreadable(&e)));
+                    }
                 },
                 Some(Key::Checker(backend)) => {
-                    checkers.insert(backend, String::from_utf8_lossy(kv.value()).into_owned());
+                    checkers.insert(backend, (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease()));
                 }
                 Some(Key::Observation(backend)) => {
                     if let Ok(observation) = Published::decode(kv.value()) {
@@ -243,8 +270,8 @@ impl Agent {
                             Some((kv.mod_revision(), verdict))
                         }
                         Err(e) => {
-                            warn!(%pool, error = %e, "fleet: a verdict key holds no verdict; taken as none");
-                            None
+                            warn!(%pool, error = %e, "fleet: a verdict key holds no verdict; the pool holds");
+                            Some((kv.mod_revision(), Verdict::unreadable(&e)))
                         }
                     }
                 } else {
@@ -259,7 +286,7 @@ impl Agent {
                     shared.set_holding(holder.as_ref() == Some(name) && kv.lease() == session.lease);
                 }
                 match holder {
-                    Some(holder) => session.checkers.insert(backend, holder),
+                    Some(holder) => session.checkers.insert(backend, (holder, kv.lease())),
                     None => session.checkers.remove(&backend),
                 };
             }
@@ -277,35 +304,6 @@ impl Agent {
             }
             None => {}
         }
-    }
-
-    /// Tries to take the checker key of every shared backend nobody holds.
-    async fn campaign(&mut self, session: &mut Session) -> Result<(), String> {
-        let config = self.fleet.config.clone();
-        for shared in self.fleet.live() {
-            if !config.shared_checks || session.checkers.contains_key(&shared.name) {
-                continue;
-            }
-            let key = config.checker_key(&shared.name);
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key.clone(),
-                    config.name.clone(),
-                    Some(PutOptions::new().with_lease(session.lease)),
-                )])
-                .or_else([TxnOp::get(key.clone(), None)]);
-            let response = bounded(&config, "checker campaign", session.client.txn(txn)).await?;
-            let holder = if response.succeeded() {
-                info!(proxy = %config.name, backend = %shared.name, "fleet: this proxy checks the backend for the fleet");
-                config.name.clone()
-            } else {
-                first_value(&response).unwrap_or_default()
-            };
-            shared.set_holding(response.succeeded());
-            session.checkers.insert(shared.name.clone(), holder);
-        }
-        Ok(())
     }
 
     /// Writes a proposed verdict if the key is still at the epoch the router saw; on a
@@ -338,34 +336,10 @@ impl Agent {
         }
         Ok(())
     }
-
-    async fn publish(&mut self, session: &mut Session, publish: Publish) -> Result<(), String> {
-        let config = self.fleet.config.clone();
-        if session.checkers.get(&publish.backend) != Some(&config.name) {
-            return Ok(()); // no longer ours
-        }
-        let key = config.observation_key(&publish.backend);
-        let options = PutOptions::new().with_lease(session.lease);
-        let put = session.client.put(key, publish.observation.encode(), Some(options));
-        bounded(&config, "publishing an observation", put).await?;
-        metrics::counter!(m::FLEET_OBSERVATIONS_PUBLISHED).increment(1);
-        Ok(())
-    }
 }
 
 enum Key {
     Verdict(String),
     Checker(String),
     Observation(String),
-}
-
-/// The value of the first key a transaction's `or_else` get returned.
-fn first_value(response: &etcd_client::TxnResponse) -> Option<String> {
-    response.op_responses().into_iter().find_map(|op| match op {
-        TxnOpResponse::Get(get) => get
-            .kvs()
-            .first()
-            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-        _ => None,
-    })
 }

@@ -123,8 +123,10 @@ impl Router {
             if !self.pools.iter().any(|p| p.name() == pool) {
                 continue;
             }
-            info!(pool = %pool, epoch, primary = %verdict.backend, by = %verdict.by, "fleet: new epoch");
-            let detail = format!("epoch {epoch}: primary {} (written by {})", verdict.backend, verdict.by);
+            // Names from etcd are another proxy's words: escaped for the log and timeline.
+            let (primary, by) = (crate::logs::peer(&verdict.backend), crate::logs::peer(&verdict.by));
+            info!(pool = %pool, epoch, %primary, %by, "fleet: new epoch");
+            let detail = format!("epoch {epoch}: primary {primary} (written by {by})");
             self.timeline
                 .push(EventKind::Epoch, Some(&pool), Some(&verdict.backend), detail);
             // Its backend is checked again at once: until then, this proxy's view of

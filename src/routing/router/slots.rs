@@ -11,11 +11,11 @@ use tracing::info;
 use super::Router;
 use crate::backend::Backend;
 use crate::config::{BackendId, LeavePolicy};
-use crate::health::Layer;
+use crate::health::{Layer, Observation, Role};
 use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
 use crate::routing::membership::{BackendState, Decision};
-use crate::timeline::Millis;
+use crate::timeline::{now_ms, Millis};
 
 /// A reload's new backends and pools, applied by the router in one generation.
 ///
@@ -77,8 +77,27 @@ pub(super) struct CheckHistory {
     /// When checks first disagreed with this backend being a healthy primary.
     pub(super) suspect_since: Option<Millis>,
     pub(super) last_error: Option<String>,
-    /// When the check of its latest observation ended.
+    /// When the check of its latest observation began.
     pub(super) observed_at: Option<tokio::time::Instant>,
+}
+
+impl CheckHistory {
+    /// Takes note of an observation: since when the backend is suspect, why, and when
+    /// its check began (one that began before a verdict arrived is older news).
+    pub(super) fn remember(&mut self, obs: &Observation) {
+        self.observed_at = Some(obs.at.checked_sub(obs.latency).unwrap_or(obs.at));
+        let healthy_primary = matches!(&obs.result, Ok(r) if r.role == Role::Primary);
+        match (&obs.result, healthy_primary) {
+            (_, true) => self.suspect_since = None,
+            (result, false) => {
+                self.suspect_since.get_or_insert_with(now_ms);
+                self.last_error = Some(match result {
+                    Err(e) => format!("{} {e}", e.layer().as_str()),
+                    Ok(report) => format!("reports role {:?}", report.role).to_lowercase(),
+                });
+            }
+        }
+    }
 }
 
 /// The next reload, or never when the router takes none.

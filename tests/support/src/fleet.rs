@@ -19,7 +19,20 @@ const LIMIT: Duration = Duration::from_secs(40);
 /// A proxy's config: the MariaDB cluster's writer and reader pools, and `[cluster]`.
 pub fn proxy_config(db: &Cluster, name: &str, etcd: &[String], prefix: &str, extra: &str) -> String {
     let endpoints: Vec<String> = etcd.iter().map(|e| format!("\"{e}\"")).collect();
-    let text = cluster_config(db, "", "").replacen("listen = \"127.0.0.1:0\"", "listen = \"{admin}\"", 1);
+    // The admin address is the spawner's; the listeners' are fixed, so that a
+    // restarted proxy listens where its clients connect.
+    let text = cluster_config(db, "", "")
+        .replacen("listen = \"127.0.0.1:0\"", "listen = \"{admin}\"", 1)
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", crate::refused_addr()),
+            1,
+        )
+        .replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", crate::refused_addr()),
+            1,
+        );
     format!(
         "{text}\n[cluster]\nname = \"{name}\"\netcd = [{}]\nprefix = \"{prefix}\"\nlease_ttl = \"2s\"\n\
          timeout = \"400ms\"\nlight_interval = \"500ms\"\n{extra}\n",
@@ -64,6 +77,17 @@ impl Proxy {
         self.process
             .as_ref()
             .unwrap_or_else(|| panic!("{} is not running", self.name))
+    }
+
+    /// Reloads it on `config` (SIGHUP), which its restarts then use too.
+    pub fn reload(&mut self, config: String) {
+        self.process().reload_with(&config);
+        self.config = config;
+    }
+
+    /// Its config now.
+    pub fn config(&self) -> &str {
+        &self.config
     }
 
     /// `/status`.

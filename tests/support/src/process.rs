@@ -152,6 +152,18 @@ impl Spawned {
             .unwrap_or(0.0)
     }
 
+    /// Rewrites its config file (`{admin}` replaced as at start) and sends SIGHUP:
+    /// the process reloads it.
+    pub fn reload_with(&self, config: &str) {
+        std::fs::write(&self.config, config.replace("{admin}", &self.admin.to_string())).unwrap();
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGHUP to the proxy");
+    }
+
     /// What the process has logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
