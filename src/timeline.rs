@@ -102,6 +102,9 @@ pub struct FailoverEvent {
     pub first_session_ms: Option<Millis>,
     /// The last session on `from` through this pool ended (fencing).
     pub old_sessions_closed_ms: Option<Millis>,
+    /// A fleet's pool (`[cluster]`): the epoch whose verdict `to` was routed under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 impl FailoverEvent {
@@ -282,6 +285,7 @@ mod tests {
             new_routed_ms: None,
             first_session_ms: None,
             old_sessions_closed_ms: None,
+            epoch: None,
         }
     }
 

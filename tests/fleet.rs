@@ -92,6 +92,7 @@ async fn propagation_ms(proxies: &[&Proxy], backend: &str, written_ms: u64) -> V
             .into_iter()
             .flatten()
             .filter(|f| f["pool"] == "writer" && f["to"] == backend)
+            .inspect(|f| assert!(f["epoch"].is_i64(), "the failover names its epoch: {f}"))
             .filter_map(|f| f["new_routed_ms"].as_u64())
             .max()
             .unwrap_or_else(|| panic!("{} has no failover to {backend}: {status}", proxy.name));

@@ -74,6 +74,7 @@ impl Router {
                     new_routed_ms: new.map(|_| now),
                     first_session_ms: None,
                     old_sessions_closed_ms: closed,
+                    epoch: new.and(pool.fleet().epoch),
                 });
             }
             None => {
@@ -86,6 +87,7 @@ impl Router {
                     |e| {
                         e.to = Some(name(new));
                         e.new_routed_ms = Some(now);
+                        e.epoch = pool.fleet().epoch;
                         completed = true;
                     },
                 );
@@ -102,6 +104,7 @@ impl Router {
                         new_routed_ms: Some(now),
                         first_session_ms: None,
                         old_sessions_closed_ms: None,
+                        epoch: pool.fleet().epoch,
                     });
                 }
             }
