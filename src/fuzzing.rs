@@ -57,7 +57,7 @@ pub fn mysql_monitor(data: &[u8]) {
 pub fn mongo_op_msg(data: &[u8]) {
     if let Decode::Done((doc, _)) = mongo::decode_op_msg(data) {
         let hello = mongo::parse_hello(&doc);
-        let _ = hello.election();
+        let _ = hello.claim();
     }
 }
 

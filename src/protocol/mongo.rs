@@ -152,6 +152,10 @@ pub struct Hello {
     pub last_write_ms: Option<i64>,
     /// The server's error when `ok` is 0 (`errmsg`, `code`).
     pub error: Option<(String, i32)>,
+    /// `maxWireVersion`: 17 and above is MongoDB 6.0+, whose stale-primary rule
+    /// orders by electionId first (see [`crate::routing::election`]).
+    #[serde(default)]
+    pub max_wire_version: Option<i64>,
 }
 
 fn number(value: Option<&Bson>) -> Option<i64> {
@@ -205,18 +209,21 @@ pub fn parse_hello(doc: &Document) -> Hello {
         primary: string("primary"),
         last_write_ms,
         error,
+        max_wire_version: number(doc.get("maxWireVersion")),
     }
 }
 
-/// An election's identity for the stale-primary rule: `(electionId, setVersion)`,
-/// compared in that order (MongoDB 6.0+ SDAM; ObjectId hex compares like its bytes).
-pub type ElectionKey = (String, i64);
-
 impl Hello {
-    /// This member's [`ElectionKey`], when it reports an `electionId` (a missing
-    /// `setVersion` counts as 0).
-    pub fn election(&self) -> Option<ElectionKey> {
-        Some((self.election_id.clone()?, self.set_version.unwrap_or(0)))
+    /// What this member's reply claims for the stale-primary rule, if it claims to be
+    /// the primary.
+    pub fn claim(&self) -> crate::routing::election::Claim {
+        crate::routing::election::Claim {
+            election_id: self.election_id.clone(),
+            set_version: self.set_version,
+            modern: self
+                .max_wire_version
+                .is_none_or(|v| v >= crate::routing::election::MODERN_WIRE),
+        }
     }
 }
 

@@ -12,8 +12,8 @@
 //!   without a primary picks one only after every member was checked at least once,
 //!   so the order in which the first checks return never chooses among two writers.
 //! - MongoDB primary pools also apply the **stale-primary rule** of MongoDB's SDAM
-//!   specification: among members claiming primary, only those with the newest
-//!   `(electionId, setVersion)` ever seen by the pool are candidates, so an old
+//!   specification ([`crate::routing::election`]): a member claiming primary with an
+//!   election older than the newest the pool has seen is not a candidate, so an old
 //!   primary that comes back still claiming primary is ignored. A pool with a
 //!   `set_name` only considers members reporting that replica-set name.
 //! - `role = "replica"` (or `"secondary"`): MongoDB secondaries that are not hidden
@@ -27,7 +27,7 @@
 use crate::backend::AdminMode;
 use crate::config::{BackendId, PoolConfig, PoolRole, TwoWriters};
 use crate::health::{Report, Role, Status};
-use crate::protocol::mongo::ElectionKey;
+use crate::routing::election::{Claim, Newest};
 
 /// What the router knows of one backend.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,8 +60,9 @@ impl BackendState {
         self.status == Status::Up && self.role() == Role::Primary
     }
 
-    fn election(&self) -> Option<ElectionKey> {
-        self.report.as_ref()?.mongo.as_ref()?.election()
+    /// What its MongoDB reply claims for the stale-primary rule (`None`: not MongoDB).
+    fn claim(&self) -> Option<Claim> {
+        Some(self.report.as_ref()?.mongo.as_ref()?.claim())
     }
 
     fn last_write_ms(&self) -> Option<i64> {
@@ -92,7 +93,7 @@ pub struct Decision {
     /// Set when more than one member is writable.
     pub two_writers: Vec<BackendId>,
     /// The newest MongoDB `(electionId, setVersion)` seen so far in this pool.
-    pub newest_election: Option<ElectionKey>,
+    pub newest_election: Option<Newest>,
 }
 
 /// Decides `pool`'s routable members. `current` is the pool's current primary
@@ -101,7 +102,7 @@ pub fn decide(
     pool: &PoolConfig,
     states: &[BackendState],
     current: Option<BackendId>,
-    seen: Option<&ElectionKey>,
+    seen: Option<&Newest>,
 ) -> Decision {
     let members = pool
         .members
@@ -170,30 +171,28 @@ pub fn decide(
 
 /// The writable members that are not stale primaries, and the newest election seen.
 ///
-/// The stale-primary rule (MongoDB SDAM): the newest `(electionId, setVersion)` is
-/// taken from every member's latest report — down, drained or not — so a newly
-/// elected primary that is not routable yet still demotes the old one; a member
-/// claiming primary with an older pair, or with none once one has been seen, is not
-/// a candidate.
+/// The stale-primary rule (MongoDB SDAM, see [`crate::routing::election`]): the newest
+/// election is taken from every member's latest reply that claims primary — down,
+/// drained or not — so a newly elected primary that is not routable yet still demotes
+/// the old one. Members that are not MongoDB (MySQL) make no claims.
 fn current_writers(
     pool: &PoolConfig,
     states: &[BackendState],
     members: impl Iterator<Item = BackendId>,
-    seen: Option<&ElectionKey>,
-) -> (Vec<BackendId>, Option<ElectionKey>) {
-    let newest = pool
+    seen: Option<&Newest>,
+) -> (Vec<BackendId>, Option<Newest>) {
+    let claims: Vec<Claim> = pool
         .members
         .iter()
         .filter(|&&b| states[b].in_set(pool) && states[b].role() == Role::Primary)
-        .filter_map(|&b| states[b].election())
-        .chain(seen.cloned())
-        .max();
+        .filter_map(|&b| states[b].claim())
+        .collect();
+    let newest = (!claims.is_empty() || seen.is_some()).then(|| Newest::after(seen, &claims));
     let writable = members
         .filter(|&b| states[b].is_writable())
-        .filter(|&b| match (states[b].election(), &newest) {
-            (Some(key), Some(newest)) => &key >= newest,
-            (None, Some(_)) => false,
-            (_, None) => true,
+        .filter(|&b| match (states[b].claim(), &newest) {
+            (Some(claim), Some(newest)) => !newest.is_stale(&claim),
+            _ => true,
         })
         .collect();
     (writable, newest)

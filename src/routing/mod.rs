@@ -3,6 +3,7 @@
 //! it (lock-free) and never holds the guard across an `.await`; tests and held
 //! sessions await the next generation through a `watch`.
 
+pub mod election;
 pub mod membership;
 mod router;
 pub mod select;

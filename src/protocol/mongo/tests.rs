@@ -34,7 +34,9 @@ fn parses_a_primary() {
     let hello = parse_hello(&primary_reply());
     assert!(hello.ok && hello.writable_primary && !hello.secondary);
     assert_eq!(hello.set_name.as_deref(), Some("rs0"));
-    assert_eq!(hello.election(), Some(("7fffffff0000000000000002".into(), 1)));
+    let claim = hello.claim();
+    assert_eq!(claim.election_id.as_deref(), Some("7fffffff0000000000000002"));
+    assert_eq!(claim.set_version, Some(1));
     assert_eq!(hello.hosts.len(), 3);
     assert_eq!(hello.last_write_ms, Some(1_764_000_000_000));
 }
@@ -105,7 +107,7 @@ fn mistyped_fields_are_ignored_not_fatal() {
     assert!(hello.ok);
     assert_eq!(hello.set_name, None);
     assert!(hello.hosts.is_empty());
-    assert_eq!(hello.election(), None);
+    assert_eq!((hello.claim().election_id, hello.claim().set_version), (None, None));
 }
 
 /// A BSON document `{"a": {"a": ... {} ...}}` nested `depth` levels, built as bytes

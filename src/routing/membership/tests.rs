@@ -209,6 +209,13 @@ fn mongo(primary: bool, set: &str, election: Option<(&str, i64)>, last_write_ms:
     }
 }
 
+fn newest(id: &str, version: i64) -> crate::routing::election::Newest {
+    crate::routing::election::Newest {
+        election_id: Some(id.to_string()),
+        set_version: Some(version),
+    }
+}
+
 const OLD: &str = "7fffffff0000000000000001";
 const NEW: &str = "7fffffff0000000000000002";
 
@@ -222,14 +229,14 @@ fn stale_primary_with_an_older_election_is_ignored() {
     let d = decide(&pool(PoolRole::Primary), &states, None, None);
     assert_eq!(d.members, [1], "only the newest election is a candidate");
     assert!(d.two_writers.is_empty(), "a stale claim is not a second writer");
-    assert_eq!(d.newest_election, Some((NEW.to_string(), 1)));
+    assert_eq!(d.newest_election, Some(newest(NEW, 1)));
 }
 
 #[test]
 fn the_pool_remembers_the_newest_election_when_the_new_primary_is_gone() {
     // The new primary died; the old one returns still claiming primary with its old
     // electionId: the remembered newest election keeps it out.
-    let seen = (NEW.to_string(), 1);
+    let seen = newest(NEW, 1);
     let states = [
         mongo(true, "rs0", Some((OLD, 1)), 0),
         down(mongo(true, "rs0", Some((NEW, 1)), 0)),
@@ -297,7 +304,7 @@ fn a_new_primary_that_is_not_routable_yet_still_demotes_the_old_one() {
 
 #[test]
 fn a_primary_without_an_election_id_is_stale_once_one_was_seen() {
-    let seen = (NEW.to_string(), 1);
+    let seen = newest(NEW, 1);
     let states = [
         mongo(true, "rs0", None, 0),
         mongo(false, "rs0", None, 0),
