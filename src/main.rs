@@ -103,6 +103,32 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Holds a pool's new sessions (they wait, as while it has no member) until
+    /// `switchyard release` or the deadline, e.g. around a switchover run elsewhere.
+    Hold {
+        /// The pool's name.
+        pool: String,
+        /// The deadline (default: the pool's `hold_timeout`; at most 10m).
+        #[arg(long = "for")]
+        deadline: Option<String>,
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9900", env = "SWITCHYARD_ADMIN")]
+        admin: SocketAddr,
+        /// The admin token (`[admin] token`).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Releases a pool `switchyard hold` held.
+    Release {
+        /// The pool's name.
+        pool: String,
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9900", env = "SWITCHYARD_ADMIN")]
+        admin: SocketAddr,
+        /// The admin token (`[admin] token`).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Proxies one listener to backends in failover order, with TCP checks; no file needed.
     Forward {
         /// Where to listen, e.g. 127.0.0.1:8080.
@@ -170,6 +196,7 @@ fn main() -> ExitCode {
         },
         Command::Status { admin, json } => return status(admin, json),
         Command::Reload { admin, token } => return reload::reload(admin, token.as_deref()),
+        command @ (Command::Hold { .. } | Command::Release { .. }) => return pool_command(command),
         Command::Health {
             admin,
             live,
@@ -340,6 +367,25 @@ fn health(admin: SocketAddr, path: &str, timeout: Duration, watch: Duration) -> 
             eprintln!("switchyard health: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
+    }
+}
+
+/// `switchyard hold` and `switchyard release`.
+fn pool_command(command: Command) -> ExitCode {
+    match command {
+        Command::Hold {
+            pool,
+            deadline,
+            admin,
+            token,
+        } => {
+            let query = deadline.map(|d| format!("?for={d}")).unwrap_or_default();
+            reload::pool_verb(admin, token.as_deref(), &format!("/pools/{pool}/hold{query}"))
+        }
+        Command::Release { pool, admin, token } => {
+            reload::pool_verb(admin, token.as_deref(), &format!("/pools/{pool}/release"))
+        }
+        _ => ExitCode::from(EX_USAGE),
     }
 }
 

@@ -91,6 +91,8 @@ pub const MYSQL_PLAINTEXT_REFUSED: &str = "switchyard_mysql_plaintext_refused_to
 /// timeout). Labels: listener, reason.
 pub const MYSQL_LOGIN_FAILURES: &str = "switchyard_mysql_login_failures_total";
 
+/// 1 while an operator holds a pool's new sessions (`POST /pools/NAME/hold`). Labels: pool.
+pub const POOL_HELD: &str = "switchyard_pool_held";
 /// 1 while etcd answers this proxy of a fleet (`[cluster]`), 0 while it is out of reach.
 pub const FLEET_STORE_UP: &str = "switchyard_fleet_store_up";
 /// The epoch (etcd revision) of a primary pool's verdict. Labels: pool.
@@ -208,6 +210,7 @@ fn describe() {
 /// HELP text for the checks, the router, TLS and the histograms.
 fn describe_fleet() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(POOL_HELD, "1 while an operator holds a pool's new sessions.");
     describe_gauge!(
         FLEET_STORE_UP,
         "1 while etcd answers (a [cluster] proxy), 0 while it is out of reach."

@@ -38,6 +38,8 @@ pub struct Pool {
     alarm: Mutex<Option<String>>,
     /// What the fleet (`[cluster]`) says of this pool, for `/status`.
     fleet: Mutex<FleetView>,
+    /// Until when an operator holds it (Unix ms), for `/status`.
+    held_until: Mutex<Option<u64>>,
     /// Set when a new primary was routed, until a session reaches it.
     awaiting_first_session: AtomicBool,
     /// Since when the published table routes nothing to this pool (`None` while it
@@ -150,6 +152,7 @@ impl Pool {
             alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool.clone()),
             alarm: Mutex::new(None),
             fleet: Mutex::new(FleetView::default()),
+            held_until: Mutex::new(None),
             awaiting_first_session: AtomicBool::new(false),
             unroutable_since: Mutex::new(Some(Instant::now())),
             hold: Recorder::default(),
@@ -158,11 +161,13 @@ impl Pool {
     }
 
     /// Takes over what `old` (this pool before a reload) knows at run time: the
-    /// round-robin position, the alarm and since when it routes nothing.
+    /// round-robin position, the alarm, the fleet's view, an operator's hold and since
+    /// when it routes nothing.
     pub fn carry_over(&self, old: &Pool) {
         self.cursor.store(old.cursor.load(Ordering::Relaxed), Ordering::Relaxed);
         *self.alarm.lock().unwrap_or_else(|e| e.into_inner()) = old.alarm();
         self.set_fleet(old.fleet());
+        self.set_held(old.held_until());
         self.awaiting_first_session
             .store(old.awaits_first_session(), Ordering::Relaxed);
         *self.unroutable_since.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -187,6 +192,17 @@ impl Pool {
         let active = alarm.is_some() || self.fleet().alarm.is_some();
         self.alarm_gauge.set(if active { 1.0 } else { 0.0 });
         *self.alarm.lock().unwrap_or_else(|e| e.into_inner()) = alarm;
+    }
+
+    /// Until when (Unix ms) an operator holds this pool's new sessions.
+    pub fn held_until(&self) -> Option<u64> {
+        *self.held_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the operator's hold (the router's call).
+    pub fn set_held(&self, until: Option<u64>) {
+        metrics::gauge!(m::POOL_HELD, "pool" => self.config.name.clone()).set(if until.is_some() { 1.0 } else { 0.0 });
+        *self.held_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }
 
     /// What the fleet says of this pool.

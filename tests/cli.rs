@@ -309,18 +309,32 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     let _ = std::fs::remove_file(&socket_path);
 }
 
-/// `switchyard reload` with the admin address and token; its exit status and output.
-fn reload_command(admin: SocketAddr, token: &str) -> (i32, String, String) {
-    let output = Command::new(BIN)
-        .args(["reload", "--admin", &admin.to_string(), "--token", token])
-        .output()
-        .unwrap();
+/// `switchyard run --config PATH`, killed on drop.
+fn run_proxy(path: &std::path::Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `switchyard ARGS...`: its exit status, stdout and stderr.
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).output().unwrap();
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     (
         output.status.code().unwrap_or(-1),
         text(&output.stdout),
         text(&output.stderr),
     )
+}
+
+/// `switchyard reload` with the admin address and token.
+fn reload_command(admin: SocketAddr, token: &str) -> (i32, String, String) {
+    cli(&["reload", "--admin", &admin.to_string(), "--token", token])
 }
 
 #[tokio::test]
@@ -332,14 +346,7 @@ async fn sighup_and_switchyard_reload_apply_the_edited_file() {
         backend.addr
     );
     let path = write_config("reload-cli.toml", &base);
-    let child = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let child = run_proxy(&path);
     await_listening(first).await;
     // SIGHUP: a listener added to the file starts serving.
     let with_second = format!("{base}[listeners.second]\nlisten = \"{second}\"\npool = \"p\"\n");
@@ -379,5 +386,62 @@ async fn sighup_and_switchyard_reload_apply_the_edited_file() {
     );
     let (code, _, stderr) = reload_command(admin, "wrong");
     assert_eq!(code, 1, "a wrong token is refused: {stderr}");
+    drop(child);
+}
+
+/// `switchyard hold|release POOL [--for D]`.
+fn pool_command(verb: &str, pool: &str, admin: SocketAddr, extra: &[&str]) -> (i32, String, String) {
+    let admin = admin.to_string();
+    let mut args = vec![verb, pool, "--admin", &admin, "--token", "t0ken"];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+#[tokio::test]
+async fn switchyard_hold_makes_new_sessions_wait_until_release_and_keeps_live_ones() {
+    let backend = Server::start(Behavior::Echo("b")).await;
+    let (admin, front) = (free_port(), free_port());
+    let config = format!(
+        "[admin]\nlisten = \"{admin}\"\ntoken = \"t0ken\"\n[check]\ninterval = \"100ms\"\n[backends.b]\naddress = \"{}\"\n\
+         [pools.p]\nbackends = [\"b\"]\nhold_timeout = \"30s\"\n[listeners.front]\nlisten = \"{front}\"\npool = \"p\"\n",
+        backend.addr
+    );
+    let path = write_config("hold-cli.toml", &config);
+    let child = run_proxy(&path);
+    await_listening(front).await;
+    let (mut live, banner) = within(LIMIT, "a session before the hold", connect_and_read_banner(front)).await;
+    assert_eq!(banner, "b");
+    let (code, stdout, stderr) = pool_command("hold", "p", admin, &["--for", "20s"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"held_until_ms\":"), "{stdout}");
+    let status: serde_json::Value = serde_json::from_str(&http_get(admin, "/status").await.1).unwrap();
+    assert!(pool_status(&status, "p")["held_until_ms"].is_u64(), "{status}");
+    // A new session is held: it waits (counted as a hold), then the release serves it.
+    let holds = || async {
+        http_get(admin, "/metrics")
+            .await
+            .1
+            .lines()
+            .any(|l| l == "switchyard_holds_total{pool=\"p\"} 1")
+    };
+    let waiting = tokio::spawn(connect_and_read_banner(front));
+    within(LIMIT, "the new session to be held", async {
+        while !holds().await {
+            poll_pause().await;
+        }
+    })
+    .await;
+    // The live session goes on meanwhile.
+    live.write_all(b"still here\n").await.unwrap();
+    assert_eq!(read_line(&mut live).await, "still here");
+    let (code, _, stderr) = pool_command("release", "p", admin, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, banner) = within(LIMIT, "the held session to be served", waiting).await.unwrap();
+    assert_eq!(banner, "b");
+    // Refusals say why.
+    let (code, _, stderr) = pool_command("hold", "nope", admin, &[]);
+    assert!(code == 1 && stderr.contains("404"), "{stderr}");
+    let (code, _, stderr) = pool_command("hold", "p", admin, &["--for", "2h"]);
+    assert!(code == 1 && stderr.contains("400"), "{stderr}");
     drop(child);
 }

@@ -11,6 +11,9 @@
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /ui`: a self-contained status page (no external assets) that refreshes
 //!   itself from `/status`.
+//! - `POST /pools/{name}/hold[?for=10s]|release`: an operator's hold of a pool's new
+//!   sessions (they wait, as while it has no member), e.g. around a switchover an
+//!   orchestrator runs; the bearer token, as below.
 //! - `POST /backends/{name}/drain|disable|enable`: operator overrides; they need
 //!   `Authorization: Bearer <admin.token>` and are refused when no token is set.
 //! - `POST /config/reload`: re-reads the config file and applies the difference (see
@@ -46,7 +49,7 @@ pub use status::{StatusBody, STATUS_PAGE};
 use crate::backend::AdminMode;
 use crate::config::Secret;
 use crate::health::Status;
-use crate::routing::{AdminCommand, Routing};
+use crate::routing::{AdminAction, AdminCommand, Routing};
 use crate::timeline::Timeline;
 use crate::topology::Topology;
 
@@ -185,6 +188,7 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
         .route("/metrics", get(metrics))
         .route("/ui", get(ui))
         .route("/backends/{name}/{verb}", post(verb))
+        .route("/pools/{name}/{verb}", post(pool_verb))
         .route("/tls/reload", post(reload_tls))
         .route("/config/reload", post(reload_config))
         .with_state(state);
@@ -281,22 +285,91 @@ async fn verb(
     let Some(backend) = state.topology.load().backend(&name).cloned() else {
         return (StatusCode::NOT_FOUND, format!("no backend named {name:?}\n")).into_response();
     };
-    let (done, applied) = oneshot::channel();
-    let command = AdminCommand {
-        backend: backend.id,
-        mode,
-        done,
-    };
-    if state.commands.send(command).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the router has stopped\n").into_response();
-    }
-    match tokio::time::timeout(Duration::from_secs(5), applied).await {
-        Ok(Ok(generation)) => {
+    match command(
+        &state,
+        AdminAction::Backend {
+            backend: backend.id,
+            mode,
+        },
+    )
+    .await
+    {
+        Ok(generation) => {
             Json(serde_json::json!({ "backend": name, "mode": mode, "generation": generation })).into_response()
         }
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "the router did not answer in 5s\n").into_response(),
+        Err(refused) => *refused,
     }
 }
+
+/// Sends an operator command to the router; the generation that includes it.
+async fn command(state: &AdminState, action: AdminAction) -> Result<u64, Box<Response>> {
+    let (done, applied) = oneshot::channel();
+    if state.commands.send(AdminCommand { action, done }).await.is_err() {
+        return Err(Box::new(
+            (StatusCode::SERVICE_UNAVAILABLE, "the router has stopped\n").into_response(),
+        ));
+    }
+    match tokio::time::timeout(Duration::from_secs(5), applied).await {
+        Ok(Ok(generation)) => Ok(generation),
+        _ => Err(Box::new(
+            (StatusCode::SERVICE_UNAVAILABLE, "the router did not answer in 5s\n").into_response(),
+        )),
+    }
+}
+
+/// `POST /pools/{name}/hold[?for=DURATION]` (default: the pool's `hold_timeout`) and
+/// `POST /pools/{name}/release`.
+async fn pool_verb(
+    State(state): State<Arc<AdminState>>,
+    Path((name, verb)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = authorized(&state, &headers) {
+        return *refused;
+    }
+    let Some(pool) = state.topology.load().pool(&name).cloned() else {
+        return (StatusCode::NOT_FOUND, format!("no pool named {name:?}\n")).into_response();
+    };
+    let action = match verb.as_str() {
+        "hold" => {
+            let given = uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("for="));
+            let deadline = match given.map(crate::duration::parse) {
+                None => pool.config.hold_timeout,
+                Some(Ok(d)) if !d.is_zero() && d <= MAX_HOLD => d,
+                Some(_) => {
+                    let expected = format!(
+                        "for=DURATION (above zero, at most {})\n",
+                        crate::duration::format(MAX_HOLD)
+                    );
+                    return (StatusCode::BAD_REQUEST, expected).into_response();
+                }
+            };
+            AdminAction::Hold {
+                pool: pool.id,
+                deadline,
+            }
+        }
+        "release" => AdminAction::Release { pool: pool.id },
+        _ => return (StatusCode::NOT_FOUND, "verbs: hold, release\n").into_response(),
+    };
+    match command(&state, action).await {
+        Ok(generation) => Json(serde_json::json!({
+            "pool": name,
+            "held_until_ms": pool.held_until(),
+            "generation": generation,
+        }))
+        .into_response(),
+        Err(refused) => *refused,
+    }
+}
+
+/// The longest hold an operator may ask for.
+const MAX_HOLD: Duration = Duration::from_secs(600);
 
 async fn reload_tls(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorized(&state, &headers) {

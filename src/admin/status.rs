@@ -74,6 +74,9 @@ pub struct PoolStatus {
     pub routable: Vec<String>,
     /// Set while the pool has an alarm (two writable backends).
     pub alarm: Option<String>,
+    /// Set while an operator holds the pool's new sessions: until when (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until_ms: Option<u64>,
     /// Primary pools of a fleet: the verdict's epoch and primary, and the fleet alarm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::pool::FleetView>,
@@ -121,6 +124,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
                 policy: pool.config.policy,
                 hold_timeout: duration::format(pool.config.hold_timeout),
                 alarm: pool.alarm(),
+                held_until_ms: pool.held_until(),
                 fleet: (state.fleet.is_some() && pool.config.role == PoolRole::Primary).then(|| pool.fleet()),
                 connect_us: Summary::merge(stats().map(|s| &s.connect)),
                 session_us: Summary::merge(stats().map(|s| &s.duration)),

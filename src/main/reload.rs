@@ -1,4 +1,5 @@
-//! `switchyard reload`: asks a running proxy to re-read its config file.
+//! `switchyard reload`: asks a running proxy to re-read its config file; `switchyard
+//! hold` and `release`: an operator's hold of a pool.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -31,6 +32,31 @@ pub fn reload(admin: SocketAddr, token: Option<&str>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("switchyard reload: {e}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+    }
+}
+
+/// `switchyard hold` / `release`: posts `path` and prints the answer.
+pub fn pool_verb(admin: SocketAddr, token: Option<&str>, path: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(EX_UNAVAILABLE);
+        }
+    };
+    match runtime.block_on(client::post(admin, path, token, Duration::from_secs(10))) {
+        Ok((200, body)) => {
+            println!("{}", body.trim_end());
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprint!("switchyard: refused ({code}): {body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e}");
             ExitCode::from(EX_UNAVAILABLE)
         }
     }

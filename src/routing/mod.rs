@@ -14,7 +14,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use router::{AdminCommand, FleetLink, Reconfigure, Router};
+pub use router::{AdminAction, AdminCommand, FleetLink, Reconfigure, Router};
 pub use table::RoutingTable;
 
 /// The published table and its generation signal.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use metrics::Gauge;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,24 +21,14 @@ use crate::pool::{Eviction, Pool};
 use crate::timeline::{EventKind, Timeline};
 
 mod fleet;
+mod hold;
 mod record;
 mod slots;
 
 pub use fleet::FleetLink;
+pub use hold::{AdminAction, AdminCommand};
 pub use slots::Reconfigure;
 use slots::{CheckHistory, Slot};
-
-/// An operator's request to drain, disable or enable a backend. `done` receives the
-/// routing generation that includes the change.
-#[derive(Debug)]
-pub struct AdminCommand {
-    /// The backend to change.
-    pub backend: BackendId,
-    /// The mode to set.
-    pub mode: AdminMode,
-    /// Receives the routing generation that includes the change.
-    pub done: oneshot::Sender<u64>,
-}
 
 /// The single writer of the routing table.
 ///
@@ -65,6 +55,8 @@ pub struct Router {
     reconfigure: Option<mpsc::Receiver<Reconfigure>>,
     /// The fleet's verdicts and where proposals go (`[cluster]` only).
     fleet: Option<FleetLink>,
+    /// Pools an operator holds: their tables route nothing until release or expiry.
+    holds: hold::Holds,
 }
 
 impl Router {
@@ -92,6 +84,7 @@ impl Router {
             commands,
             reconfigure: None,
             fleet: None,
+            holds: hold::Holds::default(),
         };
         router.current = router
             .pools
@@ -125,12 +118,22 @@ impl Router {
                 Some(command) = self.commands.recv() => self.command(command),
                 Some(change) = slots::next(&mut self.reconfigure) => self.reconfigure(change),
                 Some(news) = fleet::next_news(&mut self.fleet) => self.fleet_news(news),
+                _ = self.holds.next_expiry() => self.expire_holds(),
                 _ = shutdown.cancelled() => return,
             }
         }
     }
 
     fn command(&mut self, command: AdminCommand) {
+        let (backend, mode) = match command.action {
+            AdminAction::Backend { backend, mode } => (backend, mode),
+            action => return self.hold_command(action, command.done),
+        };
+        let command = hold::BackendCommand {
+            backend,
+            mode,
+            done: command.done,
+        };
         let Some(backend) = self.backend(command.backend).cloned() else {
             let _ = command.done.send(self.routing.load().generation);
             return;
@@ -349,7 +352,7 @@ impl Router {
     fn publish(&mut self) {
         let generation = self.routing.load().generation + 1;
         let mut pools = vec![Vec::new(); self.current.len()];
-        for pool in &self.pools {
+        for pool in self.pools.iter().filter(|p| !self.holds.holds(p.id)) {
             let members = &self.current[pool.id].members;
             pools[pool.id] = pool
                 .members

@@ -99,13 +99,48 @@ fn no_table_without_a_member_is_ever_seen_before_the_member_is_evicted() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_held_pool_routes_nothing_without_fencing_until_released_or_its_deadline() {
+    let (mut router, pools) = router();
+    router.apply(observed(0, true, Status::Unknown));
+    let routed = |router: &Router| router.routing().load().routable_names(0);
+    let before = routed(&router);
+    assert!(!before.is_empty());
+    let command = |action| {
+        let (done, _) = oneshot::channel();
+        AdminCommand { action, done }
+    };
+    let deadline = std::time::Duration::from_secs(10);
+    router.command(command(AdminAction::Hold { pool: 0, deadline }));
+    assert!(routed(&router).is_empty(), "new sessions wait");
+    assert_eq!(
+        *pools[0].members[0].eviction().borrow(),
+        Eviction::Active,
+        "live sessions go on"
+    );
+    assert!(pools[0].held_until().is_some());
+    router.command(command(AdminAction::Release { pool: 0 }));
+    assert_eq!(routed(&router), before);
+    assert_eq!(pools[0].held_until(), None);
+    // A hold ends by itself at its deadline.
+    router.command(command(AdminAction::Hold { pool: 0, deadline }));
+    tokio::time::timeout(deadline * 2, router.holds.next_expiry())
+        .await
+        .expect("the deadline comes");
+    router.expire_holds();
+    assert_eq!(routed(&router), before);
+}
+
 #[test]
 fn a_drain_marks_the_member_so_no_new_session_starts_on_it_and_enable_clears_it() {
     let (mut router, pools) = router();
     router.apply(observed(0, true, Status::Unknown));
     let command = |mode| {
         let (done, _) = oneshot::channel();
-        AdminCommand { backend: 0, mode, done }
+        AdminCommand {
+            action: AdminAction::Backend { backend: 0, mode },
+            done,
+        }
     };
     router.command(command(AdminMode::Draining));
     assert_eq!(*pools[0].members[0].eviction().borrow(), Eviction::Draining);
