@@ -469,14 +469,16 @@ async fn the_admin_port_closes_silent_dripping_and_oversized_clients_and_caps_it
 }
 
 /// A MySQL server whose OK to a login waits for `release`: a login kept under way.
-async fn slow_login_server(release: Arc<tokio::sync::Notify>) -> SocketAddr {
+/// `arrived` is notified when a login's handshake response reached it.
+async fn slow_login_server(release: Arc<tokio::sync::Notify>, arrived: Arc<tokio::sync::Notify>) -> SocketAddr {
     peer(move |mut stream| {
-        let release = release.clone();
+        let (release, arrived) = (release.clone(), arrived.clone());
         async move {
             packet(&mut stream, 0, &greeting("mysql_native_password")).await;
             let Some((seq, _)) = read_packet(&mut stream).await else {
                 return;
             };
+            arrived.notify_one();
             release.notified().await;
             packet(&mut stream, seq + 1, &ok_packet(0x0002)).await;
             while read_packet(&mut stream).await.is_some() {}
@@ -487,8 +489,11 @@ async fn slow_login_server(release: Arc<tokio::sync::Notify>) -> SocketAddr {
 
 #[tokio::test]
 async fn a_member_fenced_while_a_mysql_login_is_under_way_never_gives_that_client_a_session() {
-    let release = Arc::new(tokio::sync::Notify::new());
-    let backend = slow_login_server(release.clone()).await;
+    let (release, arrived) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let backend = slow_login_server(release.clone(), arrived.clone()).await;
     let listen = refused_addr();
     let config = format!(
         "[admin]\nlisten = \"{{admin}}\"\ntoken = \"t0ken\"\n[shutdown]\ngrace = \"1s\"\n\
@@ -505,6 +510,7 @@ async fn a_member_fenced_while_a_mysql_login_is_under_way_never_gives_that_clien
         switchyard::protocol::mysql::monitor::handshake_response("app", &[1; 20], "mysql_native_password", false);
     packet(&mut client, 1, &response).await;
     // The login is under way on the backend; the operator disables it meanwhile.
+    within(LIMIT, "the login to reach the backend", arrived.notified()).await;
     let mut disabled = (0, String::new());
     within(LIMIT, "the disable", async {
         while disabled.0 != 200 {
@@ -512,7 +518,7 @@ async fn a_member_fenced_while_a_mysql_login_is_under_way_never_gives_that_clien
         }
     })
     .await;
-    release.notify_waiters();
+    release.notify_one(); // kept as a permit if the server is not waiting yet
     let (_, answer) = within(LIMIT, "the login's answer", read_packet(&mut client))
         .await
         .unwrap();
