@@ -73,7 +73,8 @@ pub struct Progress {
     pub failed: AtomicU64,
 }
 
-fn opts(target: SocketAddr) -> OptsBuilder {
+/// A MySQL client's options for the `app` user through `target` (never the unix socket).
+pub fn opts(target: SocketAddr) -> OptsBuilder {
     OptsBuilder::default()
         .ip_or_hostname(target.ip().to_string())
         .tcp_port(target.port())

@@ -177,6 +177,7 @@ pub fn start(
         lease: None,
         // Sessions of a fleet's proxies start spread over the members.
         next_member: fastrand::usize(..config.etcd.len().max(1)),
+        undelivered: false,
     };
     tokio::spawn(async move {
         tokio::select! {
@@ -200,4 +201,7 @@ struct Agent {
     lease: Option<(Client, i64)>,
     /// The member the next session tries first: the one after the last one used.
     next_member: usize,
+    /// News was dropped (the router's queue stayed full): the session ends and the
+    /// next one reads everything again.
+    undelivered: bool,
 }

@@ -7,7 +7,8 @@
 //! - [`cadence`] (pure): how long to wait before the next check.
 //! - [`Checker`]: one task per backend, running the three above and sending an
 //!   [`Observation`] per check to the router, which alone decides routing. It runs
-//!   any [`Check`] (the [`probe::Probe`] in a proxy) and hears the rest of the proxy
+//!   any [`Check`] (the [`probe::Probe`] in a proxy; in a fleet, `fleet::shared::SharedProbe`,
+//!   which runs it or relays another proxy's) and hears the rest of the proxy
 //!   through [`Attention`] (nudges, urgency); a probe that panics fails its check.
 
 mod checker;

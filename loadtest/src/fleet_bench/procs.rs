@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
 use switchyard::admin::client::get;
-use switchyard_lab::mariadb::{self, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER};
+use switchyard_lab::mariadb::{self, MONITOR_PASSWORD, MONITOR_USER};
 use tokio_util::sync::CancellationToken;
 
 /// One proxy process.
@@ -218,13 +218,7 @@ impl Writers {
 }
 
 async fn write(addr: SocketAddr, stop: CancellationToken, acks: Arc<Mutex<Vec<(u64, u32)>>>) {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(addr.ip().to_string())
-        .tcp_port(addr.port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some("appdb"))
-        .prefer_socket(false);
+    let opts = crate::workload::opts(addr);
     let deadline = Instant::now() + Duration::from_secs(300);
     while !stop.is_cancelled() && Instant::now() < deadline {
         let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(3), mysql_async::Conn::new(opts.clone())).await

@@ -25,11 +25,16 @@ pub async fn start(endpoints: &[String], key: &str, count: usize) -> Result<Watc
     let mut started = 0;
     while started < count {
         let endpoint = format!("http://{}", endpoints[(started / PER_CLIENT) % endpoints.len()]);
-        let mut client = Client::connect([endpoint], None).await.context("etcd connect")?;
-        let revision = client.get(key, None).await?.header().map_or(0, |h| h.revision());
+        let mut client = bounded(Client::connect([endpoint], None))
+            .await
+            .context("etcd connect")?;
+        let revision = bounded(client.get(key, None))
+            .await?
+            .header()
+            .map_or(0, |h| h.revision());
         for _ in 0..PER_CLIENT.min(count - started) {
             let options = WatchOptions::new().with_start_revision(revision + 1);
-            let mut stream = client.watch(key, Some(options)).await?;
+            let mut stream = bounded(client.watch(key, Some(options))).await?;
             let arrivals = arrivals.clone();
             tasks.push(tokio::spawn(async move {
                 while let Ok(Some(response)) = stream.message().await {
@@ -43,6 +48,14 @@ pub async fn start(endpoints: &[String], key: &str, count: usize) -> Result<Watc
         }
     }
     Ok(Watching { arrivals, count, tasks })
+}
+
+/// An etcd request that fails after 5 s.
+async fn bounded<T>(request: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
+    tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .context("etcd did not answer within 5 s")?
+        .context("etcd request")
 }
 
 impl Watching {

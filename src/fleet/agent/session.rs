@@ -47,7 +47,7 @@ impl Agent {
             if self.announced != Some(false) {
                 self.announced = Some(false);
                 warn!(proxy = %config.name, endpoints = %config.etcd.join(","), %error, "ALARM: etcd out of reach: no new primary is adopted until it answers");
-                let _ = self.news.send(News::Store { up: false }).await;
+                self.tell(News::Store { up: false }).await;
             } else {
                 warn!(proxy = %config.name, endpoints = %config.etcd.join(","), %error, "etcd still out of reach");
             }
@@ -55,6 +55,17 @@ impl Agent {
             while self.proposed.try_recv().is_ok() {}
             while self.published.try_recv().is_ok() {}
             sleep(pause).await;
+        }
+    }
+
+    /// Hands news to the router, waiting at most `timeout` for room: a router that
+    /// stopped taking news must not stop this task's keep-alives. News that cannot be
+    /// delivered ends the session (the next one starts with a full read).
+    async fn tell(&mut self, news: News) {
+        let sent = tokio::time::timeout(self.fleet.config.timeout, self.news.send(news)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            warn!("fleet: the router takes no news; dropped");
+            self.undelivered = true;
         }
     }
 
@@ -93,7 +104,7 @@ impl Agent {
         };
         self.fleet.set_store(true);
         self.announced = Some(true);
-        let _ = self.news.send(News::Store { up: true }).await;
+        self.tell(News::Store { up: true }).await;
         let member = &config.etcd[(self.next_member + config.etcd.len() - 1) % config.etcd.len()];
         info!(proxy = %config.name, %member, lease = session.lease, revision, "fleet: connected to etcd");
         if let Err(e) = self.campaign(&mut session).await {
@@ -152,6 +163,9 @@ impl Agent {
                         }
                         for event in response.events() {
                             self.event(session, event).await;
+                        }
+                        if std::mem::take(&mut self.undelivered) {
+                            return "the router took no news in time".to_string();
                         }
                         if let Err(e) = self.campaign(session).await {
                             return e;
@@ -232,7 +246,7 @@ impl Agent {
             shared.set_holding(false);
             shared.relay(observation);
         }
-        let _ = self.news.send(News::Loaded(verdicts)).await;
+        self.tell(News::Loaded(verdicts)).await;
         self.lease = Some((client.clone(), lease));
         Ok((
             Session {
@@ -277,7 +291,7 @@ impl Agent {
                 } else {
                     None
                 };
-                let _ = self.news.send(News::Verdict { pool, verdict }).await;
+                self.tell(News::Verdict { pool, verdict }).await;
             }
             Some(Key::Checker(backend)) => {
                 let name = &self.fleet.config.name;
