@@ -51,6 +51,7 @@ async fn proxied(copier: Copier) -> (TcpStream, TcpStream) {
                     Stream::Plain(proxy_upstream),
                     &traffic,
                     &OPTIONS,
+                    None,
                 )
                 .await;
             }

@@ -111,6 +111,11 @@ enum Command {
         /// The deadline (default: the pool's `hold_timeout`; at most 10m).
         #[arg(long = "for")]
         deadline: Option<String>,
+        /// Also drain the pool's current members: MySQL sessions close at their next
+        /// idle point (no command in flight, no transaction open), every session by
+        /// this deadline (at most the hold's). Answers once they are gone.
+        #[arg(long)]
+        drain: Option<String>,
         /// The admin listener's address.
         #[arg(long, default_value = "127.0.0.1:9900", env = "SWITCHYARD_ADMIN")]
         admin: SocketAddr,
@@ -376,10 +381,22 @@ fn pool_command(command: Command) -> ExitCode {
         Command::Hold {
             pool,
             deadline,
+            drain,
             admin,
             token,
         } => {
-            let query = deadline.map(|d| format!("?for={d}")).unwrap_or_default();
+            let query: Vec<String> = [
+                deadline.map(|d| format!("for={d}")),
+                drain.map(|d| format!("drain={d}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
             reload::pool_verb(admin, token.as_deref(), &format!("/pools/{pool}/hold{query}"))
         }
         Command::Release { pool, admin, token } => {

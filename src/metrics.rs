@@ -29,6 +29,8 @@ pub const SESSIONS_MOVED: &str = "switchyard_sessions_moved_total";
 pub const CONNECT_FAILURES: &str = "switchyard_connect_failures_total";
 /// Sessions closed because their backend left the pool. Labels: pool, backend.
 pub const FENCED_SESSIONS: &str = "switchyard_fenced_sessions_total";
+/// Counter {pool, backend}: `mysql`-mode sessions a drain closed at an idle point.
+pub const SESSIONS_CLOSED_IDLE: &str = "switchyard_sessions_closed_idle_total";
 /// Sessions that had to wait for a routable backend. Labels: pool.
 pub const HOLDS: &str = "switchyard_holds_total";
 /// Sessions closed because no backend appeared within `hold_timeout`. Labels: pool.
@@ -197,6 +199,10 @@ fn describe() {
     );
     describe_counter!(CONNECT_FAILURES, "Failed connects from the data path, by layer.");
     describe_counter!(FENCED_SESSIONS, "Sessions closed because their backend left the pool.");
+    describe_counter!(
+        SESSIONS_CLOSED_IDLE,
+        "MySQL sessions a drain closed at an idle point (no command in flight, no transaction open)."
+    );
     describe_counter!(HOLDS, "Sessions that waited for a routable backend.");
     describe_counter!(
         HOLD_TIMEOUTS,

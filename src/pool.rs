@@ -76,6 +76,10 @@ pub enum Eviction {
     /// The member left its pool: its sessions close at this instant (now for
     /// `close`, now + deadline for `drain`).
     CloseAt(Instant),
+    /// An operator's drain at idle points (a hold with `drain`): `mysql`-mode
+    /// sessions close at their next idle point, every session by this instant; no
+    /// new session may start on it.
+    AtIdle(Instant),
 }
 
 /// A backend as a member of one pool.
@@ -99,6 +103,8 @@ pub struct Member {
     pub connect_failures: Counter,
     /// Records `FENCED_SESSIONS` for this member.
     pub fenced: Counter,
+    /// Records `SESSIONS_CLOSED_IDLE` for this member.
+    pub closed_idle: Counter,
     /// Connect latency, session duration and bytes per session, for the percentiles on
     /// `/status`.
     pub stats: SessionStats,
@@ -278,6 +284,7 @@ impl Member {
             bytes_spliced: metrics::counter!(m::BYTES_SPLICED, &labels),
             connect_failures: metrics::counter!(m::CONNECT_FAILURES, &l4),
             fenced: metrics::counter!(m::FENCED_SESSIONS, &labels),
+            closed_idle: metrics::counter!(m::SESSIONS_CLOSED_IDLE, &labels),
             stats: SessionStats::default(),
             connect_seconds: metrics::histogram!(m::CONNECT_SECONDS, &labels),
             session_seconds: metrics::histogram!(m::SESSION_SECONDS, &labels),

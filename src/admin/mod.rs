@@ -25,6 +25,7 @@
 
 pub mod client;
 pub mod health;
+mod pools;
 pub mod serve;
 mod status;
 
@@ -188,7 +189,7 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
         .route("/metrics", get(metrics))
         .route("/ui", get(ui))
         .route("/backends/{name}/{verb}", post(verb))
-        .route("/pools/{name}/{verb}", post(pool_verb))
+        .route("/pools/{name}/{verb}", post(pools::verb))
         .route("/tls/reload", post(reload_tls))
         .route("/config/reload", post(reload_config))
         .with_state(state);
@@ -237,7 +238,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn authorized(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = state.token() else {
         return Err(Box::new(
             (
@@ -302,7 +303,7 @@ async fn verb(
 }
 
 /// Sends an operator command to the router; the generation that includes it.
-async fn command(state: &AdminState, action: AdminAction) -> Result<u64, Box<Response>> {
+pub(crate) async fn command(state: &AdminState, action: AdminAction) -> Result<u64, Box<Response>> {
     let (done, applied) = oneshot::channel();
     if state.commands.send(AdminCommand { action, done }).await.is_err() {
         return Err(Box::new(
@@ -316,60 +317,6 @@ async fn command(state: &AdminState, action: AdminAction) -> Result<u64, Box<Res
         )),
     }
 }
-
-/// `POST /pools/{name}/hold[?for=DURATION]` (default: the pool's `hold_timeout`) and
-/// `POST /pools/{name}/release`.
-async fn pool_verb(
-    State(state): State<Arc<AdminState>>,
-    Path((name, verb)): Path<(String, String)>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = authorized(&state, &headers) {
-        return *refused;
-    }
-    let Some(pool) = state.topology.load().pool(&name).cloned() else {
-        return (StatusCode::NOT_FOUND, format!("no pool named {name:?}\n")).into_response();
-    };
-    let action = match verb.as_str() {
-        "hold" => {
-            let given = uri
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("for="));
-            let deadline = match given.map(crate::duration::parse) {
-                None => pool.config.hold_timeout,
-                Some(Ok(d)) if !d.is_zero() && d <= MAX_HOLD => d,
-                Some(_) => {
-                    let expected = format!(
-                        "for=DURATION (above zero, at most {})\n",
-                        crate::duration::format(MAX_HOLD)
-                    );
-                    return (StatusCode::BAD_REQUEST, expected).into_response();
-                }
-            };
-            AdminAction::Hold {
-                pool: pool.id,
-                deadline,
-            }
-        }
-        "release" => AdminAction::Release { pool: pool.id },
-        _ => return (StatusCode::NOT_FOUND, "verbs: hold, release\n").into_response(),
-    };
-    match command(&state, action).await {
-        Ok(generation) => Json(serde_json::json!({
-            "pool": name,
-            "held_until_ms": pool.held_until(),
-            "generation": generation,
-        }))
-        .into_response(),
-        Err(refused) => *refused,
-    }
-}
-
-/// The longest hold an operator may ask for.
-const MAX_HOLD: Duration = Duration::from_secs(600);
 
 async fn reload_tls(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     if let Err(refused) = authorized(&state, &headers) {

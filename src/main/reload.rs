@@ -46,7 +46,13 @@ pub fn pool_verb(admin: SocketAddr, token: Option<&str>, path: &str) -> ExitCode
             return ExitCode::from(EX_UNAVAILABLE);
         }
     };
-    match runtime.block_on(client::post(admin, path, token, Duration::from_secs(10))) {
+    // A hold with a drain answers once the drain is over: up to the longest hold.
+    let limit = if path.contains("drain=") {
+        Duration::from_secs(630)
+    } else {
+        Duration::from_secs(10)
+    };
+    match runtime.block_on(client::post(admin, path, token, limit)) {
         Ok((200, body)) => {
             println!("{}", body.trim_end());
             ExitCode::SUCCESS

@@ -26,6 +26,7 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 
 use crate::config::TcpOptions;
+use crate::protocol::mysql::commands::Commands;
 use crate::stream::Stream;
 use crate::tcp;
 use tracing::warn;
@@ -66,6 +67,8 @@ use splice::Pipe;
 /// `plain::read_drained`). Between 1 byte and 16 KiB, iperf3 through the proxy could not
 /// tell the thresholds apart; a bulk stream rarely delivers less than a page.
 const BULK_MIN: usize = 4 * 1024;
+/// `COM_QUIT` with sequence id 0: a MySQL client's goodbye.
+const COM_QUIT: [u8; 5] = [1, 0, 0, 0, 0x01];
 /// Cleared for good the first time the kernel refuses splice(2) on a TCP socket.
 static SPLICE_WORKS: AtomicBool = AtomicBool::new(true);
 
@@ -104,17 +107,31 @@ pub struct Traffic {
     /// Set by the session's timer once it has lived [`tcp::LIVENESS_AFTER`]: the copy
     /// then gives the backend socket its keepalive options (see [`tcp`]).
     pub liveness_due: AtomicBool,
+    /// Set by the session's watchdog while its member drains at idle points: a copy
+    /// with a command tracker ends at the next one.
+    pub close_when_idle: AtomicBool,
+    /// Set by the copy when it ended at an idle point.
+    pub closed_idle: AtomicBool,
 }
 
-/// Copies both ways until both directions reached end of stream, or one failed.
-/// Plain legs take the readiness path; a TLS leg on either side takes the generic one.
-/// `liveness`: the backend socket's keepalive options, set once `traffic` says so.
-pub fn copy<'a>(client: Stream, upstream: Stream, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Transfer<'a> {
+/// Copies both ways until both directions reached end of stream, or one failed, or
+/// (with `commands`) the session reached an idle point while `traffic` asks to close
+/// there. Plain legs take the readiness path; a TLS leg on either side takes the
+/// generic one. `liveness`: the backend socket's keepalive options, set once `traffic`
+/// says so. `commands`: a `mysql`-mode session's command tracker, fed every byte read
+/// (such a session does not splice: the tracker must see the bytes).
+pub fn copy<'a>(
+    client: Stream,
+    upstream: Stream,
+    traffic: &'a Traffic,
+    liveness: &'a TcpOptions,
+    commands: Option<Box<Commands>>,
+) -> Transfer<'a> {
     match (client, upstream) {
         (Stream::Plain(client), Stream::Plain(upstream)) => {
-            Transfer::Plain(Duplex::new(client, upstream, traffic, liveness))
+            Transfer::Plain(Duplex::new(client, upstream, traffic, liveness, commands))
         }
-        (client, upstream) => Transfer::Streams(Duplex::new(client, upstream, traffic, liveness)),
+        (client, upstream) => Transfer::Streams(Duplex::new(client, upstream, traffic, liveness, commands)),
     }
 }
 
@@ -147,10 +164,18 @@ pub struct Duplex<'a, L> {
     traffic: &'a Traffic,
     /// Until applied to `upstream`.
     liveness: Option<&'a TcpOptions>,
+    /// A `mysql`-mode session's command tracker.
+    commands: Option<Box<Commands>>,
 }
 
 impl<'a, L> Duplex<'a, L> {
-    fn new(client: L, upstream: L, traffic: &'a Traffic, liveness: &'a TcpOptions) -> Self {
+    fn new(
+        client: L,
+        upstream: L,
+        traffic: &'a Traffic,
+        liveness: &'a TcpOptions,
+        commands: Option<Box<Commands>>,
+    ) -> Self {
         Duplex {
             client,
             upstream,
@@ -158,6 +183,7 @@ impl<'a, L> Duplex<'a, L> {
             down: Direction::default(),
             traffic,
             liveness: Some(liveness),
+            commands,
         }
     }
 }
@@ -185,8 +211,12 @@ impl<L: Leg> Future for Duplex<'_, L> {
             &mut this.upstream,
             &mut this.up,
             this.down.done,
-            &traffic.upstream,
-            &traffic.spliced,
+            Observed::new(
+                &traffic.upstream,
+                &traffic.spliced,
+                this.commands.as_deref_mut(),
+                Side::Client,
+            ),
             cx,
         )?;
         let down = L::poll_direction(
@@ -194,15 +224,27 @@ impl<L: Leg> Future for Duplex<'_, L> {
             &mut this.client,
             &mut this.down,
             this.up.done,
-            &traffic.downstream,
-            &traffic.spliced,
+            Observed::new(
+                &traffic.downstream,
+                &traffic.spliced,
+                this.commands.as_deref_mut(),
+                Side::Server,
+            ),
             cx,
         )?;
         if up.is_ready() && down.is_ready() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+            return Poll::Ready(Ok(()));
         }
+        // Both directions wait for bytes with none in flight: an idle point if the
+        // tracker says so, and the session ends there when its watchdog asks.
+        let quiet = this.up.buffer.is_none() && this.down.buffer.is_none() && this.down.in_pipe == 0;
+        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) && this.commands.as_ref().is_some_and(|c| c.idle())
+        {
+            L::quit(&mut this.upstream);
+            traffic.closed_idle.store(true, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Pending
     }
 }
 
@@ -308,6 +350,51 @@ impl Drop for Direction {
     }
 }
 
+/// Which side a direction reads from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client: bytes for the backend.
+    Client,
+    /// The backend: bytes for the client.
+    Server,
+}
+
+/// Who sees what one direction reads: `bytes` counts it, `spliced` (shared by both
+/// directions) what of it went through splice(2), `commands` follows it.
+pub struct Observed<'a> {
+    bytes: &'a AtomicU64,
+    spliced: &'a AtomicU64,
+    commands: Option<&'a mut Commands>,
+    side: Side,
+}
+
+impl<'a> Observed<'a> {
+    fn new(bytes: &'a AtomicU64, spliced: &'a AtomicU64, commands: Option<&'a mut Commands>, side: Side) -> Self {
+        Observed {
+            bytes,
+            spliced,
+            commands,
+            side,
+        }
+    }
+
+    /// Whether this direction may splice (bytes spliced are not seen).
+    fn may_splice(&self) -> bool {
+        self.commands.is_none() && SPLICE_WORKS.load(Ordering::Relaxed)
+    }
+
+    /// Counts and follows `n` bytes read into `buffer`, which `d` keeps until written.
+    fn read(&mut self, d: &mut Direction, buffer: Box<[u8]>, n: usize) {
+        if let Some(commands) = self.commands.as_deref_mut() {
+            match self.side {
+                Side::Client => commands.client(&buffer[..n]),
+                Side::Server => commands.server(&buffer[..n]),
+            }
+        }
+        d.filled(buffer, n, self.bytes);
+    }
+}
+
 /// A session leg the copy loop can drive.
 pub trait Leg: Unpin {
     /// The TCP socket underneath.
@@ -315,17 +402,20 @@ pub trait Leg: Unpin {
 
     /// Moves bytes `from` → `to` until `from` would block (Pending) or ended and the
     /// end was forwarded (Ready). `other_done`: the opposite direction has ended, so
-    /// this end ends the session. `bytes` counts what this direction moved, `spliced`
-    /// (shared by both) what of it went through splice(2).
+    /// this end ends the session. `seen` counts and follows what this direction reads.
     fn poll_direction(
         from: &mut Self,
         to: &mut Self,
         d: &mut Direction,
         other_done: bool,
-        bytes: &AtomicU64,
-        spliced: &AtomicU64,
+        seen: Observed<'_>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>>;
+
+    /// A MySQL session closed at an idle point says `COM_QUIT` to its backend first,
+    /// so the server counts a client that left, not an aborted connection (best
+    /// effort: one non-blocking write on a plain leg; a TLS leg just closes).
+    fn quit(upstream: &mut Self);
 }
 
 #[cfg(test)]

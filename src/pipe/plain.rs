@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tracing::warn;
 
 use super::splice::{self, Pipe};
-use super::{give_back, take, Direction, Leg, Mode, BULK_MIN, SPLICE_WORKS};
+use super::{give_back, take, Direction, Leg, Mode, Observed, BULK_MIN, COM_QUIT, SPLICE_WORKS};
 
 /// Plain TCP on both sides: wait for readiness without a buffer, read with the
 /// short-read shortcut, and splice bulk bytes (Linux).
@@ -21,13 +21,16 @@ impl Leg for TcpStream {
         self
     }
 
+    fn quit(upstream: &mut Self) {
+        let _ = upstream.try_write(&COM_QUIT);
+    }
+
     fn poll_direction(
         from: &mut Self,
         to: &mut Self,
         d: &mut Direction,
         other_done: bool,
-        bytes: &AtomicU64,
-        spliced: &AtomicU64,
+        mut seen: Observed<'_>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         // A fill that moved nothing is confirmed by one read on the buffer path.
@@ -71,7 +74,7 @@ impl Leg for TcpStream {
                 }
             }
             if d.mode == Mode::Bulk && !confirm {
-                confirm = fill(from, d, bytes, spliced)?;
+                confirm = fill(from, d, seen.bytes, seen.spliced)?;
                 continue;
             }
             let mut buffer = take();
@@ -81,11 +84,11 @@ impl Leg for TcpStream {
                     d.forward_end(to, other_done)?;
                 }
                 Ok(n) => {
-                    if n == buffer.len() && SPLICE_WORKS.load(Ordering::Relaxed) {
+                    if n == buffer.len() && seen.may_splice() {
                         d.mode = Mode::Bulk;
                     }
                     confirm = false;
-                    d.filled(buffer, n, bytes);
+                    seen.read(d, buffer, n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     give_back(buffer);

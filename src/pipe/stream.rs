@@ -4,13 +4,12 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{give_back, take, Direction, Leg};
+use super::{give_back, take, Direction, Leg, Observed, COM_QUIT};
 use crate::stream::Stream;
 
 /// Legs with TLS on either side, with a buffer only while bytes are in flight (unlike
@@ -21,13 +20,18 @@ impl Leg for Stream {
         Stream::tcp(self)
     }
 
+    fn quit(upstream: &mut Self) {
+        if let Stream::Plain(tcp) = upstream {
+            let _ = tcp.try_write(&COM_QUIT);
+        }
+    }
+
     fn poll_direction(
         from: &mut Self,
         to: &mut Self,
         d: &mut Direction,
         _other_done: bool, // close_notify goes out either way
-        bytes: &AtomicU64,
-        _spliced: &AtomicU64,
+        mut seen: Observed<'_>,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
@@ -62,7 +66,7 @@ impl Leg for Stream {
                 }
                 Poll::Ready(Ok(())) if !read.filled().is_empty() => {
                     let n = read.filled().len();
-                    d.filled(buffer, n, bytes);
+                    seen.read(d, buffer, n);
                 }
                 // End of stream; also a TLS peer that closed the TCP connection without
                 // close_notify (common, and harmless here: the proxy frames nothing).

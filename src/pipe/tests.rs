@@ -10,7 +10,7 @@ const OPTIONS: TcpOptions = TcpOptions {
 
 /// The copy between two plain legs, as a session runs it.
 fn plain_copy(client: TcpStream, upstream: TcpStream, traffic: &Traffic) -> Transfer<'_> {
-    copy(Stream::Plain(client), Stream::Plain(upstream), traffic, &OPTIONS)
+    copy(Stream::Plain(client), Stream::Plain(upstream), traffic, &OPTIONS, None)
 }
 
 async fn pair() -> (TcpStream, TcpStream) {
@@ -28,9 +28,9 @@ async fn copies_both_ways_keeping_half_close(stream_path: bool) {
     let traffic = Traffic::default();
     let (client, upstream) = (Stream::Plain(proxy_client), Stream::Plain(proxy_upstream));
     let copying = if stream_path {
-        Transfer::Streams(Duplex::new(client, upstream, &traffic, &OPTIONS))
+        Transfer::Streams(Duplex::new(client, upstream, &traffic, &OPTIONS, None))
     } else {
-        copy(client, upstream, &traffic, &OPTIONS)
+        copy(client, upstream, &traffic, &OPTIONS, None)
     };
     assert_eq!(matches!(copying, Transfer::Streams(_)), stream_path);
     let big = vec![7u8; 300 * 1024];

@@ -14,6 +14,7 @@
 
 use super::Decode;
 
+pub mod commands;
 pub mod monitor;
 pub mod scramble;
 

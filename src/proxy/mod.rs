@@ -30,6 +30,7 @@ use crate::config::{AcceptProxy, ListenerMode, LoginLimits, TcpOptions};
 use crate::metrics as m;
 use crate::pipe::{self, Traffic};
 use crate::pool::{Member, Pool};
+use crate::protocol::mysql::commands::Commands;
 use crate::routing::Routing;
 use crate::stream::Stream;
 use crate::tcp;
@@ -103,8 +104,12 @@ pub enum Ended {
     Closed,
     /// No byte moved either way for the pool's `idle_timeout`.
     Idle,
-    /// Its member left the pool under the `close` or `drain` policy.
+    /// Its member left the pool under the `close` or `drain` policy, or a drain's
+    /// deadline passed.
     Fenced,
+    /// `mysql` mode: closed at an idle point (no command in flight, no transaction
+    /// open) while its member was drained.
+    IdlePoint,
     /// Shutdown's grace period ran out.
     Shutdown,
     /// No backend within `hold_timeout`.
@@ -203,7 +208,7 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
                     None => return Ended::BackendTls,
                 },
             };
-            carry(ctx, &member, client, upstream).await
+            carry(ctx, &member, client, upstream, None).await
         }
         ListenerMode::Mysql => {
             // A login slot before a backend connection is made for a client that has
@@ -223,7 +228,7 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
             let logged_in = Box::pin(mysql::login(ctx, &member, client, upstream, deadline)).await;
             drop(slot);
             match logged_in {
-                Ok((client, upstream)) => carry(ctx, &member, client, upstream).await,
+                Ok((client, upstream, commands)) => carry(ctx, &member, client, upstream, Some(commands)).await,
                 Err(ended) => ended,
             }
         }
@@ -293,22 +298,31 @@ async fn originate_tls(
     None
 }
 
-/// Copies a connected session to its end and records what it did.
-async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstream: Stream) -> Ended {
+/// Copies a connected session to its end and records what it did. `commands`: a
+/// `mysql`-mode session's tracker, so that a drain can close it at an idle point.
+async fn carry(
+    ctx: &SessionContext,
+    member: &Arc<Member>,
+    client: Stream,
+    upstream: Stream,
+    commands: Option<Box<Commands>>,
+) -> Ended {
     let counted = member.enter();
     if ctx.pool.awaits_first_session() && ctx.timeline.first_session(ctx.pool.id, &member.backend.name) {
         ctx.pool.first_session_seen();
     }
     let started = Instant::now();
-    let (ended, bytes) = copy_to_end(client, upstream, member, ctx).await;
+    let (ended, bytes) = copy_to_end(client, upstream, member, ctx, commands).await;
     drop(counted);
     let duration = started.elapsed();
     member.stats.duration.record_duration(duration);
     member.session_seconds.record(duration.as_secs_f64());
     member.stats.bytes.record(bytes);
     member.session_bytes.record(bytes as f64);
-    if ended == Ended::Fenced {
-        member.fenced.increment(1);
+    match ended {
+        Ended::Fenced => member.fenced.increment(1),
+        Ended::IdlePoint => member.closed_idle.increment(1),
+        _ => {}
     }
     if member.is_evicted() && member.active() == 0 {
         ctx.timeline.old_sessions_closed(ctx.pool.id, &member.backend.name);
@@ -318,17 +332,27 @@ async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstr
 
 /// Copies both ways until the session ends for one of the reasons in [`Ended`];
 /// returns the reason and the bytes moved (both directions).
-async fn copy_to_end(client: Stream, upstream: Stream, member: &Member, ctx: &SessionContext) -> (Ended, u64) {
+async fn copy_to_end(
+    client: Stream,
+    upstream: Stream,
+    member: &Member,
+    ctx: &SessionContext,
+    commands: Option<Box<Commands>>,
+) -> (Ended, u64) {
     let traffic = Traffic::default();
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
         biased;
         ended = watchdog(&traffic, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
-        result = pipe::copy(client, upstream, &traffic, &ctx.tcp) => {
+        result = pipe::copy(client, upstream, &traffic, &ctx.tcp, commands) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }
-            Ended::Closed
+            if traffic.closed_idle.load(Ordering::Relaxed) {
+                Ended::IdlePoint
+            } else {
+                Ended::Closed
+            }
         }
     };
     let (up, down) = (

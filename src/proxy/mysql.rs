@@ -50,6 +50,7 @@ use super::{accept_tls, originate_tls, Ended, SessionContext};
 use crate::logs;
 use crate::metrics as m;
 use crate::pool::Member;
+use crate::protocol::mysql::commands::Commands;
 use crate::protocol::mysql::{self as wire, Packet};
 use crate::stream::Stream;
 
@@ -78,14 +79,14 @@ impl From<io::Error> for LoginError {
 }
 
 /// Carries a client through the connection phase with `upstream`; returns both legs
-/// ready for the byte pipe.
+/// ready for the byte pipe, and the tracker of the session's command phase.
 pub async fn login(
     ctx: &SessionContext,
     member: &Arc<Member>,
     client: TcpStream,
     upstream: TcpStream,
     deadline: Instant,
-) -> Result<(Stream, Stream), Ended> {
+) -> Result<(Stream, Stream, Box<Commands>), Ended> {
     // The exchange ends a client that stalls by `deadline` itself (and closes the
     // backend's half properly); this bound is for a backend that stalls.
     match timeout_at(
@@ -134,12 +135,15 @@ async fn exchange(
     mut client: TcpStream,
     mut upstream: TcpStream,
     deadline: Instant,
-) -> Result<(Stream, Stream), LoginError> {
+) -> Result<(Stream, Stream, Box<Commands>), LoginError> {
     let backend_tls = member.backend.tls.is_some();
-    if let Err(e) = relay_greeting(ctx, backend_tls, &mut client, &mut upstream).await {
-        abort_backend_login(&mut upstream).await;
-        return Err(e);
-    }
+    let backend_caps = match relay_greeting(ctx, backend_tls, &mut client, &mut upstream).await {
+        Ok(caps) => caps,
+        Err(e) => {
+            abort_backend_login(&mut upstream).await;
+            return Err(e);
+        }
+    };
     let (mut client, response) = match timeout_at(deadline, client_login(ctx, client)).await {
         Ok(Ok(login)) => login,
         failed => {
@@ -161,9 +165,22 @@ async fn exchange(
             return Err(refused);
         }
     }
+    let commands = commands_after(backend_caps, &response.payload);
     let (mut upstream, shift) = backend_login(ctx, member, upstream, response).await?;
     relay_auth(ctx, member, &mut client, &mut upstream, shift, legs).await?;
-    Ok((client, upstream))
+    Ok((client, upstream, commands))
+}
+
+/// The command tracker for a session whose backend offered `backend_caps` and whose
+/// client answered with `response`: the capabilities both have, and MariaDB's
+/// extended ones (in the response's filler when the client clears `CLIENT_MYSQL`).
+fn commands_after(backend_caps: u32, response: &[u8]) -> Box<Commands> {
+    let client_caps = wire::client_capabilities(response).unwrap_or(0);
+    let extended = match response.get(28..32) {
+        Some(&[a, b, c, d]) if client_caps & 1 == 0 => u32::from_le_bytes([a, b, c, d]),
+        _ => 0,
+    };
+    Box::new(Commands::new(backend_caps & client_caps, extended))
 }
 
 /// Step 1: the backend's greeting to the client, with CLIENT_SSL as this listener offers
@@ -173,7 +190,7 @@ async fn relay_greeting(
     backend_tls: bool,
     client: &mut TcpStream,
     upstream: &mut TcpStream,
-) -> Result<(), LoginError> {
+) -> Result<u32, LoginError> {
     let mut greeting = read_exact_packet(upstream).await?;
     if greeting.is_err() {
         // The server refused us (too many connections, host blocked): the client
@@ -200,7 +217,7 @@ async fn relay_greeting(
     }
     wire::set_greeting_ssl(&mut greeting.payload, ctx.tls.is_some()).map_err(LoginError::Protocol)?;
     client.write_all(&greeting.encode()).await?;
-    Ok(())
+    Ok(backend_caps)
 }
 
 /// Step 2: the client's first packet: an SSLRequest (then the TLS handshake and the login

@@ -14,7 +14,8 @@ use crate::pool::Eviction;
 use crate::tcp;
 
 /// Resolves with the reason a session must end, other than both sides closing:
-/// shutdown's grace ran out, its member was fenced (now, or at the drain deadline),
+/// shutdown's grace ran out, its member was fenced (now, or at the drain deadline;
+/// while it drains at idle points, the copy is told to end at the next one),
 /// or no byte moved either way for about `idle_limit` (checked four times per period,
 /// so it fires between `idle_limit` and 1.25 × `idle_limit`). On the way, it tells
 /// the copy when the backend socket is due its keepalive options
@@ -42,7 +43,11 @@ pub(super) async fn watchdog(
         let close_at = match *eviction.borrow_and_update() {
             Eviction::Active | Eviction::Draining => None,
             Eviction::CloseAt(at) => Some(at),
+            Eviction::AtIdle(at) => Some(at),
         };
+        // The copy, polled right after this in every wake-up, ends at an idle point.
+        let at_idle = matches!(*eviction.borrow(), Eviction::AtIdle(_));
+        traffic.close_when_idle.store(at_idle, Ordering::Relaxed);
         let wake = [close_at, liveness_at]
             .into_iter()
             .flatten()

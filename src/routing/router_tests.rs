@@ -111,7 +111,11 @@ async fn a_held_pool_routes_nothing_without_fencing_until_released_or_its_deadli
         AdminCommand { action, done }
     };
     let deadline = std::time::Duration::from_secs(10);
-    router.command(command(AdminAction::Hold { pool: 0, deadline }));
+    router.command(command(AdminAction::Hold {
+        pool: 0,
+        deadline,
+        drain: None,
+    }));
     assert!(routed(&router).is_empty(), "new sessions wait");
     assert_eq!(
         *pools[0].members[0].eviction().borrow(),
@@ -123,7 +127,11 @@ async fn a_held_pool_routes_nothing_without_fencing_until_released_or_its_deadli
     assert_eq!(routed(&router), before);
     assert_eq!(pools[0].held_until(), None);
     // A hold ends by itself at its deadline.
-    router.command(command(AdminAction::Hold { pool: 0, deadline }));
+    router.command(command(AdminAction::Hold {
+        pool: 0,
+        deadline,
+        drain: None,
+    }));
     tokio::time::timeout(deadline * 2, router.holds.next_expiry())
         .await
         .expect("the deadline comes");

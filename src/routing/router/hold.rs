@@ -14,6 +14,7 @@ use tracing::info;
 use super::Router;
 use crate::backend::AdminMode;
 use crate::config::{BackendId, PoolId};
+use crate::pool::{Eviction, Pool};
 use crate::timeline::{now_ms, EventKind};
 
 /// An operator's request; `done` receives the routing generation that includes it.
@@ -41,6 +42,9 @@ pub enum AdminAction {
         pool: PoolId,
         /// The hold's deadline, from now.
         deadline: Duration,
+        /// Drain the pool's current members too: `mysql`-mode sessions close at their
+        /// next idle point, every session by this deadline (from now).
+        drain: Option<Duration>,
     },
     /// Release a held pool.
     Release {
@@ -81,15 +85,23 @@ impl Router {
     /// Applies a hold or release.
     pub(super) fn hold_command(&mut self, action: AdminAction, done: oneshot::Sender<u64>) {
         match action {
-            AdminAction::Hold { pool, deadline } => {
+            AdminAction::Hold { pool, deadline, drain } => {
                 if let Some(held) = self.pools.iter().find(|p| p.id == pool).cloned() {
                     let at_ms = now_ms() + deadline.as_millis() as u64;
                     let renewed = self.holds.until.insert(pool, Instant::now() + deadline).is_some();
                     held.set_held(Some(at_ms));
-                    info!(pool = %held.name(), ?deadline, renewed, "admin: pool held; new sessions wait");
-                    let detail = format!("held for {}", crate::duration::format(deadline));
+                    info!(pool = %held.name(), ?deadline, ?drain, renewed, "admin: pool held; new sessions wait");
+                    let mut detail = format!("held for {}", crate::duration::format(deadline));
+                    if let Some(drain) = drain {
+                        detail += &format!(", draining at idle points within {}", crate::duration::format(drain));
+                    }
                     self.timeline.push(EventKind::Admin, Some(held.name()), None, detail);
+                    // The table without the pool goes out first: no session starts on a
+                    // member after its drain began.
                     self.publish();
+                    if let Some(drain) = drain {
+                        self.drain_at_idle(&held, Instant::now() + drain);
+                    }
                 }
             }
             AdminAction::Release { pool } => self.release(pool, "released"),
@@ -113,11 +125,28 @@ impl Router {
         }
     }
 
+    /// Asks the sessions of `pool`'s current members to close at idle points, all by
+    /// `by`.
+    fn drain_at_idle(&self, pool: &Pool, by: Instant) {
+        let current = &self.current[pool.id].members;
+        for member in pool.members.iter().filter(|m| current.contains(&m.backend.id)) {
+            info!(pool = %pool.name(), backend = %member.backend.name, sessions = member.active(), "admin: draining sessions at idle points");
+            member.set_eviction(Eviction::AtIdle(by));
+        }
+    }
+
     fn release(&mut self, pool: PoolId, why: &str) {
         if self.holds.until.remove(&pool).is_none() {
             return;
         }
         if let Some(held) = self.pools.iter().find(|p| p.id == pool).cloned() {
+            // Members still in the pool take sessions again once it is released.
+            let current = &self.current[held.id].members;
+            for member in held.members.iter().filter(|m| current.contains(&m.backend.id)) {
+                if matches!(*member.eviction().borrow(), Eviction::AtIdle(_)) {
+                    member.set_eviction(Eviction::Active);
+                }
+            }
             held.set_held(None);
             info!(pool = %held.name(), why, "admin: pool released");
             self.timeline.push(EventKind::Admin, Some(held.name()), None, why);
