@@ -311,6 +311,11 @@ impl Member {
         self.eviction.subscribe()
     }
 
+    /// The member's fencing state now, without subscribing.
+    pub fn eviction_now(&self) -> Eviction {
+        *self.eviction.borrow()
+    }
+
     /// Whether no new session may start on the member: it left its pool under a
     /// fencing policy, or was drained.
     pub fn is_evicted(&self) -> bool {

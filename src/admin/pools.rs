@@ -96,7 +96,7 @@ async fn drained(pool: &Pool, by: Instant) -> serde_json::Value {
     let draining = || {
         pool.members
             .iter()
-            .filter(|m| matches!(*m.eviction().borrow(), Eviction::AtIdle(_)))
+            .filter(|m| matches!(m.eviction_now(), Eviction::AtIdle(_)))
     };
     let limit = by + Duration::from_secs(1);
     while draining().any(|m| m.active() > 0) && Instant::now() < limit {

@@ -235,9 +235,10 @@ impl<L: Leg> Future for Duplex<'_, L> {
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(()));
         }
-        // Both directions wait for bytes with none in flight: an idle point if the
-        // tracker says so, and the session ends there when its watchdog asks.
-        let quiet = this.up.buffer.is_none() && this.down.buffer.is_none() && this.down.in_pipe == 0;
+        // Both directions wait for bytes with none in flight (tracked sessions never
+        // splice, so no pipe holds any): an idle point if the tracker says so, and
+        // the session ends there when its watchdog asks.
+        let quiet = this.up.buffer.is_none() && this.down.buffer.is_none();
         if quiet && traffic.close_when_idle.load(Ordering::Relaxed) && this.commands.as_ref().is_some_and(|c| c.idle())
         {
             L::quit(&mut this.upstream);
