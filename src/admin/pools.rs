@@ -20,7 +20,7 @@ use crate::pool::{Eviction, Pool};
 use crate::routing::AdminAction;
 
 /// The longest hold an operator may ask for.
-const MAX_HOLD: Duration = Duration::from_secs(600);
+pub(super) const MAX_HOLD: Duration = Duration::from_secs(600);
 /// How often a drain's answer looks at the sessions left.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 

@@ -7,7 +7,9 @@
 //!   connection may sit idle between requests (hyper's timer runs while it waits
 //!   for the next head), so dripping or silent clients are closed;
 //! - [`REQUEST_TIMEOUT`] for a handler's answer, [`MAX_LIFETIME`] for a whole
-//!   connection (a client that never reads its answer);
+//!   connection (a client that never reads its answer); a call that waits on purpose
+//!   (a hold with `drain=`, a switchover: see [`waits_on_purpose`]) has
+//!   [`LONG_REQUEST_TIMEOUT`], and the connection lives while it runs;
 //! - request heads of at most [`MAX_HEAD`] bytes, bodies of at most [`MAX_BODY`].
 //!
 //! It runs on a thread of its own (see `app`), so that a scrape flood is served
@@ -40,6 +42,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one connection may stay open.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a call that waits on purpose may take: the longest hold, and a margin.
+pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(super::pools::MAX_HOLD.as_secs() + 30);
 /// The largest request head (request line and headers), bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The largest request body, bytes (no route reads more than a few).
@@ -94,10 +98,24 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
 /// One admin connection, under its limits.
 async fn connection(tcp: TcpStream, app: Router, _slot: OwnedSemaphorePermit, shutdown: CancellationToken) {
     let _ = tcp.set_nodelay(true);
+    let born = tokio::time::Instant::now();
+    let (lifetime, mut close_at) = tokio::sync::watch::channel(born + MAX_LIFETIME);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let mut app = app.clone();
+        let long = waits_on_purpose(&request);
+        let lifetime = lifetime.clone();
         async move {
-            let answer = tokio::time::timeout(REQUEST_TIMEOUT, app.call(request.map(Body::new))).await;
+            let limit = if long {
+                lifetime.send_replace(tokio::time::Instant::now() + LONG_REQUEST_TIMEOUT + SHUTDOWN_GRACE);
+                LONG_REQUEST_TIMEOUT
+            } else {
+                REQUEST_TIMEOUT
+            };
+            let answer = tokio::time::timeout(limit, app.call(request.map(Body::new))).await;
+            if long {
+                // Past its lifetime by now, the connection closes once this answer is out.
+                lifetime.send_replace(born + MAX_LIFETIME);
+            }
             Ok::<_, std::convert::Infallible>(match answer {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
@@ -113,23 +131,42 @@ async fn connection(tcp: TcpStream, app: Router, _slot: OwnedSemaphorePermit, sh
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(tcp), service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                debug!(error = %e, "admin connection ended with an error");
+    loop {
+        let until = *close_at.borrow_and_update();
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(error = %e, "admin connection ended with an error");
+                }
+            }
+            _ = tokio::time::sleep_until(until) => {
+                // Finishes the answer under way, then closes.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                debug!("admin connection open too long; closed");
+            }
+            Ok(()) = close_at.changed() => continue,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
             }
         }
-        _ = tokio::time::sleep(MAX_LIFETIME) => {
-            // Finishes the answer under way, then closes.
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-            debug!("admin connection open too long; closed");
-        }
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
-        }
+        break;
     }
+}
+
+/// Calls whose answer waits for something on purpose: `POST /pools/NAME/hold` with
+/// `drain=` (until the drained sessions are gone) and `POST /pools/NAME/switchover`.
+fn waits_on_purpose<B>(request: &Request<B>) -> bool {
+    let uri = request.uri();
+    let path = uri.path();
+    request.method() == axum::http::Method::POST
+        && path.starts_with("/pools/")
+        && (path.ends_with("/switchover")
+            || (path.ends_with("/hold")
+                && uri
+                    .query()
+                    .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("drain=")))))
 }
 
 fn timed_out() -> Response<Body> {

@@ -47,10 +47,10 @@ pub fn pool_verb(admin: SocketAddr, token: Option<&str>, path: &str) -> ExitCode
         }
     };
     // A hold with a drain answers once the drain is over: up to the longest hold.
-    let limit = if path.contains("drain=") {
-        Duration::from_secs(630)
+    let limit = if path.contains("drain=") || path.ends_with("/switchover") {
+        switchyard::admin::serve::LONG_REQUEST_TIMEOUT + Duration::from_secs(5)
     } else {
-        Duration::from_secs(10)
+        switchyard::admin::serve::REQUEST_TIMEOUT + Duration::from_secs(5)
     };
     match runtime.block_on(client::post(admin, path, token, limit)) {
         Ok((200, body)) => {

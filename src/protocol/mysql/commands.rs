@@ -18,7 +18,9 @@
 //! - `COM_QUERY`, `COM_STMT_EXECUTE`: OK, ERR, a LOCAL INFILE request (the client's
 //!   file, ended by an empty packet, then OK or ERR), or a result set: column count,
 //!   column definitions, EOF (unless `CLIENT_DEPRECATE_EOF`), rows, then EOF or an OK
-//!   with a 0xFE header; `SERVER_MORE_RESULTS_EXISTS` in the final status means
+//!   with a 0xFE header (with MariaDB's `MARIADB_CLIENT_CACHE_METADATA`, a column
+//!   count followed by a 0 byte skips the definitions and their EOF: a prepared
+//!   statement executed again); `SERVER_MORE_RESULTS_EXISTS` in the final status means
 //!   another result follows; `SERVER_STATUS_CURSOR_EXISTS` ends it after the columns.
 //! - `COM_STMT_PREPARE`: OK with the counts of parameters and columns, their
 //!   definitions (each list with its EOF unless deprecated), or ERR.
@@ -65,8 +67,8 @@ const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
 #[derive(Debug, Clone)]
 pub struct Commands {
     deprecate_eof: bool,
-    /// MariaDB's `MARIADB_CLIENT_CACHE_METADATA`: a `COM_STMT_EXECUTE` may come without
-    /// column definitions (then not followed).
+    /// MariaDB's `MARIADB_CLIENT_CACHE_METADATA`: a column count carries a "metadata
+    /// follows" byte, and a 0 there means no column definitions (nor their EOF).
     cache_metadata: bool,
     up: Framer,
     down: Framer,
@@ -175,7 +177,6 @@ impl Commands {
             // COM_QUERY, COM_PROCESS_INFO
             0x03 | 0x0A => Response::Result,
             // COM_STMT_EXECUTE, MariaDB's COM_STMT_BULK_EXECUTE
-            0x17 | 0xFA if self.cache_metadata => return self.lose(),
             0x17 | 0xFA => Response::Result,
             0x16 => Response::Prepare,
             // COM_FIELD_LIST, COM_STMT_FETCH
@@ -224,6 +225,8 @@ impl Commands {
                 Some(0xFB) => Some(Response::Infile),
                 _ => match lenenc(p) {
                     Some((0, _)) | None => return self.lose(),
+                    // MariaDB's "metadata follows" flag, 0: the rows come at once.
+                    Some((_, used)) if self.cache_metadata && p.get(used) == Some(&0) => Some(Response::Rows),
                     Some((columns, _)) => Some(Response::Columns(columns)),
                 },
             },
