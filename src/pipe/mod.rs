@@ -26,7 +26,7 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 
 use crate::config::TcpOptions;
-use crate::protocol::mysql::commands::Commands;
+use crate::protocol::mysql::commands::{Commands, DRAIN_QUIET};
 use crate::stream::Stream;
 use crate::tcp;
 use tracing::warn;
@@ -237,13 +237,18 @@ impl<L: Leg> Future for Duplex<'_, L> {
         }
         // Both directions wait for bytes with none in flight (tracked sessions never
         // splice, so no pipe holds any): an idle point if the tracker says so, and
-        // the session ends there when its watchdog asks.
+        // the session ends there when its watchdog asks and it has sat still for
+        // DRAIN_QUIET (the watchdog wakes this task meanwhile).
         let quiet = this.up.buffer.is_none() && this.down.buffer.is_none();
-        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) && this.commands.as_ref().is_some_and(|c| c.idle())
-        {
-            L::quit(&mut this.upstream);
-            traffic.closed_idle.store(true, Ordering::Relaxed);
-            return Poll::Ready(Ok(()));
+        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) {
+            if let Some(commands) = this.commands.as_deref_mut().filter(|c| c.idle()) {
+                let moved = traffic.upstream.load(Ordering::Relaxed) + traffic.downstream.load(Ordering::Relaxed);
+                if commands.quiet_for(moved, tokio::time::Instant::now()) >= DRAIN_QUIET {
+                    L::quit(&mut this.upstream);
+                    traffic.closed_idle.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Ok(()));
+                }
+            }
         }
         Poll::Pending
     }

@@ -13,6 +13,9 @@ use crate::pipe::Traffic;
 use crate::pool::Eviction;
 use crate::tcp;
 
+/// How often a session draining at idle points is woken to look at its stillness.
+const DRAIN_TICK: Duration = Duration::from_millis(50);
+
 /// Resolves with the reason a session must end, other than both sides closing:
 /// shutdown's grace ran out, its member was fenced (now, or at the drain deadline;
 /// while it drains at idle points, the copy is told to end at the next one),
@@ -48,7 +51,9 @@ pub(super) async fn watchdog(
         // The copy, polled right after this in every wake-up, ends at an idle point.
         let at_idle = matches!(*eviction.borrow(), Eviction::AtIdle(_));
         traffic.close_when_idle.store(at_idle, Ordering::Relaxed);
-        let wake = [close_at, liveness_at]
+        // While draining at idle points, a tick lets the copy see how long it sat still.
+        let tick = at_idle.then(|| Instant::now() + DRAIN_TICK);
+        let wake = [close_at, liveness_at, tick]
             .into_iter()
             .flatten()
             .fold(next_idle_check, Instant::min);

@@ -40,6 +40,10 @@
 
 use std::collections::VecDeque;
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use self::frame::{lenenc, Framer, Logical, MAX_PAYLOAD};
 
 #[path = "commands_frame.rs"]
@@ -59,6 +63,11 @@ pub const CLIENT_DEPRECATE_EOF: u32 = 0x0100_0000;
 /// (not followed).
 pub const CLIENT_OPTIONAL_RESULTSET_METADATA: u32 = 0x0200_0000;
 
+/// How long a session sits at an idle point before a drain closes it there: a
+/// per-request client between its login and first statement, or between two
+/// statements, is about to speak again; a pooled connection at rest is not.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
 const SERVER_STATUS_IN_TRANS: u16 = 0x0001;
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
 const SERVER_STATUS_CURSOR_EXISTS: u16 = 0x0040;
@@ -76,6 +85,8 @@ pub struct Commands {
     due: VecDeque<Response>,
     in_transaction: bool,
     lost: bool,
+    /// The bytes moved and the time when [`Commands::quiet_for`] last saw them change.
+    quiet: Option<(u64, Instant)>,
 }
 
 /// A response being waited for.
@@ -119,12 +130,25 @@ impl Commands {
             due: VecDeque::new(),
             in_transaction: false,
             lost: capabilities & unfollowable != 0,
+            quiet: None,
         }
     }
 
     /// At an idle point: nothing due, not in a transaction, and followed all along.
     pub fn idle(&self) -> bool {
         !self.lost && self.due.is_empty() && !self.in_transaction && self.up.between() && self.down.between()
+    }
+
+    /// How long the session has sat still: `activity` (its bytes moved so far)
+    /// unchanged since the first call that saw this count (zero at that call).
+    pub fn quiet_for(&mut self, activity: u64, now: Instant) -> Duration {
+        match self.quiet {
+            Some((seen, since)) if seen == activity => now.saturating_duration_since(since),
+            _ => {
+                self.quiet = Some((activity, now));
+                Duration::ZERO
+            }
+        }
     }
 
     /// Whether the tracker gave up on this session.

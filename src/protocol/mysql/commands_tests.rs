@@ -317,3 +317,15 @@ fn change_user_waits_for_its_ok() {
     c.server(&packet(3, &ok(AUTOCOMMIT)));
     assert!(c.idle());
 }
+
+#[test]
+fn quiet_counts_from_the_first_look_at_unchanged_traffic() {
+    let mut c = tracker();
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    assert_eq!(c.quiet_for(10, t0), Duration::ZERO);
+    assert_eq!(c.quiet_for(10, t0 + ms(150)), ms(150));
+    // Bytes moved: the count starts again.
+    assert_eq!(c.quiet_for(12, t0 + ms(160)), Duration::ZERO);
+    assert_eq!(c.quiet_for(12, t0 + ms(360)), DRAIN_QUIET);
+}
