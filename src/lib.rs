@@ -69,6 +69,7 @@ pub mod routing;
 pub mod spread;
 pub mod stats;
 pub mod stream;
+pub mod switchover;
 pub mod tcp;
 pub mod timeline;
 pub mod tls;

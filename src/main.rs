@@ -123,6 +123,22 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Moves a MySQL pool's primary to another member, with no client error: hold,
+    /// demote, catch up, promote, repoint, route, release; undone if a step fails
+    /// (needs `[pools.NAME.switchover]`). Prints the report.
+    Switchover {
+        /// The pool's name.
+        pool: String,
+        /// The member to promote.
+        #[arg(long)]
+        to: String,
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9900", env = "SWITCHYARD_ADMIN")]
+        admin: SocketAddr,
+        /// The admin token (`[admin] token`).
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Releases a pool `switchyard hold` held.
     Release {
         /// The pool's name.
@@ -201,7 +217,9 @@ fn main() -> ExitCode {
         },
         Command::Status { admin, json } => return status(admin, json),
         Command::Reload { admin, token } => return reload::reload(admin, token.as_deref()),
-        command @ (Command::Hold { .. } | Command::Release { .. }) => return pool_command(command),
+        command @ (Command::Hold { .. } | Command::Release { .. } | Command::Switchover { .. }) => {
+            return pool_command(command)
+        }
         Command::Health {
             admin,
             live,
@@ -375,7 +393,7 @@ fn health(admin: SocketAddr, path: &str, timeout: Duration, watch: Duration) -> 
     }
 }
 
-/// `switchyard hold` and `switchyard release`.
+/// `switchyard hold`, `release` and `switchover`.
 fn pool_command(command: Command) -> ExitCode {
     match command {
         Command::Hold {
@@ -401,6 +419,9 @@ fn pool_command(command: Command) -> ExitCode {
         }
         Command::Release { pool, admin, token } => {
             reload::pool_verb(admin, token.as_deref(), &format!("/pools/{pool}/release"))
+        }
+        Command::Switchover { pool, to, admin, token } => {
+            reload::pool_verb(admin, token.as_deref(), &format!("/pools/{pool}/switchover?to={to}"))
         }
         _ => ExitCode::from(EX_USAGE),
     }

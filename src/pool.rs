@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::config::{Config, PoolConfig, PoolId};
+use crate::config::{BackendId, Config, PoolConfig, PoolId};
 use crate::metrics as m;
 use crate::stats::{Recorder, SessionStats};
 
@@ -40,6 +40,9 @@ pub struct Pool {
     fleet: Mutex<FleetView>,
     /// Until when an operator holds it (Unix ms), for `/status`.
     held_until: Mutex<Option<u64>>,
+    /// The members the router's decision names, held or not (a switchover waits for
+    /// its target here while the published table routes nothing).
+    decided: Mutex<Vec<BackendId>>,
     /// Set when a new primary was routed, until a session reaches it.
     awaiting_first_session: AtomicBool,
     /// Since when the published table routes nothing to this pool (`None` while it
@@ -159,6 +162,7 @@ impl Pool {
             alarm: Mutex::new(None),
             fleet: Mutex::new(FleetView::default()),
             held_until: Mutex::new(None),
+            decided: Mutex::new(Vec::new()),
             awaiting_first_session: AtomicBool::new(false),
             unroutable_since: Mutex::new(Some(Instant::now())),
             hold: Recorder::default(),
@@ -209,6 +213,35 @@ impl Pool {
     pub fn set_held(&self, until: Option<u64>) {
         metrics::gauge!(m::POOL_HELD, "pool" => self.config.name.clone()).set(if until.is_some() { 1.0 } else { 0.0 });
         *self.held_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
+    }
+
+    /// The backends (slots) the router's decision names now, held or not.
+    pub fn decided(&self) -> Vec<BackendId> {
+        self.decided.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the router's decision (the router's call, at every publish).
+    pub fn set_decided(&self, members: &[BackendId]) {
+        let mut decided = self.decided.lock().unwrap_or_else(|e| e.into_inner());
+        if decided.as_slice() != members {
+            *decided = members.to_vec();
+        }
+    }
+
+    /// Waits until the members draining at idle points have no session left, or until
+    /// `by` (and a moment for the last ones to close); the sessions left on each.
+    pub async fn drained(&self, by: Instant) -> Vec<(String, usize)> {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(20);
+        let draining = || {
+            self.members
+                .iter()
+                .filter(|m| matches!(m.eviction_now(), Eviction::AtIdle(_)))
+        };
+        let limit = by + std::time::Duration::from_secs(1);
+        while draining().any(|m| m.active() > 0) && Instant::now() < limit {
+            tokio::time::sleep(POLL).await;
+        }
+        draining().map(|m| (m.backend.name.clone(), m.active())).collect()
     }
 
     /// What the fleet says of this pool.

@@ -40,6 +40,8 @@ pub enum EventKind {
     Reload,
     /// The fleet's verdict for a primary pool changed: a new epoch (`[cluster]`).
     Epoch,
+    /// A step of an orchestrated switchover (`POST /pools/NAME/switchover`).
+    Switchover,
 }
 
 /// One thing that happened, with when and why.

@@ -34,10 +34,13 @@ use crate::system;
 
 pub const MONITOR_USER: &str = "monitor";
 pub const MONITOR_PASSWORD: &str = "monitorpass";
+/// An account that may run a switchover (demote, promote, repoint).
+pub const ORCHESTRATOR_USER: &str = "orchestrator";
+pub const ORCHESTRATOR_PASSWORD: &str = "orchpass";
 pub const APP_USER: &str = "app";
 pub const APP_PASSWORD: &str = "apppass";
-const REPL_USER: &str = "repl";
-const REPL_PASSWORD: &str = "replpass";
+pub const REPL_USER: &str = "repl";
+pub const REPL_PASSWORD: &str = "replpass";
 
 /// How long a node may take to start or a replica to catch up before we give up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -313,6 +316,8 @@ impl Cluster {
                  GRANT REPLICATION SLAVE ON *.* TO '{REPL_USER}'@'%';
                  CREATE USER '{MONITOR_USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{MONITOR_PASSWORD}');
                  GRANT REPLICA MONITOR, BINLOG MONITOR, PROCESS ON *.* TO '{MONITOR_USER}'@'%';
+                 CREATE USER '{ORCHESTRATOR_USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{ORCHESTRATOR_PASSWORD}');
+                 GRANT READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, REPLICA MONITOR, BINLOG MONITOR, RELOAD ON *.* TO '{ORCHESTRATOR_USER}'@'%';
                  CREATE USER '{APP_USER}'@'%' IDENTIFIED VIA mysql_native_password USING PASSWORD('{APP_PASSWORD}');
                  CREATE DATABASE appdb; CREATE DATABASE sbtest;
                  GRANT ALL ON appdb.* TO '{APP_USER}'@'%'; GRANT ALL ON sbtest.* TO '{APP_USER}'@'%';

@@ -28,6 +28,7 @@ pub mod health;
 mod pools;
 pub mod serve;
 mod status;
+mod switchover;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -189,6 +190,7 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: Cancel
         .route("/metrics", get(metrics))
         .route("/ui", get(ui))
         .route("/backends/{name}/{verb}", post(verb))
+        .route("/pools/{name}/switchover", post(switchover::post))
         .route("/pools/{name}/{verb}", post(pools::verb))
         .route("/tls/reload", post(reload_tls))
         .route("/config/reload", post(reload_config))
@@ -304,18 +306,9 @@ async fn verb(
 
 /// Sends an operator command to the router; the generation that includes it.
 pub(crate) async fn command(state: &AdminState, action: AdminAction) -> Result<u64, Box<Response>> {
-    let (done, applied) = oneshot::channel();
-    if state.commands.send(AdminCommand { action, done }).await.is_err() {
-        return Err(Box::new(
-            (StatusCode::SERVICE_UNAVAILABLE, "the router has stopped\n").into_response(),
-        ));
-    }
-    match tokio::time::timeout(Duration::from_secs(5), applied).await {
-        Ok(Ok(generation)) => Ok(generation),
-        _ => Err(Box::new(
-            (StatusCode::SERVICE_UNAVAILABLE, "the router did not answer in 5s\n").into_response(),
-        )),
-    }
+    AdminCommand::send(&state.commands, action)
+        .await
+        .map_err(|why| Box::new((StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()))
 }
 
 async fn reload_tls(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {

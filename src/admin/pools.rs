@@ -7,7 +7,6 @@
 //! primary once it answers, and knows whether any session was still busy.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -16,13 +15,9 @@ use axum::Json;
 use tokio::time::Instant;
 
 use super::{authorized, command, AdminState};
-use crate::pool::{Eviction, Pool};
+use crate::config::MAX_HOLD;
+use crate::pool::Pool;
 use crate::routing::AdminAction;
-
-/// The longest hold an operator may ask for.
-pub(super) const MAX_HOLD: Duration = Duration::from_secs(600);
-/// How often a drain's answer looks at the sessions left.
-const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 pub(super) async fn verb(
     State(state): State<Arc<AdminState>>,
@@ -54,7 +49,11 @@ pub(super) async fn verb(
         "generation": generation,
     });
     if let AdminAction::Hold { drain: Some(drain), .. } = action {
-        body["drained"] = drained(&pool, Instant::now() + drain).await;
+        let left = pool.drained(Instant::now() + drain).await;
+        body["drained"] = left
+            .into_iter()
+            .map(|(backend, sessions_left)| serde_json::json!({ "backend": backend, "sessions_left": sessions_left }))
+            .collect();
     }
     Json(body).into_response()
 }
@@ -88,21 +87,4 @@ fn hold(pool: &Pool, query: &str) -> Result<AdminAction, String> {
         deadline,
         drain,
     })
-}
-
-/// Waits until the drained members of `pool` have no session left, or until `by` (and
-/// a moment for the last ones to close); the sessions left on each.
-async fn drained(pool: &Pool, by: Instant) -> serde_json::Value {
-    let draining = || {
-        pool.members
-            .iter()
-            .filter(|m| matches!(m.eviction_now(), Eviction::AtIdle(_)))
-    };
-    let limit = by + Duration::from_secs(1);
-    while draining().any(|m| m.active() > 0) && Instant::now() < limit {
-        tokio::time::sleep(DRAIN_POLL).await;
-    }
-    draining()
-        .map(|m| serde_json::json!({ "backend": m.backend.name, "sessions_left": m.active() }))
-        .collect()
 }

@@ -43,7 +43,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest one connection may stay open.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(60);
 /// The longest a call that waits on purpose may take: the longest hold, and a margin.
-pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(super::pools::MAX_HOLD.as_secs() + 30);
+pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(crate::config::MAX_HOLD.as_secs() + 30);
 /// The largest request head (request line and headers), bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The largest request body, bytes (no route reads more than a few).

@@ -55,6 +55,14 @@ pub const TWO_WRITERS: TwoWriters = TwoWriters::KeepCurrent;
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 /// `pools.*.hold_timeout`.
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(5);
+/// `pools.*.switchover.drain`.
+pub const SWITCHOVER_DRAIN: Duration = Duration::from_secs(5);
+/// `pools.*.switchover.catch_up_timeout`.
+pub const SWITCHOVER_CATCH_UP: Duration = Duration::from_secs(10);
+/// `pools.*.switchover.route_timeout`.
+pub const SWITCHOVER_ROUTE: Duration = Duration::from_secs(10);
+/// `pools.*.switchover.statement_timeout`.
+pub const SWITCHOVER_STATEMENT: Duration = Duration::from_secs(5);
 /// `pools.*.connect_timeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `pools.*.idle_timeout`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::BackendId;
+use super::{BackendId, Secret};
 
 /// Which role a pool serves. `Any` accepts every healthy backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
@@ -92,6 +92,39 @@ pub struct PoolConfig {
     pub required: bool,
     /// Primary pools of a `[cluster]`: what to do while etcd is out of reach.
     pub on_store_lost: super::OnStoreLost,
+    /// Primary MySQL pools: an orchestrated switchover, when configured.
+    pub switchover: Option<SwitchoverConfig>,
+}
+
+/// The longest an operator's hold, or a switchover's, may hold a pool.
+pub const MAX_HOLD: Duration = Duration::from_secs(600);
+
+/// `[pools.NAME.switchover]`: the accounts and bounds of an orchestrated switchover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchoverConfig {
+    /// The account that demotes, promotes and repoints.
+    pub user: String,
+    /// Its password; `None` for a passwordless account.
+    pub password: Option<Secret>,
+    /// The account replicas replicate as (the old primary rejoins with it).
+    pub replication_user: String,
+    /// Its password.
+    pub replication_password: Option<Secret>,
+    /// How long the old primary's sessions have to reach an idle point.
+    pub drain: Duration,
+    /// How long the target may take to apply the old primary's last transaction.
+    pub catch_up_timeout: Duration,
+    /// How long the checks may take to see the target as the primary.
+    pub route_timeout: Duration,
+    /// Each login and statement.
+    pub statement_timeout: Duration,
+}
+
+impl SwitchoverConfig {
+    /// The longest a switchover holds the pool: every bounded step, and a margin.
+    pub fn hold(&self) -> Duration {
+        self.drain + self.catch_up_timeout + self.route_timeout + 8 * self.statement_timeout
+    }
 }
 
 /// A pool's members in priority order: their indexes in this config (which the

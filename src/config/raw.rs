@@ -15,8 +15,10 @@ use serde::Deserialize;
 
 use super::{ListenerMode, Policy, PoolRole, TwoWriters};
 
+mod switchover;
 mod value;
 
+pub use switchover::RawSwitchover;
 pub use value::*;
 
 /// The whole file.
@@ -320,6 +322,9 @@ pub struct RawPool {
     /// epoch's primary, never move without etcd) or `local` (judge alone while etcd is
     /// out of reach) (default `defaults::ON_STORE_LOST`).
     pub on_store_lost: Option<super::OnStoreLost>,
+    /// `[pools.*.switchover]`: primary pools with `kind = "mysql"` checks only: enables
+    /// `POST /pools/NAME/switchover`.
+    pub switchover: Option<RawSwitchover>,
 }
 
 /// `[listeners.NAME]`: an address and the pool it routes to.

@@ -391,4 +391,5 @@ fn mongo_mistakes_name_their_key() {
 mod cluster;
 mod model;
 mod proxy;
+mod switchover;
 mod tls;

@@ -179,6 +179,7 @@ mod tests {
             set_name: None,
             required: false,
             on_store_lost,
+            switchover: None,
         }
     }
 

@@ -37,7 +37,7 @@ pub fn reload(admin: SocketAddr, token: Option<&str>) -> ExitCode {
     }
 }
 
-/// `switchyard hold` / `release`: posts `path` and prints the answer.
+/// `switchyard hold` / `release` / `switchover`: posts `path` and prints the answer.
 pub fn pool_verb(admin: SocketAddr, token: Option<&str>, path: &str) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -47,7 +47,7 @@ pub fn pool_verb(admin: SocketAddr, token: Option<&str>, path: &str) -> ExitCode
         }
     };
     // A hold with a drain answers once the drain is over: up to the longest hold.
-    let limit = if path.contains("drain=") || path.ends_with("/switchover") {
+    let limit = if path.contains("drain=") || path.contains("/switchover") {
         switchyard::admin::serve::LONG_REQUEST_TIMEOUT + Duration::from_secs(5)
     } else {
         switchyard::admin::serve::REQUEST_TIMEOUT + Duration::from_secs(5)

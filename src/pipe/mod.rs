@@ -219,6 +219,15 @@ impl<L: Leg> Future for Duplex<'_, L> {
             ),
             cx,
         )?;
+        // A pool's check of the connection, while draining: the session ends before
+        // the answer, so the pool connects anew (to the next primary).
+        if traffic.close_when_idle.load(Ordering::Relaxed)
+            && this.commands.as_ref().is_some_and(|c| c.pinging_at_idle())
+        {
+            L::quit(&mut this.upstream);
+            traffic.closed_idle.store(true, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
         let down = L::poll_direction(
             &mut this.upstream,
             &mut this.client,

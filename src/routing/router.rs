@@ -365,6 +365,7 @@ impl Router {
         self.generation.set(generation as f64);
         for pool in &self.pools {
             let decision = &self.current[pool.id];
+            pool.set_decided(&decision.members);
             pool.routable_gauge.set(decision.members.len() as f64);
             pool.note_routable(!decision.members.is_empty());
             if pool.config.role == PoolRole::Primary {

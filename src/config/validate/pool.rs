@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::Ctx;
 use crate::config::defaults;
-use crate::config::raw::{InitialState, OnLeave, RawPool};
+use crate::config::raw::{InitialState, OnLeave, RawPool, RawSwitchover};
 use crate::config::*;
 
 pub(super) fn pool_config(
@@ -28,6 +28,10 @@ pub(super) fn pool_config(
     if raw.drain_deadline.is_some() && !matches!(on_leave, LeavePolicy::Drain(_)) {
         return Err(ctx.invalid(key("drain_deadline"), "it only with `on_leave = \"drain\"`"));
     }
+    let switchover = match raw.switchover {
+        Some(switchover) => Some(switchover_config(ctx, name, switchover, role, &members, backends)?),
+        None => None,
+    };
     Ok(PoolConfig {
         name: name.to_string(),
         role,
@@ -44,7 +48,72 @@ pub(super) fn pool_config(
         set_name: raw.set_name.filter(|n| !n.is_empty()),
         required: raw.required.unwrap_or(defaults::REQUIRED),
         on_store_lost: raw.on_store_lost.unwrap_or(defaults::ON_STORE_LOST),
+        switchover,
     })
+}
+
+/// `[pools.NAME.switchover]`: primary pools of MySQL members; both accounts named;
+/// the whole switchover within the longest hold.
+fn switchover_config(
+    ctx: &Ctx<'_>,
+    name: &str,
+    raw: RawSwitchover,
+    role: PoolRole,
+    members: &[BackendId],
+    backends: &[BackendConfig],
+) -> Result<SwitchoverConfig, ConfigError> {
+    let key = |field: &str| format!("pools.{name}.switchover.{field}");
+    if role != PoolRole::Primary {
+        return Err(ctx.invalid(
+            format!("pools.{name}.switchover"),
+            "it only in a pool with `role = \"primary\"`",
+        ));
+    }
+    if let Some(&id) = members
+        .iter()
+        .find(|&&id| !matches!(backends[id].check.probe, ProbeConfig::Mysql(_)))
+    {
+        return Err(ctx.invalid(
+            format!("pools.{name}.switchover"),
+            format!(
+                "it only when every member has `kind = \"mysql\"` checks; \"{}\" has not",
+                backends[id].name
+            ),
+        ));
+    }
+    let named = |field: &str, value: Option<String>| {
+        value
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ctx.invalid(key(field), "an account name"))
+    };
+    let config = SwitchoverConfig {
+        user: named("user", raw.user)?,
+        password: ctx.secret(&key("password"), [&raw.password, &raw.password_env, &raw.password_file])?,
+        replication_user: named("replication_user", raw.replication_user)?,
+        replication_password: ctx.secret(
+            &key("replication_password"),
+            [
+                &raw.replication_password,
+                &raw.replication_password_env,
+                &raw.replication_password_file,
+            ],
+        )?,
+        drain: raw.drain.map_or(defaults::SWITCHOVER_DRAIN, |t| t.0),
+        catch_up_timeout: raw.catch_up_timeout.map_or(defaults::SWITCHOVER_CATCH_UP, |t| t.0),
+        route_timeout: raw.route_timeout.map_or(defaults::SWITCHOVER_ROUTE, |t| t.0),
+        statement_timeout: raw.statement_timeout.map_or(defaults::SWITCHOVER_STATEMENT, |t| t.0),
+    };
+    if config.hold() > MAX_HOLD {
+        return Err(ctx.invalid(
+            format!("pools.{name}.switchover"),
+            format!(
+                "drain + catch_up_timeout + route_timeout + 8 × statement_timeout at most {} (the longest hold), got {}",
+                crate::duration::format(MAX_HOLD),
+                crate::duration::format(config.hold())
+            ),
+        ));
+    }
+    Ok(config)
 }
 
 /// Backend names → [`Members`]: at least one, each known, each once.

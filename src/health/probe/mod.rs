@@ -5,7 +5,7 @@
 
 mod http;
 mod mongo;
-mod mysql;
+pub(crate) mod mysql;
 pub mod scram;
 mod tcp;
 

@@ -26,7 +26,7 @@ use crate::health::probe::Endpoint;
 use crate::health::{CheckError, ReplicaState, Report, Role};
 use crate::tls::ClientTls;
 
-mod session;
+pub(crate) mod session;
 
 const QUERY: &str = "SELECT @@read_only, @@server_id, @@gtid_binlog_pos; SHOW SLAVE STATUS";
 

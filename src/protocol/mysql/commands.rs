@@ -30,6 +30,9 @@
 //! - `COM_BINLOG_DUMP(_GTID)`: an endless stream: never idle.
 //! - every other known command: one packet.
 //!
+//! A `COM_PING` at an idle point is a pool checking a connection before use: a drain
+//! may close the session before its answer ([`Commands::pinging_at_idle`]).
+//!
 //! Anything this cannot follow (an unknown command, a packet that fits no expected
 //! shape, too many pipelined commands, compression) turns the tracker [`lost`]: such a
 //! session is never judged idle, so it is closed only at a drain's deadline. A wrong
@@ -87,6 +90,8 @@ pub struct Commands {
     lost: bool,
     /// The bytes moved and the time when [`Commands::quiet_for`] last saw them change.
     quiet: Option<(u64, Instant)>,
+    /// The last command was a `COM_PING` sent at an idle point.
+    idle_ping: bool,
 }
 
 /// A response being waited for.
@@ -131,12 +136,21 @@ impl Commands {
             in_transaction: false,
             lost: capabilities & unfollowable != 0,
             quiet: None,
+            idle_ping: false,
         }
     }
 
     /// At an idle point: nothing due, not in a transaction, and followed all along.
     pub fn idle(&self) -> bool {
         !self.lost && self.due.is_empty() && !self.in_transaction && self.up.between() && self.down.between()
+    }
+
+    /// Whether the only command in flight is a `COM_PING` sent at an idle point: a
+    /// pool checking the connection before it hands it out. A drain closes the session
+    /// there, before the answer: the pool sees the check fail and connects anew, and
+    /// no statement of the client ever meets the close.
+    pub fn pinging_at_idle(&self) -> bool {
+        !self.lost && self.idle_ping && self.due.len() == 1 && self.up.between()
     }
 
     /// How long the session has sat still: `activity` (its bytes moved so far)
@@ -213,6 +227,8 @@ impl Commands {
             0x02 | 0x05 | 0x06 | 0x07 | 0x08 | 0x09 | 0x0C | 0x0D | 0x0E | 0x15 | 0x1A | 0x1B | 0x1F => Response::One,
             _ => return self.lose(),
         };
+        // COM_PING at an idle point: a pool asking whether the connection is usable.
+        self.idle_ping = command == 0x0E && self.due.is_empty() && !self.in_transaction;
         if self.due.len() >= MAX_PIPELINED {
             return self.lose();
         }

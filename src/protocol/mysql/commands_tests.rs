@@ -329,3 +329,28 @@ fn quiet_counts_from_the_first_look_at_unchanged_traffic() {
     assert_eq!(c.quiet_for(12, t0 + ms(160)), Duration::ZERO);
     assert_eq!(c.quiet_for(12, t0 + ms(360)), DRAIN_QUIET);
 }
+
+#[test]
+fn a_ping_at_an_idle_point_is_a_pool_checking_the_connection() {
+    let ping = packet(0, b"\x0E");
+    let mut c = tracker();
+    c.client(&ping);
+    assert!(c.pinging_at_idle());
+    c.server(&packet(1, &ok(AUTOCOMMIT)));
+    assert!(!c.pinging_at_idle(), "answered");
+    assert!(c.idle());
+    // Inside a transaction, or behind another command, it is no such check.
+    c.client(&query("BEGIN"));
+    c.server(&packet(1, &ok(AUTOCOMMIT | 1)));
+    c.client(&ping);
+    assert!(!c.pinging_at_idle());
+    let mut d = tracker();
+    d.client(&query("SELECT 1"));
+    d.client(&ping);
+    assert!(!d.pinging_at_idle());
+    // A statement after the ping ends it.
+    let mut e = tracker();
+    e.client(&ping);
+    e.client(&query("SELECT 1"));
+    assert!(!e.pinging_at_idle());
+}

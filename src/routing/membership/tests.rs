@@ -21,6 +21,7 @@ fn pool(role: PoolRole) -> PoolConfig {
         set_name: None,
         required: false,
         on_store_lost: crate::config::OnStoreLost::Hold,
+        switchover: None,
     }
 }
 

@@ -26,6 +26,24 @@ pub struct AdminCommand {
     pub done: oneshot::Sender<u64>,
 }
 
+impl AdminCommand {
+    /// Sends `action` to the router and waits (at most 5 s) for the routing generation
+    /// that includes it.
+    pub async fn send(
+        router: &tokio::sync::mpsc::Sender<AdminCommand>,
+        action: AdminAction,
+    ) -> Result<u64, &'static str> {
+        let (done, applied) = oneshot::channel();
+        if router.send(AdminCommand { action, done }).await.is_err() {
+            return Err("the router has stopped");
+        }
+        match tokio::time::timeout(Duration::from_secs(5), applied).await {
+            Ok(Ok(generation)) => Ok(generation),
+            _ => Err("the router did not answer in 5s"),
+        }
+    }
+}
+
 /// What an operator changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminAction {

@@ -242,7 +242,12 @@ pub async fn connect_app(addr: SocketAddr) -> (TcpStream, String) {
 
 /// A minimal HTTP POST with an optional bearer token; returns the status and body.
 pub async fn http_post(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    http_request(addr, "POST", path, token).await
+    http_request(addr, "POST", path, token, "").await
+}
+
+/// [`http_post`] with a JSON body.
+pub async fn http_post_body(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    http_request(addr, "POST", path, token, body).await
 }
 
 /// `/status` as JSON.
@@ -283,17 +288,24 @@ pub async fn read_line(stream: &mut TcpStream) -> String {
 
 /// A minimal HTTP GET; returns the status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_request(addr, "GET", path, None).await
+    http_request(addr, "GET", path, None, "").await
 }
 
 /// A minimal HTTP request (no body) with an optional bearer token; returns the
 /// status and body.
-async fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+async fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let kind = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{kind}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     let what = format!("{method} {path} on {addr}");
     let response = within(EXCHANGE_LIMIT, &what, async {
         let mut stream = TcpStream::connect(addr).await.expect("connect to admin");
