@@ -389,7 +389,7 @@ async fn sighup_and_switchyard_reload_apply_the_edited_file() {
     drop(child);
 }
 
-/// `switchyard hold|release POOL [--for D]`.
+/// `switchyard hold|release|switchover POOL [--for D] [--to B]`.
 fn pool_command(verb: &str, pool: &str, admin: SocketAddr, extra: &[&str]) -> (i32, String, String) {
     let admin = admin.to_string();
     let mut args = vec![verb, pool, "--admin", &admin, "--token", "t0ken"];
@@ -443,5 +443,8 @@ async fn switchyard_hold_makes_new_sessions_wait_until_release_and_keeps_live_on
     assert!(code == 1 && stderr.contains("404"), "{stderr}");
     let (code, _, stderr) = pool_command("hold", "p", admin, &["--for", "2h"]);
     assert!(code == 1 && stderr.contains("400"), "{stderr}");
+    // A switchover needs its section, and says so before touching anything.
+    let (code, _, stderr) = pool_command("switchover", "p", admin, &["--to", "b"]);
+    assert!(code == 1 && stderr.contains("409") && stderr.contains("switchovers are off"), "{stderr}");
     drop(child);
 }
