@@ -445,6 +445,9 @@ async fn switchyard_hold_makes_new_sessions_wait_until_release_and_keeps_live_on
     assert!(code == 1 && stderr.contains("400"), "{stderr}");
     // A switchover needs its section, and says so before touching anything.
     let (code, _, stderr) = pool_command("switchover", "p", admin, &["--to", "b"]);
-    assert!(code == 1 && stderr.contains("409") && stderr.contains("switchovers are off"), "{stderr}");
+    assert!(
+        code == 1 && stderr.contains("409") && stderr.contains("switchovers are off"),
+        "{stderr}"
+    );
     drop(child);
 }

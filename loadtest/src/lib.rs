@@ -47,6 +47,7 @@ pub mod report;
 pub mod scenario;
 pub mod servers;
 pub mod soak;
+pub mod switchover_drill;
 pub mod sysbench;
 pub mod target;
 pub mod upgrade_bench;

@@ -117,6 +117,17 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// Planned switchovers under per-request and pre-ping writers: switchyard's
+    /// orchestrated switchover vs the same switchover outside HAProxy, moved by its
+    /// runtime API. Prints a `switchover scenario=...` line per target and client kind.
+    Switchover {
+        /// Switchovers per target.
+        #[arg(long, default_value_t = 100)]
+        switchovers: u32,
+        /// The switchyard binary.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// sysbench oltp_read_write: direct vs switchyard vs HAProxy, one MariaDB.
     Sysbench {
         #[arg(long, default_value_t = 3)]
@@ -202,6 +213,10 @@ async fn bench(command: Command) -> Result<()> {
             out,
             switchyard,
         } => soak(&duration, &every, &out, switchyard).await,
+        Command::Switchover {
+            switchovers,
+            switchyard,
+        } => switchyard_loadtest::switchover_drill::run(switchovers, &switchyard).await,
         Command::Sysbench {
             rounds,
             secs,

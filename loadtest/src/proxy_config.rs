@@ -77,11 +77,13 @@ pub async fn switchyard(peers: &Peers, kind: WorkloadKind) -> String {
 }
 
 /// switchyard in front of one MariaDB node (the sysbench comparison), on `port`.
-pub fn switchyard_one_node(node: SocketAddr, port: u16) -> String {
+/// `mysql_port`: a second listener in `mode = "mysql"` (the command tracker's cost).
+pub fn switchyard_one_node(node: SocketAddr, port: u16, mysql_port: u16) -> String {
     format!(
         "[check]\nkind = \"mysql\"\nuser = \"{MONITOR_USER}\"\npassword = \"{MONITOR_PASSWORD}\"\ninterval = \"1s\"\n\
          [backends.db1]\naddress = \"{node}\"\n[pools.writer]\nbackends = [\"db1\"]\nrole = \"primary\"\n\
-         [listeners.writer]\nlisten = \"127.0.0.1:{port}\"\npool = \"writer\"\n"
+         [listeners.writer]\nlisten = \"127.0.0.1:{port}\"\npool = \"writer\"\n\
+         [listeners.writer_mysql]\nlisten = \"127.0.0.1:{mysql_port}\"\npool = \"writer\"\nmode = \"mysql\"\n"
     )
 }
 

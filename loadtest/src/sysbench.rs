@@ -1,5 +1,6 @@
 //! `sysbench oltp_read_write` direct, through switchyard (the release binary, as
-//! deployed) and through HAProxy, against one real MariaDB, in alternating rounds;
+//! deployed; a `tcp` listener and a `mysql`-mode one, whose command tracker follows
+//! every packet) and through HAProxy, against one real MariaDB, in alternating rounds;
 //! prints medians and switchyard's ratios. `loadtest/compare.sh` runs it last.
 //!
 //! Besides throughput, the CPU time each query costs (Linux `/proc`): the proxy's own,
@@ -192,10 +193,12 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
     let node = cluster.node(0).addr();
     let dir = system::temp_dir("sy-sysbench")?;
     let proxies = Proxies::start(node, &dir, switchyard)?;
-    let pids = [None, Some(proxies.switchyard.0.id()), Some(proxies.haproxy.0.id())];
+    let sy = Some(proxies.switchyard.0.id());
+    let pids = [None, sy, sy, Some(proxies.haproxy.0.id())];
     let targets = [
         ("direct", node.port()),
         ("switchyard", proxies.switchyard_port),
+        ("switchyard mysql mode", proxies.mysql_mode_port),
         ("haproxy", proxies.haproxy_port),
     ];
     sysbench(node.port(), "prepare", &[])?;
@@ -211,15 +214,19 @@ pub fn compare(rounds: u32, secs: u64, threads: u32, switchyard: &Path) -> Resul
 struct Proxies {
     switchyard: Proc,
     switchyard_port: u16,
+    mysql_mode_port: u16,
     haproxy: Proc,
     haproxy_port: u16,
 }
 
 impl Proxies {
     fn start(node: SocketAddr, dir: &Path, switchyard: &Path) -> Result<Proxies> {
-        let switchyard_port = system::free_port()?;
+        let (switchyard_port, mysql_mode_port) = (system::free_port()?, system::free_port()?);
         let sy_config = dir.join("switchyard.toml");
-        std::fs::write(&sy_config, proxy_config::switchyard_one_node(node, switchyard_port))?;
+        std::fs::write(
+            &sy_config,
+            proxy_config::switchyard_one_node(node, switchyard_port, mysql_mode_port),
+        )?;
         let sy = spawn(
             Command::new(switchyard)
                 .args(["run", "--config"])
@@ -234,13 +241,19 @@ impl Proxies {
             Command::new("haproxy").arg("-db").arg("-f").arg(&ha_config),
             &dir.join("haproxy.log"),
         )?;
-        for (name, port) in [("switchyard", switchyard_port), ("haproxy", haproxy_port)] {
+        for (name, port) in [
+            ("switchyard", switchyard_port),
+            ("switchyard", mysql_mode_port),
+            ("haproxy", haproxy_port),
+        ] {
             wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), name)?;
         }
         await_first_query(switchyard_port, dir)?;
+        await_first_query(mysql_mode_port, dir)?;
         Ok(Proxies {
             switchyard: sy,
             switchyard_port,
+            mysql_mode_port,
             haproxy: ha,
             haproxy_port,
         })
@@ -305,7 +318,8 @@ fn run_rounds(
     Ok(results)
 }
 
-/// The medians of `results` (direct, switchyard, haproxy) as a Markdown table.
+/// The medians of `results` (direct, switchyard tcp, switchyard mysql mode, haproxy)
+/// as a Markdown table.
 fn print_table(results: &[Vec<(Run, Spent)>], rounds: u32, secs: u64, threads: u32) {
     let medians = |of: &dyn Fn(&Run, &Spent) -> f64| -> Vec<f64> {
         results
@@ -319,28 +333,40 @@ fn print_table(results: &[Vec<(Run, Spent)>], rounds: u32, secs: u64, threads: u
     let proxy_us = medians(&|run, spent| spent.proxy / run.queries * 1e6);
     let machine_us = medians(&|run, spent| spent.machine / run.queries * 1e6);
     println!("\nsysbench oltp_read_write (--threads={threads}, {secs} s per run, medians of {rounds} rounds):\n");
-    println!("| | direct | switchyard | haproxy | switchyard / direct | switchyard / haproxy |");
-    println!("|---|---|---|---|---|---|");
-    // Values for direct, switchyard, haproxy; then switchyard's ratio to the other two.
+    println!(
+        "| | direct | switchyard | switchyard mysql mode | haproxy | switchyard / direct | switchyard / haproxy | mysql mode / tcp mode |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let row = |name: &str, v: &[f64], decimals: usize| {
+        let shown = |x: f64| {
+            if x == 0.0 {
+                "-".to_string()
+            } else {
+                format!("{x:.decimals$}")
+            }
+        };
+        let ratio = |a: f64, b: f64| {
+            if a == 0.0 || b == 0.0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", a / b)
+            }
+        };
         println!(
-            "| {name} | {:.decimals$} | {:.decimals$} | {:.decimals$} | {:.2} | {:.2} |",
-            v[0],
-            v[1],
-            v[2],
-            v[1] / v[0],
-            v[1] / v[2]
-        )
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            shown(v[0]),
+            shown(v[1]),
+            shown(v[2]),
+            shown(v[3]),
+            ratio(v[1], v[0]),
+            ratio(v[1], v[3]),
+            ratio(v[2], v[1]),
+        );
     };
     row("transactions/s", &tps, 0);
     row("p95 latency, ms", &p95, 2);
     row("machine CPU per query, µs", &machine_us, 1);
-    println!(
-        "| proxy CPU per query, µs | - | {:.1} | {:.1} | - | {:.2} |",
-        proxy_us[1],
-        proxy_us[2],
-        proxy_us[1] / proxy_us[2]
-    );
+    row("proxy CPU per query, µs", &proxy_us, 1);
 }
 
 /// The default path of the release binary.

@@ -379,9 +379,11 @@ async fn relay_auth(
                         return Err(refused);
                     }
                 }
-                if done && !packet.is_err() && member.is_evicted() {
+                let drained_at_idle = matches!(member.eviction_now(), crate::pool::Eviction::AtIdle(_));
+                if done && !packet.is_err() && member.is_evicted() && !drained_at_idle {
                     // Fenced while the login was under way: the client must not get
-                    // a session on a backend that left its pool.
+                    // a session on a backend that left its pool. A member drained at
+                    // idle points keeps it: the session ends at its first idle point.
                     refuse(client, packet.seq, ER_CONNECTION_KILLED, "70100", FENCED_DURING_LOGIN).await;
                     failed(ctx, "fenced");
                     return Err(LoginError::Ended(Ended::Fenced));
