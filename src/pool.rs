@@ -2,7 +2,7 @@
 //! pool), the round-robin cursor that must survive table swaps, and the fencing
 //! signal of each member.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Histogram};
@@ -94,6 +94,8 @@ pub struct Member {
     pub pool: PoolId,
     active: AtomicUsize,
     eviction: watch::Sender<Eviction>,
+    /// Until when (Unix ms) no new session starts here: see [`Member::suspect`].
+    suspect_until_ms: AtomicU64,
     /// Records `SESSIONS` for this member (counted in [`Member::enter`]).
     pub sessions: Counter,
     /// Records `BYTES_UPSTREAM` for this member.
@@ -311,6 +313,7 @@ impl Member {
             pool: pool_id,
             active: AtomicUsize::new(0),
             eviction: watch::Sender::new(Eviction::Active),
+            suspect_until_ms: AtomicU64::new(0),
             sessions: metrics::counter!(m::SESSIONS, &labels),
             bytes_upstream: metrics::counter!(m::BYTES_UPSTREAM, &labels),
             bytes_downstream: metrics::counter!(m::BYTES_DOWNSTREAM, &labels),
@@ -342,6 +345,18 @@ impl Member {
     /// The fencing signal sessions watch.
     pub fn eviction(&self) -> watch::Receiver<Eviction> {
         self.eviction.subscribe()
+    }
+
+    /// Keeps new sessions off this member for `span` (a reply said it is no longer the
+    /// primary; its checker is nudged meanwhile).
+    pub fn suspect(&self, span: std::time::Duration) {
+        let until = crate::timeline::now_ms() + span.as_millis() as u64;
+        self.suspect_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether [`Member::suspect`] keeps new sessions off this member now.
+    pub fn is_suspect(&self) -> bool {
+        crate::timeline::now_ms() < self.suspect_until_ms.load(Ordering::Relaxed)
     }
 
     /// The member's fencing state now, without subscribing.

@@ -90,6 +90,10 @@ pub enum ListenerMode {
     /// The MySQL connection phase, to terminate and originate TLS inside the
     /// protocol (see `proxy::mysql`); a byte pipe after the login.
     Mysql,
+    /// MongoDB: a byte pipe that watches the server's replies; one saying the member
+    /// is no longer the primary ends the session instead of reaching the client (see
+    /// `protocol::mongo::replies`).
+    Mongo,
 }
 
 /// TLS termination on a listener.

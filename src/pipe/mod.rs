@@ -26,6 +26,7 @@ use socket2::SockRef;
 use tokio::net::TcpStream;
 
 use crate::config::TcpOptions;
+use crate::protocol::mongo::replies::Replies;
 use crate::protocol::mysql::commands::{Commands, DRAIN_QUIET};
 use crate::stream::Stream;
 use crate::tcp;
@@ -112,6 +113,21 @@ pub struct Traffic {
     pub close_when_idle: AtomicBool,
     /// Set by the copy when it ended at an idle point.
     pub closed_idle: AtomicBool,
+    /// Set by the copy when it ended at a reply that said the member is no longer the
+    /// primary (`mongo` mode; the reply was not forwarded).
+    pub not_primary: AtomicBool,
+}
+
+/// What a session's copy follows in the bytes it carries.
+#[derive(Debug)]
+pub enum Follow {
+    /// Nothing: bytes only.
+    Bytes,
+    /// `mysql` mode: the command phase, so that a drain can close it at an idle point.
+    Mysql(Box<Commands>),
+    /// `mongo` mode: the server's replies, so that one saying "not primary" ends the
+    /// session instead of reaching the client.
+    Mongo(Box<Replies>),
 }
 
 /// Copies both ways until both directions reached end of stream, or one failed, or
@@ -125,13 +141,18 @@ pub fn copy<'a>(
     upstream: Stream,
     traffic: &'a Traffic,
     liveness: &'a TcpOptions,
-    commands: Option<Box<Commands>>,
+    follow: Follow,
 ) -> Transfer<'a> {
+    let (commands, replies) = match follow {
+        Follow::Bytes => (None, None),
+        Follow::Mysql(commands) => (Some(commands), None),
+        Follow::Mongo(replies) => (None, Some(replies)),
+    };
     match (client, upstream) {
         (Stream::Plain(client), Stream::Plain(upstream)) => {
-            Transfer::Plain(Duplex::new(client, upstream, traffic, liveness, commands))
+            Transfer::Plain(Duplex::new(client, upstream, traffic, liveness, commands, replies))
         }
-        (client, upstream) => Transfer::Streams(Duplex::new(client, upstream, traffic, liveness, commands)),
+        (client, upstream) => Transfer::Streams(Duplex::new(client, upstream, traffic, liveness, commands, replies)),
     }
 }
 
@@ -166,6 +187,8 @@ pub struct Duplex<'a, L> {
     liveness: Option<&'a TcpOptions>,
     /// A `mysql`-mode session's command tracker.
     commands: Option<Box<Commands>>,
+    /// A `mongo`-mode session's reply watch.
+    replies: Option<Box<Replies>>,
 }
 
 impl<'a, L> Duplex<'a, L> {
@@ -175,6 +198,7 @@ impl<'a, L> Duplex<'a, L> {
         traffic: &'a Traffic,
         liveness: &'a TcpOptions,
         commands: Option<Box<Commands>>,
+        replies: Option<Box<Replies>>,
     ) -> Self {
         Duplex {
             client,
@@ -184,6 +208,7 @@ impl<'a, L> Duplex<'a, L> {
             traffic,
             liveness: Some(liveness),
             commands,
+            replies,
         }
     }
 }
@@ -206,17 +231,20 @@ impl<L: Leg> Future for Duplex<'_, L> {
                 }
             }
         }
+        let tracked = this.commands.is_some() || this.replies.is_some();
         let up = L::poll_direction(
             &mut this.client,
             &mut this.upstream,
             &mut this.up,
             this.down.done,
-            Observed::new(
-                &traffic.upstream,
-                &traffic.spliced,
-                this.commands.as_deref_mut(),
-                Side::Client,
-            ),
+            Observed {
+                bytes: &traffic.upstream,
+                spliced: &traffic.spliced,
+                commands: this.commands.as_deref_mut(),
+                replies: None,
+                side: Side::Client,
+                tracked,
+            },
             cx,
         )?;
         // A pool's check of the connection, while draining: the session ends before
@@ -233,14 +261,20 @@ impl<L: Leg> Future for Duplex<'_, L> {
             &mut this.client,
             &mut this.down,
             this.up.done,
-            Observed::new(
-                &traffic.downstream,
-                &traffic.spliced,
-                this.commands.as_deref_mut(),
-                Side::Server,
-            ),
+            Observed {
+                bytes: &traffic.downstream,
+                spliced: &traffic.spliced,
+                tracked,
+                commands: this.commands.as_deref_mut(),
+                replies: this.replies.as_deref_mut().map(|r| (r, &traffic.not_primary)),
+                side: Side::Server,
+            },
             cx,
         )?;
+        // A reply said the member is no longer the primary; it was not forwarded.
+        if traffic.not_primary.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(()));
         }
@@ -375,31 +409,35 @@ pub enum Side {
 }
 
 /// Who sees what one direction reads: `bytes` counts it, `spliced` (shared by both
-/// directions) what of it went through splice(2), `commands` follows it.
+/// directions) what of it went through splice(2), `commands` follows it, `replies`
+/// watches it (with the flag it raises instead of forwarding a "not primary" reply).
 pub struct Observed<'a> {
     bytes: &'a AtomicU64,
     spliced: &'a AtomicU64,
     commands: Option<&'a mut Commands>,
+    replies: Option<(&'a mut Replies, &'a AtomicBool)>,
     side: Side,
+    /// A tracker sees this session's bytes: no splice.
+    tracked: bool,
 }
 
-impl<'a> Observed<'a> {
-    fn new(bytes: &'a AtomicU64, spliced: &'a AtomicU64, commands: Option<&'a mut Commands>, side: Side) -> Self {
-        Observed {
-            bytes,
-            spliced,
-            commands,
-            side,
-        }
-    }
-
+impl Observed<'_> {
     /// Whether this direction may splice (bytes spliced are not seen).
     fn may_splice(&self) -> bool {
-        self.commands.is_none() && SPLICE_WORKS.load(Ordering::Relaxed)
+        !self.tracked && SPLICE_WORKS.load(Ordering::Relaxed)
     }
 
-    /// Counts and follows `n` bytes read into `buffer`, which `d` keeps until written.
+    /// Counts and follows `n` bytes read into `buffer`, which `d` keeps until written;
+    /// a reply the watch withholds is dropped here instead.
     fn read(&mut self, d: &mut Direction, buffer: Box<[u8]>, n: usize) {
+        if let Some((replies, not_primary)) = self.replies.as_mut() {
+            // Nothing more reaches the client once one reply was withheld.
+            if not_primary.load(Ordering::Relaxed) || replies.not_primary(&buffer[..n]) {
+                not_primary.store(true, Ordering::Relaxed);
+                give_back(buffer);
+                return;
+            }
+        }
         if let Some(commands) = self.commands.as_deref_mut() {
             match self.side {
                 Side::Client => commands.client(&buffer[..n]),

@@ -10,7 +10,7 @@ const OPTIONS: TcpOptions = TcpOptions {
 
 /// The copy between two plain legs, as a session runs it.
 fn plain_copy(client: TcpStream, upstream: TcpStream, traffic: &Traffic) -> Transfer<'_> {
-    copy(Stream::Plain(client), Stream::Plain(upstream), traffic, &OPTIONS, None)
+    copy(Stream::Plain(client), Stream::Plain(upstream), traffic, &OPTIONS, Follow::Bytes)
 }
 
 async fn pair() -> (TcpStream, TcpStream) {
@@ -28,9 +28,9 @@ async fn copies_both_ways_keeping_half_close(stream_path: bool) {
     let traffic = Traffic::default();
     let (client, upstream) = (Stream::Plain(proxy_client), Stream::Plain(proxy_upstream));
     let copying = if stream_path {
-        Transfer::Streams(Duplex::new(client, upstream, &traffic, &OPTIONS, None))
+        Transfer::Streams(Duplex::new(client, upstream, &traffic, &OPTIONS, None, None))
     } else {
-        copy(client, upstream, &traffic, &OPTIONS, None)
+        copy(client, upstream, &traffic, &OPTIONS, Follow::Bytes)
     };
     assert_eq!(matches!(copying, Transfer::Streams(_)), stream_path);
     let big = vec![7u8; 300 * 1024];
@@ -214,4 +214,34 @@ fn the_pool_is_bounded() {
     }
     assert_eq!(POOL.with(|p| p.borrow().len()), POOLED);
     assert_eq!(take().len(), BUFFER);
+}
+
+#[tokio::test]
+async fn a_not_primary_reply_ends_a_mongo_session_instead_of_reaching_the_client() {
+    use crate::protocol::mongo::encode_op_msg;
+    let (mut client_end, proxy_client) = pair().await;
+    let (proxy_upstream, mut server_end) = pair().await;
+    let traffic = Traffic::default();
+    let copying = copy(
+        Stream::Plain(proxy_client),
+        Stream::Plain(proxy_upstream),
+        &traffic,
+        &OPTIONS,
+        Follow::Mongo(Box::default()),
+    );
+    let fine = encode_op_msg(1, &bson::doc! { "ok": 1.0, "n": 1 });
+    let refused = encode_op_msg(2, &bson::doc! { "ok": 0.0, "code": 10107, "codeName": "NotWritablePrimary" });
+    let talking = async {
+        server_end.write_all(&fine).await.unwrap();
+        let mut got = vec![0u8; fine.len()];
+        client_end.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, fine, "an ordinary reply passes");
+        server_end.write_all(&refused).await.unwrap();
+        let mut rest = Vec::new();
+        client_end.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "the client sees the end, not the reply");
+    };
+    let (copied, ()) = tokio::join!(copying, talking);
+    copied.unwrap();
+    assert!(traffic.not_primary.load(Ordering::Relaxed));
 }

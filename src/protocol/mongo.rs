@@ -10,6 +10,8 @@ use bson::{Bson, Document, RawDocument};
 
 use super::Decode;
 
+pub mod replies;
+
 /// The OP_MSG opcode.
 pub const OP_MSG: i32 = 2013;
 const HEADER: usize = 16;

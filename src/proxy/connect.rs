@@ -61,10 +61,15 @@ where
     }
 }
 
+/// How often a session held for want of a member that is not suspect looks again.
+const SUSPECT_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What the attempts so far found, for the log line of a session that gives up.
 struct Attempts {
     tried: Vec<String>,
     last_error: String,
+    /// A routable member was passed over for saying it is no longer the primary.
+    suspect: bool,
 }
 
 /// Connects to the first member that answers, holding while there is none.
@@ -84,6 +89,7 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Optio
     let mut attempts = Attempts {
         tried: Vec::new(),
         last_error: String::from("no routable backend"),
+        suspect: false,
     };
     let record_hold = |held: bool| {
         if held {
@@ -107,11 +113,18 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Optio
             pool.holds.increment(1);
             debug!(cause = %attempts.last_error, "no backend answered; holding");
         }
+        // Passed over a suspect member: look again soon (its suspicion may end with
+        // no new table).
+        let wake = if std::mem::take(&mut attempts.suspect) {
+            hold_until.min(Instant::now() + SUSPECT_RETRY)
+        } else {
+            hold_until
+        };
         let changed = tokio::select! {
-            changed = timeout_at(hold_until, generation.changed()) => changed,
+            changed = timeout_at(wake, generation.changed()) => changed,
             _ = ctx.kill.cancelled() => return None,
         };
-        if let Ok(Ok(())) = changed {
+        if matches!(changed, Ok(Ok(()))) || Instant::now() < hold_until {
             continue;
         }
         record_hold(held);
@@ -150,6 +163,11 @@ async fn one_round<C: Connect>(
             _ = ctx.kill.cancelled() => return Round::Killed,
         };
         match connected {
+            Ok(Ok(_)) if member.is_suspect() => {
+                debug!(backend = %member.backend.name, "connected to a member that just said it is no longer the primary; trying the next");
+                attempts.suspect = true;
+                continue;
+            }
             Ok(Ok(_)) if member.is_evicted() => {
                 debug!(backend = %member.backend.name, "connected to a member fenced meanwhile; trying the next");
                 continue;

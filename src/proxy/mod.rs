@@ -28,9 +28,8 @@ use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use crate::config::{AcceptProxy, ListenerMode, LoginLimits, TcpOptions};
 use crate::metrics as m;
-use crate::pipe::{self, Traffic};
+use crate::pipe::{self, Follow, Traffic};
 use crate::pool::{Member, Pool};
-use crate::protocol::mysql::commands::Commands;
 use crate::routing::Routing;
 use crate::stream::Stream;
 use crate::tcp;
@@ -110,6 +109,9 @@ pub enum Ended {
     /// `mysql` mode: closed at an idle point (no command in flight, no transaction
     /// open) while its member was drained.
     IdlePoint,
+    /// `mongo` mode: the server replied that it is no longer the primary; the reply
+    /// was not forwarded.
+    NotPrimary,
     /// Shutdown's grace period ran out.
     Shutdown,
     /// No backend within `hold_timeout`.
@@ -184,7 +186,7 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
         }
     }
     match ctx.mode {
-        ListenerMode::Tcp => {
+        ListenerMode::Tcp | ListenerMode::Mongo => {
             let client = match &ctx.tls {
                 None => Stream::Plain(client),
                 // Boxed, here and below: an async fn's state is as large as its largest
@@ -208,7 +210,11 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
                     None => return Ended::BackendTls,
                 },
             };
-            carry(ctx, &member, client, upstream, None).await
+            let follow = match ctx.mode {
+                ListenerMode::Mongo => Follow::Mongo(Box::default()),
+                _ => Follow::Bytes,
+            };
+            carry(ctx, &member, client, upstream, follow).await
         }
         ListenerMode::Mysql => {
             // A login slot before a backend connection is made for a client that has
@@ -228,7 +234,7 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
             let logged_in = Box::pin(mysql::login(ctx, &member, client, upstream, deadline)).await;
             drop(slot);
             match logged_in {
-                Ok((client, upstream, commands)) => carry(ctx, &member, client, upstream, Some(commands)).await,
+                Ok((client, upstream, commands)) => carry(ctx, &member, client, upstream, Follow::Mysql(commands)).await,
                 Err(ended) => ended,
             }
         }
@@ -298,21 +304,22 @@ async fn originate_tls(
     None
 }
 
-/// Copies a connected session to its end and records what it did. `commands`: a
-/// `mysql`-mode session's tracker, so that a drain can close it at an idle point.
+/// Copies a connected session to its end and records what it did. `follow`: what the
+/// copy follows in the bytes (a `mysql`-mode session's tracker, a `mongo`-mode
+/// session's reply watch).
 async fn carry(
     ctx: &SessionContext,
     member: &Arc<Member>,
     client: Stream,
     upstream: Stream,
-    commands: Option<Box<Commands>>,
+    follow: Follow,
 ) -> Ended {
     let counted = member.enter();
     if ctx.pool.awaits_first_session() && ctx.timeline.first_session(ctx.pool.id, &member.backend.name) {
         ctx.pool.first_session_seen();
     }
     let started = Instant::now();
-    let (ended, bytes) = copy_to_end(client, upstream, member, ctx, commands).await;
+    let (ended, bytes) = copy_to_end(client, upstream, member, ctx, follow).await;
     drop(counted);
     let duration = started.elapsed();
     member.stats.duration.record_duration(duration);
@@ -330,6 +337,10 @@ async fn carry(
     ended
 }
 
+/// How long a member whose reply said "not primary" gets no new session, unless the
+/// checks route it again sooner (they are nudged at once).
+const SUSPECT_FOR: Duration = Duration::from_secs(2);
+
 /// Copies both ways until the session ends for one of the reasons in [`Ended`];
 /// returns the reason and the bytes moved (both directions).
 async fn copy_to_end(
@@ -337,19 +348,24 @@ async fn copy_to_end(
     upstream: Stream,
     member: &Member,
     ctx: &SessionContext,
-    commands: Option<Box<Commands>>,
+    follow: Follow,
 ) -> (Ended, u64) {
     let traffic = Traffic::default();
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
         biased;
         ended = watchdog(&traffic, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
-        result = pipe::copy(client, upstream, &traffic, &ctx.tcp, commands) => {
+        result = pipe::copy(client, upstream, &traffic, &ctx.tcp, follow) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }
             if traffic.closed_idle.load(Ordering::Relaxed) {
                 Ended::IdlePoint
+            } else if traffic.not_primary.load(Ordering::Relaxed) {
+                // No new session goes there until the checks have had their say.
+                member.suspect(SUSPECT_FOR);
+                member.backend.nudge();
+                Ended::NotPrimary
             } else {
                 Ended::Closed
             }

@@ -144,6 +144,20 @@ pub(super) fn mode_fits_pool(
                 return Err(ctx.invalid(mode_key, format!("\"mysql\": {why}")));
             }
         }
+        ListenerMode::Mongo => {
+            if pool.role != PoolRole::Primary {
+                return Err(ctx.invalid(
+                    mode_key,
+                    format!("\"mongo\" only for a pool with role = \"primary\" (pool \"{pool_name}\" is not)"),
+                ));
+            }
+            if let Some(b) = members.find(|b| !matches!(b.check.probe, ProbeConfig::Mongo(_))) {
+                return Err(ctx.invalid(
+                    mode_key,
+                    format!("\"mongo\" only when every member has kind = \"mongo\" checks; \"{}\" has not", b.name),
+                ));
+            }
+        }
         ListenerMode::Mysql => {
             if let Some(b) = members.find(|b| b.tls.is_some() && !is_mysql(b)) {
                 return Err(ctx.invalid(
