@@ -51,7 +51,7 @@ async fn proxied(copier: Copier) -> (TcpStream, TcpStream) {
                     Stream::Plain(proxy_upstream),
                     &traffic,
                     &OPTIONS,
-                    None,
+                    pipe::Follow::Bytes,
                 )
                 .await;
             }

@@ -25,7 +25,6 @@ fn wall() -> f64 {
 /// One write a pymongo writer reported.
 #[derive(serde::Deserialize)]
 struct Write {
-    start: f64,
     end: f64,
     ok: bool,
     error: Option<String>,
@@ -68,8 +67,11 @@ async fn elections_cost_writers_through_the_proxy_no_error() {
         .await
         .unwrap()
         .expect("replica set starts");
-    let config = set_config(&set, "set_name = \"rs0\"")
-        .replacen("pool = \"writer\"\n", "pool = \"writer\"\nmode = \"mongo\"\n", 1);
+    let config = set_config(&set, "set_name = \"rs0\"").replacen(
+        "pool = \"writer\"\n",
+        "pool = \"writer\"\nmode = \"mongo\"\n",
+        1,
+    );
     let proxy = proxy(&config).await;
     await_pool(&proxy, "writer", &["m1"]).await;
     let writer = proxy.listener("writer").unwrap();
@@ -78,7 +80,11 @@ async fn elections_cost_writers_through_the_proxy_no_error() {
     let seconds = EVERY * (ELECTIONS as f64 + 1.0);
     let through = pymongo_writer(format!("mongodb://{writer}/?directConnection=true"), seconds, "proxy");
     let members: Vec<String> = (0..set.len()).map(|i| set.addr(i).to_string()).collect();
-    let direct = pymongo_writer(format!("mongodb://{}/?replicaSet=rs0", members.join(",")), seconds, "direct");
+    let direct = pymongo_writer(
+        format!("mongodb://{}/?replicaSet=rs0", members.join(",")),
+        seconds,
+        "direct",
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     let rust = tokio::spawn({
         let stop = stop.clone();
@@ -107,13 +113,21 @@ async fn elections_cost_writers_through_the_proxy_no_error() {
         tokio::task::block_in_place(|| set.elect(Some(to))).unwrap();
         elections.push(wall());
     }
-    let through = tokio::task::spawn_blocking(move || through.join().unwrap()).await.unwrap();
-    let direct = tokio::task::spawn_blocking(move || direct.join().unwrap()).await.unwrap();
+    let through = tokio::task::spawn_blocking(move || through.join().unwrap())
+        .await
+        .unwrap();
+    let direct = tokio::task::spawn_blocking(move || direct.join().unwrap())
+        .await
+        .unwrap();
     stop.cancel();
     let (rust_ok, rust_errors) = within(Duration::from_secs(30), "the Rust writer", rust).await.unwrap();
 
     let errors = |writes: &[Write]| -> Vec<String> {
-        writes.iter().filter(|w| !w.ok).map(|w| w.error.clone().unwrap_or_default()).collect()
+        writes
+            .iter()
+            .filter(|w| !w.ok)
+            .map(|w| w.error.clone().unwrap_or_default())
+            .collect()
     };
     for (name, writes) in [("switchyard", &through), ("driver-alone", &direct)] {
         let firsts = first_writes(writes, &elections);
@@ -132,9 +146,20 @@ async fn elections_cost_writers_through_the_proxy_no_error() {
         rust_ok + rust_errors.len(),
         rust_errors.len()
     );
-    assert!(through.iter().filter(|w| w.ok).count() > 100, "pymongo wrote through the proxy");
-    assert_eq!(errors(&through), Vec::<String>::new(), "no pymongo write through the proxy failed");
-    assert_eq!(rust_errors, Vec::<String>::new(), "no Rust driver write through the proxy failed");
+    assert!(
+        through.iter().filter(|w| w.ok).count() > 100,
+        "pymongo wrote through the proxy"
+    );
+    assert_eq!(
+        errors(&through),
+        Vec::<String>::new(),
+        "no pymongo write through the proxy failed"
+    );
+    assert_eq!(
+        rust_errors,
+        Vec::<String>::new(),
+        "no Rust driver write through the proxy failed"
+    );
     assert!(rust_ok > 100);
     proxy.shutdown().await;
     tokio::task::block_in_place(|| drop(set));

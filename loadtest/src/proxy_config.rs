@@ -67,10 +67,15 @@ pub async fn switchyard(peers: &Peers, kind: WorkloadKind) -> String {
         let _ = write!(text, "[backends.{name}]\naddress = \"{addr}\"\n\n");
     }
     let names: Vec<String> = members.iter().map(|(name, _)| format!("\"{name}\"")).collect();
+    // MongoDB primary pools watch the replies (a "not primary" one ends the session).
+    let mode = match peers {
+        Peers::Mongo(_) | Peers::Secantus(_) => "mode = \"mongo\"\n",
+        _ => "",
+    };
     let _ = write!(
         text,
         "[pools.writer]\nbackends = [{}]\n{pool}hold_timeout = \"10s\"\nconnect_timeout = \"1s\"\n\n\
-         [listeners.writer]\nlisten = \"127.0.0.1:0\"\npool = \"writer\"\n",
+         [listeners.writer]\nlisten = \"127.0.0.1:0\"\npool = \"writer\"\n{mode}",
         names.join(", ")
     );
     text

@@ -388,6 +388,19 @@ fn mongo_mistakes_name_their_key() {
     assert_eq!(parse(&on_mysql).unwrap_err().key(), Some("pools.writer.set_name"));
 }
 
+#[test]
+fn mongo_mode_is_for_primary_pools_of_mongo_members() {
+    let watched = MONGO.replace("pool = \"writer\"", "pool = \"writer\"\nmode = \"mongo\"");
+    assert_eq!(parse(&watched).unwrap().listeners[0].mode, ListenerMode::Mongo);
+    let on_reader = MONGO.replace("pool = \"writer\"", "pool = \"reader\"\nmode = \"mongo\"");
+    let err = parse(&on_reader).unwrap_err();
+    assert_eq!(err.key(), Some("listeners.w.mode"), "{err}");
+    assert!(err.to_string().contains("role = \"primary\""), "{err}");
+    let on_mysql = MYSQL.replace("pool = \"writer\"", "pool = \"writer\"\nmode = \"mongo\"");
+    let err = parse(&on_mysql).unwrap_err();
+    assert!(err.to_string().contains("kind = \"mongo\""), "{err}");
+}
+
 mod cluster;
 mod model;
 mod proxy;

@@ -241,7 +241,7 @@ impl<L: Leg> Future for Duplex<'_, L> {
                 bytes: &traffic.upstream,
                 spliced: &traffic.spliced,
                 commands: this.commands.as_deref_mut(),
-                replies: None,
+                replies: this.replies.as_deref_mut().map(|r| (r, &traffic.not_primary)),
                 side: Side::Client,
                 tracked,
             },
@@ -283,6 +283,11 @@ impl<L: Leg> Future for Duplex<'_, L> {
         // the session ends there when its watchdog asks and it has sat still for
         // DRAIN_QUIET (the watchdog wakes this task meanwhile).
         let quiet = this.up.buffer.is_none() && this.down.buffer.is_none();
+        // A MongoDB session being fenced ends once no operation is under way.
+        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) && this.replies.as_ref().is_some_and(|r| r.idle()) {
+            traffic.closed_idle.store(true, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
         if quiet && traffic.close_when_idle.load(Ordering::Relaxed) {
             if let Some(commands) = this.commands.as_deref_mut().filter(|c| c.idle()) {
                 let moved = traffic.upstream.load(Ordering::Relaxed) + traffic.downstream.load(Ordering::Relaxed);
@@ -431,8 +436,10 @@ impl Observed<'_> {
     /// a reply the watch withholds is dropped here instead.
     fn read(&mut self, d: &mut Direction, buffer: Box<[u8]>, n: usize) {
         if let Some((replies, not_primary)) = self.replies.as_mut() {
+            if self.side == Side::Client {
+                replies.client(&buffer[..n]);
             // Nothing more reaches the client once one reply was withheld.
-            if not_primary.load(Ordering::Relaxed) || replies.not_primary(&buffer[..n]) {
+            } else if not_primary.load(Ordering::Relaxed) || replies.not_primary(&buffer[..n]) {
                 not_primary.store(true, Ordering::Relaxed);
                 give_back(buffer);
                 return;

@@ -10,7 +10,13 @@ const OPTIONS: TcpOptions = TcpOptions {
 
 /// The copy between two plain legs, as a session runs it.
 fn plain_copy(client: TcpStream, upstream: TcpStream, traffic: &Traffic) -> Transfer<'_> {
-    copy(Stream::Plain(client), Stream::Plain(upstream), traffic, &OPTIONS, Follow::Bytes)
+    copy(
+        Stream::Plain(client),
+        Stream::Plain(upstream),
+        traffic,
+        &OPTIONS,
+        Follow::Bytes,
+    )
 }
 
 async fn pair() -> (TcpStream, TcpStream) {
@@ -230,7 +236,10 @@ async fn a_not_primary_reply_ends_a_mongo_session_instead_of_reaching_the_client
         Follow::Mongo(Box::default()),
     );
     let fine = encode_op_msg(1, &bson::doc! { "ok": 1.0, "n": 1 });
-    let refused = encode_op_msg(2, &bson::doc! { "ok": 0.0, "code": 10107, "codeName": "NotWritablePrimary" });
+    let refused = encode_op_msg(
+        2,
+        &bson::doc! { "ok": 0.0, "code": 10107, "codeName": "NotWritablePrimary" },
+    );
     let talking = async {
         server_end.write_all(&fine).await.unwrap();
         let mut got = vec![0u8; fine.len()];

@@ -234,7 +234,9 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
             let logged_in = Box::pin(mysql::login(ctx, &member, client, upstream, deadline)).await;
             drop(slot);
             match logged_in {
-                Ok((client, upstream, commands)) => carry(ctx, &member, client, upstream, Follow::Mysql(commands)).await,
+                Ok((client, upstream, commands)) => {
+                    carry(ctx, &member, client, upstream, Follow::Mysql(commands)).await
+                }
                 Err(ended) => ended,
             }
         }
@@ -307,13 +309,7 @@ async fn originate_tls(
 /// Copies a connected session to its end and records what it did. `follow`: what the
 /// copy follows in the bytes (a `mysql`-mode session's tracker, a `mongo`-mode
 /// session's reply watch).
-async fn carry(
-    ctx: &SessionContext,
-    member: &Arc<Member>,
-    client: Stream,
-    upstream: Stream,
-    follow: Follow,
-) -> Ended {
+async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstream: Stream, follow: Follow) -> Ended {
     let counted = member.enter();
     if ctx.pool.awaits_first_session() && ctx.timeline.first_session(ctx.pool.id, &member.backend.name) {
         ctx.pool.first_session_seen();
@@ -351,20 +347,29 @@ async fn copy_to_end(
     follow: Follow,
 ) -> (Ended, u64) {
     let traffic = Traffic::default();
+    let gentle = matches!(follow, Follow::Mongo(_));
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {
         biased;
-        ended = watchdog(&traffic, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill) => ended,
+        ended = watchdog(&traffic, ctx.pool.config.idle_timeout, member.eviction(), &ctx.kill, gentle) => ended,
         result = pipe::copy(client, upstream, &traffic, &ctx.tcp, follow) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
             }
             if traffic.closed_idle.load(Ordering::Relaxed) {
-                Ended::IdlePoint
+                // A fenced `mongo` session that finished its operation first.
+                if matches!(member.eviction_now(), crate::pool::Eviction::CloseAt(_)) {
+                    Ended::Fenced
+                } else {
+                    Ended::IdlePoint
+                }
             } else if traffic.not_primary.load(Ordering::Relaxed) {
-                // No new session goes there until the checks have had their say.
+                // No new session goes there until the checks have had their say; every
+                // member is checked at once (the new primary is among them).
                 member.suspect(SUSPECT_FOR);
-                member.backend.nudge();
+                for m in &ctx.pool.members {
+                    m.backend.nudge();
+                }
                 Ended::NotPrimary
             } else {
                 Ended::Closed

@@ -13,6 +13,8 @@ use crate::pipe::Traffic;
 use crate::pool::Eviction;
 use crate::tcp;
 
+/// How long a fenced `mongo`-mode session may finish the operation under way.
+const FENCE_GRACE: Duration = Duration::from_secs(1);
 /// How often a session draining at idle points is woken to look at its stillness.
 const DRAIN_TICK: Duration = Duration::from_millis(50);
 
@@ -31,6 +33,7 @@ pub(super) async fn watchdog(
     idle_limit: Duration,
     mut eviction: watch::Receiver<Eviction>,
     kill: &CancellationToken,
+    gentle: bool,
 ) -> Ended {
     // Bytes moved either way; unchanged over `idle_limit` means idle.
     let activity = || traffic.upstream.load(Ordering::Relaxed) + traffic.downstream.load(Ordering::Relaxed);
@@ -43,13 +46,8 @@ pub(super) async fn watchdog(
     let timer = sleep_until(next_idle_check);
     tokio::pin!(timer);
     loop {
-        let close_at = match *eviction.borrow_and_update() {
-            Eviction::Active | Eviction::Draining => None,
-            Eviction::CloseAt(at) => Some(at),
-            Eviction::AtIdle(at) => Some(at),
-        };
+        let (close_at, at_idle) = deadline(*eviction.borrow_and_update(), gentle, Instant::now());
         // The copy, polled right after this in every wake-up, ends at an idle point.
-        let at_idle = matches!(*eviction.borrow(), Eviction::AtIdle(_));
         traffic.close_when_idle.store(at_idle, Ordering::Relaxed);
         // While draining at idle points, a tick lets the copy see how long it sat still.
         let tick = at_idle.then(|| Instant::now() + DRAIN_TICK);
@@ -64,7 +62,7 @@ pub(super) async fn watchdog(
             changed = eviction.changed(), if eviction_open => eviction_open = changed.is_ok(),
             _ = &mut timer => {
                 let now = Instant::now();
-                if close_at.is_some_and(|at| now >= at) {
+                if deadline(*eviction.borrow(), gentle, now).0.is_some_and(|at| now >= at) {
                     return Ended::Fenced;
                 }
                 if liveness_at.is_some_and(|at| now >= at) {
@@ -83,6 +81,18 @@ pub(super) async fn watchdog(
                 }
             }
         }
+    }
+}
+
+/// When the session must end for its eviction, and whether it should end at its next
+/// idle point before that. A `gentle` session (one whose copy knows its idle points:
+/// `mongo` mode) that is fenced gets [`FENCE_GRACE`] to finish the operation under way.
+fn deadline(eviction: Eviction, gentle: bool, now: Instant) -> (Option<Instant>, bool) {
+    match eviction {
+        Eviction::Active | Eviction::Draining => (None, false),
+        Eviction::CloseAt(at) if gentle && now >= at => (Some(at + FENCE_GRACE), true),
+        Eviction::CloseAt(at) => (Some(at), false),
+        Eviction::AtIdle(at) => (Some(at), true),
     }
 }
 

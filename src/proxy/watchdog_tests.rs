@@ -12,6 +12,8 @@ struct Watched {
     traffic: Traffic,
     fence: watch::Sender<Eviction>,
     kill: CancellationToken,
+    /// A session whose copy knows its idle points (`mongo` mode).
+    gentle: bool,
 }
 
 impl Watched {
@@ -20,6 +22,7 @@ impl Watched {
             traffic: Traffic::default(),
             fence: watch::Sender::new(Eviction::Active),
             kill: CancellationToken::new(),
+            gentle: false,
         }
     }
 
@@ -28,7 +31,7 @@ impl Watched {
     async fn run(&self, meanwhile: impl std::future::Future<Output = ()>) -> (Ended, Duration) {
         let started = Instant::now();
         let watched = async {
-            let ended = watchdog(&self.traffic, IDLE, self.fence.subscribe(), &self.kill).await;
+            let ended = watchdog(&self.traffic, IDLE, self.fence.subscribe(), &self.kill, self.gentle).await;
             (ended, started.elapsed())
         };
         tokio::pin!(watched);
@@ -133,4 +136,25 @@ async fn a_drained_member_keeps_its_live_sessions() {
         session.fence.send_replace(Eviction::Draining);
     };
     assert_eq!(session.run(drain).await, (Ended::Idle, IDLE), "never fenced, ends idle");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fenced_mongo_session_may_finish_its_operation_first() {
+    let mut session = Watched::new();
+    session.gentle = true;
+    let leave = async {
+        session.leave(Duration::from_millis(600), Duration::ZERO).await;
+        // Busy past the fence: the copy is told to end at its next idle point.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            session.traffic.upstream.fetch_add(1, Ordering::Relaxed);
+        }
+        assert!(session.traffic.close_when_idle.load(Ordering::Relaxed));
+    };
+    // Never idle here: the grace ends it.
+    assert_eq!(session.run(leave).await, (Ended::Fenced, Duration::from_millis(1600)));
+    // Without a copy that knows its idle points, the fence is at once.
+    let plain = Watched::new();
+    let leave = plain.leave(Duration::from_millis(600), Duration::ZERO);
+    assert_eq!(plain.run(leave).await, (Ended::Fenced, Duration::from_millis(600)));
 }

@@ -154,7 +154,10 @@ pub(super) fn mode_fits_pool(
             if let Some(b) = members.find(|b| !matches!(b.check.probe, ProbeConfig::Mongo(_))) {
                 return Err(ctx.invalid(
                     mode_key,
-                    format!("\"mongo\" only when every member has kind = \"mongo\" checks; \"{}\" has not", b.name),
+                    format!(
+                        "\"mongo\" only when every member has kind = \"mongo\" checks; \"{}\" has not",
+                        b.name
+                    ),
                 ));
             }
         }

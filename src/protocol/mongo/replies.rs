@@ -29,9 +29,19 @@ const NOT_PRIMARY: [i32; 7] = [10107, 13435, 13436, 189, 11602, 11600, 91];
 const OP_REPLY: i32 = 1;
 const OP_MSG: i32 = super::OP_MSG;
 
-/// Message boundaries in the server → client bytes of one session.
+/// One session's messages: the server's replies watched, and how many of the
+/// client's requests still wait for theirs.
 #[derive(Debug, Clone, Default)]
 pub struct Replies {
+    down: Frames,
+    up: Frames,
+    /// Requests sent whose reply has not ended yet.
+    in_flight: usize,
+}
+
+/// Message boundaries in one direction.
+#[derive(Debug, Clone, Default)]
+struct Frames {
     /// Bytes of a message in flight still to come.
     remaining: usize,
     /// A length prefix split across reads.
@@ -41,11 +51,62 @@ pub struct Replies {
     lost: bool,
 }
 
+/// OP_MSG's `moreToCome` flag: no reply follows this request (or another reply
+/// follows this one).
+const MORE_TO_COME: u8 = 0x02;
+
 impl Replies {
     /// Follows `chunk` (bytes the server sent, in order); whether it holds a whole
     /// reply saying the member is not the primary.
-    pub fn not_primary(&mut self, mut chunk: &[u8]) -> bool {
+    pub fn not_primary(&mut self, chunk: &[u8]) -> bool {
         let mut found = false;
+        let mut ended = 0;
+        self.down.feed(
+            chunk,
+            |message| {
+                found |= says_not_primary(message);
+            },
+            |flags| {
+                if !matches!(flags, Some(f) if f & MORE_TO_COME != 0) {
+                    ended += 1;
+                }
+            },
+        );
+        self.in_flight = self.in_flight.saturating_sub(ended);
+        found
+    }
+
+    /// Follows `chunk` (bytes the client sent): its requests.
+    pub fn client(&mut self, chunk: &[u8]) {
+        let mut sent = 0;
+        self.up.feed(
+            chunk,
+            |_| {},
+            |flags| {
+                if !matches!(flags, Some(f) if f & MORE_TO_COME != 0) {
+                    sent += 1;
+                }
+            },
+        );
+        self.in_flight += sent;
+    }
+
+    /// No request waits for its reply and no message is under way either way: closing
+    /// the session here cuts no operation short.
+    pub fn idle(&self) -> bool {
+        self.in_flight == 0 && self.up.between() && self.down.between()
+    }
+}
+
+impl Frames {
+    fn between(&self) -> bool {
+        !self.lost && self.remaining == 0 && self.have == 0
+    }
+
+    /// Walks `chunk`: `whole` sees each message that lies wholly in it (at most
+    /// [`WATCHED`] bytes); `started` each message's first flag byte, when the chunk
+    /// holds it (OP_MSG's flagBits; `None` for other opcodes or a split header).
+    fn feed(&mut self, mut chunk: &[u8], mut whole: impl FnMut(&[u8]), mut started: impl FnMut(Option<u8>)) {
         while !chunk.is_empty() && !self.lost {
             if self.remaining > 0 {
                 let skip = self.remaining.min(chunk.len());
@@ -65,18 +126,22 @@ impl Replies {
             let whole_here = take == 4;
             self.have = 0;
             let length = i32::from_le_bytes(self.header);
-            let Some(length) = usize::try_from(length).ok().filter(|&l| (16..=super::MAX_MESSAGE).contains(&l)) else {
+            let Some(length) = usize::try_from(length)
+                .ok()
+                .filter(|&l| (16..=super::MAX_MESSAGE).contains(&l))
+            else {
                 self.lost = true;
                 break;
             };
+            let flags = (whole_here && start.len() >= 17 && start[12..16] == OP_MSG.to_le_bytes()).then(|| start[16]);
+            started(flags);
             if whole_here && length <= WATCHED && start.len() >= length {
-                found |= says_not_primary(&start[..length]);
+                whole(&start[..length]);
                 chunk = &start[length..];
             } else {
                 self.remaining = length - 4;
             }
         }
-        found
     }
 }
 
@@ -111,7 +176,7 @@ fn says_not_primary(message: &[u8]) -> bool {
         _ => None,
     };
     match number("ok") {
-        Some(ok) if ok == 0.0 => number("code").is_some_and(|code| NOT_PRIMARY.iter().any(|&c| f64::from(c) == code)),
+        Some(0.0) => number("code").is_some_and(|code| NOT_PRIMARY.iter().any(|&c| f64::from(c) == code)),
         Some(_) => ["isWritablePrimary", "ismaster"]
             .iter()
             .any(|key| matches!(doc.get(key).ok().flatten(), Some(RawBsonRef::Boolean(false)))),
@@ -144,14 +209,20 @@ mod tests {
     #[test]
     fn not_primary_errors_and_hellos_are_seen() {
         let cases = [
-            (doc! { "ok": 0.0, "code": 10107, "codeName": "NotWritablePrimary" }, true),
+            (
+                doc! { "ok": 0.0, "code": 10107, "codeName": "NotWritablePrimary" },
+                true,
+            ),
             (doc! { "ok": 0, "code": 13435 }, true),
             (doc! { "ok": 0.0, "code": 11000, "codeName": "DuplicateKey" }, false),
             (doc! { "ok": 1.0, "n": 1 }, false),
             (doc! { "ok": 1.0, "isWritablePrimary": false, "secondary": true }, true),
             (doc! { "ok": 1.0, "isWritablePrimary": true }, false),
             // A write concern error is about replication, not about this member.
-            (doc! { "ok": 1.0, "n": 1, "writeConcernError": { "code": 10107 } }, false),
+            (
+                doc! { "ok": 1.0, "n": 1, "writeConcernError": { "code": 10107 } },
+                false,
+            ),
         ];
         for (body, expected) in cases {
             let mut replies = Replies::default();
@@ -183,9 +254,29 @@ mod tests {
         assert!(!replies.not_primary(&fine[..2]));
         assert!(!replies.not_primary(&fine[2..]));
         assert!(replies.not_primary(&error));
+        // Requests wait for their replies: idle only between them.
+        let mut replies = Replies::default();
+        assert!(replies.idle());
+        let request = op_msg(doc! { "insert": "t", "documents": [{ "_id": 1 }] });
+        replies.client(&request);
+        assert!(!replies.idle());
+        replies.client(&request[..10]);
+        assert!(!replies.not_primary(&fine));
+        assert!(!replies.idle(), "one more request under way");
+        replies.client(&request[10..]);
+        assert!(!replies.not_primary(&fine[..30]));
+        assert!(!replies.idle(), "its reply under way");
+        assert!(!replies.not_primary(&fine[30..]));
+        assert!(replies.idle());
+        // A request with moreToCome has no reply.
+        let mut fire_and_forget = request.clone();
+        fire_and_forget[16] |= MORE_TO_COME;
+        replies.client(&fire_and_forget);
+        assert!(replies.idle());
         // Garbage stops the watch; it never panics.
         let mut replies = Replies::default();
         assert!(!replies.not_primary(&[0xFF; 64]));
         assert!(!replies.not_primary(&error));
+        assert!(!replies.idle(), "lost is never idle");
     }
 }
