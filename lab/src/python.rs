@@ -10,7 +10,13 @@ use anyhow::{Context, Result};
 use crate::system;
 
 /// What the venv holds. Versions pinned where a peer's behaviour matters.
-const PACKAGES: &[&str] = &["pymongo==4.20.*", "nx-27017==0.8.1", "secantusdb==0.7.0b3"];
+const PACKAGES: &[&str] = &[
+    "pymongo==4.20.*",
+    "nx-27017==0.8.1",
+    "secantusdb==0.7.0b3",
+    "SQLAlchemy==2.0.*",
+    "PyMySQL==1.1.*",
+];
 
 /// The venv's directory: `SWITCHYARD_LAB_VENV`, else `target/lab-venv` of this workspace.
 fn venv_dir() -> PathBuf {

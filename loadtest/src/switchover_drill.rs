@@ -4,6 +4,9 @@
 //! use MySQL: per-request (a new connection per write, as Django runs) and pooled
 //! clients that ping before each use (SQLAlchemy's `pool_pre_ping`, Django's
 //! `CONN_HEALTH_CHECKS`: a `COM_PING`, then the statements, on a kept connection).
+//! Each kind twice over: `mysql_async` in this process, and the Python clients
+//! themselves (SQLAlchemy with `pool_pre_ping=True` over PyMySQL; PyMySQL with a
+//! connection per write), from `lab/py/mysql_writer.py`.
 //!
 //! ```text
 //! switchyard  N × POST /pools/writer/switchover, back and forth (db1 ⇄ db2)
@@ -41,15 +44,25 @@ const TOKEN: &str = "drill-token";
 /// Which kind of client wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// `mysql_async`, a new connection per write.
     PerRequest,
+    /// `mysql_async`, a kept connection pinged before each use.
     PrePing,
+    /// SQLAlchemy with `pool_pre_ping=True` over PyMySQL.
+    SqlAlchemy,
+    /// PyMySQL, a new connection per write (Django without persistent connections).
+    PyMysql,
 }
 
 impl Kind {
+    const ALL: [Kind; 4] = [Kind::PerRequest, Kind::PrePing, Kind::SqlAlchemy, Kind::PyMysql];
+
     fn name(self) -> &'static str {
         match self {
             Kind::PerRequest => "per-request",
             Kind::PrePing => "pre-ping",
+            Kind::SqlAlchemy => "sqlalchemy-pre-ping",
+            Kind::PyMysql => "pymysql-per-request",
         }
     }
 }
@@ -171,6 +184,7 @@ where
 {
     let stop = CancellationToken::new();
     let writes = Arc::new(Mutex::new(Vec::new()));
+    let python = Python::start(front)?;
     let mut tasks = Vec::new();
     for (i, kind) in [Kind::PerRequest, Kind::PerRequest, Kind::PrePing, Kind::PrePing]
         .into_iter()
@@ -204,9 +218,108 @@ where
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     }
+    let from_python = tokio::task::spawn_blocking(move || python.stop()).await??;
     result?;
-    let writes = std::mem::take(&mut *writes.lock().unwrap());
+    let mut writes = std::mem::take(&mut *writes.lock().unwrap());
+    writes.extend(from_python);
     Ok((writes, moves))
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            system::stop(child, Duration::from_secs(2));
+        }
+    }
+}
+
+/// The Python clients (`lab/py/mysql_writer.py`), until a stop file appears.
+struct Python {
+    children: Vec<(Kind, Child)>,
+    stop_file: std::path::PathBuf,
+    /// The wall clock and the monotonic one at the same moment, to place their writes.
+    epoch: (std::time::SystemTime, Instant),
+}
+
+impl Python {
+    fn start(front: SocketAddr) -> Result<Python> {
+        let python = switchyard_lab::python::python()?;
+        let dir = system::temp_dir("sy-pywriters")?;
+        let stop_file = dir.join("stop");
+        let mut children = Vec::new();
+        for kind in [Kind::SqlAlchemy, Kind::PyMysql] {
+            let child = Command::new(&python)
+                .arg(switchyard_lab::python::script("mysql_writer.py"))
+                .args([
+                    front.ip().to_string(),
+                    front.port().to_string(),
+                    kind.name().to_string(),
+                ])
+                .arg(format!("sw-{}", kind.name()))
+                .arg(&stop_file)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .context("start a Python writer")?;
+            children.push((kind, child));
+        }
+        Ok(Python {
+            children,
+            stop_file,
+            epoch: (std::time::SystemTime::now(), Instant::now()),
+        })
+    }
+
+    /// Stops the writers and reads what they did.
+    fn stop(mut self) -> Result<Vec<Write>> {
+        std::fs::write(&self.stop_file, b"")?;
+        let mut writes = Vec::new();
+        for (kind, child) in std::mem::take(&mut self.children) {
+            // Bounded: each writer stops within one write once the file exists.
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                bail!(
+                    "the {} writer failed: {}",
+                    kind.name(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let v: serde_json::Value = serde_json::from_str(line).context("a writer's JSON line")?;
+                let at = |key: &str| self.instant(v[key].as_f64().unwrap_or(0.0));
+                let result = if v["ok"].as_bool() == Some(true) {
+                    Ok(v["server_id"].as_u64().unwrap_or(0) as u32)
+                } else {
+                    Err(v["error"].as_str().unwrap_or("").to_string())
+                };
+                writes.push(Write {
+                    kind,
+                    tag: v["tag"].as_str().unwrap_or("").to_string(),
+                    started: at("start"),
+                    ended: at("end"),
+                    result,
+                });
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.stop_file.parent().expect("a dir"));
+        Ok(writes)
+    }
+
+    fn instant(&self, wall: f64) -> Instant {
+        // Before the epoch by `offset` seconds when negative.
+        let base = self
+            .epoch
+            .0
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let offset = wall - base;
+        if offset >= 0.0 {
+            self.epoch.1 + Duration::from_secs_f64(offset)
+        } else {
+            self.epoch.1 - Duration::from_secs_f64(-offset)
+        }
+    }
 }
 
 /// One client until `stop`: per-request writes, or pre-ping uses of a kept connection.
@@ -219,8 +332,8 @@ async fn writer(front: SocketAddr, kind: Kind, id: usize, stop: CancellationToke
         let tag = format!("sw-{}-{id}-{n}", kind.name());
         let started = Instant::now();
         let result = match kind {
-            Kind::PerRequest => per_request(front, &tag).await,
-            Kind::PrePing => pre_ping(front, &mut kept, &tag).await,
+            Kind::PerRequest | Kind::PyMysql => per_request(front, &tag).await,
+            Kind::PrePing | Kind::SqlAlchemy => pre_ping(front, &mut kept, &tag).await,
         };
         let result = result.map_err(|e| e.to_string());
         if result.is_err() {
@@ -315,7 +428,7 @@ async fn report(
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || missing_on(&cluster.lock().unwrap(), primary, &acked)).await??
     };
-    for kind in [Kind::PerRequest, Kind::PrePing] {
+    for kind in Kind::ALL {
         let mine: Vec<&Write> = writes.iter().filter(|w| w.kind == kind).collect();
         let errors: Vec<&Write> = mine.iter().copied().filter(|w| w.result.is_err()).collect();
         let wrong = mine.iter().filter(|w| wrong_node(w, moves)).count();
@@ -328,7 +441,8 @@ async fn report(
             pause_p99_ms(&mine, moves),
         );
         for w in errors.iter().take(3) {
-            println!("  e.g. {}: {}", w.tag, w.result.as_ref().unwrap_err());
+            let error = w.result.as_ref().unwrap_err().replace('\n', " ");
+            println!("  e.g. {}: {}", w.tag, error.chars().take(200).collect::<String>());
         }
     }
     Ok(())
