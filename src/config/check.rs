@@ -58,6 +58,9 @@ pub enum ProbeConfig {
     /// A MongoDB `hello` on a kept connection (after SCRAM-SHA-256 when credentials
     /// are set).
     Mongo(MongoProbeConfig),
+    /// Redis `INFO replication` on a kept connection (after `AUTH` when a password is
+    /// set).
+    Redis(RedisProbeConfig),
 }
 
 impl ProbeConfig {
@@ -68,13 +71,23 @@ impl ProbeConfig {
             ProbeConfig::Http(_) => "http",
             ProbeConfig::Mysql(_) => "mysql",
             ProbeConfig::Mongo(_) => "mongo",
+            ProbeConfig::Redis(_) => "redis",
         }
     }
 
     /// Whether the probe reports roles (primary/replica), which role pools need.
     pub fn knows_roles(&self) -> bool {
-        matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_))
+        matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_) | ProbeConfig::Redis(_))
     }
+}
+
+/// A Redis check.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RedisProbeConfig {
+    /// The ACL user (`AUTH user password`); without it, `AUTH password` (the default user).
+    pub user: Option<String>,
+    /// The password; without it, no `AUTH`.
+    pub password: Option<Secret>,
 }
 
 /// A MongoDB check.

@@ -30,7 +30,9 @@ use thiserror::Error;
 
 use crate::tls::{BackendTls, ServerFiles};
 
-pub use check::{CheckConfig, Fraction, HttpProbeConfig, MongoProbeConfig, MysqlProbeConfig, ProbeConfig, Secret};
+pub use check::{
+    CheckConfig, Fraction, HttpProbeConfig, MongoProbeConfig, MysqlProbeConfig, ProbeConfig, RedisProbeConfig, Secret,
+};
 pub use cidr::Cidr;
 pub use cluster::{ClusterConfig, OnStoreLost, StoreTls};
 pub use forward::forward;

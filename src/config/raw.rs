@@ -168,6 +168,8 @@ pub enum CheckKind {
     Mysql,
     /// `mongo`: a MongoDB `hello`, after a SCRAM-SHA-256 login when credentials are set.
     Mongo,
+    /// `redis`: Redis `INFO replication`, after `AUTH` when a password is set.
+    Redis,
 }
 
 /// Every field optional so that `[check]` defaults and a backend's own `check` table

@@ -182,6 +182,8 @@ pub struct Report {
     pub position: Option<String>,
     /// A MongoDB member's hello (set name, election, lastWrite, ...).
     pub mongo: Option<crate::protocol::mongo::Hello>,
+    /// A Redis node's replication history and offsets.
+    pub redis: Option<probe::RedisInfo>,
 }
 
 impl Report {

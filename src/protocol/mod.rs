@@ -5,6 +5,7 @@ pub mod http;
 pub mod mongo;
 pub mod mysql;
 pub mod proxy_header;
+pub mod resp;
 
 /// The result of decoding a prefix of a byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,7 @@ pub(super) fn check_config(ctx: &Ctx<'_>, key: &str, raw: RawCheck) -> Result<Ch
         CheckKind::Http => ProbeConfig::Http(http_probe(&raw)),
         CheckKind::Mysql => ProbeConfig::Mysql(mysql_probe(ctx, key, &raw)?),
         CheckKind::Mongo => ProbeConfig::Mongo(mongo_probe(ctx, key, &raw)?),
+        CheckKind::Redis => ProbeConfig::Redis(redis_probe(ctx, key, &raw)?),
     };
     Ok(CheckConfig {
         probe,
@@ -61,11 +62,11 @@ fn only_where_they_apply(ctx: &Ctx<'_>, key: &str, kind: CheckKind, raw: &RawChe
         ("password_env", raw.password_env.is_some()),
         ("password_file", raw.password_file.is_some()),
     ];
-    if !matches!(kind, CheckKind::Mysql | CheckKind::Mongo) {
+    if !matches!(kind, CheckKind::Mysql | CheckKind::Mongo | CheckKind::Redis) {
         if let Some((field, _)) = login_only.iter().find(|(_, set)| *set) {
             return Err(ctx.invalid(
                 k(field),
-                "no login setting on a check that is not `kind = \"mysql\"` or `kind = \"mongo\"`",
+                "no login setting on a check that is not `kind = \"mysql\"`, `\"mongo\"` or `\"redis\"`",
             ));
         }
     }
@@ -136,5 +137,22 @@ fn mongo_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MongoProbeCon
             .auth_source
             .clone()
             .unwrap_or_else(|| defaults::MONGO_AUTH_SOURCE.into()),
+    })
+}
+
+fn redis_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<RedisProbeConfig, ConfigError> {
+    let password = ctx.secret(
+        &format!("{key}.password"),
+        [&raw.password, &raw.password_env, &raw.password_file],
+    )?;
+    if raw.user.is_some() && password.is_none() {
+        return Err(ctx.invalid(format!("{key}.password"), "a password with `user` (AUTH user password)"));
+    }
+    if raw.user.as_deref().is_some_and(str::is_empty) {
+        return Err(ctx.invalid(format!("{key}.user"), "a non-empty ACL user name"));
+    }
+    Ok(RedisProbeConfig {
+        user: raw.user.clone(),
+        password,
     })
 }

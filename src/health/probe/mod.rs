@@ -6,6 +6,7 @@
 mod http;
 mod mongo;
 pub(crate) mod mysql;
+mod redis;
 pub mod scram;
 mod tcp;
 
@@ -23,6 +24,7 @@ use crate::tls::ClientTls;
 pub use self::http::HttpProbe;
 pub use self::mongo::MongoProbe;
 pub use self::mysql::MysqlProbe;
+pub use self::redis::{RedisInfo, RedisProbe};
 
 /// Where a probe connects: the backend's address, from its `source` when set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,8 @@ enum Kind {
     Mysql(MysqlProbe),
     /// A MongoDB `hello` for the member's role.
     Mongo(MongoProbe),
+    /// Redis `INFO replication` and `INFO persistence` for the node's role.
+    Redis(RedisProbe),
 }
 
 impl Probe {
@@ -80,6 +84,7 @@ impl Probe {
             ProbeConfig::Http(http) => Kind::Http(HttpProbe::new(http, client)),
             ProbeConfig::Mysql(mysql) => Kind::Mysql(MysqlProbe::new(mysql, client)),
             ProbeConfig::Mongo(mongo) => Kind::Mongo(MongoProbe::new(mongo, client)),
+            ProbeConfig::Redis(redis) => Kind::Redis(RedisProbe::new(redis, client)),
         };
         Probe {
             kind,
@@ -102,6 +107,7 @@ impl Probe {
             Kind::Tcp(_) | Kind::Http(_) => {}
             Kind::Mysql(mysql) => mysql.forget_connection(),
             Kind::Mongo(mongo) => mongo.forget_connection(),
+            Kind::Redis(redis) => redis.forget_connection(),
         }
     }
 
@@ -117,6 +123,7 @@ impl Probe {
             Kind::Http(http) => http.check(to, deadline).await,
             Kind::Mysql(mysql) => mysql.check(to, deadline).await,
             Kind::Mongo(mongo) => mongo.check(to, deadline).await,
+            Kind::Redis(redis) => redis.check(to, deadline).await,
         }
     }
 }

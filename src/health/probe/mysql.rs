@@ -131,7 +131,7 @@ pub fn classify(variables: &Columns, slave: Option<&Columns>) -> Result<Report, 
         replica,
         server_id: get(variables, "@@server_id").and_then(|s| s.parse().ok()),
         position: get(variables, "@@gtid_binlog_pos"),
-        mongo: None,
+        ..Report::default()
     })
 }
 
