@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-600}"
-targets="${TARGETS:-mysql_packets mysql_monitor mongo_op_msg http_head der proxy_header}"
+targets="${TARGETS:-mysql_packets mysql_monitor mongo_op_msg mongo_replies redis_resp http_head der proxy_header}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cargo +nightly fuzz build -O >/dev/null 2>&1 || cargo +nightly fuzz build -O

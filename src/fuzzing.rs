@@ -12,10 +12,12 @@ use crate::protocol::{http, mongo, Decode};
 pub type Body = fn(&[u8]);
 
 /// Every target by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: [(&str, Body); 6] = [
+pub const TARGETS: [(&str, Body); 8] = [
     ("mysql_packets", mysql_packets),
     ("mysql_monitor", mysql_monitor),
     ("mongo_op_msg", mongo_op_msg),
+    ("mongo_replies", mongo_replies),
+    ("redis_resp", redis_resp),
     ("http_head", http_head),
     ("der", der),
     ("proxy_header", proxy_header),
@@ -58,6 +60,36 @@ pub fn mongo_op_msg(data: &[u8]) {
     if let Decode::Done((doc, _)) = mongo::decode_op_msg(data) {
         let hello = mongo::parse_hello(&doc);
         let _ = hello.claim();
+    }
+}
+
+/// A `mongo`-mode session's reply watch, fed the bytes in pieces of every size from
+/// the first byte's value (1 to 256), both ways.
+pub fn mongo_replies(data: &[u8]) {
+    let piece = usize::from(data.first().copied().unwrap_or(0)) + 1;
+    let mut watch = mongo::replies::Replies::default();
+    for chunk in data.chunks(piece) {
+        let _ = watch.not_primary(chunk);
+        watch.client(chunk);
+        let _ = watch.idle();
+    }
+}
+
+/// A Redis check's replies: RESP values one after another, and `INFO` text classified
+/// as the probe does.
+pub fn redis_resp(data: &[u8]) {
+    let mut rest = data;
+    let mut texts = Vec::new();
+    while let Decode::Done((value, used)) = crate::protocol::resp::decode(rest) {
+        rest = &rest[used..];
+        if let crate::protocol::resp::Value::Bulk(Some(bytes)) = value {
+            texts.push(String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::health::probe::classify_redis(&text, &text);
+    for pair in texts.windows(2) {
+        let _ = crate::health::probe::classify_redis(&pair[0], &pair[1]);
     }
 }
 

@@ -12,5 +12,6 @@ pub mod mariadb;
 pub mod mongo;
 pub mod netns;
 pub mod python;
+pub mod redis;
 pub mod system;
 pub mod tls;

@@ -77,7 +77,10 @@ impl ProbeConfig {
 
     /// Whether the probe reports roles (primary/replica), which role pools need.
     pub fn knows_roles(&self) -> bool {
-        matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_) | ProbeConfig::Redis(_))
+        matches!(
+            self,
+            ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_) | ProbeConfig::Redis(_)
+        )
     }
 }
 

@@ -158,7 +158,10 @@ mod tests {
     #[test]
     fn replies_decode() {
         assert_eq!(done(b"+OK\r\n"), Value::Simple("OK".into()));
-        assert_eq!(done(b"-NOAUTH Authentication required.\r\n"), Value::Error("NOAUTH Authentication required.".into()));
+        assert_eq!(
+            done(b"-NOAUTH Authentication required.\r\n"),
+            Value::Error("NOAUTH Authentication required.".into())
+        );
         assert_eq!(done(b":-7\r\n"), Value::Integer(-7));
         assert_eq!(done(b"$5\r\nhe\r\no\r\n"), Value::Bulk(Some(b"he\r\no".to_vec())));
         assert_eq!(done(b"$-1\r\n"), Value::Bulk(None));
@@ -167,7 +170,10 @@ mod tests {
             done(b"*2\r\n$3\r\nfoo\r\n:1\r\n"),
             Value::Array(Some(vec![Value::Bulk(Some(b"foo".to_vec())), Value::Integer(1)]))
         );
-        assert_eq!(command(&[b"INFO", b"replication"]), b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n");
+        assert_eq!(
+            command(&[b"INFO", b"replication"]),
+            b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n"
+        );
     }
 
     #[test]
@@ -197,7 +203,11 @@ mod tests {
         let fields: Vec<_> = info_fields(text).collect();
         assert_eq!(
             fields,
-            [("role", "slave"), ("master_host", "127.0.0.1"), ("slave0", "ip=1,port=2")]
+            [
+                ("role", "slave"),
+                ("master_host", "127.0.0.1"),
+                ("slave0", "ip=1,port=2")
+            ]
         );
     }
 }

@@ -24,7 +24,7 @@ use crate::tls::ClientTls;
 pub use self::http::HttpProbe;
 pub use self::mongo::MongoProbe;
 pub use self::mysql::MysqlProbe;
-pub use self::redis::{RedisInfo, RedisProbe};
+pub use self::redis::{classify as classify_redis, RedisInfo, RedisProbe};
 
 /// Where a probe connects: the backend's address, from its `source` when set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -100,7 +100,12 @@ impl RedisProbe {
 }
 
 /// Sends `request` and reads `count` replies, under `deadline`.
-async fn exchange(stream: &mut Stream, request: &[u8], count: usize, deadline: Instant) -> Result<Vec<Value>, CheckError> {
+async fn exchange(
+    stream: &mut Stream,
+    request: &[u8],
+    count: usize,
+    deadline: Instant,
+) -> Result<Vec<Value>, CheckError> {
     phase(deadline, Phase::Requesting, async {
         stream
             .write_all(request)
@@ -142,7 +147,11 @@ async fn exchange(stream: &mut Stream, request: &[u8], count: usize, deadline: I
 /// The role and replication state from `INFO replication` and `INFO persistence`
 /// (their text). Pure. An unknown role is an error, never a guess.
 pub fn classify(replication: &str, persistence: &str) -> Result<Report, CheckError> {
-    let field = |text: &'_ str, key: &str| resp::info_fields(text).find(|(k, _)| *k == key).map(|(_, v)| v.to_string());
+    let field = |text: &'_ str, key: &str| {
+        resp::info_fields(text)
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    };
     if field(persistence, "loading").as_deref() == Some("1") {
         return Err(CheckError::Response("the node is loading its dataset".into()));
     }
@@ -159,11 +168,14 @@ pub fn classify(replication: &str, persistence: &str) -> Result<Report, CheckErr
         Some("slave") => {
             let up = field(replication, "master_link_status").as_deref() == Some("up");
             let source = field(replication, "master_host").zip(field(replication, "master_port"));
+            // Lag in bytes needs the master's offset: a pool-level comparison (not
+            // here). A linked replica counts as current; one whose link is down serves
+            // what it has, as a MySQL replica reconnecting to its source does.
             let state = ReplicaState {
                 io_running: up,
                 io_connecting: !up,
                 sql_running: true,
-                lag: None,
+                lag: up.then_some(std::time::Duration::ZERO),
                 source: source.map(|(h, p)| format!("{h}:{p}")),
             };
             (Role::Replica, Some(state))
@@ -209,8 +221,14 @@ mod tests {
 
     #[test]
     fn loading_and_unknown_roles_fail_the_check() {
-        assert!(matches!(classify(MASTER, "loading:1\r\n"), Err(CheckError::Response(_))));
-        assert!(matches!(classify("role:sentinel\r\n", ""), Err(CheckError::Response(_))));
+        assert!(matches!(
+            classify(MASTER, "loading:1\r\n"),
+            Err(CheckError::Response(_))
+        ));
+        assert!(matches!(
+            classify("role:sentinel\r\n", ""),
+            Err(CheckError::Response(_))
+        ));
         assert!(matches!(classify("", ""), Err(CheckError::Response(_))));
     }
 }

@@ -1,0 +1,133 @@
+//! Role-aware Redis checks against real `redis-server` nodes (a master and two
+//! replicas, started once for this binary): the primary pool routes the master, the
+//! replica pool the replicas; a `REPLICAOF` flip moves the primary and closes the old
+//! master's sessions; `AUTH` with the right password passes, a wrong one fails at L7.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::*;
+use switchyard::app::Running;
+use switchyard::health::Status;
+use switchyard_lab::redis::RedisSet;
+use switchyard_test_support as support;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(work)
+}
+
+fn config(set: &RedisSet, check_extra: &str) -> String {
+    let mut text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[shutdown]\ngrace = \"1s\"\n\n[check]\nkind = \"redis\"\n{check_extra}\
+         interval = \"100ms\"\nfast_interval = \"100ms\"\ndown_interval = \"100ms\"\ntimeout = \"300ms\"\nrise = 1\nfall = 2\n\n"
+    );
+    let mut names = Vec::new();
+    for i in 0..3 {
+        text += &format!("[backends.r{}]\naddress = \"{}\"\n\n", i + 1, set.addr(i));
+        names.push(format!("\"r{}\"", i + 1));
+    }
+    let names = names.join(", ");
+    text += &format!("[pools.writer]\nbackends = [{names}]\nrole = \"primary\"\nhold_timeout = \"10s\"\n\n");
+    text += &format!("[pools.reader]\nbackends = [{names}]\nrole = \"replica\"\npolicy = \"round-robin\"\n\n");
+    text += "[listeners.writer]\nlisten = \"127.0.0.1:0\"\npool = \"writer\"\n\n\
+             [listeners.reader]\nlisten = \"127.0.0.1:0\"\npool = \"reader\"\n";
+    text
+}
+
+/// One command on `stream`; the reply's first line.
+async fn ask(stream: &mut TcpStream, args: &[&str]) -> String {
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within(LIMIT, "a Redis reply", stream.read(&mut buf)).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+/// The port of the node a new session through `listener` reaches.
+async fn who(listener: SocketAddr) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(listener).await.unwrap();
+    stream.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while !String::from_utf8_lossy(&reply).contains("tcp_port:") {
+        let n = within(LIMIT, "INFO server", stream.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "closed");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let port = text
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("tcp_port:"))
+        .unwrap()
+        .to_string();
+    (stream, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_roles_failover_and_auth() {
+    let set = tokio::task::spawn_blocking(|| RedisSet::start(3))
+        .await
+        .unwrap()
+        .expect("redis nodes start");
+    let proxy = proxy(&config(&set, "")).await;
+    roles_and_a_replicaof_flip(&proxy, &set).await;
+    proxy.shutdown().await;
+    auth(&set).await;
+    blocking(|| drop(set));
+}
+
+async fn roles_and_a_replicaof_flip(proxy: &Running, set: &RedisSet) {
+    await_pool(proxy, "writer", &["r1"]).await;
+    await_pool(proxy, "reader", &["r2", "r3"]).await;
+    let writer = proxy.listener("writer").unwrap();
+    let reader = proxy.listener("reader").unwrap();
+    let (mut old, port) = who(writer).await;
+    assert_eq!(port, set.addr(0).port().to_string(), "writes reach the master");
+    assert_eq!(ask(&mut old, &["SET", "k", "1"]).await, "+OK");
+    let (mut replica, _) = who(reader).await;
+    assert!(ask(&mut replica, &["SET", "k", "2"]).await.starts_with("-READONLY"));
+
+    // A planned move by hand: r2 becomes master, then r1 its replica.
+    blocking(|| set.promote(1)).unwrap();
+    blocking(|| set.replicate(0, 1)).unwrap();
+    blocking(|| set.replicate(2, 1)).unwrap();
+    await_pool(proxy, "writer", &["r2"]).await;
+    await_pool(proxy, "reader", &["r1", "r3"]).await;
+    closes(&mut old, "the old master's session to be fenced").await;
+    let (mut new, port) = who(writer).await;
+    assert_eq!(port, set.addr(1).port().to_string(), "writes reach the new master");
+    assert_eq!(ask(&mut new, &["SET", "k", "3"]).await, "+OK");
+    let view = await_status(proxy, "r1", Status::Up).await;
+    assert_eq!(
+        view.report.and_then(|r| r.redis).map(|r| r.replid.len()),
+        Some(40),
+        "replid reported"
+    );
+}
+
+async fn auth(set: &RedisSet) {
+    blocking(|| set.cli(2, &["CONFIG", "SET", "requirepass", "s3cret"])).unwrap();
+    let proxy = proxy(&config(set, "password = \"s3cret\"\n")).await;
+    let view = await_status(&proxy, "r3", Status::Up).await;
+    assert_eq!(view.role, switchyard::health::Role::Replica);
+    let down = await_status(&proxy, "r1", Status::Down).await;
+    let error = down.last_check.and_then(|c| c.error).unwrap_or_default();
+    assert!(error.contains("authentication failed"), "{error}");
+    proxy.shutdown().await;
+    let wrong = support::proxy(&config(set, "password = \"wrong\"\n")).await;
+    let down = await_status(&wrong, "r3", Status::Down).await;
+    let error = down.last_check.and_then(|c| c.error).unwrap_or_default();
+    assert!(
+        error.contains("authentication failed") && !error.contains("wrong"),
+        "{error}"
+    );
+    wrong.shutdown().await;
+}
