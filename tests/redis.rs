@@ -1,7 +1,8 @@
 //! Role-aware Redis checks against real `redis-server` nodes (a master and two
 //! replicas, started once for this binary): the primary pool routes the master, the
-//! replica pool the replicas; a `REPLICAOF` flip moves the primary and closes the old
-//! master's sessions; `AUTH` with the right password passes, a wrong one fails at L7.
+//! replica pool the replicas; a promoted replica supersedes the master whose history
+//! it continued (the pool moves at once, the old master's sessions close, the alarm
+//! is raised until the old one is a replica); `AUTH` with the right password passes, a wrong one fails at L7.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,13 +96,26 @@ async fn roles_and_a_replicaof_flip(proxy: &Running, set: &RedisSet) {
     let (mut replica, _) = who(reader).await;
     assert!(ask(&mut replica, &["SET", "k", "2"]).await.starts_with("-READONLY"));
 
-    // A planned move by hand: r2 becomes master, then r1 its replica.
+    // A planned move, as Sentinel makes it: r2 becomes master first; r1 still says
+    // master (and takes writes) until it is told. r2 continued r1's history, so r1 is
+    // superseded at once: the pool moves and r1's sessions close, with the alarm.
     blocking(|| set.promote(1)).unwrap();
+    await_pool(proxy, "writer", &["r2"]).await;
+    closes(&mut old, "the superseded master's session to be fenced").await;
+    let alarm = pool_status(&status_json(proxy).await, "writer")["alarm"].clone();
+    assert!(
+        alarm.as_str().is_some_and(|a| a.contains("r1") && a.contains("r2")),
+        "{alarm}"
+    );
     blocking(|| set.replicate(0, 1)).unwrap();
     blocking(|| set.replicate(2, 1)).unwrap();
-    await_pool(proxy, "writer", &["r2"]).await;
     await_pool(proxy, "reader", &["r1", "r3"]).await;
-    closes(&mut old, "the old master's session to be fenced").await;
+    within(LIMIT, "the alarm to clear", async {
+        while !pool_status(&status_json(proxy).await, "writer")["alarm"].is_null() {
+            poll_pause().await;
+        }
+    })
+    .await;
     let (mut new, port) = who(writer).await;
     assert_eq!(port, set.addr(1).port().to_string(), "writes reach the new master");
     assert_eq!(ask(&mut new, &["SET", "k", "3"]).await, "+OK");

@@ -406,3 +406,33 @@ mod model;
 mod proxy;
 mod switchover;
 mod tls;
+
+#[test]
+fn redis_checks_and_their_credentials() {
+    let redis = MONGO
+        .replace("kind = \"mongo\"", "kind = \"redis\"")
+        .replace("set_name = \"rs0\"\n", "");
+    let config = parse(&redis).unwrap();
+    assert_eq!(
+        config.backends[0].check.probe,
+        ProbeConfig::Redis(RedisProbeConfig::default())
+    );
+    let with_user = redis.replace(
+        "kind = \"redis\"",
+        "kind = \"redis\"\nuser = \"probe\"\npassword = \"pw\"",
+    );
+    match &parse(&with_user).unwrap().backends[0].check.probe {
+        ProbeConfig::Redis(r) => {
+            assert_eq!(r.user.as_deref(), Some("probe"));
+            assert_eq!(r.password.as_ref().map(|p| p.expose()), Some("pw"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let no_password = redis.replace("kind = \"redis\"", "kind = \"redis\"\nuser = \"probe\"");
+    assert_eq!(
+        parse(&no_password).unwrap_err().key(),
+        Some("backends.m1.check.password")
+    );
+    let http_field = redis.replace("kind = \"redis\"", "kind = \"redis\"\npath = \"/\"");
+    assert_eq!(parse(&http_field).unwrap_err().key(), Some("backends.m1.check.path"));
+}

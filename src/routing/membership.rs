@@ -129,7 +129,20 @@ pub fn decide(
                     ..Decision::default()
                 };
             }
-            let (writable, newest_election) = current_writers(pool, states, members, seen);
+            let (masters, newest_election) = current_writers(pool, states, members, seen);
+            // Redis: a master whose history another master continued is superseded.
+            let writable: Vec<BackendId> = masters
+                .iter()
+                .copied()
+                .filter(|&b| !superseded(pool, states, b))
+                .collect();
+            if writable.len() == 1 && masters.len() > 1 {
+                return Decision {
+                    members: writable,
+                    two_writers: masters,
+                    newest_election,
+                };
+            }
             match writable.len() {
                 0 | 1 => Decision {
                     members: writable,
@@ -167,6 +180,29 @@ pub fn decide(
             }
         }
     }
+}
+
+/// Whether `b` is a Redis master that another member's history continued: that
+/// member (a master, reachable or not: its last report counts) has `b`'s replid as its
+/// `master_replid2`, so `b` is an old master that has not learnt it was replaced (after
+/// a planned failover, or a SIGSTOP and SIGCONT). Offsets would mislead: the old one may
+/// report the higher offset.
+fn superseded(pool: &PoolConfig, states: &[BackendState], b: BackendId) -> bool {
+    let Some(mine) = states[b].report.as_ref().and_then(|r| r.redis.as_ref()) else {
+        return false;
+    };
+    if mine.replid.is_empty() {
+        return false;
+    }
+    pool.members.iter().any(|&other| {
+        other != b
+            && states[other].role() == Role::Primary
+            && states[other]
+                .report
+                .as_ref()
+                .and_then(|r| r.redis.as_ref())
+                .is_some_and(|r| r.replid2 == mine.replid && r.replid != mine.replid)
+    })
 }
 
 /// The writable members that are not stale primaries, and the newest election seen.

@@ -328,3 +328,52 @@ fn replica_fallback_never_picks_a_stale_primary() {
     states[2].status = Status::Down;
     assert!(decide(&config, &states, None, None).members.is_empty());
 }
+
+fn redis_master(replid: &str, replid2: &str, offset: i64) -> BackendState {
+    let mut state = primary();
+    state.report.as_mut().unwrap().redis = Some(crate::health::probe::RedisInfo {
+        replid: replid.into(),
+        replid2: replid2.into(),
+        offset,
+        ..Default::default()
+    });
+    state
+}
+
+#[test]
+fn a_redis_master_whose_history_another_continued_is_not_routed() {
+    const ZEROS: &str = "0000000000000000000000000000000000000000";
+    // After a planned failover: b1 (the old master, still writable, current) and b2,
+    // promoted from b1's history. The new one wins although the old one is current and
+    // reports the higher offset; the alarm names both.
+    let states = [
+        redis_master("aaa", ZEROS, 900),
+        redis_master("bbb", "aaa", 500),
+        replica("Yes", true, Some(0)),
+    ];
+    let d = decide(&pool(PoolRole::Primary), &states, Some(0), None);
+    assert_eq!(d.members, [1], "the continuing master");
+    assert_eq!(d.two_writers, [0, 1]);
+    // Down, its last report still tells the old one it was replaced.
+    let states = [
+        redis_master("aaa", ZEROS, 900),
+        down(redis_master("bbb", "aaa", 500)),
+        replica("Yes", true, Some(0)),
+    ];
+    assert_eq!(
+        decide(&pool(PoolRole::Primary), &states, Some(0), None).members,
+        Vec::<usize>::new()
+    );
+    // Unrelated histories (an old master restarted empty): the single-writer rule.
+    let states = [
+        redis_master("ccc", ZEROS, 0),
+        redis_master("bbb", "aaa", 500),
+        replica("Yes", true, Some(0)),
+    ];
+    let d = decide(&pool(PoolRole::Primary), &states, Some(1), None);
+    assert_eq!(
+        (d.members, d.two_writers),
+        (vec![1], vec![0, 1]),
+        "the current one is kept"
+    );
+}
