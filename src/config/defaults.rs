@@ -81,6 +81,8 @@ pub fn tls_server_name(address: &str) -> String {
 
 /// `pools.*.required`.
 pub const REQUIRED: bool = false;
+/// `pools.*.max_replication_lag_bytes` (Redis replica pools): 1 MiB.
+pub const MAX_REPLICATION_LAG_BYTES: u64 = 1 << 20;
 /// `pools.*.max_replication_lag` (replica pools).
 pub const MAX_REPLICATION_LAG: Duration = Duration::from_secs(10);
 

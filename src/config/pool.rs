@@ -81,6 +81,9 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Replica pools: members lagging more than this leave the pool.
     pub max_replication_lag: Duration,
+    /// Replica pools of Redis members: the most a replica's offset may trail its
+    /// master's, bytes.
+    pub max_replication_lag_bytes: u64,
     /// Replica pools: route to the primary when no replica qualifies.
     pub fallback_to_primary: bool,
     /// Primary pools: the rule when two members are writable.

@@ -308,6 +308,9 @@ pub struct RawPool {
     /// `pools.*.max_replication_lag`: replica pools only: the most a member may lag
     /// (default `defaults::MAX_REPLICATION_LAG`).
     pub max_replication_lag: Option<ConfigDuration>,
+    /// `pools.*.max_replication_lag_bytes`: replica pools of Redis members only: the most
+    /// a replica's offset may trail its master's (default `defaults::MAX_REPLICATION_LAG_BYTES`).
+    pub max_replication_lag_bytes: Option<u64>,
     /// `pools.*.fallback_to_primary`: replica pools only: route to the writable member when no
     /// replica qualifies (default false).
     pub fallback_to_primary: Option<bool>,

@@ -174,6 +174,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             max_replication_lag: Duration::from_secs(10),
+            max_replication_lag_bytes: 1 << 20,
             fallback_to_primary: false,
             two_writers,
             set_name: None,

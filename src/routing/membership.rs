@@ -165,6 +165,7 @@ pub fn decide(
             let replicas: Vec<_> = members
                 .clone()
                 .filter(|&b| replica_ok(&states[b], pool, newest_write))
+                .filter(|&b| redis_lag_ok(pool, states, b))
                 .collect();
             if !replicas.is_empty() || !pool.fallback_to_primary {
                 return Decision {
@@ -179,6 +180,33 @@ pub fn decide(
                 ..Decision::default()
             }
         }
+    }
+}
+
+/// Whether Redis replica `b` trails its master by at most the pool's
+/// `max_replication_lag_bytes`: the master (the member whose address is the replica's
+/// source, by its last report) has `master_repl_offset`, the replica
+/// `slave_repl_offset`. Not Redis, or no such master in the pool: true (the link
+/// state decides, in [`replica_ok`]).
+fn redis_lag_ok(pool: &PoolConfig, states: &[BackendState], b: BackendId) -> bool {
+    let Some(report) = states[b].report.as_ref() else {
+        return true;
+    };
+    let Some(info) = report.redis.as_ref().filter(|_| report.role == Role::Replica) else {
+        return true;
+    };
+    let Some(mine) = info.replica_offset else {
+        return true;
+    };
+    // The master this replica follows: a member reporting the same history as master.
+    let master = pool.members.iter().filter(|&&m| m != b).find_map(|&m| {
+        let r = states[m].report.as_ref()?;
+        let theirs = r.redis.as_ref()?;
+        (r.role == Role::Primary && theirs.replid == info.replid).then_some(theirs.offset)
+    });
+    match master {
+        Some(offset) => u64::try_from(offset - mine).unwrap_or(0) <= pool.max_replication_lag_bytes,
+        None => true,
     }
 }
 

@@ -43,6 +43,9 @@ pub(super) fn pool_config(
         connect_timeout: raw.connect_timeout.map_or(defaults::CONNECT_TIMEOUT, |t| t.0),
         idle_timeout: raw.idle_timeout.map_or(defaults::IDLE_TIMEOUT, |t| t.0),
         max_replication_lag: raw.max_replication_lag.map_or(defaults::MAX_REPLICATION_LAG, |s| s.0),
+        max_replication_lag_bytes: raw
+            .max_replication_lag_bytes
+            .unwrap_or(defaults::MAX_REPLICATION_LAG_BYTES),
         fallback_to_primary: raw.fallback_to_primary.unwrap_or(defaults::FALLBACK_TO_PRIMARY),
         two_writers: raw.two_writers.unwrap_or(defaults::TWO_WRITERS),
         set_name: raw.set_name.filter(|n| !n.is_empty()),
@@ -165,6 +168,10 @@ fn role_fits_members(
         (
             "max_replication_lag",
             raw.max_replication_lag.is_some() && role != PoolRole::Replica,
+        ),
+        (
+            "max_replication_lag_bytes",
+            raw.max_replication_lag_bytes.is_some() && role != PoolRole::Replica,
         ),
         (
             "fallback_to_primary",

@@ -16,6 +16,7 @@ fn pool(role: PoolRole) -> PoolConfig {
         connect_timeout: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(1),
         max_replication_lag: Duration::from_secs(10),
+        max_replication_lag_bytes: 1 << 20,
         fallback_to_primary: false,
         two_writers: TwoWriters::KeepCurrent,
         set_name: None,
@@ -376,4 +377,29 @@ fn a_redis_master_whose_history_another_continued_is_not_routed() {
         (vec![1], vec![0, 1]),
         "the current one is kept"
     );
+}
+
+#[test]
+fn a_redis_replica_more_bytes_behind_its_master_than_allowed_is_not_routed() {
+    let replica_at = |offset: i64| {
+        let mut state = replica("Yes", true, Some(0));
+        let report = state.report.as_mut().unwrap();
+        report.redis = Some(crate::health::probe::RedisInfo {
+            replid: "aaa".into(),
+            offset,
+            replica_offset: Some(offset),
+            ..Default::default()
+        });
+        state
+    };
+    let master = redis_master("aaa", "0", 5_000_000);
+    let states = [master.clone(), replica_at(4_500_000), replica_at(100)];
+    assert_eq!(
+        decide(&pool(PoolRole::Replica), &states, None, None).members,
+        [1],
+        "500 KB behind is within 1 MiB"
+    );
+    // Another history's master says nothing of these replicas' lag.
+    let states = [redis_master("zzz", "0", 5_000_000), replica_at(100), replica_at(100)];
+    assert_eq!(decide(&pool(PoolRole::Replica), &states, None, None).members, [1, 2]);
 }
