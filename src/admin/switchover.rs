@@ -2,7 +2,8 @@
 //! orchestrated switchover (see [`crate::switchover`]). The answer comes when it is
 //! over: 200 with the report when the target is the primary, 409 when a check before
 //! any change refused it, 500 when a step failed and was undone (the report says which
-//! step, why, and what was undone).
+//! step, why, and what was undone). The switchover runs on a task of its own, so it
+//! finishes (or is undone) even if the client goes away.
 
 use std::sync::Arc;
 
@@ -55,12 +56,26 @@ pub(super) async fn post(
                 .into_response()
         }
     };
-    let ctx = Context {
-        topology: &state.topology,
-        router: &state.commands,
-        timeline: &state.timeline,
+    // On a task of its own: a client that goes away must not stop a switchover halfway
+    // (its undo and the release must run whatever happens to the answer).
+    let running = tokio::spawn(async move {
+        let ctx = Context {
+            topology: &state.topology,
+            router: &state.commands,
+            timeline: &state.timeline,
+        };
+        switchover::run(&ctx, &name, &to).await
+    });
+    let report = match running.await {
+        Ok(report) => report,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the switchover task failed: {e}\n"),
+            )
+                .into_response()
+        }
     };
-    let report = switchover::run(&ctx, &name, &to).await;
     let code = match &report.failed {
         None => StatusCode::OK,
         Some(failed) if failed.step == "check" => StatusCode::CONFLICT,

@@ -231,6 +231,13 @@ impl<L: Leg> Future for Duplex<'_, L> {
                 }
             }
         }
+        // A MongoDB session being fenced ends once no operation is under way, before a
+        // request waiting in the client's socket is read (it would go to the fenced member).
+        let quiet = this.up.buffer.is_none() && this.down.buffer.is_none();
+        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) && this.replies.as_ref().is_some_and(|r| r.idle()) {
+            traffic.closed_idle.store(true, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
         let tracked = this.commands.is_some() || this.replies.is_some();
         let up = L::poll_direction(
             &mut this.client,
@@ -283,11 +290,6 @@ impl<L: Leg> Future for Duplex<'_, L> {
         // the session ends there when its watchdog asks and it has sat still for
         // DRAIN_QUIET (the watchdog wakes this task meanwhile).
         let quiet = this.up.buffer.is_none() && this.down.buffer.is_none();
-        // A MongoDB session being fenced ends once no operation is under way.
-        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) && this.replies.as_ref().is_some_and(|r| r.idle()) {
-            traffic.closed_idle.store(true, Ordering::Relaxed);
-            return Poll::Ready(Ok(()));
-        }
         if quiet && traffic.close_when_idle.load(Ordering::Relaxed) {
             if let Some(commands) = this.commands.as_deref_mut().filter(|c| c.idle()) {
                 let moved = traffic.upstream.load(Ordering::Relaxed) + traffic.downstream.load(Ordering::Relaxed);

@@ -156,6 +156,11 @@ async fn one_round<C: Connect>(
         })
     });
     for member in candidates {
+        if member.is_suspect() {
+            // It just said it is no longer the primary: not even a connect.
+            attempts.suspect = true;
+            continue;
+        }
         let attempt = Instant::now();
         let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);
         let connected = tokio::select! {

@@ -134,22 +134,27 @@ pub async fn run(ctx: &Context<'_>, pool: &str, to: &str) -> Report {
         report.failed = Some(failed("check", "another switchover of this pool is under way".into()));
         return report;
     }
+    // Released however this ends, a panic included.
+    let _claim = Claim(pool.to_string());
     let mut run = match Run::prepare(ctx, pool, to, &mut report).await {
         Ok(run) => run,
         Err(cause) => {
             report.failed = Some(failed("check", cause));
-            release_claim(pool);
             return report;
         }
     };
     run.execute(&mut report).await;
-    release_claim(pool);
     report
 }
 
-fn release_claim(pool: &str) {
-    if let Some(running) = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-        running.remove(pool);
+/// A pool's place in [`RUNNING`], given back on drop.
+struct Claim(String);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if let Some(running) = RUNNING.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            running.remove(&self.0);
+        }
     }
 }
 
@@ -331,8 +336,10 @@ impl<'a> Run<'a> {
             deadline: self.config.hold(),
             drain: Some(self.config.drain),
         };
-        AdminCommand::send(self.ctx.router, action).await?;
+        // Set first: a router that applied the hold but answered late still gets its
+        // release (which is harmless if the hold never began).
         self.held_at = Some(started);
+        AdminCommand::send(self.ctx.router, action).await?;
         let left = self.pool.drained(started + self.config.drain).await;
         let left: usize = left.iter().map(|(_, n)| n).sum();
         let detail = match left {
@@ -384,6 +391,28 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Renews the hold (best effort): the steps, and a rollback after them, may take
+    /// longer than the hold's first deadline.
+    async fn renew(&self) {
+        if self.held_at.is_some() {
+            let action = AdminAction::Hold {
+                pool: self.pool.id,
+                deadline: self.config.hold(),
+                drain: None,
+            };
+            let _ = AdminCommand::send(self.ctx.router, action).await;
+        }
+    }
+
+    /// An error text without the replication password (a server's syntax error may
+    /// quote the statement).
+    fn scrub(&self, text: String) -> String {
+        match self.config.replication_password.as_ref().map(|p| p.expose()) {
+            Some(p) if !p.is_empty() => text.replace(p, "***"),
+            _ => text,
+        }
+    }
+
     /// Runs a step's statement on one node; its undo is kept for a rollback.
     async fn exec(
         &mut self,
@@ -393,10 +422,12 @@ impl<'a> Run<'a> {
         statement: &str,
         undo: Option<&str>,
     ) -> Result<(), (&'static str, String)> {
+        self.renew().await;
         let started = Instant::now();
         let result = self.nodes[node]
             .run(&self.config, statement, self.config.statement_timeout)
-            .await;
+            .await
+            .map_err(|e| self.scrub(e));
         // A statement that failed midway may have done part of its work: undo it too.
         if let Some(undo) = undo {
             self.undo.push(Undo {
@@ -447,6 +478,9 @@ impl<'a> Run<'a> {
     /// Undoes what was done, newest first; waits for the old primary to be routed
     /// again; releases the hold.
     async fn rollback(&mut self, report: &mut Report, failure: &mut Failed) {
+        self.renew().await;
+        let undid_demote = self.undo.iter().any(|u| u.step == "demote");
+        let undid_promote = self.undo.iter().any(|u| u.step == "promote");
         while let Some(undo) = self.undo.pop() {
             let started = Instant::now();
             let name = self.nodes[undo.node].name().to_string();
@@ -459,7 +493,17 @@ impl<'a> Run<'a> {
                     let detail = format!("undone: {}", redacted(&undo.sql));
                     self.record(report, step(undo.step, Some(&name), started, detail));
                 }
-                Err(e) => failure.undo_errors.push(format!("{} on {name}: {e}", undo.step)),
+                Err(e) => {
+                    let e = self.scrub(e);
+                    failure.undo_errors.push(format!("{} on {name}: {e}", undo.step));
+                }
+            }
+        }
+        // A statement that timed out on our side may still have run on the server
+        // after its undo: read the roles back, and set them once more if so.
+        for (undone, node, want) in [(undid_demote, FROM, "0"), (undid_promote, TO, "1")] {
+            if undone {
+                self.confirm_read_only(node, want, failure).await;
             }
         }
         if self.held_at.is_some() {
@@ -472,6 +516,24 @@ impl<'a> Run<'a> {
                     .push("the router did not name the old primary again in time".into());
             }
             self.release(report, "released after the rollback").await;
+        }
+    }
+
+    /// Makes sure node `node` has `@@read_only` = `want` after a rollback.
+    async fn confirm_read_only(&mut self, node: usize, want: &str, failure: &mut Failed) {
+        let limit = self.config.statement_timeout;
+        let name = self.nodes[node].name().to_string();
+        let read = self.nodes[node]
+            .rows(&self.config, "SELECT @@read_only AS ro", limit)
+            .await;
+        if read.as_ref().is_ok_and(|(row, _)| text(row, "ro") == want) {
+            return;
+        }
+        let fix = format!("SET GLOBAL read_only={want}");
+        if let Err(e) = self.nodes[node].run(&self.config, &fix, limit).await {
+            failure
+                .undo_errors
+                .push(format!("{name} should have read_only={want}: {e}"));
         }
     }
 

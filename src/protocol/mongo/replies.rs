@@ -66,8 +66,10 @@ impl Replies {
             |message| {
                 found |= says_not_primary(message);
             },
+            // Flags split across reads count as not ended: the safe side (a fence then
+            // waits out its grace rather than cut a reply stream).
             |flags| {
-                if !matches!(flags, Some(f) if f & MORE_TO_COME != 0) {
+                if matches!(flags, Some(f) if f & MORE_TO_COME == 0) {
                     ended += 1;
                 }
             },
