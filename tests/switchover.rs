@@ -387,5 +387,7 @@ async fn direct(cluster: &Cluster, index: usize) -> mysql_async::Conn {
         .user(Some(ORCHESTRATOR_USER))
         .pass(Some(ORCHESTRATOR_PASSWORD))
         .prefer_socket(false);
-    mysql_async::Conn::new(opts).await.unwrap()
+    within(LIMIT, "a direct connection", mysql_async::Conn::new(opts))
+        .await
+        .unwrap()
 }

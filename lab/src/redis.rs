@@ -53,9 +53,17 @@ impl RedisSet {
 
     /// Runs `redis-cli` against node `i`; its output.
     pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
+        // Bounded: a node that accepts and never answers cannot hang the caller.
         system::run(
-            Command::new("redis-cli")
-                .args(["-h", "127.0.0.1", "-p", &self.nodes[i].port.to_string()])
+            Command::new("timeout")
+                .args([
+                    "10",
+                    "redis-cli",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.nodes[i].port.to_string(),
+                ])
                 .args(args),
         )
         .map(|out| out.trim_end().to_string())

@@ -32,12 +32,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mysql_async::prelude::Queryable;
 use switchyard_lab::mariadb::{
-    Cluster, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER, ORCHESTRATOR_PASSWORD, ORCHESTRATOR_USER,
-    REPL_PASSWORD, REPL_USER,
+    Cluster, MONITOR_PASSWORD, MONITOR_USER, ORCHESTRATOR_PASSWORD, ORCHESTRATOR_USER, REPL_PASSWORD, REPL_USER,
 };
 use switchyard_lab::system;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::sysbench::spawn;
+use crate::workload::opts;
 
 const TOKEN: &str = "drill-token";
 
@@ -87,15 +89,6 @@ struct Move {
     to: u32,
 }
 
-/// A process stopped by PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        system::stop(&mut self.0, Duration::from_secs(2));
-    }
-}
-
 /// Runs the drill; `switchovers` per target.
 pub async fn run(switchovers: u32, switchyard: &Path) -> Result<()> {
     system::ensure_packages(&[("haproxy", "haproxy")])?;
@@ -110,13 +103,13 @@ pub async fn run(switchovers: u32, switchyard: &Path) -> Result<()> {
     let (port, admin) = (system::free_port()?, system::free_port()?);
     let config = switchyard_config(&cluster.lock().unwrap(), port, admin);
     std::fs::write(dir.join("switchyard.toml"), config)?;
-    let proxy = Proc(system::spawn_logged(
+    let proxy = spawn(
         Command::new(switchyard)
             .args(["run", "--config"])
             .arg(dir.join("switchyard.toml"))
             .env("RUST_LOG", "warn"),
         &dir.join("switchyard.log"),
-    )?);
+    )?;
     let front = SocketAddr::from(([127, 0, 0, 1], port));
     let admin = SocketAddr::from(([127, 0, 0, 1], admin));
     await_write(front).await.context("a first write through switchyard")?;
@@ -144,13 +137,13 @@ pub async fn run(switchovers: u32, switchyard: &Path) -> Result<()> {
         dir.join("haproxy.cfg"),
         haproxy_config(&cluster.lock().unwrap(), ha_port, &socket, primary),
     )?;
-    let haproxy = Proc(system::spawn_logged(
+    let haproxy = spawn(
         Command::new("haproxy")
             .arg("-db")
             .arg("-f")
             .arg(dir.join("haproxy.cfg")),
         &dir.join("haproxy.log"),
-    )?);
+    )?;
     let ha_front = SocketAddr::from(([127, 0, 0, 1], ha_port));
     await_write(ha_front).await.context("a first write through HAProxy")?;
     let current = Arc::new(Mutex::new(primary));
@@ -370,14 +363,7 @@ async fn pre_ping(front: SocketAddr, kept: &mut Option<mysql_async::Conn>, tag: 
 }
 
 async fn connect(addr: SocketAddr) -> mysql_async::Result<mysql_async::Conn> {
-    let opts = mysql_async::OptsBuilder::default()
-        .ip_or_hostname(addr.ip().to_string())
-        .tcp_port(addr.port())
-        .user(Some(APP_USER))
-        .pass(Some(APP_PASSWORD))
-        .db_name(Some("appdb"))
-        .prefer_socket(false);
-    match tokio::time::timeout(Duration::from_secs(30), mysql_async::Conn::new(opts)).await {
+    match tokio::time::timeout(Duration::from_secs(30), mysql_async::Conn::new(opts(addr))).await {
         Ok(conn) => conn,
         Err(_) => Err(mysql_async::Error::Other("connect timed out".into())),
     }

@@ -21,7 +21,7 @@ use switchyard_lab::system;
 use crate::proxy_config;
 
 /// A process stopped by PID when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -29,7 +29,7 @@ impl Drop for Proc {
     }
 }
 
-fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
+pub(crate) fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
     system::spawn_logged(command, log).map(Proc)
 }
 

@@ -39,7 +39,8 @@ pub enum Status {
 /// The role a backend reports. TCP and HTTP probes cannot tell, so they report
 /// `Unknown`; the MySQL probe reports `Primary` (`read_only=0`) or `Replica`; the
 /// MongoDB probe `Primary`, `Secondary` or `Arbiter` (and `Unknown` for a member in
-/// another state, e.g. RECOVERING).
+/// another state, e.g. RECOVERING); the Redis probe `Primary` (`role:master`) or
+/// `Replica` (`role:slave`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -47,9 +48,9 @@ pub enum Role {
     /// another state.
     #[default]
     Unknown,
-    /// Writable: a MySQL server with `read_only=0`, or the MongoDB primary.
+    /// Writable: a MySQL server with `read_only=0`, the MongoDB primary, a Redis master.
     Primary,
-    /// A MySQL server with `read_only` on.
+    /// A MySQL server with `read_only` on, or a Redis replica.
     Replica,
     /// A MongoDB secondary.
     Secondary,

@@ -231,14 +231,18 @@ impl<L: Leg> Future for Duplex<'_, L> {
                 }
             }
         }
+        // Plain byte sessions (most) skip every check below that a tracker needs.
+        let tracked = this.commands.is_some() || this.replies.is_some();
         // A MongoDB session being fenced ends once no operation is under way, before a
         // request waiting in the client's socket is read (it would go to the fenced member).
-        let quiet = this.up.buffer.is_none() && this.down.buffer.is_none();
-        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) && this.replies.as_ref().is_some_and(|r| r.idle()) {
+        if this.replies.as_ref().is_some_and(|r| r.idle())
+            && this.up.buffer.is_none()
+            && this.down.buffer.is_none()
+            && traffic.close_when_idle.load(Ordering::Relaxed)
+        {
             traffic.closed_idle.store(true, Ordering::Relaxed);
             return Poll::Ready(Ok(()));
         }
-        let tracked = this.commands.is_some() || this.replies.is_some();
         let up = L::poll_direction(
             &mut this.client,
             &mut this.upstream,
@@ -256,8 +260,8 @@ impl<L: Leg> Future for Duplex<'_, L> {
         )?;
         // A pool's check of the connection, while draining: the session ends before
         // the answer, so the pool connects anew (to the next primary).
-        if traffic.close_when_idle.load(Ordering::Relaxed)
-            && this.commands.as_ref().is_some_and(|c| c.pinging_at_idle())
+        if this.commands.as_ref().is_some_and(|c| c.pinging_at_idle())
+            && traffic.close_when_idle.load(Ordering::Relaxed)
         {
             L::quit(&mut this.upstream);
             traffic.closed_idle.store(true, Ordering::Relaxed);
@@ -279,7 +283,7 @@ impl<L: Leg> Future for Duplex<'_, L> {
             cx,
         )?;
         // A reply said the member is no longer the primary; it was not forwarded.
-        if traffic.not_primary.load(Ordering::Relaxed) {
+        if this.replies.is_some() && traffic.not_primary.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(()));
         }
         if up.is_ready() && down.is_ready() {
@@ -290,7 +294,7 @@ impl<L: Leg> Future for Duplex<'_, L> {
         // the session ends there when its watchdog asks and it has sat still for
         // DRAIN_QUIET (the watchdog wakes this task meanwhile).
         let quiet = this.up.buffer.is_none() && this.down.buffer.is_none();
-        if quiet && traffic.close_when_idle.load(Ordering::Relaxed) {
+        if this.commands.is_some() && quiet && traffic.close_when_idle.load(Ordering::Relaxed) {
             if let Some(commands) = this.commands.as_deref_mut().filter(|c| c.idle()) {
                 let moved = traffic.upstream.load(Ordering::Relaxed) + traffic.downstream.load(Ordering::Relaxed);
                 if commands.quiet_for(moved, tokio::time::Instant::now()) >= DRAIN_QUIET {

@@ -22,6 +22,9 @@ pub const MAX_BULK: usize = 1 << 20;
 pub const MAX_ARRAY: usize = 1024;
 /// The deepest nesting of arrays.
 pub const MAX_DEPTH: usize = 4;
+/// The most values one reply may hold, nested ones included: a reader that decodes a
+/// growing buffer again after each read does bounded work each time.
+pub const MAX_VALUES: usize = 4096;
 
 /// One reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,10 +54,15 @@ pub fn command(args: &[&[u8]]) -> Vec<u8> {
 
 /// Decodes one reply from the start of `buf`: the value and the bytes it used.
 pub fn decode(buf: &[u8]) -> Decode<(Value, usize)> {
-    value(buf, 0)
+    value(buf, 0, &mut MAX_VALUES.clone())
 }
 
-fn value(buf: &[u8], depth: usize) -> Decode<(Value, usize)> {
+/// One value at the start of `buf`, `budget` values left for the whole reply.
+fn value(buf: &[u8], depth: usize, budget: &mut usize) -> Decode<(Value, usize)> {
+    if *budget == 0 {
+        return Decode::Invalid("a reply with too many values");
+    }
+    *budget -= 1;
     let (line, used) = match line(buf) {
         Decode::Done(found) => found,
         Decode::Incomplete => return Decode::Incomplete,
@@ -73,7 +81,7 @@ fn value(buf: &[u8], depth: usize) -> Decode<(Value, usize)> {
             None => Decode::Invalid("an integer reply that is not a number"),
         },
         b'$' => bulk(buf, rest, used),
-        b'*' => array(buf, rest, used, depth),
+        b'*' => array(buf, rest, used, depth, budget),
         _ => Decode::Invalid("not a RESP2 reply"),
     }
 }
@@ -96,7 +104,7 @@ fn bulk(buf: &[u8], length: &[u8], used: usize) -> Decode<(Value, usize)> {
     }
 }
 
-fn array(buf: &[u8], count: &[u8], mut used: usize, depth: usize) -> Decode<(Value, usize)> {
+fn array(buf: &[u8], count: &[u8], mut used: usize, depth: usize, budget: &mut usize) -> Decode<(Value, usize)> {
     let n = match number(count) {
         Some(-1) => return Decode::Done((Value::Array(None), used)),
         Some(n) if (0..=MAX_ARRAY as i64).contains(&n) => n as usize,
@@ -107,7 +115,7 @@ fn array(buf: &[u8], count: &[u8], mut used: usize, depth: usize) -> Decode<(Val
     }
     let mut items = Vec::with_capacity(n.min(64));
     for _ in 0..n {
-        match value(&buf[used..], depth + 1) {
+        match value(&buf[used..], depth + 1, budget) {
             Decode::Done((item, len)) => {
                 items.push(item);
                 used += len;
@@ -193,6 +201,13 @@ mod tests {
         ] {
             assert!(matches!(decode(bad), Decode::Invalid(_)), "{bad:?}");
         }
+        // Many small values: refused past the budget, whatever the buffer holds.
+        let mut many = b"*1000\r\n".to_vec();
+        for _ in 0..1000 {
+            many.extend_from_slice(b"*10\r\n");
+            many.extend(b":1\r\n".repeat(10));
+        }
+        assert!(matches!(decode(&many), Decode::Invalid("a reply with too many values")));
         let long = vec![b'+'; MAX_LINE + 10];
         assert!(matches!(decode(&long), Decode::Invalid(_)));
     }

@@ -15,6 +15,10 @@
 //!    as a FIN and the other direction goes on; a buffer only while bytes are in
 //!    flight), until both sides close, the session is idle too long, the member is
 //!    fenced, or shutdown's grace runs out (the one timer for these: `watchdog.rs`).
+//!    What the copy follows in the bytes is the listener mode's [`pipe::Follow`]:
+//!    nothing (`tcp`), the MySQL command phase (`mysql`: a drain ends the session at
+//!    an idle point), or the MongoDB replies (`mongo`: a "not primary" reply ends it
+//!    instead of reaching the client, and keeps new sessions off that member).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

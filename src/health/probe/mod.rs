@@ -128,6 +128,40 @@ impl Probe {
     }
 }
 
+/// Reads from `stream` into `buf` until `decode` finds a whole reply at its start
+/// (drained from `buf`), buffering at most `max` bytes; `what` names the reply in
+/// errors. The caller bounds it with the check's deadline.
+async fn read_decoded<T>(
+    stream: &mut Stream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    what: &str,
+    decode: impl Fn(&[u8]) -> crate::protocol::Decode<(T, usize)>,
+) -> Result<T, CheckError> {
+    use crate::protocol::Decode;
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match decode(buf) {
+            Decode::Done((value, used)) => {
+                buf.drain(..used);
+                return Ok(value);
+            }
+            Decode::Invalid(reason) => return Err(CheckError::Protocol(reason.into())),
+            Decode::Incomplete if buf.len() > max => return Err(CheckError::Protocol(format!("{what} too large"))),
+            Decode::Incomplete => {}
+        }
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| CheckError::Protocol(format!("reading {what}: {e}")))?;
+        if n == 0 {
+            return Err(CheckError::Protocol(format!("connection closed before {what}")));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// A failed or timed-out exchange leaves a kept connection in an unknown state: it is
 /// dropped, and the next check connects (and logs in) afresh.
 fn drop_on_error<C, T>(conn: &mut Option<C>, result: Result<T, CheckError>) -> Result<T, CheckError> {

@@ -10,15 +10,14 @@
 
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, Bson, Document};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{connect, drop_on_error, phase, scram};
+use super::{connect, drop_on_error, phase, read_decoded, scram};
 use crate::config::MongoProbeConfig;
 use crate::health::probe::Endpoint;
 use crate::health::{CheckError, Phase, Report, Role};
 use crate::protocol::mongo::{decode_op_msg, encode_op_msg, parse_hello, Hello};
-use crate::protocol::Decode;
 use crate::stream::Stream;
 use crate::tls::ClientTls;
 
@@ -193,23 +192,5 @@ fn sasl_reply(reply: Document) -> Result<SaslReply, CheckError> {
 
 async fn read_reply(stream: &mut Stream) -> Result<bson::Document, CheckError> {
     let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 4096];
-    loop {
-        match decode_op_msg(&buf) {
-            Decode::Done((body, _)) => return Ok(body),
-            Decode::Invalid(reason) => return Err(CheckError::Protocol(reason.into())),
-            Decode::Incomplete if buf.len() > MAX_REPLY => {
-                return Err(CheckError::Protocol("hello reply too large".into()))
-            }
-            Decode::Incomplete => {}
-        }
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| CheckError::Protocol(format!("reading hello: {e}")))?;
-        if n == 0 {
-            return Err(CheckError::Protocol("connection closed before the hello reply".into()));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    read_decoded(stream, &mut buf, MAX_REPLY, "the hello reply", decode_op_msg).await
 }

@@ -14,15 +14,14 @@
 //! the report for the pool's rules (a superseded master is told by its replid
 //! history, not by offsets).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{connect, drop_on_error, phase};
+use super::{connect, drop_on_error, phase, read_decoded};
 use crate::config::RedisProbeConfig;
 use crate::health::probe::Endpoint;
 use crate::health::{CheckError, Phase, ReplicaState, Report, Role};
 use crate::protocol::resp::{self, Value};
-use crate::protocol::Decode;
 use crate::stream::Stream;
 use crate::tls::ClientTls;
 
@@ -115,29 +114,10 @@ async fn exchange(
     .await?;
     phase(deadline, Phase::Reading, async {
         let mut buf = Vec::with_capacity(4096);
-        let mut chunk = [0u8; 4096];
         let mut replies = Vec::with_capacity(count);
         while replies.len() < count {
-            match resp::decode(&buf) {
-                Decode::Done((value, used)) => {
-                    replies.push(value);
-                    buf.drain(..used);
-                    continue;
-                }
-                Decode::Invalid(why) => return Err(CheckError::Protocol(why.into())),
-                Decode::Incomplete => {}
-            }
-            if buf.len() > resp::MAX_BULK + resp::MAX_LINE {
-                return Err(CheckError::Protocol("a reply larger than allowed".into()));
-            }
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| CheckError::Protocol(format!("reading a reply: {e}")))?;
-            if n == 0 {
-                return Err(CheckError::Protocol("the node closed the connection".into()));
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            let max = resp::MAX_BULK + resp::MAX_LINE;
+            replies.push(read_decoded(stream, &mut buf, max, "a reply", resp::decode).await?);
         }
         Ok(replies)
     })

@@ -34,12 +34,17 @@ impl AdminCommand {
         action: AdminAction,
     ) -> Result<u64, &'static str> {
         let (done, applied) = oneshot::channel();
-        if router.send(AdminCommand { action, done }).await.is_err() {
-            return Err("the router has stopped");
-        }
-        match tokio::time::timeout(Duration::from_secs(5), applied).await {
-            Ok(Ok(generation)) => Ok(generation),
-            _ => Err("the router did not answer in 5s"),
+        // One bound over both waits: a full queue too is a router that does not answer.
+        let exchange = async {
+            router
+                .send(AdminCommand { action, done })
+                .await
+                .map_err(|_| "the router has stopped")?;
+            applied.await.map_err(|_| "the router has stopped")
+        };
+        match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+            Ok(result) => result,
+            Err(_) => Err("the router did not answer in 5s"),
         }
     }
 }
