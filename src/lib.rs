@@ -66,6 +66,7 @@ pub mod pool;
 pub mod protocol;
 pub mod proxy;
 pub mod routing;
+pub mod sentinel;
 pub mod spread;
 pub mod stats;
 pub mod stream;

@@ -42,6 +42,8 @@ pub enum EventKind {
     Epoch,
     /// A step of an orchestrated switchover (`POST /pools/NAME/switchover`).
     Switchover,
+    /// The Sentinels of a primary Redis pool named another master.
+    Sentinel,
 }
 
 /// One thing that happened, with when and why.

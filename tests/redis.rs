@@ -3,6 +3,10 @@
 //! replica pool the replicas; a promoted replica supersedes the master whose history
 //! it continued (the pool moves at once, the old master's sessions close, the alarm
 //! is raised until the old one is a replica); `AUTH` with the right password passes, a wrong one fails at L7.
+//! With Sentinels (a second set, three `redis-server --sentinel`): the pool routes the
+//! master they name, never a replica promoted by hand; after a planned `SENTINEL FAILOVER` it moves to the promoted node
+//! and closes the old master's sessions; after a `kill -9` and the old master's return
+//! as an empty standalone master, the pool keeps the master the Sentinels name.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,7 +37,10 @@ fn config(set: &RedisSet, check_extra: &str) -> String {
     }
     let names = names.join(", ");
     text += &format!("[pools.writer]\nbackends = [{names}]\nrole = \"primary\"\nhold_timeout = \"10s\"\n\n");
-    text += &format!("[pools.reader]\nbackends = [{names}]\nrole = \"replica\"\npolicy = \"round-robin\"\n\n");
+    text += &format!(
+        "[pools.reader]\nbackends = [{names}]\nrole = \"replica\"\npolicy = \"round-robin\"\n\
+         max_replication_lag_bytes = 4096\n\n"
+    );
     text += "[listeners.writer]\nlisten = \"127.0.0.1:0\"\npool = \"writer\"\n\n\
              [listeners.reader]\nlisten = \"127.0.0.1:0\"\npool = \"reader\"\n";
     text
@@ -85,6 +92,99 @@ async fn redis_roles_failover_and_auth() {
     blocking(|| drop(set));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_name_the_master() {
+    let mut set = tokio::task::spawn_blocking(|| -> anyhow::Result<RedisSet> {
+        let mut set = RedisSet::start(3)?;
+        set.start_sentinels(3)?;
+        Ok(set)
+    })
+    .await
+    .unwrap()
+    .expect("redis nodes and sentinels start");
+    let sentinels: Vec<String> = (0..3).map(|j| format!("\"{}\"", set.sentinel_addr(j))).collect();
+    let text = config(&set, "").replacen(
+        "\n[pools.reader]",
+        &format!(
+            "[pools.writer.sentinel]\nsentinels = [{}]\nmaster_name = \"{}\"\n\n[pools.reader]",
+            sentinels.join(", "),
+            switchyard_lab::redis::MASTER_NAME
+        ),
+        1,
+    );
+    let proxy = proxy(&text).await;
+    await_pool(&proxy, "writer", &["r1"]).await;
+    let writer = proxy.listener("writer").unwrap();
+    let (mut old, _) = who(writer).await;
+    assert_eq!(ask(&mut old, &["SET", "k", "1"]).await, "+OK");
+
+    // A replica promoted by hand continues r1's history, so r1 is superseded; but the
+    // Sentinels do not name r2: no master at all until r2 is a replica again.
+    blocking(|| set.promote(1)).unwrap();
+    await_pool(&proxy, "writer", &[]).await;
+    assert_eq!(
+        await_status(&proxy, "r2", Status::Up).await.role,
+        switchyard::health::Role::Primary
+    );
+    blocking(|| set.replicate(1, 0)).unwrap();
+    await_pool(&proxy, "writer", &["r1"]).await;
+    let (mut old, _) = who(writer).await;
+
+    // Planned: the pool follows the Sentinels to the promoted node; the old master's
+    // session is closed (it stays a writable master for seconds).
+    blocking(|| set.sentinel_cli(0, &["SENTINEL", "FAILOVER", switchyard_lab::redis::MASTER_NAME])).unwrap();
+    let named = within(LIMIT, "the Sentinels to name another master", async {
+        loop {
+            match blocking(|| set.sentinel_master()) {
+                Ok(i) if i != 0 => return i,
+                _ => poll_pause().await,
+            }
+        }
+    })
+    .await;
+    let name = format!("r{}", named + 1);
+    await_pool(&proxy, "writer", &[&name]).await;
+    closes(&mut old, "the old master's session to be closed").await;
+    let (mut new, port) = who(writer).await;
+    assert_eq!(port, set.addr(named).port().to_string());
+    assert_eq!(ask(&mut new, &["SET", "k", "2"]).await, "+OK");
+    let (_, events) = http_get(proxy.admin().unwrap(), "/events").await;
+    assert!(
+        events.contains("the Sentinels name"),
+        "a sentinel event on the timeline: {events}"
+    );
+
+    // kill -9 of that master: the Sentinels fail over; then it comes back empty,
+    // claiming master with a history of its own: the pool keeps the named master.
+    blocking(|| set.kill9(named)).unwrap();
+    let next = within(LIMIT, "a failover after the kill", async {
+        loop {
+            match blocking(|| set.sentinel_master()) {
+                Ok(i) if i != named => return i,
+                _ => poll_pause().await,
+            }
+        }
+    })
+    .await;
+    await_pool(&proxy, "writer", &[&format!("r{}", next + 1)]).await;
+    blocking(|| set.restart_empty(named)).unwrap();
+    let back = format!("r{}", named + 1);
+    within(LIMIT, "the returned node to claim master", async {
+        while await_status(&proxy, &back, Status::Up).await.role != switchyard::health::Role::Primary {
+            poll_pause().await;
+        }
+    })
+    .await;
+    let id = proxy.pool("writer").unwrap();
+    assert_eq!(
+        proxy.routing().load().routable_names(id),
+        [format!("r{}", next + 1)],
+        "the named master stays"
+    );
+    proxy.shutdown().await;
+    blocking(|| drop(set));
+}
+
 async fn roles_and_a_replicaof_flip(proxy: &Running, set: &RedisSet) {
     await_pool(proxy, "writer", &["r1"]).await;
     await_pool(proxy, "reader", &["r2", "r3"]).await;
@@ -95,6 +195,17 @@ async fn roles_and_a_replicaof_flip(proxy: &Running, set: &RedisSet) {
     assert_eq!(ask(&mut old, &["SET", "k", "1"]).await, "+OK");
     let (mut replica, _) = who(reader).await;
     assert!(ask(&mut replica, &["SET", "k", "2"]).await.starts_with("-READONLY"));
+
+    // r3 cut off from its master (pointed at a port nobody listens on) while the
+    // master takes 16 KB: more than 4 KB behind, it leaves the reader pool; linked
+    // again, it catches up and returns.
+    let nowhere = blocking(switchyard_lab::system::free_port).unwrap();
+    blocking(|| set.cli(2, &["REPLICAOF", "127.0.0.1", &nowhere.to_string()])).unwrap();
+    let big = "x".repeat(16 * 1024);
+    assert_eq!(ask(&mut old, &["SET", "big", &big]).await, "+OK");
+    await_pool(proxy, "reader", &["r2"]).await;
+    blocking(|| set.replicate(2, 0)).unwrap();
+    await_pool(proxy, "reader", &["r2", "r3"]).await;
 
     // A planned move, as Sentinel makes it: r2 becomes master first; r1 still says
     // master (and takes writes) until it is told. r2 continued r1's history, so r1 is

@@ -1,6 +1,10 @@
 //! A Redis master and replicas from Debian's `redis-server`, on free loopback ports, in a
-//! throw-away directory; stopped by PID when dropped. No persistence; full syncs start
-//! at once (`repl-diskless-sync-delay 0`), as in `backends.md`'s recipe.
+//! throw-away directory, optionally watched by Sentinels (`redis-server --sentinel`,
+//! quorum 2, `down-after-milliseconds` 1000, `failover-timeout` 3000); stopped by PID
+//! when dropped, Sentinels first. No persistence; full syncs start at once
+//! (`repl-diskless-sync-delay 0`), as in `backends.md`'s recipe. Sentinel rewrites its
+//! own config and the nodes' (`CONFIG REWRITE`): a node restarted with [`RedisSet::restart`]
+//! comes back with the role Sentinel last gave it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,15 +28,23 @@ struct Node {
 #[derive(Debug)]
 pub struct RedisSet {
     nodes: Vec<Node>,
+    sentinels: Vec<Node>,
     dir: PathBuf,
 }
+
+/// The name the Sentinels monitor the master by.
+pub const MASTER_NAME: &str = "labmaster";
 
 impl RedisSet {
     /// `n` nodes: node 0 the master, the others its replicas, all linked.
     pub fn start(n: usize) -> Result<RedisSet> {
         system::ensure_packages(&[("redis-server", "redis-server"), ("redis-cli", "redis-tools")])?;
         let dir = system::temp_dir("sy-redis")?;
-        let mut set = RedisSet { nodes: Vec::new(), dir };
+        let mut set = RedisSet {
+            nodes: Vec::new(),
+            sentinels: Vec::new(),
+            dir,
+        };
         for i in 0..n {
             let port = system::free_port()?;
             set.nodes.push(Node { port, child: None });
@@ -46,6 +58,103 @@ impl RedisSet {
         Ok(set)
     }
 
+    /// Starts `n` Sentinels watching node 0 as [`MASTER_NAME`] and waits until each
+    /// sees every replica and every other Sentinel.
+    pub fn start_sentinels(&mut self, n: usize) -> Result<()> {
+        for j in 0..n {
+            let port = system::free_port()?;
+            let d = self.dir.join(format!("s{}", j + 1));
+            std::fs::create_dir_all(&d)?;
+            let conf = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {}\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                 sentinel failover-timeout {MASTER_NAME} 3000\nsentinel parallel-syncs {MASTER_NAME} 1\n",
+                d.display(),
+                self.nodes[0].port
+            );
+            std::fs::write(d.join("sentinel.conf"), conf)?;
+            let child = system::spawn_logged(
+                Command::new("redis-server")
+                    .arg(d.join("sentinel.conf"))
+                    .arg("--sentinel"),
+                &d.join("sentinel.log"),
+            )?;
+            self.sentinels.push(Node {
+                port,
+                child: Some(child),
+            });
+            await_answer(
+                || self.sentinel_cli(j, &["PING"]),
+                "PONG",
+                &format!("sentinel{}", j + 1),
+            )?;
+        }
+        let (replicas, others) = ((self.nodes.len() - 1).to_string(), (n - 1).to_string());
+        for j in 0..n {
+            let field = |name: &str| -> Result<String> {
+                let out = self.sentinel_cli(j, &["SENTINEL", "MASTER", MASTER_NAME])?;
+                let lines: Vec<&str> = out.lines().collect();
+                let at = lines.iter().position(|l| *l == name).context("no such field")?;
+                Ok(lines.get(at + 1).copied().unwrap_or_default().to_string())
+            };
+            let started = Instant::now();
+            while field("num-slaves").ok() != Some(replicas.clone())
+                || field("num-other-sentinels").ok() != Some(others.clone())
+            {
+                if started.elapsed() > READY_TIMEOUT {
+                    bail!(
+                        "sentinel{} does not see {replicas} replicas and {others} Sentinels",
+                        j + 1
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sentinel `j`'s address.
+    pub fn sentinel_addr(&self, j: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.sentinels[j].port))
+    }
+
+    /// Runs `redis-cli` against Sentinel `j`; its output.
+    pub fn sentinel_cli(&self, j: usize, args: &[&str]) -> Result<String> {
+        cli(self.sentinels[j].port, args)
+    }
+
+    /// The node index the Sentinels name (`get-master-addr-by-name`, first answer).
+    pub fn sentinel_master(&self) -> Result<usize> {
+        for j in 0..self.sentinels.len() {
+            let Ok(out) = self.sentinel_cli(j, &["SENTINEL", "get-master-addr-by-name", MASTER_NAME]) else {
+                continue;
+            };
+            let port: Option<u16> = out.lines().nth(1).and_then(|p| p.trim().parse().ok());
+            if let Some(i) = self.nodes.iter().position(|n| Some(n.port) == port) {
+                return Ok(i);
+            }
+        }
+        bail!("no Sentinel names a node of the set")
+    }
+
+    /// Node `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
+    /// Starts node `i` again from its config as Sentinel last rewrote it.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.spawn(i)
+    }
+
+    /// Starts node `i` again as a standalone master with an empty dataset (the config
+    /// without its `replicaof`): the split-brain case.
+    pub fn restart_empty(&mut self, i: usize) -> Result<()> {
+        self.write_config(i, None)?;
+        self.spawn(i)
+    }
+
     /// Node `i`'s address.
     pub fn addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.nodes[i].port))
@@ -53,20 +162,7 @@ impl RedisSet {
 
     /// Runs `redis-cli` against node `i`; its output.
     pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
-        // Bounded: a node that accepts and never answers cannot hang the caller.
-        system::run(
-            Command::new("timeout")
-                .args([
-                    "10",
-                    "redis-cli",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &self.nodes[i].port.to_string(),
-                ])
-                .args(args),
-        )
-        .map(|out| out.trim_end().to_string())
+        cli(self.nodes[i].port, args)
     }
 
     /// `INFO replication` field `key` of node `i`.
@@ -120,14 +216,7 @@ impl RedisSet {
             &d.join("redis.log"),
         )?;
         self.nodes[i].child = Some(child);
-        let started = Instant::now();
-        while self.cli(i, &["PING"]).ok().as_deref() != Some("PONG") {
-            if started.elapsed() > READY_TIMEOUT {
-                bail!("redis node{} did not answer PING", i + 1);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        await_answer(|| self.cli(i, &["PING"]), "PONG", &format!("redis node{}", i + 1))
     }
 
     fn await_link(&self, i: usize) -> Result<()> {
@@ -142,9 +231,31 @@ impl RedisSet {
     }
 }
 
+/// `redis-cli` against the node on `port`, bounded: a node that accepts and never
+/// answers cannot hang the caller.
+fn cli(port: u16, args: &[&str]) -> Result<String> {
+    system::run(
+        Command::new("timeout")
+            .args(["10", "redis-cli", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+    )
+    .map(|out| out.trim_end().to_string())
+}
+
+fn await_answer(ask: impl Fn() -> Result<String>, wanted: &str, what: &str) -> Result<()> {
+    let started = Instant::now();
+    while ask().ok().as_deref() != Some(wanted) {
+        if started.elapsed() > READY_TIMEOUT {
+            bail!("{what} did not answer {wanted}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 impl Drop for RedisSet {
     fn drop(&mut self) {
-        for node in &mut self.nodes {
+        for node in self.sentinels.iter_mut().chain(&mut self.nodes) {
             if let Some(mut child) = node.child.take() {
                 system::stop(&mut child, Duration::from_secs(5));
             }

@@ -63,6 +63,10 @@ pub const SWITCHOVER_CATCH_UP: Duration = Duration::from_secs(10);
 pub const SWITCHOVER_ROUTE: Duration = Duration::from_secs(10);
 /// `pools.*.switchover.statement_timeout`.
 pub const SWITCHOVER_STATEMENT: Duration = Duration::from_secs(5);
+/// `pools.*.sentinel.timeout`.
+pub const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
+/// `pools.*.sentinel.interval`.
+pub const SENTINEL_INTERVAL: Duration = Duration::from_secs(1);
 /// `pools.*.connect_timeout`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `pools.*.idle_timeout`.

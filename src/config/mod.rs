@@ -37,7 +37,9 @@ pub use cidr::Cidr;
 pub use cluster::{ClusterConfig, OnStoreLost, StoreTls};
 pub use forward::forward;
 pub use listener::{AcceptProxy, ListenerConfig, ListenerMode, ListenerTlsConfig, LoginLimits, PoolRef, TcpOptions};
-pub use pool::{LeavePolicy, Members, Policy, PoolConfig, PoolRole, SwitchoverConfig, TwoWriters, MAX_HOLD};
+pub use pool::{
+    LeavePolicy, Members, Policy, PoolConfig, PoolRole, SentinelConfig, SwitchoverConfig, TwoWriters, MAX_HOLD,
+};
 pub use validate::validate;
 
 /// Index of a backend in [`Config::backends`]; at run time, a backend's slot

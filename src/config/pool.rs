@@ -97,6 +97,26 @@ pub struct PoolConfig {
     pub on_store_lost: super::OnStoreLost,
     /// Primary MySQL pools: an orchestrated switchover, when configured.
     pub switchover: Option<SwitchoverConfig>,
+    /// Primary Redis pools: the Sentinels whose word a master needs.
+    pub sentinel: Option<SentinelConfig>,
+}
+
+/// `[pools.NAME.sentinel]`: the Sentinels a primary Redis pool asks which node is the
+/// master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelConfig {
+    /// `host:port` of each Sentinel, as written.
+    pub sentinels: Vec<String>,
+    /// The name they monitor the master by.
+    pub master_name: String,
+    /// The ACL user for `AUTH`, with `password`.
+    pub user: Option<String>,
+    /// The password for `AUTH`; `None`: no `AUTH`.
+    pub password: Option<Secret>,
+    /// Each connect and query.
+    pub timeout: Duration,
+    /// Between two queries of one Sentinel when no event arrives.
+    pub interval: Duration,
 }
 
 /// The longest an operator's hold, or a switchover's, may hold a pool.

@@ -15,9 +15,11 @@ use serde::Deserialize;
 
 use super::{ListenerMode, Policy, PoolRole, TwoWriters};
 
+mod sentinel;
 mod switchover;
 mod value;
 
+pub use sentinel::RawSentinel;
 pub use switchover::RawSwitchover;
 pub use value::*;
 
@@ -330,6 +332,9 @@ pub struct RawPool {
     /// `[pools.*.switchover]`: primary pools with `kind = "mysql"` checks only: enables
     /// `POST /pools/NAME/switchover`.
     pub switchover: Option<RawSwitchover>,
+    /// `[pools.*.sentinel]`: primary pools with `kind = "redis"` checks only: a master
+    /// takes traffic only while the Sentinels name it.
+    pub sentinel: Option<RawSentinel>,
 }
 
 /// `[listeners.NAME]`: an address and the pool it routes to.

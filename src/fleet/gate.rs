@@ -181,6 +181,7 @@ mod tests {
             required: false,
             on_store_lost,
             switchover: None,
+            sentinel: None,
         }
     }
 

@@ -16,6 +16,9 @@
 //!   election older than the newest the pool has seen is not a candidate, so an old
 //!   primary that comes back still claiming primary is ignored. A pool with a
 //!   `set_name` only considers members reporting that replica-set name.
+//! - Redis primary pools: a master another master's history continued is superseded
+//!   (not a candidate), and with `[pools.NAME.sentinel]` only the master the
+//!   Sentinels name is one ([`Named`], from `crate::sentinel`).
 //! - `role = "replica"` (or `"secondary"`): MongoDB secondaries that are not hidden
 //!   and whose `lastWrite` trails the newest in the pool by at most
 //!   `max_replication_lag`; MySQL replicas that are up, read-only, whose applier (SQL) thread
@@ -96,6 +99,28 @@ pub struct Decision {
     pub newest_election: Option<Newest>,
 }
 
+/// What a primary pool's Sentinels say (`[pools.NAME.sentinel]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Named {
+    /// The pool has no Sentinels.
+    #[default]
+    Unused,
+    /// They name this member.
+    Member(BackendId),
+    /// They named no member yet, or an address that is none.
+    Nobody,
+}
+
+impl Named {
+    fn allows(self, b: BackendId) -> bool {
+        match self {
+            Named::Unused => true,
+            Named::Member(named) => named == b,
+            Named::Nobody => false,
+        }
+    }
+}
+
 /// Decides `pool`'s routable members. `current` is the pool's current primary
 /// (primary pools only).
 pub fn decide(
@@ -103,6 +128,18 @@ pub fn decide(
     states: &[BackendState],
     current: Option<BackendId>,
     seen: Option<&Newest>,
+) -> Decision {
+    decide_with(pool, states, current, seen, Named::Unused)
+}
+
+/// [`decide`] with the word of the pool's Sentinels: a master they do not name is
+/// no candidate.
+pub fn decide_with(
+    pool: &PoolConfig,
+    states: &[BackendState],
+    current: Option<BackendId>,
+    seen: Option<&Newest>,
+    named: Named,
 ) -> Decision {
     let members = pool
         .members
@@ -130,11 +167,12 @@ pub fn decide(
                 };
             }
             let (masters, newest_election) = current_writers(pool, states, members, seen);
-            // Redis: a master whose history another master continued is superseded.
+            // Redis: a master whose history another master continued is superseded, and
+            // with Sentinels only the master they name is one.
             let writable: Vec<BackendId> = masters
                 .iter()
                 .copied()
-                .filter(|&b| !superseded(pool, states, b))
+                .filter(|&b| !superseded(pool, states, b) && named.allows(b))
                 .collect();
             if writable.len() == 1 && masters.len() > 1 {
                 return Decision {

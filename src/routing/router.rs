@@ -1,5 +1,5 @@
 //! The router: the only writer of the routing table. It receives every
-//! [`Observation`], logs each flip once, asks [`decide`] for every pool's members,
+//! [`Observation`], logs each flip once, asks [`decide_with`] for every pool's members,
 //! publishes a new table when they changed, fences the sessions of members that left,
 //! raises the two-writers alarm, and records failovers on the [`Timeline`].
 
@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::membership::{decide, BackendState, Decision};
+use super::membership::{decide_with, BackendState, Decision};
 use super::{Routing, RoutingTable};
 use crate::backend::{AdminMode, Backend, LastCheck};
 use crate::config::{BackendId, LeavePolicy, PoolRole};
@@ -23,6 +23,7 @@ use crate::timeline::{EventKind, Timeline};
 mod fleet;
 mod hold;
 mod record;
+mod sentinel;
 mod slots;
 
 pub use fleet::FleetLink;
@@ -57,6 +58,8 @@ pub struct Router {
     fleet: Option<FleetLink>,
     /// Pools an operator holds: their tables route nothing until release or expiry.
     holds: hold::Holds,
+    /// The watchers of the pools that have Redis Sentinels, and their word.
+    sentinels: sentinel::Sentinels,
 }
 
 impl Router {
@@ -85,11 +88,13 @@ impl Router {
             reconfigure: None,
             fleet: None,
             holds: hold::Holds::default(),
+            sentinels: sentinel::Sentinels::default(),
         };
+        router.sentinels.sync(&router.pools);
         router.current = router
             .pools
             .iter()
-            .map(|p| decide(&p.config, &router.states, None, None))
+            .map(|p| decide_with(&p.config, &router.states, None, None, router.named(p)))
             .collect();
         router.publish();
         router
@@ -118,6 +123,7 @@ impl Router {
                 Some(command) = self.commands.recv() => self.command(command),
                 Some(change) = slots::next(&mut self.reconfigure) => self.reconfigure(change),
                 Some(news) = fleet::next_news(&mut self.fleet) => self.fleet_news(news),
+                Some(news) = self.sentinels.next() => self.sentinel_news(news),
                 _ = self.holds.next_expiry() => self.expire_holds(),
                 _ = shutdown.cancelled() => return,
             }
@@ -252,11 +258,12 @@ impl Router {
         let mut next = previous.clone();
         for pool in self.pools.clone().iter() {
             let current = &previous[pool.id];
-            let decision = decide(
+            let decision = decide_with(
                 &pool.config,
                 &self.states,
                 current.members.first().copied(),
                 current.newest_election.as_ref(),
+                self.named(pool),
             );
             next[pool.id] = self.gated(pool, decision);
         }

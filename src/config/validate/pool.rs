@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::Ctx;
 use crate::config::defaults;
-use crate::config::raw::{InitialState, OnLeave, RawPool, RawSwitchover};
+use crate::config::raw::{InitialState, OnLeave, RawPool, RawSentinel, RawSwitchover};
 use crate::config::*;
 
 pub(super) fn pool_config(
@@ -32,6 +32,10 @@ pub(super) fn pool_config(
         Some(switchover) => Some(switchover_config(ctx, name, switchover, role, &members, backends)?),
         None => None,
     };
+    let sentinel = match raw.sentinel {
+        Some(sentinel) => Some(sentinel_config(ctx, name, sentinel, role, &members, backends)?),
+        None => None,
+    };
     Ok(PoolConfig {
         name: name.to_string(),
         role,
@@ -52,7 +56,69 @@ pub(super) fn pool_config(
         required: raw.required.unwrap_or(defaults::REQUIRED),
         on_store_lost: raw.on_store_lost.unwrap_or(defaults::ON_STORE_LOST),
         switchover,
+        sentinel,
     })
+}
+
+/// `[pools.NAME.sentinel]`: primary pools of Redis members; at least one Sentinel
+/// address, each `host:port`; a master name.
+fn sentinel_config(
+    ctx: &Ctx<'_>,
+    name: &str,
+    raw: RawSentinel,
+    role: PoolRole,
+    members: &[BackendId],
+    backends: &[BackendConfig],
+) -> Result<SentinelConfig, ConfigError> {
+    let key = |field: &str| format!("pools.{name}.sentinel.{field}");
+    if role != PoolRole::Primary {
+        return Err(ctx.invalid(
+            format!("pools.{name}.sentinel"),
+            "it only in a pool with `role = \"primary\"`",
+        ));
+    }
+    if let Some(&id) = members
+        .iter()
+        .find(|&&id| !matches!(backends[id].check.probe, ProbeConfig::Redis(_)))
+    {
+        return Err(ctx.invalid(
+            format!("pools.{name}.sentinel"),
+            format!(
+                "it only when every member has `kind = \"redis\"` checks; \"{}\" has not",
+                backends[id].name
+            ),
+        ));
+    }
+    if raw.sentinels.is_empty() {
+        return Err(ctx.invalid(key("sentinels"), "at least one `host:port` address"));
+    }
+    if let Some(bad) = raw.sentinels.iter().find(|a| !host_port(a)) {
+        return Err(ctx.invalid(key("sentinels"), format!("`host:port` addresses, got \"{bad}\"")));
+    }
+    let master_name = raw
+        .master_name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ctx.invalid(key("master_name"), "the name the Sentinels monitor the master by"))?;
+    let password = ctx.secret(&key("password"), [&raw.password, &raw.password_env, &raw.password_file])?;
+    if raw.user.is_some() && password.is_none() {
+        return Err(ctx.invalid(key("user"), "it only with a password"));
+    }
+    Ok(SentinelConfig {
+        sentinels: raw.sentinels,
+        master_name,
+        user: raw.user.filter(|u| !u.is_empty()),
+        password,
+        timeout: raw.timeout.map_or(defaults::SENTINEL_TIMEOUT, |t| t.0),
+        interval: raw.interval.map_or(defaults::SENTINEL_INTERVAL, |i| i.0),
+    })
+}
+
+/// `host:port` with a host and a port number (`[v6]:port` too).
+fn host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
 }
 
 /// `[pools.NAME.switchover]`: primary pools of MySQL members; both accounts named;

@@ -131,8 +131,8 @@ impl Probe {
 /// Reads from `stream` into `buf` until `decode` finds a whole reply at its start
 /// (drained from `buf`), buffering at most `max` bytes; `what` names the reply in
 /// errors. The caller bounds it with the check's deadline.
-async fn read_decoded<T>(
-    stream: &mut Stream,
+pub(crate) async fn read_decoded<T, S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut Vec<u8>,
     max: usize,
     what: &str,

@@ -23,6 +23,7 @@ fn pool(role: PoolRole) -> PoolConfig {
         required: false,
         on_store_lost: crate::config::OnStoreLost::Hold,
         switchover: None,
+        sentinel: None,
     }
 }
 
@@ -402,4 +403,41 @@ fn a_redis_replica_more_bytes_behind_its_master_than_allowed_is_not_routed() {
     // Another history's master says nothing of these replicas' lag.
     let states = [redis_master("zzz", "0", 5_000_000), replica_at(100), replica_at(100)];
     assert_eq!(decide(&pool(PoolRole::Replica), &states, None, None).members, [1, 2]);
+}
+
+#[test]
+fn with_sentinels_only_the_master_they_name_is_a_candidate() {
+    use super::{decide_with, Named};
+    const ZEROS: &str = "0000000000000000000000000000000000000000";
+    let primary_pool = pool(PoolRole::Primary);
+    let one = [
+        redis_master("aaa", ZEROS, 900),
+        replica("Yes", true, Some(0)),
+        replica("Yes", true, Some(0)),
+    ];
+    let decided =
+        |states: &[BackendState], current, named| decide_with(&primary_pool, states, current, None, named).members;
+    assert_eq!(decided(&one, None, Named::Member(0)), [0]);
+    assert_eq!(decided(&one, None, Named::Unused), [0]);
+    // Before a first word, or a word that names no member: no master.
+    assert!(decided(&one, Some(0), Named::Nobody).is_empty());
+    // Named, but its INFO says replica: no master either.
+    assert!(decided(&one, Some(0), Named::Member(1)).is_empty());
+    // The old master restarted empty (another history): the named one wins, alarm.
+    let split = [
+        redis_master("ccc", ZEROS, 0),
+        redis_master("bbb", "aaa", 500),
+        replica("Yes", true, Some(0)),
+    ];
+    let d = decide_with(&primary_pool, &split, None, None, Named::Member(1));
+    assert_eq!((d.members, d.two_writers), (vec![1], vec![0, 1]));
+    // A planned failover before the Sentinels name the new master: the old one is
+    // superseded, the new one not named yet: none.
+    let planned = [
+        redis_master("aaa", ZEROS, 900),
+        redis_master("bbb", "aaa", 500),
+        replica("Yes", true, Some(0)),
+    ];
+    assert!(decided(&planned, Some(0), Named::Member(0)).is_empty());
+    assert_eq!(decided(&planned, None, Named::Member(1)), [1]);
 }

@@ -157,6 +157,7 @@ impl Router {
             .cloned()
             .collect();
         self.pools = pools;
+        self.sentinels.sync(&self.pools);
         self.reroute_from(previous, true);
         for pool in removed_pools {
             self.current[pool.id] = Decision::default();

@@ -1,0 +1,278 @@
+//! Redis Sentinel as a witness for a primary pool of Redis members
+//! (`[pools.NAME.sentinel]`): a master takes the pool's traffic only while the
+//! Sentinels name it *and* its own `INFO` says master (the pool's other rules, such
+//! as the superseded-master rule, still apply: `crate::routing::membership`).
+//!
+//! ```text
+//! per Sentinel: query conn ──(every interval, and at once after an event)──► Heard::Answer
+//!               event conn (SUBSCRIBE +switch-master +sdown +odown …) ──────► Heard::Event
+//! per pool:     latest answer of each Sentinel ─► word::newest ─► News::Named ─► router
+//!                                                    events ─────► News::Event ─► router nudges the checks
+//! ```
+//!
+//! A Sentinel that cannot be reached, or answers nothing useful, gives no answer until
+//! it does again; with no Sentinel answering, the last word stands (the router keeps
+//! the master they named last, while its `INFO` agrees). Before a first word the pool
+//! routes to no master. Every connect and query is bounded by `timeout`.
+
+pub mod word;
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::SentinelConfig;
+use crate::health::probe::read_decoded;
+use crate::protocol::resp::{self, Value};
+
+/// What the router hears from a pool's Sentinels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum News {
+    /// The Sentinels' newest word.
+    Named {
+        /// The pool's name.
+        pool: String,
+        /// The master's `host:port`, as the Sentinels say it.
+        address: String,
+    },
+    /// A Sentinel published an event about the pool's master: check its members now.
+    Event {
+        /// The pool's name.
+        pool: String,
+    },
+}
+
+/// The channels the watcher subscribes its event connection to.
+const CHANNELS: [&str; 7] = [
+    "+switch-master",
+    "+promoted-slave",
+    "+sdown",
+    "+odown",
+    "+failover-end",
+    "+convert-to-slave",
+    "+reset-master",
+];
+
+/// What one Sentinel's task tells the pool's watcher.
+enum Heard {
+    Answer(usize, Option<word::Answer>),
+    Event,
+}
+
+/// Watches `pool`'s Sentinels until `stop`: one task per Sentinel and one that turns
+/// their answers into [`News`].
+pub fn watch(pool: String, config: SentinelConfig, news: mpsc::Sender<News>, stop: CancellationToken) {
+    let (heard, mut inbox) = mpsc::channel(64);
+    for (i, address) in config.sentinels.iter().enumerate() {
+        let follower = Follower {
+            pool: pool.clone(),
+            index: i,
+            address: address.clone(),
+            config: config.clone(),
+            heard: heard.clone(),
+        };
+        tokio::spawn(follower.run(stop.clone()));
+    }
+    let count = config.sentinels.len();
+    tokio::spawn(async move {
+        let mut answers: Vec<Option<word::Answer>> = vec![None; count];
+        let mut last: Option<String> = None;
+        loop {
+            let heard = tokio::select! {
+                heard = inbox.recv() => heard,
+                _ = stop.cancelled() => return,
+            };
+            let sent = match heard {
+                None => return,
+                Some(Heard::Event) => news.send(News::Event { pool: pool.clone() }).await,
+                Some(Heard::Answer(i, answer)) => {
+                    answers[i] = answer;
+                    match word::newest(&answers).filter(|w| last.as_ref() != Some(w)) {
+                        None => Ok(()),
+                        Some(address) => {
+                            info!(pool = %pool, master = %address, "sentinel: the Sentinels name the master");
+                            last = Some(address.clone());
+                            news.send(News::Named {
+                                pool: pool.clone(),
+                                address,
+                            })
+                            .await
+                        }
+                    }
+                }
+            };
+            if sent.is_err() {
+                return; // the router is gone
+            }
+        }
+    });
+}
+
+/// One Sentinel: its two connections, reopened after every failure.
+struct Follower {
+    pool: String,
+    index: usize,
+    address: String,
+    config: SentinelConfig,
+    heard: mpsc::Sender<Heard>,
+}
+
+impl Follower {
+    async fn run(self, stop: CancellationToken) {
+        let mut reachable = true;
+        loop {
+            let cause = tokio::select! {
+                cause = self.session(&mut reachable) => cause,
+                _ = stop.cancelled() => return,
+            };
+            if self.heard.send(Heard::Answer(self.index, None)).await.is_err() {
+                return;
+            }
+            if reachable {
+                warn!(pool = %self.pool, sentinel = %self.address, cause = %cause, "sentinel: lost; retrying every interval");
+                reachable = false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Queries and listens until something fails; returns why.
+    async fn session(&self, reachable: &mut bool) -> String {
+        let (mut query, mut events) = match (self.open().await, self.open().await) {
+            (Ok(q), Ok(e)) => (q, e),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        if let Err(e) = events.subscribe().await {
+            return e;
+        }
+        loop {
+            let answer = match query.ask(&self.config.master_name).await {
+                Ok(Ok(answer)) => Some(answer),
+                Ok(Err(unusable)) => {
+                    warn!(pool = %self.pool, sentinel = %self.address, cause = %unusable, "sentinel: no answer about the master");
+                    None
+                }
+                Err(e) => return e,
+            };
+            if !*reachable && answer.is_some() {
+                info!(pool = %self.pool, sentinel = %self.address, "sentinel: answering again");
+                *reachable = true;
+            }
+            if self.heard.send(Heard::Answer(self.index, answer)).await.is_err() {
+                return "the pool's watcher stopped".into();
+            }
+            let next = Instant::now() + self.config.interval;
+            loop {
+                let push = tokio::select! {
+                    push = events.next() => push,
+                    _ = tokio::time::sleep_until(next) => break,
+                };
+                match push.map(|p| word::event(&p, &self.config.master_name)) {
+                    Err(e) => return e,
+                    Ok(Some(word::Event::Concerns)) => {
+                        if self.heard.send(Heard::Event).await.is_err() {
+                            return "the pool's watcher stopped".into();
+                        }
+                        break; // ask again at once
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Conn, String> {
+        let limit = self.config.timeout;
+        let stream = match timeout(limit, TcpStream::connect(&self.address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(format!("connecting: {e}")),
+            Err(_) => return Err(format!("connecting: no answer within {limit:?}")),
+        };
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            stream,
+            buf: Vec::new(),
+            limit,
+        };
+        if let Some(password) = &self.config.password {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if let Some(user) = &self.config.user {
+                args.push(user.as_bytes());
+            }
+            args.push(password.expose().as_bytes());
+            if let Some(Value::Error(e)) = conn.call(&resp::command(&args), 1).await?.pop() {
+                return Err(format!("AUTH refused: {}", crate::logs::peer(&e)));
+            }
+        }
+        Ok(conn)
+    }
+}
+
+/// One connection to a Sentinel.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    limit: Duration,
+}
+
+impl Conn {
+    /// Sends `request` and reads `count` replies, all within the limit.
+    async fn call(&mut self, request: &[u8], count: usize) -> Result<Vec<Value>, String> {
+        let limit = self.limit;
+        let work = async {
+            self.stream
+                .write_all(request)
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+            let mut replies = Vec::with_capacity(count);
+            while replies.len() < count {
+                replies.push(self.read().await?);
+            }
+            Ok(replies)
+        };
+        match timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
+    /// The two-command question; the outer `Err` is a broken connection.
+    async fn ask(&mut self, master: &str) -> Result<Result<word::Answer, String>, String> {
+        let name = master.as_bytes();
+        let mut request = resp::command(&[b"SENTINEL", b"get-master-addr-by-name", name]);
+        request.extend_from_slice(&resp::command(&[b"SENTINEL", b"master", name]));
+        let replies = self.call(&request, 2).await?;
+        Ok(word::answer(&replies[0], &replies[1]))
+    }
+
+    async fn subscribe(&mut self) -> Result<(), String> {
+        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        args.extend(CHANNELS.iter().map(|c| c.as_bytes()));
+        let confirmations = self.call(&resp::command(&args), CHANNELS.len()).await?;
+        match confirmations.iter().find(|c| matches!(c, Value::Error(_))) {
+            Some(Value::Error(e)) => Err(format!("SUBSCRIBE refused: {}", crate::logs::peer(e))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next push on a subscribed connection; no limit (the query connection
+    /// notices a Sentinel that hangs). Cancel-safe: bytes read stay in the buffer.
+    async fn next(&mut self) -> Result<Value, String> {
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Result<Value, String> {
+        let max = resp::MAX_BULK + resp::MAX_LINE;
+        read_decoded(&mut self.stream, &mut self.buf, max, "a reply", resp::decode)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}

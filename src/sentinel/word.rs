@@ -1,0 +1,194 @@
+//! Which master the Sentinels name, pure: from each Sentinel's latest answer to the
+//! newest word, and what a published event means for a pool.
+//!
+//! Each Sentinel answers two pipelined commands:
+//!
+//! ```text
+//! SENTINEL get-master-addr-by-name NAME   the address clients should use now
+//! SENTINEL master NAME                    its config-epoch and the address it recorded
+//! ```
+//!
+//! During a failover the leading Sentinel names the promoted replica (the first
+//! command) before it records it (the second) and before the others hear of it: that
+//! answer ranks above every answer of the same epoch. The word is the address of the
+//! greatest `(config_epoch, promoted)` among the Sentinels that answered, as Sentinel
+//! itself lets the configuration with the greater epoch win. Two different addresses
+//! at that rank are no word at all.
+
+use crate::protocol::resp::Value;
+
+/// One Sentinel's answer about one master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// `host:port` as the Sentinel said it.
+    pub address: String,
+    /// Its `config-epoch` for the master.
+    pub epoch: i64,
+    /// It names another address than the one it recorded: it leads a failover and
+    /// has promoted that replica.
+    pub promoted: bool,
+}
+
+/// The newest word among `answers` (`None`: that Sentinel gave none).
+pub fn newest(answers: &[Option<Answer>]) -> Option<String> {
+    let rank = |a: &Answer| (a.epoch, a.promoted);
+    let top = answers.iter().flatten().map(rank).max()?;
+    let mut at_top = answers.iter().flatten().filter(|a| rank(a) == top).map(|a| &a.address);
+    let first = at_top.next()?;
+    at_top.all(|other| other == first).then(|| first.clone())
+}
+
+/// The answer from the replies to the two commands; `Err` says why there is none
+/// (the Sentinel does not know the master, or answered something else).
+pub fn answer(addr: &Value, master: &Value) -> Result<Answer, String> {
+    let address = match addr {
+        Value::Array(Some(items)) if items.len() == 2 => match (bulk(&items[0]), bulk(&items[1])) {
+            (Some(host), Some(port)) => join(&host, &port),
+            _ => return Err(format!("get-master-addr-by-name answered {addr:?}")),
+        },
+        Value::Array(None) | Value::Bulk(None) => return Err("it monitors no master by that name".into()),
+        Value::Error(e) => return Err(format!("get-master-addr-by-name refused: {}", crate::logs::peer(e))),
+        other => return Err(format!("get-master-addr-by-name answered {other:?}")),
+    };
+    let fields = match master {
+        Value::Array(Some(items)) => items,
+        Value::Error(e) => return Err(format!("SENTINEL master refused: {}", crate::logs::peer(e))),
+        other => return Err(format!("SENTINEL master answered {other:?}")),
+    };
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|kv| bulk(&kv[0]).as_deref() == Some(name))
+            .and_then(|kv| kv.get(1).and_then(bulk))
+    };
+    let epoch = field("config-epoch")
+        .and_then(|e| e.parse().ok())
+        .ok_or("SENTINEL master has no config-epoch")?;
+    let recorded = match (field("ip"), field("port")) {
+        (Some(ip), Some(port)) => join(&ip, &port),
+        _ => return Err("SENTINEL master has no ip and port".into()),
+    };
+    Ok(Answer {
+        promoted: recorded != address,
+        address,
+        epoch,
+    })
+}
+
+/// What an event a Sentinel published means for the pool watching `master`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// About this master (`+switch-master`, `+sdown master`, `+odown`, a promotion):
+    /// ask again now and check its nodes sooner.
+    Concerns,
+    /// About another master, or nothing to act on.
+    Other,
+}
+
+/// Reads a `message` push (`["message", channel, payload]`).
+pub fn event(push: &Value, master: &str) -> Option<Event> {
+    let Value::Array(Some(items)) = push else { return None };
+    let [kind, _channel, payload] = items.as_slice() else {
+        return None;
+    };
+    if bulk(kind).as_deref() != Some("message") {
+        return None;
+    }
+    let payload = bulk(payload)?;
+    // `+switch-master NAME …`, `+sdown master NAME ip port`, `+promoted-slave slave
+    // ip:port ip port @ NAME ip port`: the name stands alone between spaces.
+    let named = payload.split(' ').any(|word| word == master);
+    Some(if named { Event::Concerns } else { Event::Other })
+}
+
+fn bulk(value: &Value) -> Option<String> {
+    match value {
+        Value::Bulk(Some(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
+    }
+}
+
+fn join(host: &str, port: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Value {
+        Value::Bulk(Some(s.as_bytes().to_vec()))
+    }
+
+    fn said(address: &str, epoch: i64, promoted: bool) -> Option<Answer> {
+        Some(Answer {
+            address: address.into(),
+            epoch,
+            promoted,
+        })
+    }
+
+    #[test]
+    fn the_newest_epoch_wins_and_a_promotion_outranks_its_epoch() {
+        assert_eq!(newest(&[None, None]), None);
+        let steady = [said("h:1", 3, false), said("h:1", 3, false), None];
+        assert_eq!(newest(&steady).as_deref(), Some("h:1"));
+        // The leader promoted h:2; the others still record h:1 at the same epoch.
+        let leading = [said("h:1", 3, false), said("h:2", 3, true), said("h:1", 3, false)];
+        assert_eq!(newest(&leading).as_deref(), Some("h:2"));
+        // A Sentinel cut off during a failover comes back with the older epoch.
+        let behind = [said("h:1", 3, false), said("h:2", 4, false), None];
+        assert_eq!(newest(&behind).as_deref(), Some("h:2"));
+        // Two addresses at the top rank: no word.
+        let split = [said("h:1", 4, false), said("h:2", 4, false)];
+        assert_eq!(newest(&split), None);
+    }
+
+    #[test]
+    fn answers_are_read_from_both_replies() {
+        let addr = Value::Array(Some(vec![b("127.0.0.1"), b("26402")]));
+        let master = Value::Array(Some(vec![
+            b("name"),
+            b("labmaster"),
+            b("ip"),
+            b("127.0.0.1"),
+            b("port"),
+            b("26401"),
+            b("config-epoch"),
+            b("7"),
+        ]));
+        assert_eq!(
+            answer(&addr, &master),
+            Ok(Answer {
+                address: "127.0.0.1:26402".into(),
+                epoch: 7,
+                promoted: true,
+            })
+        );
+        let v6 = Value::Array(Some(vec![b("::1"), b("26401")]));
+        assert_eq!(answer(&v6, &master).unwrap().address, "[::1]:26401");
+        assert!(answer(&Value::Array(None), &master).is_err());
+        assert!(answer(&addr, &Value::Error("ERR No such master with that name".into())).is_err());
+        let no_epoch = Value::Array(Some(vec![b("ip"), b("127.0.0.1"), b("port"), b("26401")]));
+        assert!(answer(&addr, &no_epoch).is_err());
+    }
+
+    #[test]
+    fn events_name_their_master() {
+        let push = |payload: &str| Value::Array(Some(vec![b("message"), b("+switch-master"), b(payload)]));
+        let ours = push("labmaster 127.0.0.1 26401 127.0.0.1 26402");
+        assert_eq!(event(&ours, "labmaster"), Some(Event::Concerns));
+        assert_eq!(
+            event(&push("labmaster2 127.0.0.1 1 127.0.0.1 2"), "labmaster"),
+            Some(Event::Other)
+        );
+        let promoted = push("slave 127.0.0.1:26402 127.0.0.1 26402 @ labmaster 127.0.0.1 26401");
+        assert_eq!(event(&promoted, "labmaster"), Some(Event::Concerns));
+        let confirm = Value::Array(Some(vec![b("subscribe"), b("+sdown"), Value::Integer(1)]));
+        assert_eq!(event(&confirm, "labmaster"), None);
+    }
+}
