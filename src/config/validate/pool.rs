@@ -71,24 +71,7 @@ fn sentinel_config(
     backends: &[BackendConfig],
 ) -> Result<SentinelConfig, ConfigError> {
     let key = |field: &str| format!("pools.{name}.sentinel.{field}");
-    if role != PoolRole::Primary {
-        return Err(ctx.invalid(
-            format!("pools.{name}.sentinel"),
-            "it only in a pool with `role = \"primary\"`",
-        ));
-    }
-    if let Some(&id) = members
-        .iter()
-        .find(|&&id| !matches!(backends[id].check.probe, ProbeConfig::Redis(_)))
-    {
-        return Err(ctx.invalid(
-            format!("pools.{name}.sentinel"),
-            format!(
-                "it only when every member has `kind = \"redis\"` checks; \"{}\" has not",
-                backends[id].name
-            ),
-        ));
-    }
+    primary_of(ctx, &format!("pools.{name}.sentinel"), role, members, backends, "redis")?;
     if raw.sentinels.is_empty() {
         return Err(ctx.invalid(key("sentinels"), "at least one `host:port` address"));
     }
@@ -132,24 +115,7 @@ fn switchover_config(
     backends: &[BackendConfig],
 ) -> Result<SwitchoverConfig, ConfigError> {
     let key = |field: &str| format!("pools.{name}.switchover.{field}");
-    if role != PoolRole::Primary {
-        return Err(ctx.invalid(
-            format!("pools.{name}.switchover"),
-            "it only in a pool with `role = \"primary\"`",
-        ));
-    }
-    if let Some(&id) = members
-        .iter()
-        .find(|&&id| !matches!(backends[id].check.probe, ProbeConfig::Mysql(_)))
-    {
-        return Err(ctx.invalid(
-            format!("pools.{name}.switchover"),
-            format!(
-                "it only when every member has `kind = \"mysql\"` checks; \"{}\" has not",
-                backends[id].name
-            ),
-        ));
-    }
+    primary_of(ctx, &format!("pools.{name}.switchover"), role, members, backends, "mysql")?;
     let named = |field: &str, value: Option<String>| {
         value
             .filter(|v| !v.is_empty())
@@ -183,6 +149,34 @@ fn switchover_config(
         ));
     }
     Ok(config)
+}
+
+/// A section only a primary pool whose members all have `kind` checks takes.
+fn primary_of(
+    ctx: &Ctx<'_>,
+    section: &str,
+    role: PoolRole,
+    members: &[BackendId],
+    backends: &[BackendConfig],
+    kind: &str,
+) -> Result<(), ConfigError> {
+    if role != PoolRole::Primary {
+        return Err(ctx.invalid(section, "it only in a pool with `role = \"primary\"`"));
+    }
+    let fits = |probe: &ProbeConfig| match kind {
+        "redis" => matches!(probe, ProbeConfig::Redis(_)),
+        _ => matches!(probe, ProbeConfig::Mysql(_)),
+    };
+    match members.iter().find(|&&id| !fits(&backends[id].check.probe)) {
+        Some(&id) => Err(ctx.invalid(
+            section,
+            format!(
+                "it only when every member has `kind = \"{kind}\"` checks; \"{}\" has not",
+                backends[id].name
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Backend names → [`Members`]: at least one, each known, each once.
