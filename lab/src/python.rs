@@ -16,6 +16,7 @@ const PACKAGES: &[&str] = &[
     "secantusdb==0.7.0b3",
     "SQLAlchemy==2.0.*",
     "PyMySQL==1.1.*",
+    "kombu[redis]==5.*",
 ];
 
 /// The venv's directory: `SWITCHYARD_LAB_VENV`, else `target/lab-venv` of this workspace.

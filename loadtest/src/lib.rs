@@ -42,6 +42,7 @@ pub mod measure;
 pub mod pair;
 pub mod peers;
 pub mod proxy_config;
+pub mod redis_drill;
 pub mod reload_bench;
 pub mod report;
 pub mod scenario;

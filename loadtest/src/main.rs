@@ -128,6 +128,18 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// Redis failovers (kill -9, SENTINEL FAILOVER, SIGSTOP, an empty master's return,
+    /// REPLICAOF by hand, CLIENT PAUSE) under redis-crate writers and kombu, switchyard
+    /// with the Sentinels' word vs HAProxy's tcp-check recipe, side by side. Prints a
+    /// `redis scenario=...` line per target and client.
+    Redis {
+        /// Comma-separated; all by default.
+        #[arg(long, value_delimiter = ',', default_values_t = switchyard_loadtest::redis_drill::SCENARIOS.map(String::from))]
+        scenarios: Vec<String>,
+        /// The switchyard binary.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// sysbench oltp_read_write: direct vs switchyard vs HAProxy, one MariaDB.
     Sysbench {
         #[arg(long, default_value_t = 3)]
@@ -217,6 +229,9 @@ async fn bench(command: Command) -> Result<()> {
             switchovers,
             switchyard,
         } => switchyard_loadtest::switchover_drill::run(switchovers, &switchyard).await,
+        Command::Redis { scenarios, switchyard } => {
+            switchyard_loadtest::redis_drill::run(&scenarios, &switchyard).await
+        }
         Command::Sysbench {
             rounds,
             secs,

@@ -137,13 +137,7 @@ pub async fn run(switchovers: u32, switchyard: &Path) -> Result<()> {
         dir.join("haproxy.cfg"),
         haproxy_config(&cluster.lock().unwrap(), ha_port, &socket, primary),
     )?;
-    let haproxy = spawn(
-        Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(dir.join("haproxy.cfg")),
-        &dir.join("haproxy.log"),
-    )?;
+    let haproxy = crate::sysbench::spawn_haproxy(&dir.join("haproxy.cfg"))?;
     let ha_front = SocketAddr::from(([127, 0, 0, 1], ha_port));
     await_write(ha_front).await.context("a first write through HAProxy")?;
     let current = Arc::new(Mutex::new(primary));
@@ -299,19 +293,24 @@ impl Python {
     }
 
     fn instant(&self, wall: f64) -> Instant {
-        // Before the epoch by `offset` seconds when negative.
-        let base = self
-            .epoch
-            .0
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        let offset = wall - base;
-        if offset >= 0.0 {
-            self.epoch.1 + Duration::from_secs_f64(offset)
-        } else {
-            self.epoch.1 - Duration::from_secs_f64(-offset)
-        }
+        instant_of(self.epoch, wall)
+    }
+}
+
+/// The monotonic instant of `wall` (seconds since the Unix epoch), given one moment
+/// on both clocks: to place the writes a Python client timed.
+pub(crate) fn instant_of(epoch: (std::time::SystemTime, Instant), wall: f64) -> Instant {
+    let base = epoch
+        .0
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    // Before the epoch by `offset` seconds when negative.
+    let offset = wall - base;
+    if offset >= 0.0 {
+        epoch.1 + Duration::from_secs_f64(offset)
+    } else {
+        epoch.1 - Duration::from_secs_f64(-offset)
     }
 }
 

@@ -33,6 +33,12 @@ pub(crate) fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
     system::spawn_logged(command, log).map(Proc)
 }
 
+/// HAProxy in the foreground on the config file `cfg`, its output in `<cfg dir>/haproxy.log`.
+pub(crate) fn spawn_haproxy(cfg: &Path) -> Result<Proc> {
+    let log = cfg.with_file_name("haproxy.log");
+    spawn(Command::new("haproxy").arg("-db").arg("-f").arg(cfg), &log)
+}
+
 fn wait_listening(addr: SocketAddr, what: &str) -> Result<()> {
     for _ in 0..200 {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {

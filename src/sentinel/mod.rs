@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! per Sentinel: query conn ──(every interval, and at once after an event)──► Heard::Answer
-//!               event conn (SUBSCRIBE +switch-master +sdown +odown …) ──────► Heard::Event
+//!               event conn (PSUBSCRIBE *: +try-failover, +switch-master, +sdown …) ► Heard::Event
 //! per pool:     latest answer of each Sentinel ─► word::newest ─► News::Named ─► router
 //!                                                    events ─────► News::Event ─► router nudges the checks
 //! ```
@@ -37,8 +37,9 @@ pub enum News {
     Named {
         /// The pool's name.
         pool: String,
-        /// The master's `host:port`, as the Sentinels say it.
-        address: String,
+        /// The master's `host:port`, as the Sentinels say it; `None` while a failover
+        /// has started and promoted no replica yet.
+        address: Option<String>,
     },
     /// A Sentinel published an event about the pool's master: check its members now.
     Event {
@@ -46,17 +47,6 @@ pub enum News {
         pool: String,
     },
 }
-
-/// The channels the watcher subscribes its event connection to.
-const CHANNELS: [&str; 7] = [
-    "+switch-master",
-    "+promoted-slave",
-    "+sdown",
-    "+odown",
-    "+failover-end",
-    "+convert-to-slave",
-    "+reset-master",
-];
 
 /// What one Sentinel's task tells the pool's watcher.
 enum Heard {
@@ -67,7 +57,7 @@ enum Heard {
 /// Watches `pool`'s Sentinels until `stop`: one task per Sentinel and one that turns
 /// their answers into [`News`].
 pub fn watch(pool: String, config: SentinelConfig, news: mpsc::Sender<News>, stop: CancellationToken) {
-    let (heard, mut inbox) = mpsc::channel(64);
+    let (heard, inbox) = mpsc::channel(64);
     for (i, address) in config.sentinels.iter().enumerate() {
         let follower = Follower {
             pool: pool.clone(),
@@ -78,39 +68,54 @@ pub fn watch(pool: String, config: SentinelConfig, news: mpsc::Sender<News>, sto
         };
         tokio::spawn(follower.run(stop.clone()));
     }
-    let count = config.sentinels.len();
-    tokio::spawn(async move {
-        let mut answers: Vec<Option<word::Answer>> = vec![None; count];
-        let mut last: Option<String> = None;
-        loop {
-            let heard = tokio::select! {
-                heard = inbox.recv() => heard,
-                _ = stop.cancelled() => return,
-            };
-            let sent = match heard {
-                None => return,
-                Some(Heard::Event) => news.send(News::Event { pool: pool.clone() }).await,
-                Some(Heard::Answer(i, answer)) => {
-                    answers[i] = answer;
-                    match word::newest(&answers).filter(|w| last.as_ref() != Some(w)) {
-                        None => Ok(()),
-                        Some(address) => {
-                            info!(pool = %pool, master = %address, "sentinel: the Sentinels name the master");
-                            last = Some(address.clone());
-                            news.send(News::Named {
-                                pool: pool.clone(),
-                                address,
-                            })
-                            .await
-                        }
+    tokio::spawn(gather(pool, config.sentinels.len(), inbox, news, stop));
+}
+
+/// Keeps the latest answer of each of `count` Sentinels and sends the router each new
+/// word, and each event, until `stop` or the router is gone.
+async fn gather(
+    pool: String,
+    count: usize,
+    mut inbox: mpsc::Receiver<Heard>,
+    news: mpsc::Sender<News>,
+    stop: CancellationToken,
+) {
+    let mut answers: Vec<Option<word::Answer>> = vec![None; count];
+    let mut last: Option<word::Word> = None;
+    loop {
+        let heard = tokio::select! {
+            heard = inbox.recv() => heard,
+            _ = stop.cancelled() => return,
+        };
+        let sent = match heard {
+            None => return,
+            Some(Heard::Event) => news.send(News::Event { pool: pool.clone() }).await,
+            Some(Heard::Answer(i, answer)) => {
+                answers[i] = answer;
+                match word::newest(&answers).filter(|w| last.as_ref() != Some(w)) {
+                    None => Ok(()),
+                    Some(word) => {
+                        let address = match &word {
+                            word::Word::Master(address) => {
+                                info!(pool = %pool, master = %address, "sentinel: the Sentinels name the master");
+                                Some(address.clone())
+                            }
+                            word::Word::FailingOver => {
+                                info!(pool = %pool, "sentinel: a failover started; no master until a replica is promoted");
+                                None
+                            }
+                        };
+                        last = Some(word);
+                        let pool = pool.clone();
+                        news.send(News::Named { pool, address }).await
                     }
                 }
-            };
-            if sent.is_err() {
-                return; // the router is gone
             }
+        };
+        if sent.is_err() {
+            return;
         }
-    });
+    }
 }
 
 /// One Sentinel: its two connections, reopened after every failure.
@@ -162,6 +167,7 @@ impl Follower {
                 }
                 Err(e) => return e,
             };
+            tracing::debug!(pool = %self.pool, sentinel = %self.address, ?answer, "sentinel: answer");
             if !*reachable && answer.is_some() {
                 info!(pool = %self.pool, sentinel = %self.address, "sentinel: answering again");
                 *reachable = true;
@@ -175,6 +181,9 @@ impl Follower {
                     push = events.next() => push,
                     _ = tokio::time::sleep_until(next) => break,
                 };
+                if let Ok(push) = &push {
+                    tracing::debug!(pool = %self.pool, sentinel = %self.address, ?push, "sentinel: event");
+                }
                 match push.map(|p| word::event(&p, &self.config.master_name)) {
                     Err(e) => return e,
                     Ok(Some(word::Event::Concerns)) => {
@@ -253,12 +262,11 @@ impl Conn {
         Ok(word::answer(&replies[0], &replies[1]))
     }
 
+    /// Every event: a failover starts with `+try-failover`, and the payloads name the
+    /// master they are about.
     async fn subscribe(&mut self) -> Result<(), String> {
-        let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-        args.extend(CHANNELS.iter().map(|c| c.as_bytes()));
-        let confirmations = self.call(&resp::command(&args), CHANNELS.len()).await?;
-        match confirmations.iter().find(|c| matches!(c, Value::Error(_))) {
-            Some(Value::Error(e)) => Err(format!("SUBSCRIBE refused: {}", crate::logs::peer(e))),
+        match self.call(&resp::command(&[b"PSUBSCRIBE", b"*"]), 1).await?.pop() {
+            Some(Value::Error(e)) => Err(format!("PSUBSCRIBE refused: {}", crate::logs::peer(&e))),
             _ => Ok(()),
         }
     }

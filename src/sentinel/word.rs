@@ -14,6 +14,11 @@
 //! greatest `(config_epoch, promoted)` among the Sentinels that answered, as Sentinel
 //! itself lets the configuration with the greater epoch win. Two different addresses
 //! at that rank are no word at all.
+//!
+//! From the start of a failover (`flags` has `failover_in_progress`) until the leader
+//! names the promoted replica, the word is [`Word::FailingOver`]: the old master may
+//! still take writes that its successor will not have, so the pool routes to no
+//! master meanwhile (a planned `SENTINEL FAILOVER` leaves it writable for seconds).
 
 use crate::protocol::resp::Value;
 
@@ -27,15 +32,32 @@ pub struct Answer {
     /// It names another address than the one it recorded: it leads a failover and
     /// has promoted that replica.
     pub promoted: bool,
+    /// Its flags for the master say `failover_in_progress`.
+    pub failing_over: bool,
+}
+
+/// What the Sentinels say, together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Word {
+    /// This `host:port` is the master.
+    Master(String),
+    /// A failover started and no replica is promoted yet: no master.
+    FailingOver,
 }
 
 /// The newest word among `answers` (`None`: that Sentinel gave none).
-pub fn newest(answers: &[Option<Answer>]) -> Option<String> {
+pub fn newest(answers: &[Option<Answer>]) -> Option<Word> {
     let rank = |a: &Answer| (a.epoch, a.promoted);
     let top = answers.iter().flatten().map(rank).max()?;
-    let mut at_top = answers.iter().flatten().filter(|a| rank(a) == top).map(|a| &a.address);
-    let first = at_top.next()?;
-    at_top.all(|other| other == first).then(|| first.clone())
+    let at_top: Vec<&Answer> = answers.iter().flatten().filter(|a| rank(a) == top).collect();
+    if at_top.iter().any(|a| a.failing_over && !a.promoted) {
+        return Some(Word::FailingOver);
+    }
+    let first = &at_top[0].address;
+    at_top
+        .iter()
+        .all(|a| &a.address == first)
+        .then(|| Word::Master(first.clone()))
 }
 
 /// The answer from the replies to the two commands; `Err` says why there is none
@@ -68,10 +90,12 @@ pub fn answer(addr: &Value, master: &Value) -> Result<Answer, String> {
         (Some(ip), Some(port)) => join(&ip, &port),
         _ => return Err("SENTINEL master has no ip and port".into()),
     };
+    let failing_over = field("flags").is_some_and(|f| f.split(',').any(|flag| flag == "failover_in_progress"));
     Ok(Answer {
         promoted: recorded != address,
         address,
         epoch,
+        failing_over,
     })
 }
 
@@ -85,15 +109,15 @@ pub enum Event {
     Other,
 }
 
-/// Reads a `message` push (`["message", channel, payload]`).
+/// Reads a `pmessage` push (`["pmessage", pattern, channel, payload]`) or a
+/// `message` push (`["message", channel, payload]`).
 pub fn event(push: &Value, master: &str) -> Option<Event> {
     let Value::Array(Some(items)) = push else { return None };
-    let [kind, _channel, payload] = items.as_slice() else {
-        return None;
+    let payload = match items.as_slice() {
+        [kind, _pattern, _channel, payload] if bulk(kind).as_deref() == Some("pmessage") => payload,
+        [kind, _channel, payload] if bulk(kind).as_deref() == Some("message") => payload,
+        _ => return None,
     };
-    if bulk(kind).as_deref() != Some("message") {
-        return None;
-    }
     let payload = bulk(payload)?;
     // `+switch-master NAME …`, `+sdown master NAME ip port`, `+promoted-slave slave
     // ip:port ip port @ NAME ip port`: the name stands alone between spaces.
@@ -129,23 +153,37 @@ mod tests {
             address: address.into(),
             epoch,
             promoted,
+            failing_over: promoted,
         })
+    }
+
+    fn master(address: &str) -> Option<Word> {
+        Some(Word::Master(address.into()))
     }
 
     #[test]
     fn the_newest_epoch_wins_and_a_promotion_outranks_its_epoch() {
         assert_eq!(newest(&[None, None]), None);
         let steady = [said("h:1", 3, false), said("h:1", 3, false), None];
-        assert_eq!(newest(&steady).as_deref(), Some("h:1"));
+        assert_eq!(newest(&steady), master("h:1"));
         // The leader promoted h:2; the others still record h:1 at the same epoch.
         let leading = [said("h:1", 3, false), said("h:2", 3, true), said("h:1", 3, false)];
-        assert_eq!(newest(&leading).as_deref(), Some("h:2"));
+        assert_eq!(newest(&leading), master("h:2"));
         // A Sentinel cut off during a failover comes back with the older epoch.
         let behind = [said("h:1", 3, false), said("h:2", 4, false), None];
-        assert_eq!(newest(&behind).as_deref(), Some("h:2"));
+        assert_eq!(newest(&behind), master("h:2"));
         // Two addresses at the top rank: no word.
         let split = [said("h:1", 4, false), said("h:2", 4, false)];
         assert_eq!(newest(&split), None);
+        // The leader started a failover and promoted nobody yet: no master.
+        let mut started = said("h:1", 3, false);
+        started.as_mut().unwrap().failing_over = true;
+        assert_eq!(
+            newest(&[said("h:1", 3, false), started.clone()]),
+            Some(Word::FailingOver)
+        );
+        // One that tried and lost the election, behind the new epoch, says nothing.
+        assert_eq!(newest(&[said("h:2", 4, false), started]), master("h:2"));
     }
 
     #[test]
@@ -158,6 +196,8 @@ mod tests {
             b("127.0.0.1"),
             b("port"),
             b("26401"),
+            b("flags"),
+            b("master,failover_in_progress"),
             b("config-epoch"),
             b("7"),
         ]));
@@ -167,6 +207,7 @@ mod tests {
                 address: "127.0.0.1:26402".into(),
                 epoch: 7,
                 promoted: true,
+                failing_over: true,
             })
         );
         let v6 = Value::Array(Some(vec![b("::1"), b("26401")]));
@@ -188,7 +229,14 @@ mod tests {
         );
         let promoted = push("slave 127.0.0.1:26402 127.0.0.1 26402 @ labmaster 127.0.0.1 26401");
         assert_eq!(event(&promoted, "labmaster"), Some(Event::Concerns));
-        let confirm = Value::Array(Some(vec![b("subscribe"), b("+sdown"), Value::Integer(1)]));
+        let confirm = Value::Array(Some(vec![b("psubscribe"), b("*"), Value::Integer(1)]));
         assert_eq!(event(&confirm, "labmaster"), None);
+        let pattern = Value::Array(Some(vec![
+            b("pmessage"),
+            b("*"),
+            b("+try-failover"),
+            b("master labmaster 127.0.0.1 26401"),
+        ]));
+        assert_eq!(event(&pattern, "labmaster"), Some(Event::Concerns));
     }
 }

@@ -115,7 +115,14 @@ fn switchover_config(
     backends: &[BackendConfig],
 ) -> Result<SwitchoverConfig, ConfigError> {
     let key = |field: &str| format!("pools.{name}.switchover.{field}");
-    primary_of(ctx, &format!("pools.{name}.switchover"), role, members, backends, "mysql")?;
+    primary_of(
+        ctx,
+        &format!("pools.{name}.switchover"),
+        role,
+        members,
+        backends,
+        "mysql",
+    )?;
     let named = |field: &str, value: Option<String>| {
         value
             .filter(|v| !v.is_empty())

@@ -26,8 +26,8 @@ pub struct Sentinels {
     sender: mpsc::Sender<News>,
     /// By pool name: the config its watcher runs with; dropping the guard stops it.
     running: HashMap<String, (SentinelConfig, DropGuard)>,
-    /// By pool name: the last `host:port` named.
-    words: HashMap<String, String>,
+    /// By pool name: the last `host:port` named (`None`: a failover is under way).
+    words: HashMap<String, Option<String>>,
 }
 
 impl Default for Sentinels {
@@ -74,7 +74,7 @@ impl Router {
         if pool.config.sentinel.is_none() {
             return Named::Unused;
         }
-        let Some(word) = self.sentinels.words.get(pool.name()) else {
+        let Some(Some(word)) = self.sentinels.words.get(pool.name()) else {
             return Named::Nobody;
         };
         let address: Option<SocketAddr> = word.parse().ok();
@@ -100,9 +100,12 @@ impl Router {
                 let Some(live) = self.pools.iter().find(|p| p.name() == pool).cloned() else {
                     return;
                 };
-                let detail = match self.named(&live) {
-                    Named::Member(id) => format!("the Sentinels name {address} ({})", self.name_of(id)),
-                    _ => {
+                let detail = match (self.named(&live), &address) {
+                    (_, None) => "a Sentinel started a failover: no master until it names one".to_string(),
+                    (Named::Member(id), Some(address)) => {
+                        format!("the Sentinels name {address} ({})", self.name_of(id))
+                    }
+                    (_, Some(address)) => {
                         let alarm = format!("the Sentinels name {address}, which is no member of the pool");
                         warn!(pool = %pool, master = %address, "ALARM: sentinel: {alarm}");
                         self.timeline.push(EventKind::Alarm, Some(&pool), None, alarm.clone());

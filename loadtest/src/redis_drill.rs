@@ -1,0 +1,513 @@
+//! Redis failovers under Celery-like load: `loadtest redis`.
+//!
+//! Per scenario a fresh lab (three `redis-server` nodes, node 1 the master, and three
+//! Sentinels, quorum 2, `down-after-milliseconds` 1000) with two proxies in front at
+//! once, each taking the same clients:
+//!
+//! ```text
+//! switchyard  a primary pool with redis checks every 250 ms and the Sentinels' word
+//! haproxy     the common recipe: tcp-check send "info replication", expect
+//!             role:master, inter 250ms, on-marked-down shutdown-sessions
+//! clients     4 × the redis crate (kept connections, a new one every 200 writes,
+//!             each write `SET key` + `CONFIG GET port` pipelined: the node that took it)
+//!             kombu producer + consumer (Celery's transport library, lab/py/redis_celery.py)
+//! faults      kill9 · sentinel-failover · sigstop (4 s) · restart-empty (kill -9, then
+//!             back as an empty master) · replicaof-flip (REPLICAOF NO ONE on a replica
+//!             by hand) · client-pause (CLIENT PAUSE 3000 WRITE)
+//! ```
+//!
+//! A monitor asks every Sentinel `get-master-addr-by-name` every 10 ms. A write is
+//! *acked by a non-master* when no Sentinel named its node from its start to its end
+//! (±50 ms); *missing* when acknowledged and absent from the final master once the
+//! Sentinels agree. Per target and client it prints
+//! `redis scenario=S target=T client=C outage_ms=N errors=N acked_by_non_master=N missing_acked=N acked=N`
+//! (kombu cannot tell which node took a message: its `acked_by_non_master` is `-`),
+//! with `sentinel_named_ms`, Sentinel's own failover time (from the fault to the first
+//! sample where a Sentinel names another node; `-`: none did), and for
+//! `sentinel-failover` how long after that the first write reached the new master
+//! through each target (`first_write_after_announce_ms`).
+
+mod judge;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use judge::{Op, Sample};
+use switchyard_lab::redis::{RedisSet, MASTER_NAME};
+use switchyard_lab::system;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::sysbench::spawn;
+
+/// The faults, by the names the command line takes.
+pub const SCENARIOS: [&str; 6] = [
+    "kill9",
+    "sentinel-failover",
+    "sigstop",
+    "restart-empty",
+    "replicaof-flip",
+    "client-pause",
+];
+
+const TARGETS: [&str; 2] = ["switchyard", "haproxy"];
+/// How long the clients run after the fault starts (longer after a replica promoted
+/// by hand: Sentinel corrects it after about 10 s).
+fn observe(scenario: &str) -> Duration {
+    match scenario {
+        "replicaof-flip" => Duration::from_secs(20),
+        _ => Duration::from_secs(14),
+    }
+}
+
+/// Runs each scenario of `scenarios` in a fresh lab.
+pub async fn run(scenarios: &[String], switchyard: &Path) -> Result<()> {
+    system::ensure_packages(&[("haproxy", "haproxy"), ("redis-sentinel", "redis-sentinel")])?;
+    if !switchyard.is_file() {
+        bail!(
+            "{} not found: cargo build --release -p switchyard",
+            switchyard.display()
+        );
+    }
+    for name in scenarios {
+        if !SCENARIOS.contains(&name.as_str()) {
+            bail!("unknown scenario {name:?}; the scenarios are {}", SCENARIOS.join(", "));
+        }
+    }
+    for name in scenarios {
+        scenario(name, switchyard)
+            .await
+            .with_context(|| format!("scenario {name}"))?;
+    }
+    Ok(())
+}
+
+async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
+    let set = tokio::task::spawn_blocking(|| -> Result<RedisSet> {
+        let mut set = RedisSet::start(3)?;
+        set.start_sentinels(3)?;
+        Ok(set)
+    })
+    .await??;
+    let set = Arc::new(Mutex::new(set));
+    let dir = system::temp_dir("sy-redis-drill")?;
+    let fronts = [system::free_port()?, system::free_port()?].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    let (sy_conf, ha_conf) = {
+        let set = set.lock().unwrap();
+        (switchyard_config(&set, fronts[0]), haproxy_config(&set, fronts[1]))
+    };
+    std::fs::write(dir.join("switchyard.toml"), sy_conf)?;
+    std::fs::write(dir.join("haproxy.cfg"), ha_conf)?;
+    let _proxy = spawn(
+        Command::new(switchyard)
+            .args(["run", "--config"])
+            .arg(dir.join("switchyard.toml"))
+            .env(
+                "RUST_LOG",
+                std::env::var("DRILL_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+        &dir.join("switchyard.log"),
+    )?;
+    let _haproxy = crate::sysbench::spawn_haproxy(&dir.join("haproxy.cfg"))?;
+    for front in fronts {
+        await_write(front).await?;
+    }
+    let sentinels: Vec<SocketAddr> = (0..3).map(|j| set.lock().unwrap().sentinel_addr(j)).collect();
+    let master_port = set.lock().unwrap().addr(0).port();
+    let stop = CancellationToken::new();
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let monitor = tokio::spawn(watch_sentinels(sentinels.clone(), stop.clone(), samples.clone()));
+    let ops: Arc<Mutex<Vec<(usize, Op)>>> = Arc::default();
+    let mut writers = Vec::new();
+    for (t, front) in fronts.iter().enumerate() {
+        for w in 0..4 {
+            writers.push(tokio::spawn(writer(*front, t, w, stop.clone(), ops.clone())));
+        }
+    }
+    let kombu = Kombu::start(&fronts)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fault_at = Instant::now();
+    let fault = {
+        let (set, name) = (set.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || inject(&set, &name))
+    };
+    tokio::time::sleep(observe(name)).await;
+    fault.await??;
+    let until = Instant::now();
+    stop.cancel();
+    for task in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
+    let _ = monitor.await;
+    let kombu = tokio::task::spawn_blocking(move || kombu.stop()).await??;
+    let (held, final_master) = {
+        let set = set.clone();
+        let keys: Vec<String> = ops.lock().unwrap().iter().map(|(_, o)| o.key.clone()).collect();
+        tokio::task::spawn_blocking(move || held_keys(&set, &keys)).await??
+    };
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    let ops = std::mem::take(&mut *ops.lock().unwrap());
+    // Sentinel's own failover time: from the fault to a Sentinel naming another node.
+    let sentinel_ms = judge::announced(&samples, master_port, fault_at)
+        .map_or("-".to_string(), |a| (a - fault_at).as_millis().to_string());
+    for (t, target) in TARGETS.iter().enumerate() {
+        let mine: Vec<Op> = ops.iter().filter(|(i, _)| *i == t).map(|(_, o)| o.clone()).collect();
+        let since = fault_at - Duration::from_secs(1);
+        let non_master = mine.iter().filter(|o| judge::by_non_master(o, &samples)).count();
+        let mut line = format!(
+            "redis scenario={name} target={target} client=redis-rs outage_ms={} errors={} acked_by_non_master={non_master} missing_acked={} acked={} sentinel_named_ms={sentinel_ms}",
+            judge::outage(&mine, since, until).as_millis(),
+            mine.iter().filter(|o| o.result.is_err()).count(),
+            judge::missing(&mine, &held),
+            mine.iter().filter(|o| o.result.is_ok()).count(),
+        );
+        if name == "sentinel-failover" {
+            let announced = judge::announced(&samples, master_port, fault_at);
+            let first = announced.and_then(|a| judge::first_on(&mine, final_master, a - Duration::from_secs(5)));
+            if let (Some(a), Some(f)) = (announced, first) {
+                let ms = f.saturating_duration_since(a).as_millis() as i128
+                    - a.saturating_duration_since(f).as_millis() as i128;
+                line += &format!(" first_write_after_announce_ms={ms}");
+            }
+        }
+        println!("{line}");
+        let (published, received, errors) = &kombu[t];
+        println!(
+            "redis scenario={name} target={target} client=kombu outage_ms={} errors={errors} acked_by_non_master=- missing_acked={} acked={}",
+            judge::outage(published, since, until).as_millis(),
+            published.iter().filter(|p| p.result.is_ok() && !received.contains(&p.key)).count(),
+            published.iter().filter(|p| p.result.is_ok()).count(),
+        );
+    }
+    drop(set);
+    if std::env::var_os("KEEP_DRILL_DIR").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+/// The fault `name` against the lab's master (node 1), from a blocking thread.
+fn inject(set: &Mutex<RedisSet>, name: &str) -> Result<()> {
+    let cli = |i: usize, args: &[&str]| set.lock().unwrap().cli(i, args).map(drop);
+    match name {
+        "kill9" => set.lock().unwrap().kill9(0),
+        "sentinel-failover" => set
+            .lock()
+            .unwrap()
+            .sentinel_cli(0, &["SENTINEL", "FAILOVER", MASTER_NAME])
+            .map(drop),
+        "sigstop" => {
+            let pid = set.lock().unwrap().pid(0).context("the master runs")?;
+            system::signal(pid, "STOP")?;
+            std::thread::sleep(Duration::from_secs(4));
+            system::signal(pid, "CONT")
+        }
+        "restart-empty" => {
+            set.lock().unwrap().kill9(0)?;
+            let started = std::time::Instant::now();
+            while set.lock().unwrap().sentinel_master().ok() == Some(0) {
+                if started.elapsed() > Duration::from_secs(15) {
+                    bail!("no failover within 15 s of the kill");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            set.lock().unwrap().restart_empty(0)
+        }
+        "replicaof-flip" => cli(1, &["REPLICAOF", "NO", "ONE"]),
+        "client-pause" => cli(0, &["CLIENT", "PAUSE", "3000", "WRITE"]),
+        other => bail!("unknown scenario {other}"),
+    }
+}
+
+/// Waits (bounded) until the Sentinels agree, then reads which of `keys` the master
+/// they name holds; those keys and the master's port.
+fn held_keys(set: &Mutex<RedisSet>, keys: &[String]) -> Result<(HashSet<String>, u16)> {
+    let started = std::time::Instant::now();
+    let master = loop {
+        let set = set.lock().unwrap();
+        let named: Vec<Option<String>> = (0..3)
+            .map(|j| {
+                set.sentinel_cli(j, &["SENTINEL", "get-master-addr-by-name", MASTER_NAME])
+                    .ok()
+            })
+            .collect();
+        if named.iter().all(|n| n.is_some() && *n == named[0]) {
+            break set.sentinel_master()?;
+        }
+        drop(set);
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the Sentinels did not agree within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let addr = set.lock().unwrap().addr(master);
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    let mut held = HashSet::new();
+    for chunk in keys.chunks(1000) {
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut conn)?;
+        held.extend(
+            chunk
+                .iter()
+                .zip(values)
+                .filter(|(_, v)| v.is_some())
+                .map(|(k, _)| k.clone()),
+        );
+    }
+    Ok((held, addr.port()))
+}
+
+/// Samples every Sentinel's word every 10 ms until `stop`.
+async fn watch_sentinels(sentinels: Vec<SocketAddr>, stop: CancellationToken, out: Arc<Mutex<Vec<Sample>>>) {
+    let config = connection_config(Duration::from_millis(200));
+    let mut conns = Vec::new();
+    for s in &sentinels {
+        let client = redis::Client::open(format!("redis://{s}/")).expect("a sentinel URL");
+        conns.push(client.get_multiplexed_async_connection_with_config(&config).await.ok());
+    }
+    while !stop.is_cancelled() {
+        let mut named = Vec::new();
+        for conn in conns.iter_mut() {
+            let word: Option<(String, u16)> = match conn {
+                Some(c) => redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(MASTER_NAME)
+                    .query_async(c)
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
+            named.push(word.map(|(_, port)| port));
+        }
+        out.lock().unwrap().push(Sample {
+            at: Instant::now(),
+            named,
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn connection_config(limit: Duration) -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(limit)
+        .set_response_timeout(limit)
+}
+
+/// One redis-crate client through `front` until `stop`: a kept connection, replaced
+/// every 200 writes and after an error.
+async fn writer(
+    front: SocketAddr,
+    target: usize,
+    id: usize,
+    stop: CancellationToken,
+    out: Arc<Mutex<Vec<(usize, Op)>>>,
+) {
+    let Ok(client) = redis::Client::open(format!("redis://{front}/")) else {
+        return;
+    };
+    let config = connection_config(Duration::from_secs(2));
+    let mut kept: Option<redis::aio::MultiplexedConnection> = None;
+    let mut uses = 0;
+    for n in 0..1_000_000u64 {
+        if stop.is_cancelled() {
+            break;
+        }
+        if uses == 200 {
+            (kept, uses) = (None, 0);
+        }
+        let key = format!("sy:{}:{id}:{n}", TARGETS[target]);
+        let started = Instant::now();
+        let result = async {
+            if kept.is_none() {
+                kept = Some(client.get_multiplexed_async_connection_with_config(&config).await?);
+            }
+            let conn = kept.as_mut().expect("connected");
+            let ((), port): ((), Vec<String>) = redis::pipe()
+                .cmd("SET")
+                .arg(&key)
+                .arg(n)
+                .cmd("CONFIG")
+                .arg("GET")
+                .arg("port")
+                .query_async(conn)
+                .await?;
+            Ok::<_, redis::RedisError>(port.get(1).and_then(|p| p.parse().ok()))
+        }
+        .await
+        .map_err(|e| e.to_string());
+        if result.is_err() {
+            (kept, uses) = (None, 0);
+        } else {
+            uses += 1;
+        }
+        let ended = Instant::now();
+        out.lock().unwrap().push((
+            target,
+            Op {
+                key,
+                started,
+                ended,
+                result,
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits (bounded) until a SET goes through `front`.
+async fn await_write(front: SocketAddr) -> Result<()> {
+    let client = redis::Client::open(format!("redis://{front}/"))?;
+    let mut last = String::new();
+    for _ in 0..100 {
+        let attempt = async {
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&connection_config(Duration::from_secs(1)))
+                .await?;
+            redis::cmd("SET")
+                .arg("drill-ready")
+                .arg(1)
+                .query_async::<()>(&mut conn)
+                .await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("no write went through {front} in 20 s: {last}")
+}
+
+fn switchyard_config(set: &RedisSet, front: SocketAddr) -> String {
+    let mut text = String::from(
+        "[shutdown]\ngrace = \"1s\"\n\n[check]\nkind = \"redis\"\ninterval = \"250ms\"\nfast_interval = \"100ms\"\n\
+         timeout = \"500ms\"\nrise = 1\nfall = 2\n\n",
+    );
+    for i in 0..3 {
+        text += &format!("[backends.r{}]\naddress = \"{}\"\n\n", i + 1, set.addr(i));
+    }
+    let sentinels: Vec<String> = (0..3).map(|j| format!("\"{}\"", set.sentinel_addr(j))).collect();
+    text += &format!(
+        "[pools.cache]\nbackends = [\"r1\", \"r2\", \"r3\"]\nrole = \"primary\"\non_leave = \"close\"\n\
+         hold_timeout = \"10s\"\nconnect_timeout = \"500ms\"\n\n\
+         [pools.cache.sentinel]\nsentinels = [{}]\nmaster_name = \"{MASTER_NAME}\"\n\n\
+         [listeners.cache]\nlisten = \"{front}\"\npool = \"cache\"\n",
+        sentinels.join(", ")
+    );
+    text
+}
+
+/// The tcp-check recipe operators use in front of Redis.
+fn haproxy_config(set: &RedisSet, front: SocketAddr) -> String {
+    let mut text = format!(
+        "global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
+         frontend redis_front\n  bind {front}\n  default_backend redis\n\
+         backend redis\n  option tcp-check\n  tcp-check connect\n  tcp-check send PING\\r\\n\n  tcp-check expect string +PONG\n\
+         \x20 tcp-check send info\\ replication\\r\\n\n  tcp-check expect string role:master\n\
+         \x20 tcp-check send QUIT\\r\\n\n  tcp-check expect string +OK\n"
+    );
+    for i in 0..3 {
+        text += &format!(
+            "  server r{} {} check inter 250ms fall 2 rise 1 on-marked-down shutdown-sessions\n",
+            i + 1,
+            set.addr(i)
+        );
+    }
+    text
+}
+
+/// The kombu producer and consumer of each target (`lab/py/redis_celery.py`).
+struct Kombu {
+    children: Vec<std::process::Child>,
+    stop_file: std::path::PathBuf,
+    epoch: (std::time::SystemTime, Instant),
+}
+
+/// Per target: the publishes, the message numbers received, the publish errors.
+type KombuFigures = Vec<(Vec<Op>, HashSet<String>, usize)>;
+
+impl Kombu {
+    fn start(fronts: &[SocketAddr]) -> Result<Kombu> {
+        let python = switchyard_lab::python::python()?;
+        let dir = system::temp_dir("sy-kombu")?;
+        let stop_file = dir.join("stop");
+        let mut children = Vec::new();
+        for (front, target) in fronts.iter().zip(TARGETS) {
+            // A queue per target: both proxies front the same nodes.
+            let child = Command::new(&python)
+                .arg(switchyard_lab::python::script("redis_celery.py"))
+                .args([
+                    front.ip().to_string(),
+                    front.port().to_string(),
+                    format!("drill-{target}"),
+                ])
+                .arg(&stop_file)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("start the kombu clients")?;
+            children.push(child);
+        }
+        Ok(Kombu {
+            children,
+            stop_file,
+            epoch: (std::time::SystemTime::now(), Instant::now()),
+        })
+    }
+
+    fn stop(mut self) -> Result<KombuFigures> {
+        std::fs::write(&self.stop_file, b"")?;
+        let mut figures = Vec::new();
+        for child in std::mem::take(&mut self.children) {
+            // Bounded: the producer stops within one publish, the consumer drains ≤ 20 s.
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                bail!("the kombu clients failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let (mut published, mut received, mut errors) = (Vec::new(), HashSet::new(), 0);
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let v: serde_json::Value = serde_json::from_str(line).context("a kombu JSON line")?;
+                let n = v["n"].as_u64().unwrap_or(0).to_string();
+                match v["kind"].as_str() {
+                    Some("publish") => {
+                        let ok = v["ok"].as_bool() == Some(true);
+                        errors += usize::from(!ok);
+                        published.push(Op {
+                            key: n,
+                            started: self.instant(v["start"].as_f64().unwrap_or(0.0)),
+                            ended: self.instant(v["end"].as_f64().unwrap_or(0.0)),
+                            result: if ok { Ok(None) } else { Err(v["error"].to_string()) },
+                        });
+                    }
+                    Some("received") => {
+                        received.insert(n);
+                    }
+                    _ => {}
+                }
+            }
+            figures.push((published, received, errors));
+        }
+        let _ = std::fs::remove_dir_all(self.stop_file.parent().expect("a dir"));
+        Ok(figures)
+    }
+
+    fn instant(&self, wall: f64) -> Instant {
+        crate::switchover_drill::instant_of(self.epoch, wall)
+    }
+}
+
+impl Drop for Kombu {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            system::stop(child, Duration::from_secs(2));
+        }
+    }
+}
