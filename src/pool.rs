@@ -38,6 +38,8 @@ pub struct Pool {
     alarm: Mutex<Option<String>>,
     /// What the fleet (`[cluster]`) says of this pool, for `/status`.
     fleet: Mutex<FleetView>,
+    /// What its Sentinels say (`[pools.NAME.sentinel]`), for `/status`.
+    sentinel: Mutex<SentinelView>,
     /// Until when an operator holds it (Unix ms), for `/status`.
     held_until: Mutex<Option<u64>>,
     /// The members the router's decision names, held or not (a switchover waits for
@@ -66,6 +68,15 @@ pub struct FleetView {
     /// Set while the pool holds sessions for want of etcd, or for a verdict this
     /// proxy cannot follow.
     pub alarm: Option<String>,
+}
+
+/// What a primary Redis pool's Sentinels say, as `/status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SentinelView {
+    /// The master they name (`host:port`), when they name one.
+    pub master: Option<String>,
+    /// A failover started and no replica is promoted yet.
+    pub failing_over: bool,
 }
 
 /// Whether a member's live sessions may go on.
@@ -163,6 +174,7 @@ impl Pool {
             alarm_gauge: metrics::gauge!(m::ALARM_ACTIVE, "pool" => pool.clone()),
             alarm: Mutex::new(None),
             fleet: Mutex::new(FleetView::default()),
+            sentinel: Mutex::new(SentinelView::default()),
             held_until: Mutex::new(None),
             decided: Mutex::new(Vec::new()),
             awaiting_first_session: AtomicBool::new(false),
@@ -244,6 +256,16 @@ impl Pool {
             tokio::time::sleep(POLL).await;
         }
         draining().map(|m| (m.backend.name.clone(), m.active())).collect()
+    }
+
+    /// What the Sentinels say of this pool (nothing before a first word).
+    pub fn sentinel(&self) -> SentinelView {
+        self.sentinel.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records the Sentinels' word (the router's call).
+    pub fn set_sentinel(&self, view: SentinelView) {
+        *self.sentinel.lock().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
     /// What the fleet says of this pool.

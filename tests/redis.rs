@@ -4,7 +4,8 @@
 //! it continued (the pool moves at once, the old master's sessions close, the alarm
 //! is raised until the old one is a replica); `AUTH` with the right password passes, a wrong one fails at L7.
 //! With Sentinels (a second set, three `redis-server --sentinel`): the pool routes the
-//! master they name, never a replica promoted by hand; after a planned `SENTINEL FAILOVER` it moves to the promoted node
+//! master they name (on `/status` too), never a replica promoted by hand; after a planned
+//! `SENTINEL FAILOVER` it routes to no master from the start of the failover, then to the promoted node,
 //! and closes the old master's sessions; after a `kill -9` and the old master's return
 //! as an empty standalone master, the pool keeps the master the Sentinels name.
 
@@ -114,6 +115,8 @@ async fn sentinels_name_the_master() {
     );
     let proxy = proxy(&text).await;
     await_pool(&proxy, "writer", &["r1"]).await;
+    let word = pool_status(&status_json(&proxy).await, "writer")["sentinel"].clone();
+    assert_eq!(word["master"], serde_json::json!(set.addr(0).to_string()), "{word}");
     let writer = proxy.listener("writer").unwrap();
     let (mut old, _) = who(writer).await;
     assert_eq!(ask(&mut old, &["SET", "k", "1"]).await, "+OK");
@@ -152,6 +155,11 @@ async fn sentinels_name_the_master() {
     assert!(
         events.contains("the Sentinels name"),
         "a sentinel event on the timeline: {events}"
+    );
+    // From the start of the failover until the promotion the pool had no master.
+    assert!(
+        events.contains("started a failover"),
+        "the failover on the timeline: {events}"
     );
 
     // kill -9 of that master: the Sentinels fail over; then it comes back empty,

@@ -122,6 +122,13 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
     let stop = CancellationToken::new();
     let samples = Arc::new(Mutex::new(Vec::new()));
     let monitor = tokio::spawn(watch_sentinels(sentinels.clone(), stop.clone(), samples.clone()));
+    // The writers start once the monitor has its first sample (bounded).
+    for _ in 0..500 {
+        if !samples.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let ops: Arc<Mutex<Vec<(usize, Op)>>> = Arc::default();
     let mut writers = Vec::new();
     for (t, front) in fronts.iter().enumerate() {
@@ -129,7 +136,7 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
             writers.push(tokio::spawn(writer(*front, t, w, stop.clone(), ops.clone())));
         }
     }
-    let kombu = Kombu::start(&fronts)?;
+    let kombu = Kombu::start(&fronts, &dir)?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let fault_at = Instant::now();
     let fault = {
@@ -435,12 +442,14 @@ struct Kombu {
 type KombuFigures = Vec<(Vec<Op>, HashSet<String>, usize)>;
 
 impl Kombu {
-    fn start(fronts: &[SocketAddr]) -> Result<Kombu> {
+    /// Their output goes to `kombu-TARGET.log` in `logs`.
+    fn start(fronts: &[SocketAddr], logs: &Path) -> Result<Kombu> {
         let python = switchyard_lab::python::python()?;
         let dir = system::temp_dir("sy-kombu")?;
         let stop_file = dir.join("stop");
         let mut children = Vec::new();
         for (front, target) in fronts.iter().zip(TARGETS) {
+            let log = std::fs::File::create(logs.join(format!("kombu-{target}.log")))?;
             // A queue per target: both proxies front the same nodes.
             let child = Command::new(&python)
                 .arg(switchyard_lab::python::script("redis_celery.py"))
@@ -451,7 +460,7 @@ impl Kombu {
                 ])
                 .arg(&stop_file)
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stderr(log)
                 .spawn()
                 .context("start the kombu clients")?;
             children.push(child);
@@ -466,11 +475,13 @@ impl Kombu {
     fn stop(mut self) -> Result<KombuFigures> {
         std::fs::write(&self.stop_file, b"")?;
         let mut figures = Vec::new();
-        for child in std::mem::take(&mut self.children) {
+        // Popped one by one: on an error, Drop stops the ones not waited for yet.
+        while !self.children.is_empty() {
+            let child = self.children.remove(0);
             // Bounded: the producer stops within one publish, the consumer drains ≤ 20 s.
             let out = child.wait_with_output()?;
             if !out.status.success() {
-                bail!("the kombu clients failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!("the kombu clients failed: see kombu-TARGET.log in the drill's directory (KEEP_DRILL_DIR=1 keeps it)");
             }
             let (mut published, mut received, mut errors) = (Vec::new(), HashSet::new(), 0);
             for line in String::from_utf8_lossy(&out.stdout).lines() {

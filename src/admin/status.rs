@@ -80,6 +80,9 @@ pub struct PoolStatus {
     /// Primary pools of a fleet: the verdict's epoch and primary, and the fleet alarm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::pool::FleetView>,
+    /// Primary Redis pools with Sentinels: the master they name, or a failover under way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<crate::pool::SentinelView>,
     /// Connect latency to its members, µs.
     pub connect_us: Summary,
     /// Session duration, µs.
@@ -126,6 +129,7 @@ pub async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
                 alarm: pool.alarm(),
                 held_until_ms: pool.held_until(),
                 fleet: (state.fleet.is_some() && pool.config.role == PoolRole::Primary).then(|| pool.fleet()),
+                sentinel: pool.config.sentinel.is_some().then(|| pool.sentinel()),
                 connect_us: Summary::merge(stats().map(|s| &s.connect)),
                 session_us: Summary::merge(stats().map(|s| &s.duration)),
                 session_bytes: Summary::merge(stats().map(|s| &s.bytes)),

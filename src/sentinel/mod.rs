@@ -37,9 +37,10 @@ pub enum News {
     Named {
         /// The pool's name.
         pool: String,
-        /// The master's `host:port`, as the Sentinels say it; `None` while a failover
-        /// has started and promoted no replica yet.
-        address: Option<String>,
+        /// The watcher's generation (a reload that changes the Sentinels starts a new one).
+        generation: u64,
+        /// What they say.
+        word: word::Word,
     },
     /// A Sentinel published an event about the pool's master: check its members now.
     Event {
@@ -56,7 +57,7 @@ enum Heard {
 
 /// Watches `pool`'s Sentinels until `stop`: one task per Sentinel and one that turns
 /// their answers into [`News`].
-pub fn watch(pool: String, config: SentinelConfig, news: mpsc::Sender<News>, stop: CancellationToken) {
+pub fn watch(pool: String, generation: u64, config: SentinelConfig, news: mpsc::Sender<News>, stop: CancellationToken) {
     let (heard, inbox) = mpsc::channel(64);
     for (i, address) in config.sentinels.iter().enumerate() {
         let follower = Follower {
@@ -68,20 +69,20 @@ pub fn watch(pool: String, config: SentinelConfig, news: mpsc::Sender<News>, sto
         };
         tokio::spawn(follower.run(stop.clone()));
     }
-    tokio::spawn(gather(pool, config.sentinels.len(), inbox, news, stop));
+    let tally = word::Tally::new(config.sentinels.len());
+    tokio::spawn(gather(pool, generation, tally, inbox, news, stop));
 }
 
-/// Keeps the latest answer of each of `count` Sentinels and sends the router each new
-/// word, and each event, until `stop` or the router is gone.
+/// Keeps the latest answer of each Sentinel and sends the router each new word, and
+/// each event, until `stop` or the router is gone.
 async fn gather(
     pool: String,
-    count: usize,
+    generation: u64,
+    mut tally: word::Tally,
     mut inbox: mpsc::Receiver<Heard>,
     news: mpsc::Sender<News>,
     stop: CancellationToken,
 ) {
-    let mut answers: Vec<Option<word::Answer>> = vec![None; count];
-    let mut last: Option<word::Word> = None;
     loop {
         let heard = tokio::select! {
             heard = inbox.recv() => heard,
@@ -90,27 +91,24 @@ async fn gather(
         let sent = match heard {
             None => return,
             Some(Heard::Event) => news.send(News::Event { pool: pool.clone() }).await,
-            Some(Heard::Answer(i, answer)) => {
-                answers[i] = answer;
-                match word::newest(&answers).filter(|w| last.as_ref() != Some(w)) {
-                    None => Ok(()),
-                    Some(word) => {
-                        let address = match &word {
-                            word::Word::Master(address) => {
-                                info!(pool = %pool, master = %address, "sentinel: the Sentinels name the master");
-                                Some(address.clone())
-                            }
-                            word::Word::FailingOver => {
-                                info!(pool = %pool, "sentinel: a failover started; no master until a replica is promoted");
-                                None
-                            }
-                        };
-                        last = Some(word);
-                        let pool = pool.clone();
-                        news.send(News::Named { pool, address }).await
+            Some(Heard::Answer(i, answer)) => match tally.record(i, answer) {
+                None => Ok(()),
+                Some(word) => {
+                    match &word {
+                        word::Word::Master(address) => {
+                            info!(pool = %pool, master = %crate::logs::peer(address), "sentinel: the Sentinels name the master")
+                        }
+                        word::Word::FailingOver => {
+                            info!(pool = %pool, "sentinel: a failover started; no master until a replica is promoted")
+                        }
+                        word::Word::Disputed(named) => {
+                            warn!(pool = %pool, named = %crate::logs::peer(named), "sentinel: the newest Sentinels name different masters; no master")
+                        }
                     }
+                    let pool = pool.clone();
+                    news.send(News::Named { pool, generation, word }).await
                 }
-            }
+            },
         };
         if sent.is_err() {
             return;
@@ -151,22 +149,36 @@ impl Follower {
 
     /// Queries and listens until something fails; returns why.
     async fn session(&self, reachable: &mut bool) -> String {
-        let (mut query, mut events) = match (self.open().await, self.open().await) {
-            (Ok(q), Ok(e)) => (q, e),
-            (Err(e), _) | (_, Err(e)) => return e,
+        let mut query = match self.open().await {
+            Ok(conn) => conn,
+            Err(e) => return e,
+        };
+        let mut events = match self.open().await {
+            Ok(conn) => conn,
+            Err(e) => return e,
         };
         if let Err(e) = events.subscribe().await {
             return e;
         }
+        // A PING goes out on the event connection every interval; its pong must be
+        // back by the next one, or the connection is taken for dead.
+        let mut pong_due = false;
+        let mut unusable_before: Option<String> = None;
         loop {
             let answer = match query.ask(&self.config.master_name).await {
                 Ok(Ok(answer)) => Some(answer),
                 Ok(Err(unusable)) => {
-                    warn!(pool = %self.pool, sentinel = %self.address, cause = %unusable, "sentinel: no answer about the master");
+                    if unusable_before.as_ref() != Some(&unusable) {
+                        warn!(pool = %self.pool, sentinel = %self.address, cause = %unusable, "sentinel: no answer about the master");
+                    }
+                    unusable_before = Some(unusable);
                     None
                 }
                 Err(e) => return e,
             };
+            if answer.is_some() {
+                unusable_before = None;
+            }
             tracing::debug!(pool = %self.pool, sentinel = %self.address, ?answer, "sentinel: answer");
             if !*reachable && answer.is_some() {
                 info!(pool = %self.pool, sentinel = %self.address, "sentinel: answering again");
@@ -179,8 +191,21 @@ impl Follower {
             loop {
                 let push = tokio::select! {
                     push = events.next() => push,
-                    _ = tokio::time::sleep_until(next) => break,
+                    _ = tokio::time::sleep_until(next) => {
+                        if pong_due {
+                            return format!("no pong on the event connection within {:?}", self.config.interval);
+                        }
+                        if let Err(e) = events.ping().await {
+                            return e;
+                        }
+                        pong_due = true;
+                        break;
+                    }
                 };
+                if push.as_ref().is_ok_and(word::is_pong) {
+                    pong_due = false;
+                    continue;
+                }
                 if let Ok(push) = &push {
                     tracing::debug!(pool = %self.pool, sentinel = %self.address, ?push, "sentinel: event");
                 }
@@ -271,8 +296,18 @@ impl Conn {
         }
     }
 
-    /// The next push on a subscribed connection; no limit (the query connection
-    /// notices a Sentinel that hangs). Cancel-safe: bytes read stay in the buffer.
+    /// Sends a PING on a subscribed connection (its pong arrives as a push).
+    async fn ping(&mut self) -> Result<(), String> {
+        let request = resp::command(&[b"PING"]);
+        match timeout(self.limit, self.stream.write_all(&request)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("sending PING: {e}")),
+            Err(_) => Err(format!("sending PING: not done within {:?}", self.limit)),
+        }
+    }
+
+    /// The next push on a subscribed connection; no limit (a PING every interval
+    /// finds a dead one). Cancel-safe: bytes read stay in the buffer.
     async fn next(&mut self) -> Result<Value, String> {
         self.read().await
     }

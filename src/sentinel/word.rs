@@ -43,6 +43,81 @@ pub enum Word {
     Master(String),
     /// A failover started and no replica is promoted yet: no master.
     FailingOver,
+    /// Sentinels of the newest rank name different masters (listed): no master.
+    Disputed(String),
+}
+
+/// Each Sentinel's latest answer, and the rules that turn them into words over time.
+///
+/// - An answer from an epoch older than the newest seen counts for nothing: a Sentinel
+///   that was cut off, or one restarted from an old config, cannot bring an old master
+///   back.
+/// - A failover, once reported, ends when a Sentinel names another master, or when
+///   every Sentinel that reported it answers again without it (an abort): losing the
+///   leader's answer does not end it.
+/// - With no answer at all, the last word stands.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    answers: Vec<Option<Answer>>,
+    floor: i64,
+    last: Option<Word>,
+    /// While the word is `FailingOver`: the master before it, and the Sentinels that
+    /// reported the failover and have not answered without it since.
+    failover: Option<(Option<String>, Vec<usize>)>,
+}
+
+impl Tally {
+    /// For `count` Sentinels, before any answer.
+    pub fn new(count: usize) -> Self {
+        Tally {
+            answers: vec![None; count],
+            ..Tally::default()
+        }
+    }
+
+    /// Records Sentinel `i`'s answer (`None`: it gave none); the new word when the
+    /// word changed.
+    pub fn record(&mut self, i: usize, answer: Option<Answer>) -> Option<Word> {
+        if let Some(a) = &answer {
+            self.floor = self.floor.max(a.epoch);
+            if let Some((_, reporters)) = &mut self.failover {
+                if !a.failing_over {
+                    reporters.retain(|&r| r != i);
+                }
+            }
+        }
+        self.answers[i] = answer;
+        let current: Vec<Option<Answer>> = self
+            .answers
+            .iter()
+            .map(|a| a.clone().filter(|a| a.epoch >= self.floor))
+            .collect();
+        let word = newest(&current)?;
+        if let (Word::Master(address), Some((before, reporters))) = (&word, &self.failover) {
+            if before.as_ref() == Some(address) && !reporters.is_empty() {
+                return None; // the old master again, while the failover may go on
+            }
+        }
+        if self.last.as_ref() == Some(&word) {
+            return None;
+        }
+        self.failover = match (&word, &self.failover) {
+            (Word::FailingOver, Some(kept)) => Some(kept.clone()),
+            (Word::FailingOver, None) => {
+                let before = match &self.last {
+                    Some(Word::Master(address)) => Some(address.clone()),
+                    _ => None,
+                };
+                let reporters = (0..current.len())
+                    .filter(|&j| current[j].as_ref().is_some_and(|a| a.failing_over))
+                    .collect();
+                Some((before, reporters))
+            }
+            _ => None,
+        };
+        self.last = Some(word.clone());
+        Some(word)
+    }
 }
 
 /// The newest word among `answers` (`None`: that Sentinel gave none).
@@ -54,10 +129,13 @@ pub fn newest(answers: &[Option<Answer>]) -> Option<Word> {
         return Some(Word::FailingOver);
     }
     let first = &at_top[0].address;
-    at_top
-        .iter()
-        .all(|a| &a.address == first)
-        .then(|| Word::Master(first.clone()))
+    if at_top.iter().all(|a| &a.address == first) {
+        return Some(Word::Master(first.clone()));
+    }
+    let mut named: Vec<&str> = at_top.iter().map(|a| a.address.as_str()).collect();
+    named.sort();
+    named.dedup();
+    Some(Word::Disputed(named.join(" ")))
 }
 
 /// The answer from the replies to the two commands; `Err` says why there is none
@@ -65,7 +143,7 @@ pub fn newest(answers: &[Option<Answer>]) -> Option<Word> {
 pub fn answer(addr: &Value, master: &Value) -> Result<Answer, String> {
     let address = match addr {
         Value::Array(Some(items)) if items.len() == 2 => match (bulk(&items[0]), bulk(&items[1])) {
-            (Some(host), Some(port)) => join(&host, &port),
+            (Some(host), Some(port)) if sane(&host, &port) => join(&host, &port),
             _ => return Err(format!("get-master-addr-by-name answered {addr:?}")),
         },
         Value::Array(None) | Value::Bulk(None) => return Err("it monitors no master by that name".into()),
@@ -87,7 +165,7 @@ pub fn answer(addr: &Value, master: &Value) -> Result<Answer, String> {
         .and_then(|e| e.parse().ok())
         .ok_or("SENTINEL master has no config-epoch")?;
     let recorded = match (field("ip"), field("port")) {
-        (Some(ip), Some(port)) => join(&ip, &port),
+        (Some(ip), Some(port)) if sane(&ip, &port) => join(&ip, &port),
         _ => return Err("SENTINEL master has no ip and port".into()),
     };
     let failing_over = field("flags").is_some_and(|f| f.split(',').any(|flag| flag == "failover_in_progress"));
@@ -120,9 +198,32 @@ pub fn event(push: &Value, master: &str) -> Option<Event> {
     };
     let payload = bulk(payload)?;
     // `+switch-master NAME …`, `+sdown master NAME ip port`, `+promoted-slave slave
-    // ip:port ip port @ NAME ip port`: the name stands alone between spaces.
-    let named = payload.split(' ').any(|word| word == master);
-    Some(if named { Event::Concerns } else { Event::Other })
+    // ip:port ip port @ NAME ip port`: the master's name after `@`, else after
+    // `master`, else first.
+    let words: Vec<&str> = payload.split(' ').collect();
+    let name = match words.iter().position(|w| *w == "@") {
+        Some(at) => words.get(at + 1),
+        None if words.first() == Some(&"master") => words.get(1),
+        None => words.first(),
+    };
+    Some(if name == Some(&master) {
+        Event::Concerns
+    } else {
+        Event::Other
+    })
+}
+
+/// A `["pong", ...]` reply on a subscribed connection.
+pub fn is_pong(push: &Value) -> bool {
+    matches!(push, Value::Array(Some(items)) if items.first().and_then(bulk).as_deref() == Some("pong"))
+}
+
+/// A host (a name or an address, no spaces or control characters) and a port number:
+/// what a Sentinel says goes into logs and addresses.
+fn sane(host: &str, port: &str) -> bool {
+    let host_ok =
+        !host.is_empty() && host.len() <= 255 && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:%".contains(c));
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 fn bulk(value: &Value) -> Option<String> {
@@ -172,9 +273,10 @@ mod tests {
         // A Sentinel cut off during a failover comes back with the older epoch.
         let behind = [said("h:1", 3, false), said("h:2", 4, false), None];
         assert_eq!(newest(&behind), master("h:2"));
-        // Two addresses at the top rank: no word.
+        // Two addresses at the top rank: disputed, no master.
         let split = [said("h:1", 4, false), said("h:2", 4, false)];
-        assert_eq!(newest(&split), None);
+        assert_eq!(newest(&split), Some(Word::Disputed("h:1 h:2".into())));
+        assert_eq!(newest(&[None, None]), None);
         // The leader started a failover and promoted nobody yet: no master.
         let mut started = said("h:1", 3, false);
         started.as_mut().unwrap().failing_over = true;
@@ -184,6 +286,51 @@ mod tests {
         );
         // One that tried and lost the election, behind the new epoch, says nothing.
         assert_eq!(newest(&[said("h:2", 4, false), started]), master("h:2"));
+    }
+
+    fn failing(address: &str, epoch: i64) -> Option<Answer> {
+        let mut a = said(address, epoch, false);
+        a.as_mut().unwrap().failing_over = true;
+        a
+    }
+
+    #[test]
+    fn a_tally_never_goes_back_to_an_older_word() {
+        let mut tally = Tally::new(3);
+        assert_eq!(tally.record(0, said("h:1", 3, false)), master("h:1"));
+        assert_eq!(tally.record(1, said("h:1", 3, false)), None, "unchanged");
+        // The leader starts a failover; then its answer is lost: still failing over.
+        assert_eq!(tally.record(2, failing("h:1", 3)), Some(Word::FailingOver));
+        assert_eq!(tally.record(2, None), None, "losing the leader ends nothing");
+        assert_eq!(tally.record(0, said("h:1", 3, false)), None);
+        // The leader names the promoted replica.
+        assert_eq!(tally.record(2, said("h:2", 3, true)), master("h:2"));
+        // A Sentinel left behind at the old epoch cannot bring h:1 back.
+        assert_eq!(tally.record(2, said("h:2", 4, false)), None);
+        assert_eq!(tally.record(2, None), None);
+        assert_eq!(tally.record(1, said("h:1", 3, false)), None);
+        assert_eq!(tally.record(0, said("h:2", 4, false)), None);
+        // An aborted failover: the reporter answers without it.
+        let mut tally = Tally::new(2);
+        tally.record(0, said("h:1", 1, false));
+        assert_eq!(tally.record(1, failing("h:1", 1)), Some(Word::FailingOver));
+        assert_eq!(tally.record(1, said("h:1", 1, false)), master("h:1"));
+    }
+
+    #[test]
+    fn hostile_addresses_are_no_answer() {
+        let master = Value::Array(Some(vec![
+            b("ip"),
+            b("h"),
+            b("port"),
+            b("1"),
+            b("config-epoch"),
+            b("1"),
+        ]));
+        for (host, port) in [("h\r\nINFO", "1"), ("h", "0"), ("h", "x"), ("", "1"), ("a b", "1")] {
+            let addr = Value::Array(Some(vec![b(host), b(port)]));
+            assert!(answer(&addr, &master).is_err(), "{host:?} {port:?}");
+        }
     }
 
     #[test]
@@ -238,5 +385,9 @@ mod tests {
             b("master labmaster 127.0.0.1 26401"),
         ]));
         assert_eq!(event(&pattern, "labmaster"), Some(Event::Concerns));
+        // Names are read at their place: a master called "master" is not every event.
+        let other = push("other 127.0.0.1 1 127.0.0.1 2");
+        assert_eq!(event(&other, "master"), Some(Event::Other));
+        assert!(is_pong(&Value::Array(Some(vec![b("pong"), b("")]))));
     }
 }

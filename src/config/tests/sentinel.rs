@@ -35,6 +35,7 @@ fn the_section_is_read_with_its_defaults() {
         (Duration::from_millis(300), Duration::from_secs(2))
     );
     assert!(!format!("{config:?}").contains("s3nt"), "secrets are never printed");
+    assert!(parse(&with("").replace("localhost:26412", "[::1]:26412")).is_ok());
 }
 
 #[test]
@@ -57,6 +58,11 @@ fn each_mistake_names_its_key() {
             "pools.writer.sentinel.sentinels",
         ),
         ("\"localhost:26412\"", "\"h:0\"", "pools.writer.sentinel.sentinels"),
+        (
+            "\"localhost:26412\"",
+            "\"::1:26412\"",
+            "pools.writer.sentinel.sentinels",
+        ),
         (
             "master_name = \"labmaster\"\n",
             "master_name = \"labmaster\"\nuser = \"watcher\"\n",

@@ -96,10 +96,13 @@ fn sentinel_config(
     })
 }
 
-/// `host:port` with a host and a port number (`[v6]:port` too).
+/// `host:port` with a host and a port number; an IPv6 host in brackets (`[::1]:26379`).
 fn host_port(address: &str) -> bool {
     match address.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        Some((host, port)) => {
+            let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+            !host.is_empty() && (!host.contains(':') || bracketed) && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
         None => false,
     }
 }

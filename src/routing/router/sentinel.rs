@@ -17,6 +17,7 @@ use super::Router;
 use crate::config::SentinelConfig;
 use crate::pool::Pool;
 use crate::routing::membership::Named;
+use crate::sentinel::word::Word;
 use crate::sentinel::{watch, News};
 use crate::timeline::EventKind;
 
@@ -24,10 +25,13 @@ use crate::timeline::EventKind;
 pub struct Sentinels {
     news: mpsc::Receiver<News>,
     sender: mpsc::Sender<News>,
-    /// By pool name: the config its watcher runs with; dropping the guard stops it.
-    running: HashMap<String, (SentinelConfig, DropGuard)>,
-    /// By pool name: the last `host:port` named (`None`: a failover is under way).
-    words: HashMap<String, Option<String>>,
+    /// By pool name: the config its watcher runs with and its generation; dropping
+    /// the guard stops it.
+    running: HashMap<String, (SentinelConfig, u64, DropGuard)>,
+    /// The generation the next watcher gets: news of a stopped one is ignored.
+    generations: u64,
+    /// By pool name: the last word.
+    words: HashMap<String, Word>,
 }
 
 impl Default for Sentinels {
@@ -37,6 +41,7 @@ impl Default for Sentinels {
             news,
             sender,
             running: HashMap::new(),
+            generations: 0,
             words: HashMap::new(),
         }
     }
@@ -51,14 +56,22 @@ impl Sentinels {
             .filter_map(|p| Some((p.name(), p.config.sentinel.as_ref()?)))
             .collect();
         self.running
-            .retain(|pool, (config, _)| wanted.get(pool.as_str()).is_some_and(|w| *w == config));
+            .retain(|pool, (config, _, _)| wanted.get(pool.as_str()).is_some_and(|w| *w == config));
         self.words.retain(|pool, _| self.running.contains_key(pool));
         for (pool, config) in wanted {
             if !self.running.contains_key(pool) {
                 let stop = CancellationToken::new();
-                watch(pool.to_string(), config.clone(), self.sender.clone(), stop.clone());
+                self.generations += 1;
+                let generation = self.generations;
+                watch(
+                    pool.to_string(),
+                    generation,
+                    config.clone(),
+                    self.sender.clone(),
+                    stop.clone(),
+                );
                 self.running
-                    .insert(pool.to_string(), (config.clone(), stop.drop_guard()));
+                    .insert(pool.to_string(), (config.clone(), generation, stop.drop_guard()));
             }
         }
     }
@@ -74,7 +87,7 @@ impl Router {
         if pool.config.sentinel.is_none() {
             return Named::Unused;
         }
-        let Some(Some(word)) = self.sentinels.words.get(pool.name()) else {
+        let Some(Word::Master(word)) = self.sentinels.words.get(pool.name()) else {
             return Named::Nobody;
         };
         let address: Option<SocketAddr> = word.parse().ok();
@@ -92,22 +105,37 @@ impl Router {
                     member.backend.attention.nudge();
                 }
             }
-            News::Named { pool, address } => {
-                if !self.sentinels.running.contains_key(&pool) {
+            News::Named { pool, generation, word } => {
+                if self.sentinels.running.get(&pool).map(|(_, g, _)| *g) != Some(generation) {
                     return; // from a watcher a reload stopped
                 }
-                self.sentinels.words.insert(pool.clone(), address.clone());
+                self.sentinels.words.insert(pool.clone(), word.clone());
                 let Some(live) = self.pools.iter().find(|p| p.name() == pool).cloned() else {
                     return;
                 };
-                let detail = match (self.named(&live), &address) {
-                    (_, None) => "a Sentinel started a failover: no master until it names one".to_string(),
-                    (Named::Member(id), Some(address)) => {
+                let (master, failing_over) = match &word {
+                    Word::Master(address) => (Some(crate::logs::peer(address)), false),
+                    Word::FailingOver => (None, true),
+                    Word::Disputed(_) => (None, false),
+                };
+                live.set_sentinel(crate::pool::SentinelView { master, failing_over });
+                let detail = match (&word, self.named(&live)) {
+                    (Word::FailingOver, _) => "a Sentinel started a failover: no master until it names one".to_string(),
+                    (Word::Disputed(named), _) => {
+                        format!(
+                            "the newest Sentinels name different masters ({}): no master",
+                            crate::logs::peer(named)
+                        )
+                    }
+                    (Word::Master(address), Named::Member(id)) => {
                         format!("the Sentinels name {address} ({})", self.name_of(id))
                     }
-                    (_, Some(address)) => {
-                        let alarm = format!("the Sentinels name {address}, which is no member of the pool");
-                        warn!(pool = %pool, master = %address, "ALARM: sentinel: {alarm}");
+                    (Word::Master(address), _) => {
+                        let alarm = format!(
+                            "the Sentinels name {}, which is no member of the pool",
+                            crate::logs::peer(address)
+                        );
+                        warn!(pool = %pool, "ALARM: sentinel: {alarm}");
                         self.timeline.push(EventKind::Alarm, Some(&pool), None, alarm.clone());
                         alarm
                     }
