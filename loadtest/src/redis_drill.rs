@@ -23,7 +23,8 @@
 //! `redis scenario=S target=T client=C outage_ms=N errors=N acked_by_non_master=N missing_acked=N acked=N`
 //! (kombu cannot tell which node took a message: its `acked_by_non_master` is `-`),
 //! with `sentinel_named_ms`, Sentinel's own failover time (from the fault to the first
-//! sample where a Sentinel names another node; `-`: none did), and for
+//! sample where a Sentinel names another node; `-`: none did; after a replica promoted
+//! by hand, `sentinel_corrected_ms`: until Sentinel made it a replica again), and for
 //! `sentinel-failover` how long after that the first write reached the new master
 //! through each target (`first_write_after_announce_ms`).
 
@@ -144,7 +145,7 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
         tokio::task::spawn_blocking(move || inject(&set, &name))
     };
     tokio::time::sleep(observe(name)).await;
-    fault.await??;
+    let corrected = fault.await??;
     let until = Instant::now();
     stop.cancel();
     for task in writers {
@@ -159,9 +160,13 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
     };
     let samples = std::mem::take(&mut *samples.lock().unwrap());
     let ops = std::mem::take(&mut *ops.lock().unwrap());
-    // Sentinel's own failover time: from the fault to a Sentinel naming another node.
-    let sentinel_ms = judge::announced(&samples, master_port, fault_at)
-        .map_or("-".to_string(), |a| (a - fault_at).as_millis().to_string());
+    // Sentinel's own failover time: from the fault to a Sentinel naming another node
+    // (after a replica promoted by hand: to Sentinel making it a replica again).
+    let sentinel_ms = match (judge::announced(&samples, master_port, fault_at), corrected) {
+        (_, Some(took)) => format!("- sentinel_corrected_ms={}", took.as_millis()),
+        (Some(a), None) => (a - fault_at).as_millis().to_string(),
+        (None, None) => "-".to_string(),
+    };
     for (t, target) in TARGETS.iter().enumerate() {
         let mine: Vec<Op> = ops.iter().filter(|(i, _)| *i == t).map(|(_, o)| o.clone()).collect();
         let since = fault_at - Duration::from_secs(1);
@@ -200,8 +205,20 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The fault `name` against the lab's master (node 1), from a blocking thread.
-fn inject(set: &Mutex<RedisSet>, name: &str) -> Result<()> {
+/// The fault `name` against the lab's master (node 1), from a blocking thread. For
+/// `replicaof-flip`, how long Sentinel took to make the node a replica again.
+fn inject(set: &Mutex<RedisSet>, name: &str) -> Result<Option<Duration>> {
+    if name == "replicaof-flip" {
+        set.lock().unwrap().cli(1, &["REPLICAOF", "NO", "ONE"])?;
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if set.lock().unwrap().info(1, "role").ok().as_deref() == Some("slave") {
+                return Ok(Some(started.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return Ok(None);
+    }
     let cli = |i: usize, args: &[&str]| set.lock().unwrap().cli(i, args).map(drop);
     match name {
         "kill9" => set.lock().unwrap().kill9(0),
@@ -227,10 +244,10 @@ fn inject(set: &Mutex<RedisSet>, name: &str) -> Result<()> {
             }
             set.lock().unwrap().restart_empty(0)
         }
-        "replicaof-flip" => cli(1, &["REPLICAOF", "NO", "ONE"]),
         "client-pause" => cli(0, &["CLIENT", "PAUSE", "3000", "WRITE"]),
         other => bail!("unknown scenario {other}"),
     }
+    .map(|()| None)
 }
 
 /// Waits (bounded) until the Sentinels agree, then reads which of `keys` the master
