@@ -7,7 +7,8 @@
 //! master they name (on `/status` too), never a replica promoted by hand; after a planned
 //! `SENTINEL FAILOVER` it routes to no master from the start of the failover, then to the promoted node,
 //! and closes the old master's sessions; after a `kill -9` and the old master's return
-//! as an empty standalone master, the pool keeps the master the Sentinels name.
+//! as an empty standalone master, the pool keeps the master the Sentinels name. Over TLS
+//! (a TLS-only node): the check and the sessions go through; another CA fails at L6.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -191,6 +192,50 @@ async fn sentinels_name_the_master() {
     );
     proxy.shutdown().await;
     blocking(|| drop(set));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_node_for_checks_and_sessions() {
+    let dir = switchyard_lab::system::temp_dir("sy-redis-tls-certs").unwrap();
+    let ca = switchyard_lab::tls::Ca::new("lab redis CA").unwrap();
+    let ca_file = ca.write(&dir, "ca.pem").unwrap();
+    let server = ca.server(&["localhost"]).unwrap().write(&dir, "redis").unwrap();
+    let (cert, key) = (server.cert.clone(), server.key.clone());
+    let set = tokio::task::spawn_blocking(move || RedisSet::start_tls(&ca_file, &cert, &key))
+        .await
+        .unwrap()
+        .expect("a TLS redis node starts");
+    let other = switchyard_lab::tls::Ca::new("another CA")
+        .unwrap()
+        .write(&dir, "other.pem")
+        .unwrap();
+    let text = |ca: &std::path::Path| {
+        format!(
+            "[shutdown]\ngrace = \"1s\"\n[check]\nkind = \"redis\"\ninterval = \"100ms\"\ntimeout = \"500ms\"\nrise = 1\nfall = 1\n\n\
+             [backends.r1]\naddress = \"{}\"\n[backends.r1.tls]\nca = \"{}\"\nserver_name = \"localhost\"\n\n\
+             [pools.writer]\nbackends = [\"r1\"]\nrole = \"primary\"\n\n\
+             [listeners.writer]\nlisten = \"127.0.0.1:0\"\npool = \"writer\"\n",
+            set.addr(0),
+            ca.display()
+        )
+    };
+    let proxy = proxy(&text(&dir.join("ca.pem"))).await;
+    let view = await_status(&proxy, "r1", Status::Up).await;
+    assert_eq!(view.role, switchyard::health::Role::Primary);
+    await_pool(&proxy, "writer", &["r1"]).await;
+    // A plain client; the proxy speaks TLS to the node.
+    let mut client = TcpStream::connect(proxy.listener("writer").unwrap()).await.unwrap();
+    assert_eq!(ask(&mut client, &["SET", "k", "tls"]).await, "+OK");
+    assert_eq!(blocking(|| set.cli(0, &["GET", "k"])).unwrap(), "tls");
+    proxy.shutdown().await;
+    // A node whose certificate another CA signed fails its check at the TLS layer.
+    let wrong = support::proxy(&text(&other)).await;
+    let down = await_status(&wrong, "r1", Status::Down).await;
+    let check = down.last_check.expect("a check ran");
+    assert_eq!(check.layer, Some(switchyard::health::Layer::L6), "{:?}", check.error);
+    wrong.shutdown().await;
+    blocking(|| drop(set));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 async fn roles_and_a_replicaof_flip(proxy: &Running, set: &RedisSet) {

@@ -30,6 +30,8 @@ pub struct RedisSet {
     nodes: Vec<Node>,
     sentinels: Vec<Node>,
     dir: PathBuf,
+    /// TLS only (no plain port): the CA, the server certificate and its key.
+    tls: Option<[PathBuf; 3]>,
 }
 
 /// The name the Sentinels monitor the master by.
@@ -44,6 +46,7 @@ impl RedisSet {
             nodes: Vec::new(),
             sentinels: Vec::new(),
             dir,
+            tls: None,
         };
         for i in 0..n {
             let port = system::free_port()?;
@@ -55,6 +58,25 @@ impl RedisSet {
         for i in 1..n {
             set.await_link(i)?;
         }
+        Ok(set)
+    }
+
+    /// One standalone master that speaks TLS only (`port 0`, `tls-port`), with the
+    /// server certificate `cert`/`key` issued by the CA in `ca`; clients are not asked
+    /// for certificates.
+    pub fn start_tls(ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path) -> Result<RedisSet> {
+        system::ensure_packages(&[("redis-server", "redis-server"), ("redis-cli", "redis-tools")])?;
+        let mut set = RedisSet {
+            nodes: vec![Node {
+                port: system::free_port()?,
+                child: None,
+            }],
+            sentinels: Vec::new(),
+            dir: system::temp_dir("sy-redis-tls")?,
+            tls: Some([ca.to_path_buf(), cert.to_path_buf(), key.to_path_buf()]),
+        };
+        set.write_config(0, None)?;
+        set.spawn(0)?;
         Ok(set)
     }
 
@@ -121,7 +143,7 @@ impl RedisSet {
 
     /// Runs `redis-cli` against Sentinel `j`; its output.
     pub fn sentinel_cli(&self, j: usize, args: &[&str]) -> Result<String> {
-        cli(self.sentinels[j].port, args)
+        cli(self.sentinels[j].port, None, args)
     }
 
     /// The node index the Sentinels name (`get-master-addr-by-name`, first answer).
@@ -162,7 +184,11 @@ impl RedisSet {
 
     /// Runs `redis-cli` against node `i`; its output.
     pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
-        cli(self.nodes[i].port, args)
+        cli(
+            self.nodes[i].port,
+            self.tls.as_ref().map(|[ca, _, _]| ca.as_path()),
+            args,
+        )
     }
 
     /// `INFO replication` field `key` of node `i`.
@@ -205,6 +231,16 @@ impl RedisSet {
         if let Some(port) = master {
             conf += &format!("replicaof 127.0.0.1 {port}\n");
         }
+        if let Some([ca, cert, key]) = &self.tls {
+            conf = conf.replacen(&format!("port {}\n", self.nodes[i].port), "port 0\n", 1);
+            conf += &format!(
+                "tls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+                self.nodes[i].port,
+                cert.display(),
+                key.display(),
+                ca.display()
+            );
+        }
         std::fs::write(d.join("redis.conf"), conf)?;
         Ok(())
     }
@@ -233,13 +269,13 @@ impl RedisSet {
 
 /// `redis-cli` against the node on `port`, bounded: a node that accepts and never
 /// answers cannot hang the caller.
-fn cli(port: u16, args: &[&str]) -> Result<String> {
-    system::run(
-        Command::new("timeout")
-            .args(["10", "redis-cli", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args),
-    )
-    .map(|out| out.trim_end().to_string())
+fn cli(port: u16, tls_ca: Option<&std::path::Path>, args: &[&str]) -> Result<String> {
+    let mut command = Command::new("timeout");
+    command.args(["10", "redis-cli", "-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(ca) = tls_ca {
+        command.arg("--tls").arg("--cacert").arg(ca);
+    }
+    system::run(command.args(args)).map(|out| out.trim_end().to_string())
 }
 
 fn await_answer(ask: impl Fn() -> Result<String>, wanted: &str, what: &str) -> Result<()> {
