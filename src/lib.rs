@@ -26,7 +26,8 @@
 //! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes
 //!   (the MySQL probe logs in with its own client, `health::probe::mysql::session`).
 //! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out): HTTP response heads
-//!   and MongoDB OP_MSG for the probes, MySQL packets for the `mysql` listener mode
+//!   and MongoDB OP_MSG for the probes, RESP for the Redis probe and the Sentinel
+//!   watcher, MySQL packets for the `mysql` listener mode
 //!   and for the MySQL probe's own client (`protocol::mysql::monitor`).
 //! - [`admin`]: the admin HTTP listener (`/health`, `/health/live|ready`, `/status`,
 //!   `/metrics`), on a thread of its own with the limits in [`admin::serve`].
@@ -37,7 +38,9 @@
 //! - [`tcp`]: socket options shared by both legs of a session and the probes, the
 //!   backend connect and the non-blocking accept.
 //! - [`fleet`]: proxies sharing one primary verdict per pool and their checks through
-//!   etcd (`[cluster]`).
+//!   etcd (`[cluster]`); [`sentinel`]: Redis Sentinel's word on a primary pool's
+//!   master (`[pools.NAME.sentinel]`), one more input of the router beside the
+//!   observations; [`switchover`]: an orchestrated MySQL/MariaDB switchover.
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).

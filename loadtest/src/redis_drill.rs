@@ -158,44 +158,18 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
         let keys: Vec<String> = ops.lock().unwrap().iter().map(|(_, o)| o.key.clone()).collect();
         tokio::task::spawn_blocking(move || held_keys(&set, &keys)).await??
     };
-    let samples = std::mem::take(&mut *samples.lock().unwrap());
-    let ops = std::mem::take(&mut *ops.lock().unwrap());
-    // Sentinel's own failover time: from the fault to a Sentinel naming another node
-    // (after a replica promoted by hand: to Sentinel making it a replica again).
-    let sentinel_ms = match (judge::announced(&samples, master_port, fault_at), corrected) {
-        (_, Some(took)) => format!("- sentinel_corrected_ms={}", took.as_millis()),
-        (Some(a), None) => (a - fault_at).as_millis().to_string(),
-        (None, None) => "-".to_string(),
+    let seen = Seen {
+        ops: std::mem::take(&mut *ops.lock().unwrap()),
+        samples: std::mem::take(&mut *samples.lock().unwrap()),
+        kombu,
+        held,
+        final_master,
+        master_port,
+        fault_at,
+        until,
+        corrected,
     };
-    for (t, target) in TARGETS.iter().enumerate() {
-        let mine: Vec<Op> = ops.iter().filter(|(i, _)| *i == t).map(|(_, o)| o.clone()).collect();
-        let since = fault_at - Duration::from_secs(1);
-        let non_master = mine.iter().filter(|o| judge::by_non_master(o, &samples)).count();
-        let mut line = format!(
-            "redis scenario={name} target={target} client=redis-rs outage_ms={} errors={} acked_by_non_master={non_master} missing_acked={} acked={} sentinel_named_ms={sentinel_ms}",
-            judge::outage(&mine, since, until).as_millis(),
-            mine.iter().filter(|o| o.result.is_err()).count(),
-            judge::missing(&mine, &held),
-            mine.iter().filter(|o| o.result.is_ok()).count(),
-        );
-        if name == "sentinel-failover" {
-            let announced = judge::announced(&samples, master_port, fault_at);
-            let first = announced.and_then(|a| judge::first_on(&mine, final_master, a - Duration::from_secs(5)));
-            if let (Some(a), Some(f)) = (announced, first) {
-                let ms = f.saturating_duration_since(a).as_millis() as i128
-                    - a.saturating_duration_since(f).as_millis() as i128;
-                line += &format!(" first_write_after_announce_ms={ms}");
-            }
-        }
-        println!("{line}");
-        let (published, received, errors) = &kombu[t];
-        println!(
-            "redis scenario={name} target={target} client=kombu outage_ms={} errors={errors} acked_by_non_master=- missing_acked={} acked={}",
-            judge::outage(published, since, until).as_millis(),
-            published.iter().filter(|p| p.result.is_ok() && !received.contains(&p.key)).count(),
-            published.iter().filter(|p| p.result.is_ok()).count(),
-        );
-    }
+    report(name, &seen);
     drop(set);
     if std::env::var_os("KEEP_DRILL_DIR").is_some() {
         eprintln!("kept {}", dir.display());
@@ -203,6 +177,68 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+/// What one scenario saw, for [`report`].
+struct Seen {
+    /// By target index.
+    ops: Vec<(usize, Op)>,
+    samples: Vec<Sample>,
+    kombu: KombuFigures,
+    /// The keys the final master holds, and its port.
+    held: HashSet<String>,
+    final_master: u16,
+    /// The master's port before the fault.
+    master_port: u16,
+    fault_at: Instant,
+    until: Instant,
+    /// After a replica promoted by hand: how long Sentinel took to correct it.
+    corrected: Option<Duration>,
+}
+
+/// Prints the `redis scenario=...` lines of one scenario, per target and client.
+fn report(name: &str, seen: &Seen) {
+    let announced = judge::announced(&seen.samples, seen.master_port, seen.fault_at);
+    // Sentinel's own failover time: from the fault to a Sentinel naming another node;
+    // after a replica promoted by hand, to Sentinel making it a replica again.
+    let sentinel = match (announced, seen.corrected) {
+        (_, Some(took)) => format!("sentinel_named_ms=- sentinel_corrected_ms={}", took.as_millis()),
+        (Some(a), None) => format!("sentinel_named_ms={}", (a - seen.fault_at).as_millis()),
+        (None, None) => "sentinel_named_ms=-".to_string(),
+    };
+    let since = seen.fault_at - Duration::from_secs(1);
+    for (t, target) in TARGETS.iter().enumerate() {
+        let mine: Vec<Op> = seen
+            .ops
+            .iter()
+            .filter(|(i, _)| *i == t)
+            .map(|(_, o)| o.clone())
+            .collect();
+        let acked = |ops: &[Op]| ops.iter().filter(|o| o.result.is_ok()).count();
+        let mut line = format!(
+            "redis scenario={name} target={target} client=redis-rs outage_ms={} errors={} acked_by_non_master={} missing_acked={} acked={} {sentinel}",
+            judge::outage(&mine, since, seen.until).as_millis(),
+            mine.len() - acked(&mine),
+            mine.iter().filter(|o| judge::by_non_master(o, &seen.samples)).count(),
+            judge::missing(&mine, &seen.held),
+            acked(&mine),
+        );
+        if name == "sentinel-failover" {
+            let first = announced.and_then(|a| judge::first_on(&mine, seen.final_master, a - Duration::from_secs(5)));
+            if let (Some(a), Some(f)) = (announced, first) {
+                line += &format!(" first_write_after_announce_ms={}", judge::signed_ms(f, a));
+            }
+        }
+        println!("{line}");
+        let (published, received) = &seen.kombu[t];
+        println!(
+            "redis scenario={name} target={target} client=kombu outage_ms={} errors={} acked_by_non_master=- missing_acked={} acked={}",
+            judge::outage(published, since, seen.until).as_millis(),
+            published.len() - acked(published),
+            judge::missing(published, received),
+            acked(published),
+        );
+    }
 }
 
 /// The fault `name` against the lab's master (node 1), from a blocking thread. For
@@ -274,6 +310,8 @@ fn held_keys(set: &Mutex<RedisSet>, keys: &[String]) -> Result<(HashSet<String>,
     let addr = set.lock().unwrap().addr(master);
     let client = redis::Client::open(format!("redis://{addr}/"))?;
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut held = HashSet::new();
     for chunk in keys.chunks(1000) {
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(&mut conn)?;
@@ -455,8 +493,8 @@ struct Kombu {
     epoch: (std::time::SystemTime, Instant),
 }
 
-/// Per target: the publishes, the message numbers received, the publish errors.
-type KombuFigures = Vec<(Vec<Op>, HashSet<String>, usize)>;
+/// Per target: the publishes and the message numbers received.
+type KombuFigures = Vec<(Vec<Op>, HashSet<String>)>;
 
 impl Kombu {
     /// Their output goes to `kombu-TARGET.log` in `logs`.
@@ -500,14 +538,13 @@ impl Kombu {
             if !out.status.success() {
                 bail!("the kombu clients failed: see kombu-TARGET.log in the drill's directory (KEEP_DRILL_DIR=1 keeps it)");
             }
-            let (mut published, mut received, mut errors) = (Vec::new(), HashSet::new(), 0);
+            let (mut published, mut received) = (Vec::new(), HashSet::new());
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let v: serde_json::Value = serde_json::from_str(line).context("a kombu JSON line")?;
                 let n = v["n"].as_u64().unwrap_or(0).to_string();
                 match v["kind"].as_str() {
                     Some("publish") => {
                         let ok = v["ok"].as_bool() == Some(true);
-                        errors += usize::from(!ok);
                         published.push(Op {
                             key: n,
                             started: self.instant(v["start"].as_f64().unwrap_or(0.0)),
@@ -521,7 +558,7 @@ impl Kombu {
                     _ => {}
                 }
             }
-            figures.push((published, received, errors));
+            figures.push((published, received));
         }
         let _ = std::fs::remove_dir_all(self.stop_file.parent().expect("a dir"));
         Ok(figures)

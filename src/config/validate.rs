@@ -168,3 +168,14 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         cluster,
     })
 }
+
+/// `host:port` with a host and a port number; an IPv6 host in brackets (`[::1]:26379`).
+pub(super) fn host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+            !host.is_empty() && (!host.contains(':') || bracketed) && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}

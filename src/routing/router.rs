@@ -1,5 +1,6 @@
 //! The router: the only writer of the routing table. It receives every
-//! [`Observation`], logs each flip once, asks [`decide_with`] for every pool's members,
+//! [`Observation`] (and admin commands, reloads, the fleet's verdicts and the Redis
+//! Sentinels' word), logs each flip once, asks [`decide_with`] for every pool's members,
 //! publishes a new table when they changed, fences the sessions of members that left,
 //! raises the two-writers alarm, and records failovers on the [`Timeline`].
 

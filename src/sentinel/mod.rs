@@ -6,8 +6,8 @@
 //! ```text
 //! per Sentinel: query conn ──(every interval, and at once after an event)──► Heard::Answer
 //!               event conn (PSUBSCRIBE *: +try-failover, +switch-master, +sdown …) ► Heard::Event
-//! per pool:     latest answer of each Sentinel ─► word::newest ─► News::Named ─► router
-//!                                                    events ─────► News::Event ─► router nudges the checks
+//! per pool:     latest answer of each Sentinel ─► word::Tally ─► News::Named ─► router
+//!                                                   events ─────► News::Event ─► router nudges the checks
 //! ```
 //!
 //! A Sentinel that cannot be reached, or answers nothing useful, gives no answer until
@@ -187,38 +187,38 @@ impl Follower {
             if self.heard.send(Heard::Answer(self.index, answer)).await.is_err() {
                 return "the pool's watcher stopped".into();
             }
-            let next = Instant::now() + self.config.interval;
-            loop {
-                let push = tokio::select! {
-                    push = events.next() => push,
-                    _ = tokio::time::sleep_until(next) => {
-                        if pong_due {
-                            return format!("no pong on the event connection within {:?}", self.config.interval);
-                        }
-                        if let Err(e) = events.ping().await {
-                            return e;
-                        }
-                        pong_due = true;
-                        break;
+            if let Err(e) = self.until_next_question(&mut events, &mut pong_due).await {
+                return e;
+            }
+        }
+    }
+
+    /// Reads events until one concerns the pool's master (told to the watcher) or the
+    /// interval is over (a PING sent; the previous one must have had its pong).
+    async fn until_next_question(&self, events: &mut Conn, pong_due: &mut bool) -> Result<(), String> {
+        let next = Instant::now() + self.config.interval;
+        loop {
+            let push = tokio::select! {
+                push = events.read() => push?,
+                _ = tokio::time::sleep_until(next) => {
+                    if *pong_due {
+                        return Err(format!("no pong on the event connection within {:?}", self.config.interval));
                     }
+                    events.ping().await?;
+                    *pong_due = true;
+                    return Ok(());
+                }
+            };
+            if word::is_pong(&push) {
+                *pong_due = false;
+                continue;
+            }
+            tracing::debug!(pool = %self.pool, sentinel = %self.address, ?push, "sentinel: event");
+            if word::event(&push, &self.config.master_name) == Some(word::Event::Concerns) {
+                return match self.heard.send(Heard::Event).await {
+                    Ok(()) => Ok(()), // ask again at once
+                    Err(_) => Err("the pool's watcher stopped".into()),
                 };
-                if push.as_ref().is_ok_and(word::is_pong) {
-                    pong_due = false;
-                    continue;
-                }
-                if let Ok(push) = &push {
-                    tracing::debug!(pool = %self.pool, sentinel = %self.address, ?push, "sentinel: event");
-                }
-                match push.map(|p| word::event(&p, &self.config.master_name)) {
-                    Err(e) => return e,
-                    Ok(Some(word::Event::Concerns)) => {
-                        if self.heard.send(Heard::Event).await.is_err() {
-                            return "the pool's watcher stopped".into();
-                        }
-                        break; // ask again at once
-                    }
-                    Ok(_) => {}
-                }
             }
         }
     }
@@ -306,12 +306,8 @@ impl Conn {
         }
     }
 
-    /// The next push on a subscribed connection; no limit (a PING every interval
-    /// finds a dead one). Cancel-safe: bytes read stay in the buffer.
-    async fn next(&mut self) -> Result<Value, String> {
-        self.read().await
-    }
-
+    /// The next reply or push. On a subscribed connection it has no limit (a PING
+    /// every interval finds a dead one). Cancel-safe: bytes read stay in the buffer.
     async fn read(&mut self) -> Result<Value, String> {
         let max = resp::MAX_BULK + resp::MAX_LINE;
         read_decoded(&mut self.stream, &mut self.buf, max, "a reply", resp::decode)

@@ -72,6 +72,12 @@ pub fn announced(samples: &[Sample], before: u16, since: Instant) -> Option<Inst
         .map(|s| s.at)
 }
 
+/// `later - earlier` in whole milliseconds, negative when `later` came first.
+pub fn signed_ms(later: Instant, earlier: Instant) -> i128 {
+    later.saturating_duration_since(earlier).as_millis() as i128
+        - earlier.saturating_duration_since(later).as_millis() as i128
+}
+
 /// The first acknowledgement by `port` that ended after `after`.
 pub fn first_on(ops: &[Op], port: u16, after: Instant) -> Option<Instant> {
     ops.iter()
@@ -147,6 +153,7 @@ mod tests {
         let until = base + Duration::from_millis(1600);
         assert_eq!(outage(&ops, base, until), Duration::from_millis(1480));
         assert_eq!(first_on(&ops, 2, base), Some(base + Duration::from_millis(1500)));
+        assert_eq!(signed_ms(base, base + Duration::from_millis(7)), -7);
         let held: HashSet<String> = ["k0".to_string(), "k900".to_string()].into();
         assert_eq!(missing(&ops, &held), 2, "k10 and k1500 were acknowledged and are gone");
     }

@@ -62,10 +62,7 @@ fn cluster_config(ctx: &Ctx<'_>, raw: RawCluster) -> Result<ClusterConfig, Confi
             ));
         }
         let bare = endpoint.trim_start_matches("http://").trim_start_matches("https://");
-        let port_ok = bare
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
+        if !super::host_port(bare) {
             return Err(ctx.invalid(
                 "cluster.etcd",
                 format!("endpoints like \"127.0.0.1:2379\" or \"https://etcd1:2379\", got \"{endpoint}\""),

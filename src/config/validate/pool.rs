@@ -75,7 +75,7 @@ fn sentinel_config(
     if raw.sentinels.is_empty() {
         return Err(ctx.invalid(key("sentinels"), "at least one `host:port` address"));
     }
-    if let Some(bad) = raw.sentinels.iter().find(|a| !host_port(a)) {
+    if let Some(bad) = raw.sentinels.iter().find(|a| !super::host_port(a)) {
         return Err(ctx.invalid(key("sentinels"), format!("`host:port` addresses, got \"{bad}\"")));
     }
     let master_name = raw
@@ -94,17 +94,6 @@ fn sentinel_config(
         timeout: raw.timeout.map_or(defaults::SENTINEL_TIMEOUT, |t| t.0),
         interval: raw.interval.map_or(defaults::SENTINEL_INTERVAL, |i| i.0),
     })
-}
-
-/// `host:port` with a host and a port number; an IPv6 host in brackets (`[::1]:26379`).
-fn host_port(address: &str) -> bool {
-    match address.rsplit_once(':') {
-        Some((host, port)) => {
-            let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
-            !host.is_empty() && (!host.contains(':') || bracketed) && port.parse::<u16>().is_ok_and(|p| p > 0)
-        }
-        None => false,
-    }
 }
 
 /// `[pools.NAME.switchover]`: primary pools of MySQL members; both accounts named;
