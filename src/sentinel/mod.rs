@@ -91,7 +91,7 @@ async fn gather(
         let sent = match heard {
             None => return,
             Some(Heard::Event) => news.send(News::Event { pool: pool.clone() }).await,
-            Some(Heard::Answer(i, answer)) => match tally.record(i, answer) {
+            Some(Heard::Answer(i, answer)) => match tally.record(i, answer, Instant::now()) {
                 None => Ok(()),
                 Some(word) => {
                     match &word {

@@ -20,6 +20,10 @@
 //! still take writes that its successor will not have, so the pool routes to no
 //! master meanwhile (a planned `SENTINEL FAILOVER` leaves it writable for seconds).
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::protocol::resp::Value;
 
 /// One Sentinel's answer about one master.
@@ -53,8 +57,10 @@ pub enum Word {
 ///   that was cut off, or one restarted from an old config, cannot bring an old master
 ///   back.
 /// - A failover, once reported, ends when a Sentinel names another master, or when
-///   every Sentinel that reported it answers again without it (an abort): losing the
-///   leader's answer does not end it.
+///   every Sentinel that reported it answers again without it (an abort). Losing the
+///   leader's answer does not end it at once, only after [`FAILOVER_SILENCE`] without
+///   an answer from it (a leader that died mid-failover must not keep the pool without
+///   a master for good; the superseded-master rule still guards the old one).
 /// - With no answer at all, the last word stands.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
@@ -62,9 +68,17 @@ pub struct Tally {
     floor: i64,
     last: Option<Word>,
     /// While the word is `FailingOver`: the master before it, and the Sentinels that
-    /// reported the failover and have not answered without it since.
-    failover: Option<(Option<String>, Vec<usize>)>,
+    /// reported the failover and have not answered without it since (with when each
+    /// fell silent, if it did).
+    failover: Option<(Option<String>, Vec<Reporter>)>,
 }
+
+/// A Sentinel that reported a failover, and since when it has been silent (if it is).
+type Reporter = (usize, Option<Instant>);
+
+/// How long a Sentinel that reported a failover may stay silent before the failover
+/// no longer counts.
+pub const FAILOVER_SILENCE: Duration = Duration::from_secs(10);
 
 impl Tally {
     /// For `count` Sentinels, before any answer.
@@ -77,14 +91,23 @@ impl Tally {
 
     /// Records Sentinel `i`'s answer (`None`: it gave none); the new word when the
     /// word changed.
-    pub fn record(&mut self, i: usize, answer: Option<Answer>) -> Option<Word> {
+    pub fn record(&mut self, i: usize, answer: Option<Answer>, now: Instant) -> Option<Word> {
         if let Some(a) = &answer {
             self.floor = self.floor.max(a.epoch);
-            if let Some((_, reporters)) = &mut self.failover {
-                if !a.failing_over {
-                    reporters.retain(|&r| r != i);
-                }
+        }
+        if let Some((_, reporters)) = &mut self.failover {
+            match &answer {
+                Some(a) if !a.failing_over => reporters.retain(|&(r, _)| r != i),
+                Some(_) => reporters
+                    .iter_mut()
+                    .filter(|(r, _)| *r == i)
+                    .for_each(|(_, s)| *s = None),
+                None => reporters
+                    .iter_mut()
+                    .filter(|(r, silent)| *r == i && silent.is_none())
+                    .for_each(|(_, s)| *s = Some(now)),
             }
+            reporters.retain(|(_, silent)| silent.is_none_or(|since| now - since < FAILOVER_SILENCE));
         }
         self.answers[i] = answer;
         let current: Vec<Option<Answer>> = self
@@ -110,6 +133,7 @@ impl Tally {
                 };
                 let reporters = (0..current.len())
                     .filter(|&j| current[j].as_ref().is_some_and(|a| a.failing_over))
+                    .map(|j| (j, None))
                     .collect();
                 Some((before, reporters))
             }
@@ -296,25 +320,39 @@ mod tests {
 
     #[test]
     fn a_tally_never_goes_back_to_an_older_word() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
         let mut tally = Tally::new(3);
-        assert_eq!(tally.record(0, said("h:1", 3, false)), master("h:1"));
-        assert_eq!(tally.record(1, said("h:1", 3, false)), None, "unchanged");
+        assert_eq!(tally.record(0, said("h:1", 3, false), t0), master("h:1"));
+        assert_eq!(tally.record(1, said("h:1", 3, false), t0), None, "unchanged");
         // The leader starts a failover; then its answer is lost: still failing over.
-        assert_eq!(tally.record(2, failing("h:1", 3)), Some(Word::FailingOver));
-        assert_eq!(tally.record(2, None), None, "losing the leader ends nothing");
-        assert_eq!(tally.record(0, said("h:1", 3, false)), None);
+        assert_eq!(tally.record(2, failing("h:1", 3), t0), Some(Word::FailingOver));
+        assert_eq!(tally.record(2, None, at(1)), None, "losing the leader ends nothing");
+        assert_eq!(tally.record(0, said("h:1", 3, false), at(2)), None);
         // The leader names the promoted replica.
-        assert_eq!(tally.record(2, said("h:2", 3, true)), master("h:2"));
+        assert_eq!(tally.record(2, said("h:2", 3, true), at(3)), master("h:2"));
         // A Sentinel left behind at the old epoch cannot bring h:1 back.
-        assert_eq!(tally.record(2, said("h:2", 4, false)), None);
-        assert_eq!(tally.record(2, None), None);
-        assert_eq!(tally.record(1, said("h:1", 3, false)), None);
-        assert_eq!(tally.record(0, said("h:2", 4, false)), None);
+        assert_eq!(tally.record(2, said("h:2", 4, false), at(4)), None);
+        assert_eq!(tally.record(2, None, at(5)), None);
+        assert_eq!(tally.record(1, said("h:1", 3, false), at(6)), None);
+        assert_eq!(tally.record(0, said("h:2", 4, false), at(7)), None);
         // An aborted failover: the reporter answers without it.
         let mut tally = Tally::new(2);
-        tally.record(0, said("h:1", 1, false));
-        assert_eq!(tally.record(1, failing("h:1", 1)), Some(Word::FailingOver));
-        assert_eq!(tally.record(1, said("h:1", 1, false)), master("h:1"));
+        tally.record(0, said("h:1", 1, false), t0);
+        assert_eq!(tally.record(1, failing("h:1", 1), t0), Some(Word::FailingOver));
+        assert_eq!(tally.record(1, said("h:1", 1, false), at(1)), master("h:1"));
+        // A leader that fell silent mid-failover stops counting after the silence.
+        let mut tally = Tally::new(2);
+        tally.record(0, said("h:1", 1, false), t0);
+        assert_eq!(tally.record(1, failing("h:1", 1), t0), Some(Word::FailingOver));
+        assert_eq!(tally.record(1, None, at(1)), None);
+        assert_eq!(
+            tally.record(0, said("h:1", 1, false), at(5)),
+            None,
+            "still within the silence"
+        );
+        let after = at(1) + FAILOVER_SILENCE;
+        assert_eq!(tally.record(0, said("h:1", 1, false), after), master("h:1"));
     }
 
     #[test]
