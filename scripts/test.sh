@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 
 # --- system packages the integration tests drive (real peers, real clients) ---
 need_pkgs=()
-for pair in "mariadbd:mariadb-server" "mariadb:mariadb-client" "sysbench:sysbench" "promtool:prometheus" "chromium:chromium" "curl:curl" "keepalived:keepalived" "ip:iproute2" "haproxy:haproxy" "nginx:nginx" "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler"; do
+for pair in "mariadbd:mariadb-server" "mariadb:mariadb-client" "sysbench:sysbench" "promtool:prometheus" "chromium:chromium" "curl:curl" "keepalived:keepalived" "ip:iproute2" "haproxy:haproxy" "nginx:nginx" "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler" "rsync:rsync" "dnsmasq:dnsmasq"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done
+# the Galera provider is a library, not a command
+[ -f /usr/lib/galera/libgalera_smm.so ] || need_pkgs+=("galera-4")
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing: ${need_pkgs[*]}"
   apt-get update -qq

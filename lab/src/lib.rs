@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod etcd;
+pub mod galera;
 pub mod mariadb;
 pub mod mongo;
 pub mod netns;

@@ -386,11 +386,7 @@ impl Cluster {
 
     /// `kill -9` of a node.
     pub fn kill9(&mut self, index: usize) -> Result<()> {
-        if let Some(mut child) = self.nodes[index].child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        system::kill9(&mut self.nodes[index].child)
     }
 
     pub fn sigstop(&self, index: usize) -> Result<()> {

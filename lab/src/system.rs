@@ -101,6 +101,15 @@ pub fn signal(pid: u32, signal: &str) -> Result<()> {
     Ok(())
 }
 
+/// `kill -9` of the child in `slot`, if any, reaped; the slot is empty after.
+pub fn kill9(slot: &mut Option<std::process::Child>) -> Result<()> {
+    if let Some(mut child) = slot.take() {
+        child.kill()?;
+        child.wait()?;
+    }
+    Ok(())
+}
+
 /// Starts `command` with its output appended to the file `log`, no input.
 pub fn spawn_logged(command: &mut Command, log: &Path) -> Result<std::process::Child> {
     let file = std::fs::OpenOptions::new()

@@ -55,6 +55,9 @@ pub enum ProbeConfig {
     Http(HttpProbeConfig),
     /// A MySQL/MariaDB login and one round trip reading role and replication state.
     Mysql(MysqlProbeConfig),
+    /// The MySQL probe on a MariaDB Galera node: the same login, and the node's wsrep
+    /// state in the same round trip.
+    Galera(MysqlProbeConfig),
     /// A MongoDB `hello` on a kept connection (after SCRAM-SHA-256 when credentials
     /// are set).
     Mongo(MongoProbeConfig),
@@ -64,14 +67,30 @@ pub enum ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// The probe's kind as the config spells it: `tcp`, `http`, `mysql`, `mongo`.
+    /// The probe's kind as the config spells it: `tcp`, `http`, `mysql`, `galera`, `mongo`,
+    /// `redis`.
     pub fn kind(&self) -> &'static str {
         match self {
             ProbeConfig::Tcp => "tcp",
             ProbeConfig::Http(_) => "http",
             ProbeConfig::Mysql(_) => "mysql",
+            ProbeConfig::Galera(_) => "galera",
             ProbeConfig::Mongo(_) => "mongo",
             ProbeConfig::Redis(_) => "redis",
+        }
+    }
+
+    /// Whether the probe speaks the MySQL protocol (`mysql`, `galera`), whose TLS
+    /// starts inside it.
+    pub fn speaks_mysql(&self) -> bool {
+        matches!(self, ProbeConfig::Mysql(_) | ProbeConfig::Galera(_))
+    }
+
+    /// The MySQL login settings of a `mysql` or `galera` check.
+    pub fn mysql(&self) -> Option<&MysqlProbeConfig> {
+        match self {
+            ProbeConfig::Mysql(mysql) | ProbeConfig::Galera(mysql) => Some(mysql),
+            _ => None,
         }
     }
 
@@ -79,7 +98,7 @@ impl ProbeConfig {
     pub fn knows_roles(&self) -> bool {
         matches!(
             self,
-            ProbeConfig::Mysql(_) | ProbeConfig::Mongo(_) | ProbeConfig::Redis(_)
+            ProbeConfig::Mysql(_) | ProbeConfig::Galera(_) | ProbeConfig::Mongo(_) | ProbeConfig::Redis(_)
         )
     }
 }

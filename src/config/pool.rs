@@ -99,6 +99,11 @@ pub struct PoolConfig {
     pub switchover: Option<SwitchoverConfig>,
     /// Primary Redis pools: the Sentinels whose word a master needs.
     pub sentinel: Option<SentinelConfig>,
+    /// Every member has a `kind = "galera"` check: the pool follows the Galera rules
+    /// (`routing::membership`).
+    pub galera: bool,
+    /// Galera pools: a `Donor/Desynced` node may take traffic.
+    pub donor_ok: bool,
 }
 
 /// `[pools.NAME.sentinel]`: the Sentinels a primary Redis pool asks which node is the

@@ -168,6 +168,8 @@ pub enum CheckKind {
     Http,
     /// `mysql`: a MySQL/MariaDB login as a monitor user, reading role and replication state.
     Mysql,
+    /// `galera`: the `mysql` login on a MariaDB Galera node, reading its wsrep state too.
+    Galera,
     /// `mongo`: a MongoDB `hello`, after a SCRAM-SHA-256 login when credentials are set.
     Mongo,
     /// `redis`: Redis `INFO replication`, after `AUTH` when a password is set.
@@ -335,6 +337,10 @@ pub struct RawPool {
     /// `[pools.*.sentinel]`: primary pools with `kind = "redis"` checks only: a master
     /// takes traffic only while the Sentinels name it.
     pub sentinel: Option<RawSentinel>,
+    /// `pools.*.donor_ok`: pools of `kind = "galera"` members only: a node that is
+    /// `Donor/Desynced` (donating a state transfer, or `wsrep_desync=ON`) still takes
+    /// traffic (default false).
+    pub donor_ok: Option<bool>,
 }
 
 /// `[listeners.NAME]`: an address and the pool it routes to.

@@ -182,6 +182,8 @@ mod tests {
             on_store_lost,
             switchover: None,
             sentinel: None,
+            galera: false,
+            donor_ok: false,
         }
     }
 

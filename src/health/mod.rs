@@ -185,6 +185,8 @@ pub struct Report {
     pub mongo: Option<crate::protocol::mongo::Hello>,
     /// A Redis node's replication history and offsets.
     pub redis: Option<probe::RedisInfo>,
+    /// A Galera node's wsrep state.
+    pub galera: Option<probe::GaleraState>,
 }
 
 impl Report {

@@ -19,6 +19,8 @@
 //! - Redis primary pools: a master another master's history continued is superseded
 //!   (not a candidate), and with `[pools.NAME.sentinel]` only the master the
 //!   Sentinels name is one ([`Named`], from `crate::sentinel`).
+//! - Galera pools (members with `kind = "galera"` checks) follow their own rules:
+//!   one pinned writer, readers beside it ([`galera`]).
 //! - `role = "replica"` (or `"secondary"`): MongoDB secondaries that are not hidden
 //!   and whose `lastWrite` trails the newest in the pool by at most
 //!   `max_replication_lag`; MySQL replicas that are up, read-only, whose applier (SQL) thread
@@ -121,6 +123,19 @@ impl Named {
     }
 }
 
+/// What a decision takes besides the pool and its members' states.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// The pool's current primary (primary pools only).
+    pub current: Option<BackendId>,
+    /// The newest MongoDB election the pool has seen.
+    pub seen: Option<&'a Newest>,
+    /// The word of the pool's Sentinels: a master they do not name is no candidate.
+    pub named: Named,
+    /// The writers the primary pools picked: Galera replica pools leave them out.
+    pub writers: &'a [BackendId],
+}
+
 /// Decides `pool`'s routable members. `current` is the pool's current primary
 /// (primary pools only).
 pub fn decide(
@@ -129,23 +144,30 @@ pub fn decide(
     current: Option<BackendId>,
     seen: Option<&Newest>,
 ) -> Decision {
-    decide_with(pool, states, current, seen, Named::Unused)
+    decide_with(
+        pool,
+        states,
+        Inputs {
+            current,
+            seen,
+            ..Inputs::default()
+        },
+    )
 }
 
-/// [`decide`] with the word of the pool's Sentinels: a master they do not name is
-/// no candidate.
-pub fn decide_with(
-    pool: &PoolConfig,
-    states: &[BackendState],
-    current: Option<BackendId>,
-    seen: Option<&Newest>,
-    named: Named,
-) -> Decision {
-    let members = pool
-        .members
-        .iter()
-        .copied()
-        .filter(|&b| states[b].admin == AdminMode::Enabled && states[b].in_set(pool));
+/// [`decide`] with all of [`Inputs`].
+pub fn decide_with(pool: &PoolConfig, states: &[BackendState], inputs: Inputs<'_>) -> Decision {
+    let Inputs {
+        current,
+        seen,
+        named,
+        writers,
+    } = inputs;
+    let members = pool.members.iter().copied().filter(|&b| {
+        states[b].admin == AdminMode::Enabled
+            && states[b].in_set(pool)
+            && (!pool.galera || galera::usable(pool, &states[b]))
+    });
     match pool.role {
         PoolRole::Any => Decision {
             members: members
@@ -165,6 +187,9 @@ pub fn decide_with(
                     newest_election: seen.cloned(),
                     ..Decision::default()
                 };
+            }
+            if pool.galera {
+                return galera::writer(states, members.collect(), current);
             }
             let (masters, newest_election) = current_writers(pool, states, members, seen);
             // Redis: a master whose history another master continued is superseded, and
@@ -197,6 +222,7 @@ pub fn decide_with(
                 }
             }
         }
+        PoolRole::Replica if pool.galera => galera::readers(pool, members.collect(), writers),
         PoolRole::Replica => {
             // MongoDB lag: behind the newest lastWrite any member of the pool reports.
             let newest_write = pool.members.iter().filter_map(|&b| states[b].last_write_ms()).max();
@@ -331,5 +357,6 @@ fn replica_ok(state: &BackendState, pool: &PoolConfig, newest_write: Option<i64>
     }
 }
 
+mod galera;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::membership::{decide_with, BackendState, Decision};
+use super::membership::{decide_with, BackendState, Decision, Inputs};
 use super::{Routing, RoutingTable};
 use crate::backend::{AdminMode, Backend, LastCheck};
 use crate::config::{BackendId, LeavePolicy, PoolRole};
@@ -92,11 +92,8 @@ impl Router {
             sentinels: sentinel::Sentinels::default(),
         };
         router.sentinels.sync(&router.pools);
-        router.current = router
-            .pools
-            .iter()
-            .map(|p| decide_with(&p.config, &router.states, None, None, router.named(p)))
-            .collect();
+        let none = vec![Decision::default(); router.pools.len()];
+        router.current = router.decide_all(&none);
         router.publish();
         router
     }
@@ -256,18 +253,7 @@ impl Router {
     /// [`Router::reroute`] from `previous` (by pool slot); `always` publishes even an
     /// unchanged decision (a reload changed the pools).
     fn reroute_from(&mut self, previous: Vec<Decision>, always: bool) -> bool {
-        let mut next = previous.clone();
-        for pool in self.pools.clone().iter() {
-            let current = &previous[pool.id];
-            let decision = decide_with(
-                &pool.config,
-                &self.states,
-                current.members.first().copied(),
-                current.newest_election.as_ref(),
-                self.named(pool),
-            );
-            next[pool.id] = self.gated(pool, decision);
-        }
+        let next = self.decide_all(&previous);
         if next == previous && !always {
             return false;
         }
@@ -304,6 +290,34 @@ impl Router {
         true
     }
 
+    /// Every pool's decision from `previous` (by pool slot): the primary pools first,
+    /// so that Galera replica pools know the writers they picked.
+    fn decide_all(&mut self, previous: &[Decision]) -> Vec<Decision> {
+        let mut next = previous.to_vec();
+        let (primaries, others): (Vec<Arc<Pool>>, Vec<Arc<Pool>>) = self
+            .pools
+            .iter()
+            .cloned()
+            .partition(|p| p.config.role == PoolRole::Primary);
+        let mut writers = Vec::new();
+        for pool in primaries.into_iter().chain(others) {
+            let current = &previous[pool.id];
+            let inputs = Inputs {
+                current: current.members.first().copied(),
+                seen: current.newest_election.as_ref(),
+                named: self.named(&pool),
+                writers: &writers,
+            };
+            let decision = decide_with(&pool.config, &self.states, inputs);
+            let decision = self.gated(&pool, decision);
+            if pool.config.role == PoolRole::Primary && pool.config.galera {
+                writers.extend(decision.members.iter().copied());
+            }
+            next[pool.id] = decision;
+        }
+        next
+    }
+
     /// Fences the sessions of the members that left `pool` since `old`.
     fn fence(&self, pool: &Pool, old: &[BackendId]) {
         let new = &self.current[pool.id].members;
@@ -324,9 +338,9 @@ impl Router {
                 LeavePolicy::Keep => continue,
             };
             let cause = match self.states[id].admin {
-                AdminMode::Enabled => self.histories[id]
-                    .last_error
-                    .clone()
+                AdminMode::Enabled => self.states[id]
+                    .galera_unusable(&pool.config)
+                    .or_else(|| self.histories[id].last_error.clone())
                     .unwrap_or_else(|| "left the pool".into()),
                 mode => format!("admin: {mode:?}").to_lowercase(),
             };

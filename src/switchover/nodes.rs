@@ -26,10 +26,7 @@ pub struct Node {
 impl Node {
     /// A member; `probe` is its check config (for the pinned server key).
     pub fn new(backend: Arc<Backend>, probe: &ProbeConfig) -> Self {
-        let pinned = match probe {
-            ProbeConfig::Mysql(mysql) => mysql.server_public_key.clone(),
-            _ => None,
-        };
+        let pinned = probe.mysql().and_then(|mysql| mysql.server_public_key.clone());
         Node {
             backend,
             pinned,

@@ -123,12 +123,7 @@ pub fn fit_to_lead(variables: &Columns, slave: Option<&Columns>, primary: Socket
 mod tests {
     use super::*;
 
-    fn row(pairs: &[(&str, &str)]) -> Columns {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-            .collect()
-    }
+    use crate::health::probe::mysql::row;
 
     #[test]
     fn statements_quote_what_they_must() {

@@ -20,6 +20,7 @@ pub(super) fn check_config(ctx: &Ctx<'_>, key: &str, raw: RawCheck) -> Result<Ch
         CheckKind::Tcp => ProbeConfig::Tcp,
         CheckKind::Http => ProbeConfig::Http(http_probe(&raw)),
         CheckKind::Mysql => ProbeConfig::Mysql(mysql_probe(ctx, key, &raw)?),
+        CheckKind::Galera => ProbeConfig::Galera(mysql_probe(ctx, key, &raw)?),
         CheckKind::Mongo => ProbeConfig::Mongo(mongo_probe(ctx, key, &raw)?),
         CheckKind::Redis => ProbeConfig::Redis(redis_probe(ctx, key, &raw)?),
     };
@@ -50,8 +51,11 @@ fn only_where_they_apply(ctx: &Ctx<'_>, key: &str, kind: CheckKind, raw: &RawChe
             return Err(ctx.invalid(k(field), "no HTTP setting on a check that is not `kind = \"http\"`"));
         }
     }
-    if raw.server_public_key.is_some() && kind != CheckKind::Mysql {
-        return Err(ctx.invalid(k("server_public_key"), "it only on a `kind = \"mysql\"` check"));
+    if raw.server_public_key.is_some() && !matches!(kind, CheckKind::Mysql | CheckKind::Galera) {
+        return Err(ctx.invalid(
+            k("server_public_key"),
+            "it only on a `kind = \"mysql\"` or `\"galera\"` check",
+        ));
     }
     if raw.auth_source.is_some() && kind != CheckKind::Mongo {
         return Err(ctx.invalid(k("auth_source"), "it only on a `kind = \"mongo\"` check"));
@@ -62,11 +66,14 @@ fn only_where_they_apply(ctx: &Ctx<'_>, key: &str, kind: CheckKind, raw: &RawChe
         ("password_env", raw.password_env.is_some()),
         ("password_file", raw.password_file.is_some()),
     ];
-    if !matches!(kind, CheckKind::Mysql | CheckKind::Mongo | CheckKind::Redis) {
+    if !matches!(
+        kind,
+        CheckKind::Mysql | CheckKind::Galera | CheckKind::Mongo | CheckKind::Redis
+    ) {
         if let Some((field, _)) = login_only.iter().find(|(_, set)| *set) {
             return Err(ctx.invalid(
                 k(field),
-                "no login setting on a check that is not `kind = \"mysql\"`, `\"mongo\"` or `\"redis\"`",
+                "no login setting on a check that is not `kind = \"mysql\"`, `\"galera\"`, `\"mongo\"` or `\"redis\"`",
             ));
         }
     }
@@ -87,7 +94,7 @@ fn mysql_probe(ctx: &Ctx<'_>, key: &str, raw: &RawCheck) -> Result<MysqlProbeCon
     let user = raw.user.clone().filter(|u| !u.is_empty()).ok_or_else(|| {
         ctx.invalid(
             format!("{key}.user"),
-            "the monitor user name (a `kind = \"mysql\"` check logs in)",
+            "the monitor user name (a `kind = \"mysql\"` or `\"galera\"` check logs in)",
         )
     })?;
     let password = ctx.secret(

@@ -28,6 +28,7 @@ pub(super) fn pool_config(
     if raw.drain_deadline.is_some() && !matches!(on_leave, LeavePolicy::Drain(_)) {
         return Err(ctx.invalid(key("drain_deadline"), "it only with `on_leave = \"drain\"`"));
     }
+    let galera = galera_members(ctx, name, &raw, &members, backends)?;
     let switchover = match raw.switchover {
         Some(switchover) => Some(switchover_config(ctx, name, switchover, role, &members, backends)?),
         None => None,
@@ -57,7 +58,40 @@ pub(super) fn pool_config(
         on_store_lost: raw.on_store_lost.unwrap_or(defaults::ON_STORE_LOST),
         switchover,
         sentinel,
+        galera,
+        donor_ok: raw.donor_ok.unwrap_or(false),
     })
+}
+
+/// Whether the pool is a Galera pool: every member has a `kind = "galera"` check, or
+/// none (a mix would judge some members by wsrep state and others not). `donor_ok`
+/// only in a Galera pool.
+fn galera_members(
+    ctx: &Ctx<'_>,
+    name: &str,
+    raw: &RawPool,
+    members: &[BackendId],
+    backends: &[BackendConfig],
+) -> Result<bool, ConfigError> {
+    let is_galera = |id: &BackendId| matches!(backends[*id].check.probe, ProbeConfig::Galera(_));
+    let galera = members.iter().filter(|id| is_galera(id)).count();
+    if galera > 0 && galera < members.len() {
+        let other = members.iter().find(|id| !is_galera(id)).map(|&id| &backends[id].name);
+        return Err(ctx.invalid(
+            format!("pools.{name}.backends"),
+            format!(
+                "members that all have `kind = \"galera\"` checks or none do; \"{}\" has not",
+                other.map_or("", |n| n.as_str())
+            ),
+        ));
+    }
+    if raw.donor_ok.is_some() && galera == 0 {
+        return Err(ctx.invalid(
+            format!("pools.{name}.donor_ok"),
+            "it only in a pool whose members have `kind = \"galera\"` checks",
+        ));
+    }
+    Ok(galera > 0)
 }
 
 /// `[pools.NAME.sentinel]`: primary pools of Redis members; at least one Sentinel
@@ -217,7 +251,7 @@ fn role_fits_members(
             return Err(ctx.invalid(
                 key("role"),
                 format!(
-                    "\"any\" unless every member has a role-aware check (kind = \"mysql\" or \"mongo\"); \"{}\" has none",
+                    "\"any\" unless every member has a role-aware check (kind = \"mysql\", \"galera\", \"mongo\" or \"redis\"); \"{}\" has none",
                     backends[id].name
                 ),
             ));

@@ -130,7 +130,7 @@ pub(super) fn mode_fits_pool(
     backends: &[BackendConfig],
 ) -> Result<(), ConfigError> {
     let mut members = pool.members.iter().map(|&id| &backends[id]);
-    let is_mysql = |b: &BackendConfig| matches!(b.check.probe, ProbeConfig::Mysql(_));
+    let is_mysql = |b: &BackendConfig| b.check.probe.speaks_mysql();
     let mode_key = format!("listeners.{listener}.mode");
     let pool_name = &pool.name;
     match mode {

@@ -23,6 +23,7 @@ use crate::tls::ClientTls;
 
 pub use self::http::HttpProbe;
 pub use self::mongo::MongoProbe;
+pub use self::mysql::galera::GaleraState;
 pub use self::mysql::MysqlProbe;
 pub use self::redis::{classify as classify_redis, RedisInfo, RedisProbe};
 
@@ -65,7 +66,8 @@ enum Kind {
     Tcp(Option<ClientTls>),
     /// An HTTP request, checked against the expected status and, optionally, the body.
     Http(HttpProbe),
-    /// A MySQL login and one query for role and replication state.
+    /// A MySQL login and one query for role and replication state (or, for Galera,
+    /// wsrep state).
     Mysql(MysqlProbe),
     /// A MongoDB `hello` for the member's role.
     Mongo(MongoProbe),
@@ -83,6 +85,7 @@ impl Probe {
             ProbeConfig::Tcp => Kind::Tcp(client),
             ProbeConfig::Http(http) => Kind::Http(HttpProbe::new(http, client)),
             ProbeConfig::Mysql(mysql) => Kind::Mysql(MysqlProbe::new(mysql, client)),
+            ProbeConfig::Galera(mysql) => Kind::Mysql(MysqlProbe::galera(mysql, client)),
             ProbeConfig::Mongo(mongo) => Kind::Mongo(MongoProbe::new(mongo, client)),
             ProbeConfig::Redis(redis) => Kind::Redis(RedisProbe::new(redis, client)),
         };

@@ -26,6 +26,7 @@ use crate::health::probe::Endpoint;
 use crate::health::{CheckError, ReplicaState, Report, Role};
 use crate::tls::ClientTls;
 
+pub mod galera;
 pub(crate) mod session;
 
 const QUERY: &str = "SELECT @@read_only, @@server_id, @@gtid_binlog_pos; SHOW SLAVE STATUS";
@@ -37,6 +38,8 @@ pub struct MysqlProbe {
     /// TLS inside the MySQL protocol, when the backend has it.
     tls: Option<ClientTls>,
     session: Option<Session>,
+    /// A `kind = "galera"` check: the wsrep query and classification ([`galera`]).
+    galera: bool,
 }
 
 impl std::fmt::Debug for MysqlProbe {
@@ -44,6 +47,7 @@ impl std::fmt::Debug for MysqlProbe {
         f.debug_struct("MysqlProbe")
             .field("user", &self.config.user)
             .field("connected", &self.session.is_some())
+            .field("galera", &self.galera)
             .finish()
     }
 }
@@ -61,6 +65,15 @@ impl MysqlProbe {
             config: config.clone(),
             tls,
             session: None,
+            galera: false,
+        }
+    }
+
+    /// The same probe reading a Galera node's wsrep state ([`galera`]).
+    pub fn galera(config: &MysqlProbeConfig, tls: Option<ClientTls>) -> Self {
+        MysqlProbe {
+            galera: true,
+            ..MysqlProbe::new(config, tls)
         }
     }
 
@@ -84,11 +97,15 @@ impl MysqlProbe {
                 self.session.insert(Session::login(to, login, deadline).await?)
             }
         };
-        let mut results = session.query(QUERY, deadline).await?.into_iter();
+        let query = if self.galera { galera::QUERY } else { QUERY };
+        let mut results = session.query(query, deadline).await?.into_iter();
         let variables = results
             .next()
             .and_then(|rows| rows.into_iter().next())
             .unwrap_or_default();
+        if self.galera {
+            return galera::classify(&variables, &results.next().unwrap_or_default());
+        }
         let slave = results.next().and_then(|rows| rows.into_iter().next());
         classify(&variables, slave.as_ref())
     }
@@ -133,6 +150,15 @@ pub fn classify(variables: &Columns, slave: Option<&Columns>) -> Result<Report, 
         position: get(variables, "@@gtid_binlog_pos"),
         ..Report::default()
     })
+}
+
+/// A row from `(column, value)` pairs, none NULL (for tests).
+#[cfg(test)]
+pub(crate) fn row(pairs: &[(&str, &str)]) -> Columns {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect()
 }
 
 #[cfg(test)]

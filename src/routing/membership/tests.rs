@@ -4,7 +4,7 @@ use super::*;
 use crate::config::{LeavePolicy, Members, Policy};
 use crate::health::ReplicaState;
 
-fn pool(role: PoolRole) -> PoolConfig {
+pub(super) fn pool(role: PoolRole) -> PoolConfig {
     PoolConfig {
         name: "p".into(),
         role,
@@ -24,6 +24,8 @@ fn pool(role: PoolRole) -> PoolConfig {
         on_store_lost: crate::config::OnStoreLost::Hold,
         switchover: None,
         sentinel: None,
+        galera: false,
+        donor_ok: false,
     }
 }
 
@@ -407,7 +409,12 @@ fn a_redis_replica_more_bytes_behind_its_master_than_allowed_is_not_routed() {
 
 #[test]
 fn with_sentinels_only_the_master_they_name_is_a_candidate() {
-    use super::{decide_with, Named};
+    use super::{decide_with, Inputs, Named};
+    let inputs = |current, named| Inputs {
+        current,
+        named,
+        ..Inputs::default()
+    };
     const ZEROS: &str = "0000000000000000000000000000000000000000";
     let primary_pool = pool(PoolRole::Primary);
     let one = [
@@ -416,7 +423,7 @@ fn with_sentinels_only_the_master_they_name_is_a_candidate() {
         replica("Yes", true, Some(0)),
     ];
     let decided =
-        |states: &[BackendState], current, named| decide_with(&primary_pool, states, current, None, named).members;
+        |states: &[BackendState], current, named| decide_with(&primary_pool, states, inputs(current, named)).members;
     assert_eq!(decided(&one, None, Named::Member(0)), [0]);
     assert_eq!(decided(&one, None, Named::Unused), [0]);
     // Before a first word, or a word that names no member: no master.
@@ -429,7 +436,7 @@ fn with_sentinels_only_the_master_they_name_is_a_candidate() {
         redis_master("bbb", "aaa", 500),
         replica("Yes", true, Some(0)),
     ];
-    let d = decide_with(&primary_pool, &split, None, None, Named::Member(1));
+    let d = decide_with(&primary_pool, &split, inputs(None, Named::Member(1)));
     assert_eq!((d.members, d.two_writers), (vec![1], vec![0, 1]));
     // A planned failover before the Sentinels name the new master: the old one is
     // superseded, the new one not named yet: none.
