@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # --- system packages the integration tests drive (real peers, real clients) ---
 need_pkgs=()
-for pair in "mariadbd:mariadb-server" "mariadb:mariadb-client" "sysbench:sysbench" "promtool:prometheus" "chromium:chromium" "curl:curl" "keepalived:keepalived" "ip:iproute2" "haproxy:haproxy" "nginx:nginx" "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler" "rsync:rsync" "dnsmasq:dnsmasq"; do
+for pair in "mariadbd:mariadb-server" "mariadb:mariadb-client" "sysbench:sysbench" "promtool:prometheus" "chromium:chromium" "curl:curl" "keepalived:keepalived" "ip:iproute2" "haproxy:haproxy" "nginx:nginx" "etcd:etcd-server" "etcdctl:etcd-client" "protoc:protobuf-compiler" "rsync:rsync" "dnsmasq:dnsmasq" "dig:dnsutils"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need_pkgs+=("$pkg")
 done

@@ -189,6 +189,7 @@ pub async fn start_with(config: Config, mut inherited: Option<Inherited>) -> Res
         },
     };
     background.spawn(reloader.run(reloads_rx, upgrades_rx));
+    background.spawn(crate::dns::watch::run(state.clone(), stops.background.clone()));
     guard.disarm();
     Ok(Running {
         failed: control.failed,

@@ -34,6 +34,9 @@ pub struct Backend {
     pub send_proxy: Option<crate::protocol::proxy_header::Version>,
     /// TLS to this backend on the data path, when configured.
     pub tls: Option<ClientTls>,
+    /// Its address came from a host name followed by TTL: a new one takes no traffic
+    /// before its first check, whatever its pool's `initial_state`.
+    pub follows_dns: bool,
     /// Shared with its checker.
     pub attention: Arc<Attention>,
     view: watch::Sender<BackendView>,
@@ -132,6 +135,10 @@ impl Backend {
             address: config.address,
             source: config.source,
             send_proxy: config.send_proxy,
+            follows_dns: config
+                .resolve
+                .as_ref()
+                .is_some_and(|r| r.mode == crate::config::ResolveMode::Ttl),
             tls: config.tls.as_ref().map(|tls| ClientTls::new(&config.name, tls)),
             attention: Arc::default(),
             check: Recorder::default(),

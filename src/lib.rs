@@ -55,6 +55,7 @@ pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod dns;
 pub mod duration;
 pub mod fleet;
 pub mod fuzzing;

@@ -108,6 +108,11 @@ pub const FLEET_OBSERVATIONS_PUBLISHED: &str = "switchyard_fleet_observations_pu
 /// that follows it, seconds.
 pub const FLEET_PROPAGATION_SECONDS: &str = "switchyard_fleet_propagation_seconds";
 
+/// DNS lookups of host-named backends (`resolve = "ttl"`), by backend and outcome.
+pub const DNS_LOOKUPS: &str = "switchyard_dns_lookups_total";
+/// Times a host-named backend's addresses changed and its members followed.
+pub const DNS_CHANGES: &str = "switchyard_dns_changes_total";
+
 /// Histogram: connect latency to a backend, seconds. Labels: pool, backend.
 pub const CONNECT_SECONDS: &str = "switchyard_connect_seconds";
 /// Histogram: health check round trip, seconds. Labels: backend.
@@ -310,6 +315,14 @@ fn describe_checks_and_the_rest() {
     describe_gauge!(
         PRIMARY,
         "1 for the backend a primary pool routes to, 0 for its other members."
+    );
+    describe_counter!(
+        DNS_LOOKUPS,
+        "DNS lookups of host-named backends, by backend (its name in the file) and outcome (ok, error)."
+    );
+    describe_counter!(
+        DNS_CHANGES,
+        "Times a host-named backend resolved to other addresses and its members followed."
     );
     describe_histogram!(CONNECT_SECONDS, Unit::Seconds, "Connect latency to a backend.");
     describe_histogram!(CHECK_SECONDS, Unit::Seconds, "Health check round trip.");

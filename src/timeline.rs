@@ -44,6 +44,8 @@ pub enum EventKind {
     Switchover,
     /// The Sentinels of a primary Redis pool named another master.
     Sentinel,
+    /// A backend's host name resolved to other addresses; its members follow.
+    Dns,
 }
 
 /// One thing that happened, with when and why.

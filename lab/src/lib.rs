@@ -7,6 +7,7 @@
 //! HAProxy and nginx beside the proxy; [`etcd::Cluster`] a real etcd cluster for fleets.
 
 pub mod daemon;
+pub mod dns;
 pub mod etcd;
 pub mod galera;
 pub mod mariadb;

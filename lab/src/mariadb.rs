@@ -104,6 +104,9 @@ pub struct Placement {
     pub netns: Option<String>,
     /// The address every node binds (each on its own port).
     pub host: IpAddr,
+    /// When not empty: node `i` binds `spread[i]` instead, all on one port (two
+    /// servers behind one DNS name, as a managed database's endpoint moves).
+    pub spread: Vec<IpAddr>,
 }
 
 impl Default for Placement {
@@ -111,6 +114,7 @@ impl Default for Placement {
         Placement {
             netns: None,
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            spread: Vec::new(),
         }
     }
 }
@@ -175,15 +179,27 @@ impl Cluster {
             placement,
             semi_sync: false,
         };
+        let shared_port = match cluster.placement.spread.is_empty() {
+            true => None,
+            false => Some(system::free_port()?),
+        };
         for index in 0..n {
             let node_dir = cluster.dir.join(format!("n{}", index + 1));
             fs::create_dir_all(node_dir.join("tmp"))?;
             system::run(Command::new("cp").arg("-a").arg(&template).arg(node_dir.join("data")))?;
-            let port = system::free_port()?;
+            let port = match shared_port {
+                Some(port) => port,
+                None => system::free_port()?,
+            };
             cluster.nodes.push(Node {
                 index,
                 port,
-                host: cluster.placement.host,
+                host: cluster
+                    .placement
+                    .spread
+                    .get(index)
+                    .copied()
+                    .unwrap_or(cluster.placement.host),
                 dir: node_dir,
                 child: None,
             });

@@ -255,6 +255,7 @@ async fn start_pair(binary: &Path) -> Result<(Arc<Peers>, Arc<std::sync::Mutex<C
     let placement = Placement {
         netns: Some(net.ns(Host::Db)),
         host: IpAddr::V4(net.ip(Host::Db)),
+        spread: Vec::new(),
     };
     let peers = Arc::new(Peers::mysql(placement).await?);
     let Peers::Mysql(cluster) = &*peers else {

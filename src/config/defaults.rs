@@ -139,3 +139,11 @@ pub const SHARED_CHECKS: bool = true;
 pub const LIGHT_INTERVAL: Duration = Duration::from_secs(2);
 /// `pools.*.on_store_lost`.
 pub const ON_STORE_LOST: super::OnStoreLost = super::OnStoreLost::Hold;
+
+/// `dns.timeout`: one lookup, all attempts included.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+/// `backends.*.resolve_min`: a record with a shorter TTL (dnsmasq serves 0) is looked
+/// up again after this.
+pub const RESOLVE_MIN: Duration = Duration::from_secs(1);
+/// `backends.*.resolve_max`: a record with a longer TTL is looked up again after this.
+pub const RESOLVE_MAX: Duration = Duration::from_secs(60);

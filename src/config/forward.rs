@@ -60,5 +60,5 @@ pub fn forward(listen: SocketAddr, backends: &[SocketAddr], admin: Option<Socket
         .into(),
         ..RawConfig::default()
     };
-    validate(raw, "forward")
+    validate(raw, "forward", &super::Resolved::new())
 }

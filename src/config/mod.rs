@@ -16,6 +16,7 @@ mod check;
 mod cidr;
 mod cluster;
 pub mod defaults;
+mod dns;
 mod forward;
 mod listener;
 mod pool;
@@ -35,6 +36,7 @@ pub use check::{
 };
 pub use cidr::Cidr;
 pub use cluster::{ClusterConfig, OnStoreLost, StoreTls};
+pub use dns::{member_name, DnsConfig, Resolve, ResolveMode, Resolved};
 pub use forward::forward;
 pub use listener::{AcceptProxy, ListenerConfig, ListenerMode, ListenerTlsConfig, LoginLimits, PoolRef, TcpOptions};
 pub use pool::{
@@ -139,7 +141,31 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The fleet this proxy shares verdicts and checks with; `None`: it judges alone.
     pub cluster: Option<ClusterConfig>,
+    /// The resolver for backends named by host names.
+    pub dns: DnsConfig,
+    /// The text it was parsed from, so that a moved host name can be applied by
+    /// parsing it again with the new addresses ([`Config::parse_resolved`]).
+    pub text: Text,
 }
+
+/// A config's source text; its `Debug` shows only its length (it may hold secrets),
+/// and two texts are always equal (the model compares item by item).
+#[derive(Clone, Default)]
+pub struct Text(pub std::sync::Arc<str>);
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Text({} bytes)", self.0.len())
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Text {}
 
 /// The admin HTTP listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,8 +182,10 @@ pub struct AdminConfig {
 pub struct BackendConfig {
     /// Its identity, in this config and across reloads.
     pub name: String,
-    /// Its address; a host name is resolved once, at load time.
+    /// Its address: as written, or one the host name resolved to.
     pub address: SocketAddr,
+    /// Set when the address was written as a host name.
+    pub resolve: Option<Resolve>,
     /// How it is checked: its own `check` table over `[check]`'s.
     pub check: CheckConfig,
     /// TLS to this backend, for sessions and probes alike. For MySQL backends the TLS
@@ -182,9 +210,32 @@ impl Config {
         Config::parse(&text, &file)
     }
 
-    /// Parses and validates TOML text; `file` only names it in errors.
+    /// Parses and validates TOML text; `file` only names it in errors. Host names
+    /// are resolved here (see [`ResolveMode`]).
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        validate(parse_raw(text, file)?, file)
+        Config::parse_resolved(text, file, &Resolved::new())
+    }
+
+    /// [`Config::parse`], with the host-named backends in `resolved` taking those
+    /// addresses instead of a lookup.
+    pub fn parse_resolved(text: &str, file: &str, resolved: &Resolved) -> Result<Config, ConfigError> {
+        let mut config = validate(parse_raw(text, file)?, file, resolved)?;
+        config.text = Text(text.into());
+        Ok(config)
+    }
+
+    /// The addresses of every host-named backend, by its name in the file.
+    pub fn resolved(&self) -> Resolved {
+        let mut resolved = Resolved::new();
+        for backend in &self.backends {
+            if let Some(r) = &backend.resolve {
+                resolved.entry(r.configured.clone()).or_default().push(backend.address);
+            }
+        }
+        for addresses in resolved.values_mut() {
+            addresses.sort();
+        }
+        resolved
     }
 
     /// The pool a listener routes to.

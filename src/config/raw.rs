@@ -47,6 +47,21 @@ pub struct RawConfig {
     /// `[cluster]`: the fleet this proxy shares its primary verdicts and checks with,
     /// through etcd; without the section the proxy judges alone.
     pub cluster: Option<RawCluster>,
+    /// `[dns]`: the resolver for backends named by host names.
+    pub dns: Option<RawDns>,
+}
+
+/// `[dns]`: where host names are resolved.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// `dns.servers`: name servers as `ip:port` (default: the system's resolver
+    /// configuration and hosts file).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// `dns.timeout`: each lookup, all attempts included; above zero (default
+    /// `defaults::DNS_TIMEOUT`).
+    pub timeout: Option<Timeout>,
 }
 
 /// `[cluster]`: the fleet, through etcd.
@@ -126,8 +141,19 @@ pub struct RawShutdown {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackend {
-    /// `backends.*.address`: `host:port` (required); a host name is resolved once, at load time.
+    /// `backends.*.address`: `host:port` (required); a host name is resolved at load
+    /// and followed as `resolve` says.
     pub address: String,
+    /// `backends.*.resolve`: for a host name, `ttl` (looked up again when the record's
+    /// TTL runs out; every address a member) or `once` (at load, the first address)
+    /// (default `ttl`).
+    pub resolve: Option<super::ResolveMode>,
+    /// `backends.*.resolve_min`: the shortest wait between two lookups, also after a
+    /// failed one; above zero (default `defaults::RESOLVE_MIN`).
+    pub resolve_min: Option<Timeout>,
+    /// `backends.*.resolve_max`: the longest wait between two lookups whatever the TTL;
+    /// at least `resolve_min` (default `defaults::RESOLVE_MAX`).
+    pub resolve_max: Option<Timeout>,
     /// `backends.*.check`: its own check settings, over `[check]`'s key by key.
     pub check: Option<RawCheck>,
     /// `backends.*.tls`: TLS to the backend, for its sessions and its checks alike.

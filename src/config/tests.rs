@@ -402,6 +402,7 @@ fn mongo_mode_is_for_primary_pools_of_mongo_members() {
 }
 
 mod cluster;
+mod dns;
 mod galera;
 mod model;
 mod proxy;

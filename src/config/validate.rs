@@ -18,6 +18,7 @@ use crate::tls::load::FileError;
 
 mod check;
 mod cluster;
+mod dns;
 mod listener;
 mod pool;
 mod tls;
@@ -86,8 +87,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Validates the raw tree; the first mistake found is returned.
-pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+/// Validates the raw tree; the first mistake found is returned. Host-named backends
+/// in `resolved` take those addresses instead of a lookup.
+pub fn validate(raw: RawConfig, file: &str, resolved: &Resolved) -> Result<Config, ConfigError> {
     let ctx = Ctx { file };
     let admin = match raw.admin {
         None => None,
@@ -109,11 +111,12 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         n => usize::from(n),
     };
 
+    let dns = dns::dns_config(&ctx, raw.dns)?;
     let check_defaults = raw.check.unwrap_or_default();
     let mut backends = Vec::new();
     for (name, backend) in raw.backends {
         let key = format!("backends.{name}");
-        let address = ctx.address(&format!("{key}.address"), &backend.address)?;
+        let addresses = dns::addresses(&ctx, &key, &name, &backend, &dns, resolved)?;
         let check = backend.check.unwrap_or_default().over(&check_defaults);
         let check = check::check_config(&ctx, &format!("{key}.check"), check)?;
         let tls = match backend.tls {
@@ -134,20 +137,37 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
             raw::ProxySend::V1 => Version::V1,
             raw::ProxySend::V2 => Version::V2,
         });
-        backends.push(BackendConfig {
-            name,
-            address,
-            check,
-            tls,
-            source,
-            send_proxy,
-        });
+        for (address, resolve) in addresses {
+            backends.push(BackendConfig {
+                name: resolve
+                    .as_ref()
+                    .map_or_else(|| name.clone(), |r| member_name(&name, address, r.members)),
+                address,
+                resolve: resolve.map(|r| r.resolve),
+                check: check.clone(),
+                tls: tls.clone(),
+                source,
+                send_proxy,
+            });
+        }
     }
-    let backend_ids: HashMap<&str, BackendId> = backends
-        .iter()
-        .enumerate()
-        .map(|(id, b)| (b.name.as_str(), id))
-        .collect();
+    // Sorted by name, members of host-named backends included; a member's name may
+    // not be another backend's.
+    backends.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(pair) = backends.windows(2).find(|pair| pair[0].name == pair[1].name) {
+        return Err(ctx.invalid(
+            format!("backends.{}", pair[0].name),
+            "a name no member of a host-named backend takes (NAME@ADDRESS)",
+        ));
+    }
+    let mut backend_ids: HashMap<&str, Vec<BackendId>> = HashMap::new();
+    for (id, b) in backends.iter().enumerate() {
+        let configured = b.resolve.as_ref().map_or(b.name.as_str(), |r| r.configured.as_str());
+        backend_ids.entry(configured).or_default().push(id);
+    }
+    for ids in backend_ids.values_mut() {
+        ids.sort_by_key(|&id| backends[id].address);
+    }
 
     let mut pools = Vec::new();
     for (name, raw_pool) in raw.pools {
@@ -166,6 +186,8 @@ pub fn validate(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
         pools,
         listeners,
         cluster,
+        dns,
+        text: Text::default(),
     })
 }
 

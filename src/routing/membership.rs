@@ -43,6 +43,9 @@ pub struct BackendState {
     pub report: Option<Report>,
     /// An operator's drain or disable takes the backend out of every pool.
     pub admin: AdminMode,
+    /// It takes no traffic before its first check, even where a pool lets unchecked
+    /// members in (a member a moved host name added).
+    pub check_first: bool,
 }
 
 impl BackendState {
@@ -53,6 +56,15 @@ impl BackendState {
             status: view.status,
             report: view.report.clone(),
             admin: view.admin,
+            check_first: false,
+        }
+    }
+
+    /// The state of `backend` as its view records it.
+    pub fn of(backend: &crate::backend::Backend) -> Self {
+        BackendState {
+            check_first: backend.follows_dns,
+            ..BackendState::from_view(&backend.view())
         }
     }
 
@@ -173,7 +185,7 @@ pub fn decide_with(pool: &PoolConfig, states: &[BackendState], inputs: Inputs<'_
             members: members
                 .filter(|&b| match states[b].status {
                     Status::Up => true,
-                    Status::Unknown => pool.initially_up,
+                    Status::Unknown => pool.initially_up && !states[b].check_first,
                     Status::Down => false,
                 })
                 .collect(),

@@ -76,7 +76,7 @@ impl Router {
     ) -> Self {
         let mut router = Router {
             routing: Arc::new(Routing::new(RoutingTable::default())),
-            states: backends.iter().map(|b| BackendState::from_view(&b.view())).collect(),
+            states: backends.iter().map(|b| BackendState::of(b)).collect(),
             histories: backends.iter().map(|_| CheckHistory::default()).collect(),
             backends: backends.into_iter().map(|b| Some(Slot::new(b))).collect(),
             pools,

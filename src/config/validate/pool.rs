@@ -12,11 +12,11 @@ pub(super) fn pool_config(
     ctx: &Ctx<'_>,
     name: &str,
     raw: RawPool,
-    backend_ids: &HashMap<&str, BackendId>,
+    backend_ids: &HashMap<&str, Vec<BackendId>>,
     backends: &[BackendConfig],
 ) -> Result<PoolConfig, ConfigError> {
     let key = |field: &str| format!("pools.{name}.{field}");
-    let members = members(ctx, &key("backends"), &raw.backends, backend_ids)?;
+    let members = members(ctx, &key("backends"), &raw.backends, backend_ids, backends)?;
     let role = raw.role.unwrap_or(defaults::ROLE);
     role_fits_members(ctx, name, &raw, role, &members, backends)?;
     let initial_state = raw.initial_state.unwrap_or(defaults::initial_state(role));
@@ -212,25 +212,27 @@ fn primary_of(
     }
 }
 
-/// Backend names → [`Members`]: at least one, each known, each once.
+/// Backend names → [`Members`]: at least one, each known, each once. A host-named
+/// backend brings all its members (one per address), in address order.
 fn members(
     ctx: &Ctx<'_>,
     key: &str,
     names: &[String],
-    backend_ids: &HashMap<&str, BackendId>,
+    backend_ids: &HashMap<&str, Vec<BackendId>>,
+    backends: &[BackendConfig],
 ) -> Result<Members, ConfigError> {
     if names.is_empty() {
         return Err(ctx.invalid(key, "at least one backend name"));
     }
     let mut members: Vec<(String, BackendId)> = Vec::new();
-    for name in names {
-        let id = *backend_ids
+    for (i, name) in names.iter().enumerate() {
+        let ids = backend_ids
             .get(name.as_str())
             .ok_or_else(|| ctx.invalid(key, format!("names of [backends.*] sections, got unknown \"{name}\"")))?;
-        if members.iter().any(|(_, seen)| *seen == id) {
+        if names[..i].contains(name) {
             return Err(ctx.invalid(key, format!("each backend once, got \"{name}\" twice")));
         }
-        members.push((name.clone(), id));
+        members.extend(ids.iter().map(|&id| (backends[id].name.clone(), id)));
     }
     Ok(Members::new(members))
 }

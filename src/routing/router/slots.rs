@@ -138,7 +138,7 @@ impl Router {
         }
         for backend in &backends {
             if self.backends[backend.id].is_none() {
-                self.states[backend.id] = BackendState::from_view(&backend.view());
+                self.states[backend.id] = BackendState::of(backend);
                 self.backends[backend.id] = Some(Slot::new(backend.clone()));
             }
         }
