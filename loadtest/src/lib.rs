@@ -37,6 +37,7 @@ pub mod corpus;
 pub mod drill;
 pub mod fault;
 pub mod fleet_bench;
+pub mod galera_drill;
 pub mod ha;
 pub mod measure;
 pub mod pair;

@@ -140,6 +140,18 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// Galera faults (the writer killed, desynced, frozen, cut into a non-Primary
+    /// component; a rejoin by SST) under write load, switchyard's galera pool vs HAProxy
+    /// round-robin with mysql-check, side by side. Prints a `galera scenario=...` line
+    /// per target.
+    Galera {
+        /// Comma-separated; all by default.
+        #[arg(long, value_delimiter = ',', default_values_t = switchyard_loadtest::galera_drill::SCENARIOS.map(String::from))]
+        scenarios: Vec<String>,
+        /// The switchyard binary.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// sysbench oltp_read_write: direct vs switchyard vs HAProxy, one MariaDB.
     Sysbench {
         #[arg(long, default_value_t = 3)]
@@ -231,6 +243,9 @@ async fn bench(command: Command) -> Result<()> {
         } => switchyard_loadtest::switchover_drill::run(switchovers, &switchyard).await,
         Command::Redis { scenarios, switchyard } => {
             switchyard_loadtest::redis_drill::run(&scenarios, &switchyard).await
+        }
+        Command::Galera { scenarios, switchyard } => {
+            switchyard_loadtest::galera_drill::run(&scenarios, &switchyard).await
         }
         Command::Sysbench {
             rounds,

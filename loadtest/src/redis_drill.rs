@@ -28,7 +28,7 @@
 //! `sentinel-failover` how long after that the first write reached the new master
 //! through each target (`first_write_after_announce_ms`).
 
-mod judge;
+pub mod judge;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

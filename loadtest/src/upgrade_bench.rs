@@ -176,7 +176,7 @@ fn config(
 }
 
 /// `GET /status` (blocking, bounded): the document, or `None`.
-fn status(admin: SocketAddr) -> Option<serde_json::Value> {
+pub(crate) fn status(admin: SocketAddr) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -116,6 +116,9 @@ pub struct Traffic {
     /// Set by the copy when it ended at a reply that said the member is no longer the
     /// primary (`mongo` mode; the reply was not forwarded).
     pub not_primary: AtomicBool,
+    /// The member's checker: nudged when a `mysql`-mode reply says the node cannot
+    /// serve (read-only, or a Galera node not ready), so the checks look at once.
+    pub attention: Option<std::sync::Arc<crate::health::Attention>>,
 }
 
 /// What a session's copy follows in the bytes it carries.
@@ -253,6 +256,7 @@ impl<L: Leg> Future for Duplex<'_, L> {
                 spliced: &traffic.spliced,
                 commands: this.commands.as_deref_mut(),
                 replies: this.replies.as_deref_mut().map(|r| (r, &traffic.not_primary)),
+                attention: None,
                 side: Side::Client,
                 tracked,
             },
@@ -278,6 +282,7 @@ impl<L: Leg> Future for Duplex<'_, L> {
                 tracked,
                 commands: this.commands.as_deref_mut(),
                 replies: this.replies.as_deref_mut().map(|r| (r, &traffic.not_primary)),
+                attention: traffic.attention.as_deref(),
                 side: Side::Server,
             },
             cx,
@@ -427,6 +432,8 @@ pub struct Observed<'a> {
     spliced: &'a AtomicU64,
     commands: Option<&'a mut Commands>,
     replies: Option<(&'a mut Replies, &'a AtomicBool)>,
+    /// Nudged when the server refuses as a node that cannot serve.
+    attention: Option<&'a crate::health::Attention>,
     side: Side,
     /// A tracker sees this session's bytes: no splice.
     tracked: bool,
@@ -454,7 +461,14 @@ impl Observed<'_> {
         if let Some(commands) = self.commands.as_deref_mut() {
             match self.side {
                 Side::Client => commands.client(&buffer[..n]),
-                Side::Server => commands.server(&buffer[..n]),
+                Side::Server => {
+                    commands.server(&buffer[..n]);
+                    if commands.take_refusals() > 0 {
+                        if let Some(attention) = self.attention {
+                            attention.nudge();
+                        }
+                    }
+                }
             }
         }
         d.filled(buffer, n, self.bytes);

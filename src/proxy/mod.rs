@@ -350,7 +350,10 @@ async fn copy_to_end(
     ctx: &SessionContext,
     follow: Follow,
 ) -> (Ended, u64) {
-    let traffic = Traffic::default();
+    let traffic = Traffic {
+        attention: Some(member.backend.attention.clone()),
+        ..Traffic::default()
+    };
     let gentle = matches!(follow, Follow::Mongo(_));
     // Biased: once fenced or killed, not one more byte is copied.
     let ended = tokio::select! {

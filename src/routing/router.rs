@@ -21,6 +21,7 @@ use crate::metrics as m;
 use crate::pool::{Eviction, Pool};
 use crate::timeline::{EventKind, Timeline};
 
+mod barrier;
 mod fleet;
 mod hold;
 mod record;
@@ -61,6 +62,8 @@ pub struct Router {
     holds: hold::Holds,
     /// The watchers of the pools that have Redis Sentinels, and their word.
     sentinels: sentinel::Sentinels,
+    /// Galera pools whose new writer waits for the old writer's sessions to close.
+    barriers: barrier::Barriers,
 }
 
 impl Router {
@@ -90,6 +93,7 @@ impl Router {
             fleet: None,
             holds: hold::Holds::default(),
             sentinels: sentinel::Sentinels::default(),
+            barriers: barrier::Barriers::default(),
         };
         router.sentinels.sync(&router.pools);
         let none = vec![Decision::default(); router.pools.len()];
@@ -123,6 +127,9 @@ impl Router {
                 Some(news) = fleet::next_news(&mut self.fleet) => self.fleet_news(news),
                 Some(news) = self.sentinels.next() => self.sentinel_news(news),
                 _ = self.holds.next_expiry() => self.expire_holds(),
+                _ = self.barriers.next_poll() => {
+                    self.reroute();
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -194,6 +201,7 @@ impl Router {
         state.status = obs.status;
         if let Ok(report) = &obs.result {
             state.report = Some(report.clone());
+            self.barriers.note(id, report);
         }
         let role_after = state.role();
         if role_after != role_before && role_before != Role::Unknown {
@@ -308,8 +316,10 @@ impl Router {
                 named: self.named(&pool),
                 writers: &writers,
             };
+            let previous_writer = inputs.current;
             let decision = decide_with(&pool.config, &self.states, inputs);
             let decision = self.gated(&pool, decision);
+            let decision = self.barred(&pool, previous_writer, decision);
             if pool.config.role == PoolRole::Primary && pool.config.galera {
                 writers.extend(decision.members.iter().copied());
             }

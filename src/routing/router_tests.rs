@@ -156,3 +156,109 @@ fn a_drain_marks_the_member_so_no_new_session_starts_on_it_and_enable_clears_it(
     router.command(command(AdminMode::Enabled));
     assert_eq!(*pools[0].members[0].eviction().borrow(), Eviction::Active);
 }
+
+/// A Galera node's passing check: synced, or desynced.
+fn galera_observed(backend: BackendId, state: u32, from: Status) -> Observation {
+    let galera = crate::health::probe::GaleraState {
+        local_state: Some(state),
+        cluster_status: "Primary".into(),
+        ready: true,
+        connected: true,
+        reject_queries: "NONE".into(),
+        ..Default::default()
+    };
+    Observation {
+        result: Ok(Report {
+            role: crate::health::Role::Primary,
+            galera: Some(galera),
+            ..Report::default()
+        }),
+        ..observed(backend, true, from)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_galera_writer_waits_for_the_old_writers_sessions() {
+    let text = CONFIG
+        .replace("on_leave = \"close\"\n", "role = \"primary\"\n")
+        .replace(
+            "[backends.a]\naddress = \"127.0.0.1:1\"\n[backends.b]\naddress = \"127.0.0.1:2\"\n",
+            "[check]\nkind = \"galera\"\nuser = \"m\"\n[backends.a]\naddress = \"127.0.0.1:1\"\n\
+             [backends.b]\naddress = \"127.0.0.1:2\"\n",
+        );
+    let config = Config::parse(&text, "test.toml").unwrap();
+    assert!(config.pools[0].galera);
+    let backends = Backend::all(&config);
+    let pools = Pool::all(&config, &backends);
+    let (_events, events_rx) = mpsc::channel(1);
+    let (_commands, commands_rx) = mpsc::channel(1);
+    let mut router = Router::new(backends, pools.clone(), Arc::default(), events_rx, commands_rx);
+    router.apply(galera_observed(0, 4, Status::Unknown));
+    router.apply(galera_observed(1, 4, Status::Unknown));
+    let routing = router.routing();
+    assert_eq!(routing.load().routable_names(0), ["a"]);
+    let session = pools[0].members[0].enter();
+    // `a` desynced: it leaves, and `b` waits while `a` still has a session.
+    router.apply(galera_observed(0, 2, Status::Up));
+    assert!(
+        routing.load().routable_names(0).is_empty(),
+        "no writer while a's session lives"
+    );
+    assert!(pools[0].members[0].is_evicted(), "a's session is fenced");
+    tokio::time::advance(barrier::BARRIER / 2).await;
+    router.reroute();
+    assert!(routing.load().routable_names(0).is_empty());
+    drop(session);
+    router.reroute();
+    assert_eq!(
+        routing.load().routable_names(0),
+        ["b"],
+        "routed once a's sessions are gone"
+    );
+    // A session that outlives the barrier does not hold the pool longer.
+    let session = pools[0].members[1].enter();
+    router.apply(galera_observed(0, 4, Status::Up));
+    router.apply(galera_observed(1, 2, Status::Up));
+    assert!(routing.load().routable_names(0).is_empty());
+    tokio::time::advance(barrier::BARRIER).await;
+    router.reroute();
+    assert_eq!(routing.load().routable_names(0), ["a"]);
+    drop(session);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_writer_vanished_the_new_one_waits_for_a_newer_view() {
+    let text = CONFIG
+        .replace("on_leave = \"close\"\n", "role = \"primary\"\nhold_timeout = \"4s\"\n")
+        .replace(
+            "[backends.a]\naddress = \"127.0.0.1:1\"\n",
+            "[check]\nkind = \"galera\"\nuser = \"m\"\n[backends.a]\naddress = \"127.0.0.1:1\"\n",
+        );
+    let config = Config::parse(&text, "test.toml").unwrap();
+    let backends = Backend::all(&config);
+    let pools = Pool::all(&config, &backends);
+    let (_events, events_rx) = mpsc::channel(1);
+    let (_commands, commands_rx) = mpsc::channel(1);
+    let mut router = Router::new(backends, pools, Arc::default(), events_rx, commands_rx);
+    let in_view = |backend, view, from| {
+        let mut o = galera_observed(backend, 4, from);
+        if let Ok(report) = o.result.as_mut() {
+            report.galera.as_mut().unwrap().conf_id = Some(view);
+        }
+        o
+    };
+    router.apply(in_view(0, 7, Status::Unknown));
+    router.apply(in_view(1, 7, Status::Unknown));
+    let routing = router.routing();
+    assert_eq!(routing.load().routable_names(0), ["a"]);
+    // `a` is killed: down. `b` still reports the view with `a` in it: no writer yet.
+    router.apply(observed(0, false, Status::Up));
+    router.apply(observed(0, false, Status::Up));
+    router.apply(in_view(1, 7, Status::Up));
+    assert!(
+        routing.load().routable_names(0).is_empty(),
+        "b waits for the view without a"
+    );
+    router.apply(in_view(1, 8, Status::Up));
+    assert_eq!(routing.load().routable_names(0), ["b"], "routed in the new view");
+}

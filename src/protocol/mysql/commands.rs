@@ -92,7 +92,17 @@ pub struct Commands {
     quiet: Option<(u64, Instant)>,
     /// The last command was a `COM_PING` sent at an idle point.
     idle_ping: bool,
+    /// ERR replies saying the node cannot serve ([`REFUSALS`]) since the last
+    /// [`Commands::take_refusals`].
+    refusals: u32,
 }
+
+/// The error codes with which a server says it cannot serve the statement as a
+/// writable, ready node, rather than that the statement was wrong: 1047 (Galera: "WSREP
+/// has not yet prepared node for application use"), 1290 (`--read-only`), 1836
+/// (read-only mode), 1792 (a read-only transaction). The proxy then asks for a check
+/// at once instead of waiting for the next one.
+pub const REFUSALS: [u16; 4] = [1047, 1290, 1836, 1792];
 
 /// A response being waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +147,7 @@ impl Commands {
             lost: capabilities & unfollowable != 0,
             quiet: None,
             idle_ping: false,
+            refusals: 0,
         }
     }
 
@@ -178,6 +189,12 @@ impl Commands {
         let mut up = std::mem::take(&mut self.up);
         up.feed(bytes, |packet| self.client_packet(&packet));
         self.up = up;
+    }
+
+    /// How many replies said the node cannot serve ([`REFUSALS`]) since the last
+    /// call; resets the count.
+    pub fn take_refusals(&mut self) -> u32 {
+        std::mem::take(&mut self.refusals)
     }
 
     /// Bytes the server sent.
@@ -243,6 +260,9 @@ impl Commands {
         };
         let p = packet.prefix();
         let first = p.first().copied();
+        if first == Some(0xFF) && p.len() >= 3 && REFUSALS.contains(&u16::from_le_bytes([p[1], p[2]])) {
+            self.refusals = self.refusals.saturating_add(1);
+        }
         let next = match expected {
             Response::One => {
                 if let Some(status) = packet.ok_status().or_else(|| packet.eof_status()) {

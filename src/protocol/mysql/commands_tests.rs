@@ -354,3 +354,23 @@ fn a_ping_at_an_idle_point_is_a_pool_checking_the_connection() {
     e.client(&query("SELECT 1"));
     assert!(!e.pinging_at_idle());
 }
+
+#[test]
+fn replies_of_a_node_that_cannot_serve_are_counted_and_others_not() {
+    let refusal = |code: u16| {
+        let [lo, hi] = code.to_le_bytes();
+        let mut p = vec![0xFF, lo, hi, b'#'];
+        p.extend_from_slice(b"08S01WSREP has not yet prepared node for application use");
+        p
+    };
+    let mut c = tracker();
+    c.client(&query("INSERT INTO t VALUES (1)"));
+    assert!(answer(&mut c, &[refusal(1047)]), "an ERR ends the response");
+    assert_eq!(c.take_refusals(), 1);
+    assert_eq!(c.take_refusals(), 0, "taking resets the count");
+    c.client(&query("INSERT INTO t VALUES (2)"));
+    answer(&mut c, &[refusal(1290)]);
+    c.client(&query("SELEC 1"));
+    answer(&mut c, &[err()]);
+    assert_eq!(c.take_refusals(), 1, "a syntax error (1064) says nothing of the node");
+}
