@@ -32,7 +32,6 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,7 +44,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::redis_drill::judge::{missing, outage, Op};
-use crate::sysbench::spawn;
 
 /// The faults, by the names the command line takes.
 pub const SCENARIOS: [&str; 5] = ["writer-kill9", "desync", "writer-sigstop", "non-primary", "sst-rejoin"];
@@ -102,19 +100,7 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
         let g = galera.lock().unwrap();
         (switchyard_config(&g, fronts[0], admin), haproxy_config(&g, fronts[1]))
     };
-    std::fs::write(dir.join("switchyard.toml"), sy_conf)?;
-    std::fs::write(dir.join("haproxy.cfg"), ha_conf)?;
-    let _proxy = spawn(
-        Command::new(switchyard)
-            .args(["run", "--config"])
-            .arg(dir.join("switchyard.toml"))
-            .env(
-                "RUST_LOG",
-                std::env::var("DRILL_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-        &dir.join("switchyard.log"),
-    )?;
-    let _haproxy = crate::sysbench::spawn_haproxy(&dir.join("haproxy.cfg"))?;
+    let _proxies = crate::sysbench::spawn_side_by_side(&dir, switchyard, &sy_conf, &ha_conf)?;
     for front in fronts {
         await_write(front).await?;
     }

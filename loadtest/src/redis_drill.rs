@@ -44,7 +44,6 @@ use switchyard_lab::system;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::sysbench::spawn;
 
 /// The faults, by the names the command line takes.
 pub const SCENARIOS: [&str; 6] = [
@@ -102,19 +101,7 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
         let set = set.lock().unwrap();
         (switchyard_config(&set, fronts[0]), haproxy_config(&set, fronts[1]))
     };
-    std::fs::write(dir.join("switchyard.toml"), sy_conf)?;
-    std::fs::write(dir.join("haproxy.cfg"), ha_conf)?;
-    let _proxy = spawn(
-        Command::new(switchyard)
-            .args(["run", "--config"])
-            .arg(dir.join("switchyard.toml"))
-            .env(
-                "RUST_LOG",
-                std::env::var("DRILL_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-        &dir.join("switchyard.log"),
-    )?;
-    let _haproxy = crate::sysbench::spawn_haproxy(&dir.join("haproxy.cfg"))?;
+    let _proxies = crate::sysbench::spawn_side_by_side(&dir, switchyard, &sy_conf, &ha_conf)?;
     for front in fronts {
         await_write(front).await?;
     }

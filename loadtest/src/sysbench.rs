@@ -33,6 +33,25 @@ pub(crate) fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
     system::spawn_logged(command, log).map(Proc)
 }
 
+/// A drill's two proxies in `dir`: switchyard on `switchyard.toml` (`sy_conf`; its log
+/// at `DRILL_RUST_LOG`, default `info`, in `switchyard.log`) and HAProxy on
+/// `haproxy.cfg` (`ha_conf`). Both stop when the pair is dropped.
+pub(crate) fn spawn_side_by_side(dir: &Path, switchyard: &Path, sy_conf: &str, ha_conf: &str) -> Result<(Proc, Proc)> {
+    std::fs::write(dir.join("switchyard.toml"), sy_conf)?;
+    std::fs::write(dir.join("haproxy.cfg"), ha_conf)?;
+    let proxy = spawn(
+        Command::new(switchyard)
+            .args(["run", "--config"])
+            .arg(dir.join("switchyard.toml"))
+            .env(
+                "RUST_LOG",
+                std::env::var("DRILL_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
+        &dir.join("switchyard.log"),
+    )?;
+    Ok((proxy, spawn_haproxy(&dir.join("haproxy.cfg"))?))
+}
+
 /// HAProxy in the foreground on the config file `cfg`, its output in `<cfg dir>/haproxy.log`.
 pub(crate) fn spawn_haproxy(cfg: &Path) -> Result<Proc> {
     let log = cfg.with_file_name("haproxy.log");
