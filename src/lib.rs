@@ -24,7 +24,8 @@
 //! - [`routing`]: the immutable [`routing::RoutingTable`], its selection policies and
 //!   the single-writer [`routing::Router`] that publishes it through `ArcSwap`.
 //! - [`health`]: hysteresis (pure), the per-backend [`health::Checker`] and its probes
-//!   (the MySQL probe logs in with its own client, `health::probe::mysql::session`).
+//!   (the MySQL probe logs in with its own client, `health::probe::mysql::session`,
+//!   and reads a Galera node's wsrep state with `kind = "galera"`).
 //! - [`protocol`]: pure wire decoders (`&[u8]` in, `Decode` out): HTTP response heads
 //!   and MongoDB OP_MSG for the probes, RESP for the Redis probe and the Sentinel
 //!   watcher, MySQL packets for the `mysql` listener mode
@@ -40,7 +41,9 @@
 //! - [`fleet`]: proxies sharing one primary verdict per pool and their checks through
 //!   etcd (`[cluster]`); [`sentinel`]: Redis Sentinel's word on a primary pool's
 //!   master (`[pools.NAME.sentinel]`), one more input of the router beside the
-//!   observations; [`switchover`]: an orchestrated MySQL/MariaDB switchover.
+//!   observations; [`switchover`]: an orchestrated MySQL/MariaDB switchover;
+//!   [`dns`]: backends named by host names that move, re-resolved by TTL and applied
+//!   as a reload.
 //! - [`timeline`]: the failover event record (fault → swap → first session → old
 //!   sessions closed).
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).

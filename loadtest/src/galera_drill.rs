@@ -76,8 +76,8 @@ pub async fn run(scenarios: &[String], switchyard: &Path) -> Result<()> {
 
 /// One committed or failed write, and when it ended (Unix ms, to compare with the
 /// proxy's failover event).
-struct Write {
-    op: Op,
+pub(crate) struct Write {
+    pub(crate) op: Op,
     ended_unix_ms: u64,
 }
 
@@ -101,21 +101,12 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
         (switchyard_config(&g, fronts[0], admin), haproxy_config(&g, fronts[1]))
     };
     let _proxies = crate::sysbench::spawn_side_by_side(&dir, switchyard, &sy_conf, &ha_conf)?;
-    for front in fronts {
-        await_write(front).await?;
-    }
-    let stop = CancellationToken::new();
-    let writes: Arc<Mutex<Vec<(usize, Write)>>> = Arc::default();
-    let mut writers = Vec::new();
-    for (t, front) in fronts.iter().enumerate() {
-        for w in 0..4 {
-            writers.push(tokio::spawn(writer(*front, t, w, stop.clone(), writes.clone())));
-        }
-    }
+    let writers = Writers::start(&fronts).await?;
     let views: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
+    let stop_views = CancellationToken::new();
     let view_monitor = {
         let node2 = galera.lock().unwrap().addr(1);
-        tokio::spawn(watch_view(node2, stop.clone(), views.clone()))
+        tokio::spawn(watch_view(node2, stop_views.clone(), views.clone()))
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let fault_at = Instant::now();
@@ -126,10 +117,8 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
     tokio::time::sleep(OBSERVE).await;
     fault.await??;
     let until = Instant::now();
-    stop.cancel();
-    for task in writers {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    }
+    let writes = writers.finish().await;
+    stop_views.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), view_monitor).await;
     // When node 2 first saw its component shrink: Galera's own reaction to the fault.
     let view = views
@@ -141,7 +130,6 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
     let failovers = crate::upgrade_bench::status(admin)
         .map(|s| s["failovers"].clone())
         .unwrap_or_default();
-    let writes = std::mem::take(&mut *writes.lock().unwrap());
     let held = {
         let galera = galera.clone();
         tokio::task::spawn_blocking(move || held_keys(&galera)).await??
@@ -187,11 +175,7 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
         }
     }
     drop(galera);
-    if std::env::var_os("KEEP_DRILL_DIR").is_some() {
-        eprintln!("kept {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    crate::sysbench::remove_drill_dir(&dir);
     Ok(())
 }
 
@@ -255,6 +239,39 @@ async fn connect(front: SocketAddr) -> Result<mysql_async::Conn> {
     Ok(tokio::time::timeout(OP_TIMEOUT, mysql_async::Conn::new(opts))
         .await
         .context("connect timed out")??)
+}
+
+/// The writers of a drill: 4 per front, each front's index their target.
+pub(crate) struct Writers {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    writes: Arc<Mutex<Vec<(usize, Write)>>>,
+}
+
+impl Writers {
+    /// Starts them once a write commits through every front (bounded).
+    pub(crate) async fn start(fronts: &[SocketAddr]) -> Result<Writers> {
+        for &front in fronts {
+            await_write(front).await?;
+        }
+        let (stop, writes) = (CancellationToken::new(), Arc::default());
+        let mut tasks = Vec::new();
+        for (t, front) in fronts.iter().enumerate() {
+            for w in 0..4 {
+                tasks.push(tokio::spawn(writer(*front, t, w, stop.clone(), Arc::clone(&writes))));
+            }
+        }
+        Ok(Writers { stop, tasks, writes })
+    }
+
+    /// Stops them (each given 10 s to end its write); every write, by target.
+    pub(crate) async fn finish(self) -> Vec<(usize, Write)> {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        std::mem::take(&mut *self.writes.lock().unwrap())
+    }
 }
 
 /// Waits (bounded) until a write through `front` commits.

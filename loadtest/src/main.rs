@@ -152,6 +152,17 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// A managed database's endpoint that moves: a MariaDB failover done by moving a
+    /// DNS name (dnsmasq), switchyard's resolve = "ttl" vs HAProxy's resolvers, side by
+    /// side. Prints a `dns scenario=move ...` line per target and TTL.
+    Dns {
+        /// The record's TTLs to run with, seconds, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 5])]
+        ttls: Vec<u32>,
+        /// The switchyard binary.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// sysbench oltp_read_write: direct vs switchyard vs HAProxy, one MariaDB.
     Sysbench {
         #[arg(long, default_value_t = 3)]
@@ -244,6 +255,7 @@ async fn bench(command: Command) -> Result<()> {
         Command::Redis { scenarios, switchyard } => {
             switchyard_loadtest::redis_drill::run(&scenarios, &switchyard).await
         }
+        Command::Dns { ttls, switchyard } => switchyard_loadtest::dns_drill::run(&ttls, &switchyard).await,
         Command::Galera { scenarios, switchyard } => {
             switchyard_loadtest::galera_drill::run(&scenarios, &switchyard).await
         }

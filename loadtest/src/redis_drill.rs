@@ -44,7 +44,6 @@ use switchyard_lab::system;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-
 /// The faults, by the names the command line takes.
 pub const SCENARIOS: [&str; 6] = [
     "kill9",
@@ -158,11 +157,7 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
     };
     report(name, &seen);
     drop(set);
-    if std::env::var_os("KEEP_DRILL_DIR").is_some() {
-        eprintln!("kept {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    crate::sysbench::remove_drill_dir(&dir);
     Ok(())
 }
 

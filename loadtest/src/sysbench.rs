@@ -33,6 +33,15 @@ pub(crate) fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
     system::spawn_logged(command, log).map(Proc)
 }
 
+/// Removes a drill's directory, unless `KEEP_DRILL_DIR` is set (then says where it is).
+pub(crate) fn remove_drill_dir(dir: &Path) {
+    if std::env::var_os("KEEP_DRILL_DIR").is_some() {
+        eprintln!("kept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// A drill's two proxies in `dir`: switchyard on `switchyard.toml` (`sy_conf`; its log
 /// at `DRILL_RUST_LOG`, default `info`, in `switchyard.log`) and HAProxy on
 /// `haproxy.cfg` (`ha_conf`). Both stop when the pair is dropped.

@@ -3,7 +3,10 @@
 //! Each round it reads the running config (a reload may have added, removed or
 //! re-resolved names), looks up the names that are due, and schedules each name's
 //! next lookup by its answer's TTL within `resolve_min` and `resolve_max` (a failed
-//! lookup: `resolve_min`, the last answer kept). When some name's addresses changed,
+//! lookup: `resolve_min`, the last answer kept). A name whose pool routes nothing
+//! (its primary was demoted or vanished: a managed failover is under way, and the
+//! record is about to move) is due again `resolve_min` after its last lookup,
+//! whatever the TTL. When some name's addresses changed,
 //! the running config's text is parsed again with every host-named backend's current
 //! addresses and the new ones ([`Config::parse_resolved`]), so nothing else is looked
 //! up again and an edited but unreloaded file is not picked up, and the result goes to
@@ -28,6 +31,8 @@ use crate::timeline::EventKind;
 
 /// How often the watcher looks at the config when it follows no name.
 const IDLE: Duration = Duration::from_secs(5);
+/// How often it looks at the pools of the names it follows (whether one starves).
+const LOOK: Duration = Duration::from_millis(250);
 
 /// The names a config follows by TTL: how, and the addresses its members have now.
 fn followed(config: &Config) -> BTreeMap<String, (Resolve, Vec<SocketAddr>)> {
@@ -53,6 +58,7 @@ pub fn next_wait(ttl: Duration, resolve: &Resolve) -> Duration {
 pub async fn run(state: Arc<AdminState>, stop: CancellationToken) {
     let mut lookup: Option<(DnsConfig, Lookup)> = None;
     let mut due: HashMap<String, Instant> = HashMap::new();
+    let mut looked: HashMap<String, Instant> = HashMap::new();
     loop {
         let config = state.topology.load().config.clone();
         let names = followed(&config);
@@ -60,6 +66,13 @@ pub async fn run(state: Arc<AdminState>, stop: CancellationToken) {
         let now = Instant::now();
         for (name, (resolve, _)) in &names {
             due.entry(name.clone()).or_insert(now + resolve.min);
+        }
+        for name in starving(&state) {
+            if let (Some(at), Some(last), Some((resolve, _))) =
+                (due.get_mut(&name), looked.get(&name), names.get(&name))
+            {
+                *at = (*at).min(*last + resolve.min);
+            }
         }
         if !names.is_empty() && config.text.0.is_empty() {
             warn!("host names given on the command line are resolved once only");
@@ -81,6 +94,7 @@ pub async fn run(state: Arc<AdminState>, stop: CancellationToken) {
                     }
                 },
             };
+            looked.insert(name.clone(), now);
             let outcome = resolver.lookup(&resolve.host, resolve.port).await;
             let label = if outcome.is_ok() { "ok" } else { "error" };
             metrics::counter!(m::DNS_LOOKUPS, "backend" => name.clone(), "outcome" => label).increment(1);
@@ -106,12 +120,32 @@ pub async fn run(state: Arc<AdminState>, stop: CancellationToken) {
             }
             continue;
         }
-        let next = due.values().min().copied().unwrap_or(now + IDLE).min(now + IDLE);
+        let look = if names.is_empty() { IDLE } else { LOOK };
+        let next = due.values().min().copied().unwrap_or(now + look).min(now + look);
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// The host names (as written in the file) with a member in a pool that routes
+/// nothing now.
+fn starving(state: &AdminState) -> Vec<String> {
+    let topology = state.topology.load();
+    let table = state.routing.load();
+    let mut names = Vec::new();
+    for (pool, config) in topology.pools.iter().zip(&topology.config.pools) {
+        if !table.routable(pool.id).is_empty() {
+            continue;
+        }
+        for &member in config.members.iter() {
+            if let Some(resolve) = &topology.config.backends[member].resolve {
+                names.push(resolve.configured.clone());
+            }
+        }
+    }
+    names
 }
 
 /// Parses the running config again with `changed`'s addresses and reloads it.
