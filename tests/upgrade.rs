@@ -112,9 +112,12 @@ impl Setup {
     async fn await_serving(&self, pid: u32) {
         within(LIMIT, "the process to serve", async {
             loop {
+                // The admin socket moves between processes during a hand-over: a
+                // request may meet neither, so each look may fail.
                 if TcpStream::connect(self.admin).await.is_ok() && http_get(self.admin, "/health").await.0 == 200 {
-                    let status = self.status().await;
-                    if status["pid"] == pid {
+                    let (code, body) = http_get(self.admin, "/status").await;
+                    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    if code == 200 && status["pid"] == pid {
                         return;
                     }
                 }
