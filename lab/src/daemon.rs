@@ -87,7 +87,8 @@ impl Daemon {
     }
 }
 
-fn sbin(name: &str) -> String {
+/// `/usr/sbin/NAME` when it exists (root's PATH may lack it), else `NAME`.
+pub(crate) fn sbin(name: &str) -> String {
     let path = format!("/usr/sbin/{name}");
     if std::path::Path::new(&path).is_file() {
         path

@@ -43,11 +43,7 @@ impl DnsServer {
         let dir = system::temp_dir("sy-dns")?;
         fs::write(dir.join("hosts"), "")?;
         let port = system::free_port()?;
-        let mut command = Command::new(if std::path::Path::new("/usr/sbin/dnsmasq").is_file() {
-            "/usr/sbin/dnsmasq"
-        } else {
-            "dnsmasq"
-        });
+        let mut command = Command::new(crate::daemon::sbin("dnsmasq"));
         command
             .args([
                 "--keep-in-foreground",

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::mariadb::{APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER};
+use crate::mariadb::{mariadbd, APP_PASSWORD, APP_USER, MONITOR_PASSWORD, MONITOR_USER};
 use crate::system;
 
 pub const ADMIN_USER: &str = "admin";
@@ -323,14 +323,6 @@ impl Galera {
             .filter_map(|line| line.split_once("WSREP: Recovered position:"))
             .map(|(_, position)| position.trim().to_string())
             .next_back())
-    }
-}
-
-fn mariadbd() -> &'static str {
-    if Path::new("/usr/sbin/mariadbd").is_file() {
-        "/usr/sbin/mariadbd"
-    } else {
-        "mariadbd"
     }
 }
 

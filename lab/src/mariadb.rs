@@ -119,7 +119,8 @@ impl Default for Placement {
     }
 }
 
-fn mariadbd() -> &'static str {
+/// The server binary: Debian's path, or the one on PATH.
+pub(crate) fn mariadbd() -> &'static str {
     if Path::new("/usr/sbin/mariadbd").is_file() {
         "/usr/sbin/mariadbd"
     } else {

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use switchyard_lab::dns::DnsServer;
 use switchyard_lab::mariadb::{Cluster, Placement, MONITOR_PASSWORD, MONITOR_USER};
 use switchyard_lab::system;
@@ -39,13 +39,7 @@ const OBSERVE: Duration = Duration::from_secs(10);
 
 /// Runs the move once per TTL of `ttls` (seconds), each in a fresh lab.
 pub async fn run(ttls: &[u32], switchyard: &Path) -> Result<()> {
-    system::ensure_packages(&[("haproxy", "haproxy")])?;
-    if !switchyard.is_file() {
-        bail!(
-            "{} not found: cargo build --release -p switchyard",
-            switchyard.display()
-        );
-    }
+    crate::sysbench::preflight(&[("haproxy", "haproxy")], switchyard, &[], &[])?;
     for &ttl in ttls {
         scenario(ttl, switchyard).await.with_context(|| format!("ttl {ttl}"))?;
     }

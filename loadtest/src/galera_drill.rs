@@ -56,16 +56,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs each scenario of `scenarios` on a fresh cluster.
 pub async fn run(scenarios: &[String], switchyard: &Path) -> Result<()> {
-    system::ensure_packages(&[("haproxy", "haproxy")])?;
-    if !switchyard.is_file() {
-        bail!(
-            "{} not found: cargo build --release -p switchyard",
-            switchyard.display()
-        );
-    }
-    if let Some(name) = scenarios.iter().find(|n| !SCENARIOS.contains(&n.as_str())) {
-        bail!("unknown scenario {name:?}; the scenarios are {}", SCENARIOS.join(", "));
-    }
+    crate::sysbench::preflight(&[("haproxy", "haproxy")], switchyard, scenarios, &SCENARIOS)?;
     for name in scenarios {
         scenario(name, switchyard)
             .await

@@ -66,18 +66,8 @@ fn observe(scenario: &str) -> Duration {
 
 /// Runs each scenario of `scenarios` in a fresh lab.
 pub async fn run(scenarios: &[String], switchyard: &Path) -> Result<()> {
-    system::ensure_packages(&[("haproxy", "haproxy"), ("redis-sentinel", "redis-sentinel")])?;
-    if !switchyard.is_file() {
-        bail!(
-            "{} not found: cargo build --release -p switchyard",
-            switchyard.display()
-        );
-    }
-    for name in scenarios {
-        if !SCENARIOS.contains(&name.as_str()) {
-            bail!("unknown scenario {name:?}; the scenarios are {}", SCENARIOS.join(", "));
-        }
-    }
+    let packages = [("haproxy", "haproxy"), ("redis-sentinel", "redis-sentinel")];
+    crate::sysbench::preflight(&packages, switchyard, scenarios, &SCENARIOS)?;
     for name in scenarios {
         scenario(name, switchyard)
             .await

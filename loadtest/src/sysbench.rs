@@ -33,6 +33,27 @@ pub(crate) fn spawn(command: &mut Command, log: &Path) -> Result<Proc> {
     system::spawn_logged(command, log).map(Proc)
 }
 
+/// Before a drill: its Debian `packages` installed if missing, the `switchyard` binary
+/// built, every one of `scenarios` among `known`.
+pub(crate) fn preflight(
+    packages: &[(&str, &str)],
+    switchyard: &Path,
+    scenarios: &[String],
+    known: &[&str],
+) -> Result<()> {
+    system::ensure_packages(packages)?;
+    if !switchyard.is_file() {
+        bail!(
+            "{} not found: cargo build --release -p switchyard",
+            switchyard.display()
+        );
+    }
+    if let Some(name) = scenarios.iter().find(|n| !known.contains(&n.as_str())) {
+        bail!("unknown scenario {name:?}; the scenarios are {}", known.join(", "));
+    }
+    Ok(())
+}
+
 /// Removes a drill's directory, unless `KEEP_DRILL_DIR` is set (then says where it is).
 pub(crate) fn remove_drill_dir(dir: &Path) {
     if std::env::var_os("KEEP_DRILL_DIR").is_some() {

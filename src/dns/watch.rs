@@ -31,6 +31,8 @@ use crate::timeline::EventKind;
 
 /// How often the watcher looks at the config when it follows no name.
 const IDLE: Duration = Duration::from_secs(5);
+/// The longest the watcher waits for the reloader to apply a moved name.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often it looks at the pools of the names it follows (whether one starves).
 const LOOK: Duration = Duration::from_millis(250);
 
@@ -167,11 +169,17 @@ async fn apply(
         config: Some(parsed),
         reply,
     };
-    state.reloads.send(request).await.map_err(|_| "stopping".to_string())?;
-    outcome
+    // Bounded: a reloader busy with a hand-over must not stall the watcher for good.
+    let applied = async {
+        state.reloads.send(request).await.map_err(|_| "stopping".to_string())?;
+        outcome
+            .await
+            .map_err(|_| "stopping".to_string())?
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(APPLY_TIMEOUT, applied)
         .await
-        .map_err(|_| "stopping".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| format!("the reload took over {}", crate::duration::format(APPLY_TIMEOUT)))??;
     for (name, addresses) in changed {
         let before = names.get(name).map(|(_, a)| list(a)).unwrap_or_default();
         let detail = format!("{} moved: {before} → {}", names[name].0.host, list(addresses));

@@ -350,8 +350,9 @@ async fn copy_to_end(
     ctx: &SessionContext,
     follow: Follow,
 ) -> (Ended, u64) {
+    // Only a `mysql`-mode tracker reads replies that could say the node cannot serve.
     let traffic = Traffic {
-        attention: Some(member.backend.attention.clone()),
+        attention: matches!(follow, Follow::Mysql(_)).then(|| member.backend.attention.clone()),
         ..Traffic::default()
     };
     let gentle = matches!(follow, Follow::Mongo(_));

@@ -2,7 +2,9 @@
 //! [`Observation`] (and admin commands, reloads, the fleet's verdicts and the Redis
 //! Sentinels' word), logs each flip once, asks [`decide_with`] for every pool's members,
 //! publishes a new table when they changed, fences the sessions of members that left,
-//! raises the two-writers alarm, and records failovers on the [`Timeline`].
+//! raises the two-writers alarm, and records failovers on the [`Timeline`]. Primary
+//! pools are decided first: Galera replica pools leave their writers out, and a new
+//! Galera writer waits behind the old one's sessions (`barrier`).
 
 use std::sync::Arc;
 

@@ -63,10 +63,11 @@ pub(super) fn addresses(
             format!("an address like \"127.0.0.1:3306\" or \"db1:3306\", got \"{text}\"{why}"),
         )
     };
+    // Not an IP address, so no IPv6 literal: a name and a port.
     let (host, port) = text
         .rsplit_once(':')
-        .filter(|(host, _)| !host.is_empty() && !host.contains(':'))
-        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok().filter(|&p| p > 0)?)))
+        .filter(|(host, _)| super::host_port(text) && !host.starts_with('['))
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
         .ok_or_else(|| expected(""))?;
     let mode = backend.resolve.unwrap_or(ResolveMode::Ttl);
     let min = backend.resolve_min.map_or(defaults::RESOLVE_MIN, |t| t.0);

@@ -448,3 +448,16 @@ fn with_sentinels_only_the_master_they_name_is_a_candidate() {
     assert!(decided(&planned, Some(0), Named::Member(0)).is_empty());
     assert_eq!(decided(&planned, None, Named::Member(1)), [1]);
 }
+
+#[test]
+fn a_member_a_moved_name_added_waits_for_its_first_check_even_where_unchecked_ones_serve() {
+    let mut any = pool(PoolRole::Any);
+    any.initially_up = true;
+    let unchecked = BackendState::default();
+    let new_address = BackendState {
+        check_first: true,
+        ..BackendState::default()
+    };
+    let states = [unchecked, new_address, primary()];
+    assert_eq!(decide(&any, &states, None, None).members, [0, 2]);
+}
