@@ -262,3 +262,46 @@ async fn after_a_writer_vanished_the_new_one_waits_for_a_newer_view() {
     router.apply(in_view(1, 8, Status::Up));
     assert_eq!(routing.load().routable_names(0), ["b"], "routed in the new view");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_node_waking_with_a_stale_view_is_not_routed_after_a_spell_without_writer() {
+    let text = CONFIG
+        .replace("on_leave = \"close\"\n", "role = \"primary\"\n")
+        .replace(
+            "[backends.a]\naddress = \"127.0.0.1:1\"\n",
+            "[check]\nkind = \"galera\"\nuser = \"m\"\n[backends.a]\naddress = \"127.0.0.1:1\"\n",
+        );
+    let config = Config::parse(&text, "test.toml").unwrap();
+    let backends = Backend::all(&config);
+    let pools = Pool::all(&config, &backends);
+    let (_events, events_rx) = mpsc::channel(1);
+    let (_commands, commands_rx) = mpsc::channel(1);
+    let mut router = Router::new(backends, pools, Arc::default(), events_rx, commands_rx);
+    let view = |backend, primary: bool, conf_id, from| {
+        let mut o = galera_observed(backend, if primary { 4 } else { 0 }, from);
+        if let Ok(report) = o.result.as_mut() {
+            let g = report.galera.as_mut().unwrap();
+            g.conf_id = Some(conf_id);
+            if !primary {
+                g.cluster_status = "non-Primary".into();
+                g.ready = false;
+            }
+        }
+        o
+    };
+    router.apply(view(0, true, 7, Status::Unknown));
+    router.apply(observed(1, false, Status::Unknown));
+    let routing = router.routing();
+    assert_eq!(routing.load().routable_names(0), ["a"]);
+    // `a` alone in a non-Primary component, `b` frozen: no writer.
+    router.apply(view(0, false, u64::MAX, Status::Up));
+    assert!(routing.load().routable_names(0).is_empty());
+    // `b` wakes still reporting the old view: not routed in it.
+    router.apply(view(1, true, 7, Status::Down));
+    assert!(
+        routing.load().routable_names(0).is_empty(),
+        "the stale view is not routed"
+    );
+    router.apply(view(1, true, 9, Status::Up));
+    assert_eq!(routing.load().routable_names(0), ["b"], "routed in the newer view");
+}

@@ -40,16 +40,17 @@ pub(super) struct Barriers {
     primary_views: HashMap<BackendId, u64>,
 }
 
-/// What one pool's new writer waits for.
+/// What one pool's next writer waits for, from the moment the old writer left (the
+/// pool may route no writer for a while first).
 #[derive(Debug, Clone, Copy)]
 struct Wait {
-    /// The writer it replaces, whose sessions must be gone.
+    /// The writer that left, whose sessions must be gone.
     old: BackendId,
-    /// Until when the sessions may hold it.
-    sessions_until: Instant,
-    /// When the old writer vanished: the new writer, the view the old one last
-    /// reported (which the new writer's must be newer than), and until when.
-    view: Option<(BackendId, Option<u64>, Instant)>,
+    /// When it vanished: the last view it reported in a Primary component, which the
+    /// next writer's must be newer than (`None` inside: it reported none).
+    old_view: Option<Option<u64>>,
+    /// When a next writer was first chosen: the bounds run from there.
+    chosen: Option<Instant>,
 }
 
 impl Barriers {
@@ -63,9 +64,10 @@ impl Barriers {
         }
     }
 
-    /// Resolves when a waiting pool should look again; never while none waits.
+    /// Resolves when a pool whose next writer waits should look again; never while
+    /// none does (a pool without a candidate is decided again by the next report).
     pub(super) async fn next_poll(&self) {
-        if self.waiting.is_empty() {
+        if !self.waiting.values().any(|w| w.chosen.is_some()) {
             std::future::pending::<()>().await;
         }
         tokio::time::sleep(POLL).await;
@@ -84,61 +86,63 @@ impl Router {
         self.states[backend].report.as_ref()?.galera.as_ref()?.conf_id
     }
 
-    /// `decision` for `pool`, held back (no member) while the writer it replaces,
-    /// `previous`, still has sessions, or (when it vanished) while the new writer has
-    /// not reported a newer view, within their bounds.
+    /// `decision` for `pool`, held back (no member) while the writer that left,
+    /// `previous` now or earlier, still has sessions, or (when it vanished) while the
+    /// next writer has not reported a newer view, within their bounds.
     pub(super) fn barred(&mut self, pool: &Pool, previous: Option<BackendId>, decision: Decision) -> Decision {
         if !pool.config.galera || pool.config.role != PoolRole::Primary {
             return decision;
         }
         let next = decision.members.first().copied();
         let now = Instant::now();
-        if let (Some(old), Some(new)) = (previous, next) {
-            if old != new {
-                // Down, or out of the Primary component: its last write sets may still
-                // reach the others.
-                let out = self.states[old]
-                    .report
-                    .as_ref()
-                    .and_then(|r| r.galera.as_ref())
-                    .is_some_and(|g| g.cluster_status != "Primary");
-                let vanished = self.states[old].status == Status::Down || out;
-                let old_view = self.barriers.primary_views.get(&old).copied();
-                let view = vanished.then(|| (new, old_view, now + pool.config.hold_timeout / 2));
+        if let Some(old) = previous.filter(|&old| next != Some(old)) {
+            // Down, or out of the Primary component: its last write sets may still
+            // reach the others.
+            let out = self.states[old]
+                .report
+                .as_ref()
+                .and_then(|r| r.galera.as_ref())
+                .is_some_and(|g| g.cluster_status != "Primary");
+            let vanished = self.states[old].status == Status::Down || out;
+            let old_view = vanished.then(|| self.barriers.primary_views.get(&old).copied());
+            if sessions(pool, old) > 0 || old_view.is_some() {
                 let wait = Wait {
                     old,
-                    sessions_until: now + BARRIER,
-                    view,
+                    old_view,
+                    chosen: None,
                 };
-                if sessions(pool, old) > 0 || view.is_some() {
-                    self.barriers.waiting.insert(pool.id, wait);
-                }
+                self.barriers.waiting.insert(pool.id, wait);
             }
         }
-        let Some(wait) = self.barriers.waiting.get(&pool.id).copied() else {
+        let Some(wait) = self.barriers.waiting.get_mut(&pool.id) else {
             return decision;
         };
-        let Some(new) = next.filter(|&n| n != wait.old) else {
+        let Some(new) = next else {
+            return decision; // no writer yet: the wait stands for the next one
+        };
+        if new == wait.old {
             self.barriers.waiting.remove(&pool.id);
             return decision;
-        };
-        let sessions_hold = sessions(pool, wait.old) > 0 && now < wait.sessions_until;
-        let view_holds = wait.view.is_some_and(|(writer, old_view, until)| {
-            let newer = self.conf_id(new).zip(old_view).is_some_and(|(view, old)| view > old);
-            writer == new && now < until && !newer
-        });
-        if sessions_hold || view_holds {
-            if view_holds {
-                if let Some(backend) = self.backend(new) {
-                    backend.nudge();
-                }
-            }
-            return Decision {
-                members: Vec::new(),
-                ..decision
-            };
         }
-        self.barriers.waiting.remove(&pool.id);
-        decision
+        let chosen = *wait.chosen.get_or_insert(now);
+        let wait = *wait;
+        let sessions_hold = sessions(pool, wait.old) > 0 && now < chosen + BARRIER;
+        let view_holds = wait.old_view.is_some_and(|old_view| {
+            let newer = self.conf_id(new).zip(old_view).is_some_and(|(view, old)| view > old);
+            now < chosen + pool.config.hold_timeout / 2 && !newer
+        });
+        if !sessions_hold && !view_holds {
+            self.barriers.waiting.remove(&pool.id);
+            return decision;
+        }
+        if view_holds {
+            if let Some(backend) = self.backend(new) {
+                backend.nudge();
+            }
+        }
+        Decision {
+            members: Vec::new(),
+            ..decision
+        }
     }
 }
