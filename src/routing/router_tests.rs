@@ -19,7 +19,12 @@ const CONFIG: &str = "[backends.a]\naddress = \"127.0.0.1:1\"\n[backends.b]\nadd
     [listeners.app]\nlisten = \"127.0.0.1:0\"\npool = \"app\"\n";
 
 fn router() -> (Router, Vec<Arc<Pool>>) {
-    let config = Config::parse(CONFIG, "test.toml").unwrap();
+    router_for(CONFIG)
+}
+
+/// A router over `text`'s backends and pools, with no checkers or commands behind it.
+fn router_for(text: &str) -> (Router, Vec<Arc<Pool>>) {
+    let config = Config::parse(text, "test.toml").unwrap();
     let backends = Backend::all(&config);
     let pools = Pool::all(&config, &backends);
     let (_events, events_rx) = mpsc::channel(1);
@@ -157,6 +162,16 @@ fn a_drain_marks_the_member_so_no_new_session_starts_on_it_and_enable_clears_it(
     assert_eq!(*pools[0].members[0].eviction().borrow(), Eviction::Active);
 }
 
+/// The test config as a Galera primary pool over `a` and `b`, `pool_extra` in the pool.
+fn galera_router(pool_extra: &str) -> (Router, Vec<Arc<Pool>>) {
+    let text = CONFIG
+        .replace("on_leave = \"close\"\n", &format!("role = \"primary\"\n{pool_extra}"))
+        .replace("[backends.a]", "[check]\nkind = \"galera\"\nuser = \"m\"\n[backends.a]");
+    let (router, pools) = router_for(&text);
+    assert!(pools[0].config.galera);
+    (router, pools)
+}
+
 /// A Galera node's passing check: synced, or desynced.
 fn galera_observed(backend: BackendId, state: u32, from: Status) -> Observation {
     let galera = crate::health::probe::GaleraState {
@@ -179,20 +194,7 @@ fn galera_observed(backend: BackendId, state: u32, from: Status) -> Observation 
 
 #[tokio::test(start_paused = true)]
 async fn a_new_galera_writer_waits_for_the_old_writers_sessions() {
-    let text = CONFIG
-        .replace("on_leave = \"close\"\n", "role = \"primary\"\n")
-        .replace(
-            "[backends.a]\naddress = \"127.0.0.1:1\"\n[backends.b]\naddress = \"127.0.0.1:2\"\n",
-            "[check]\nkind = \"galera\"\nuser = \"m\"\n[backends.a]\naddress = \"127.0.0.1:1\"\n\
-             [backends.b]\naddress = \"127.0.0.1:2\"\n",
-        );
-    let config = Config::parse(&text, "test.toml").unwrap();
-    assert!(config.pools[0].galera);
-    let backends = Backend::all(&config);
-    let pools = Pool::all(&config, &backends);
-    let (_events, events_rx) = mpsc::channel(1);
-    let (_commands, commands_rx) = mpsc::channel(1);
-    let mut router = Router::new(backends, pools.clone(), Arc::default(), events_rx, commands_rx);
+    let (mut router, pools) = galera_router("");
     router.apply(galera_observed(0, 4, Status::Unknown));
     router.apply(galera_observed(1, 4, Status::Unknown));
     let routing = router.routing();
@@ -228,18 +230,7 @@ async fn a_new_galera_writer_waits_for_the_old_writers_sessions() {
 
 #[tokio::test(start_paused = true)]
 async fn after_a_writer_vanished_the_new_one_waits_for_a_newer_view() {
-    let text = CONFIG
-        .replace("on_leave = \"close\"\n", "role = \"primary\"\nhold_timeout = \"4s\"\n")
-        .replace(
-            "[backends.a]\naddress = \"127.0.0.1:1\"\n",
-            "[check]\nkind = \"galera\"\nuser = \"m\"\n[backends.a]\naddress = \"127.0.0.1:1\"\n",
-        );
-    let config = Config::parse(&text, "test.toml").unwrap();
-    let backends = Backend::all(&config);
-    let pools = Pool::all(&config, &backends);
-    let (_events, events_rx) = mpsc::channel(1);
-    let (_commands, commands_rx) = mpsc::channel(1);
-    let mut router = Router::new(backends, pools, Arc::default(), events_rx, commands_rx);
+    let (mut router, _) = galera_router("hold_timeout = \"4s\"\n");
     let in_view = |backend, view, from| {
         let mut o = galera_observed(backend, 4, from);
         if let Ok(report) = o.result.as_mut() {
@@ -265,18 +256,7 @@ async fn after_a_writer_vanished_the_new_one_waits_for_a_newer_view() {
 
 #[tokio::test(start_paused = true)]
 async fn a_node_waking_with_a_stale_view_is_not_routed_after_a_spell_without_writer() {
-    let text = CONFIG
-        .replace("on_leave = \"close\"\n", "role = \"primary\"\n")
-        .replace(
-            "[backends.a]\naddress = \"127.0.0.1:1\"\n",
-            "[check]\nkind = \"galera\"\nuser = \"m\"\n[backends.a]\naddress = \"127.0.0.1:1\"\n",
-        );
-    let config = Config::parse(&text, "test.toml").unwrap();
-    let backends = Backend::all(&config);
-    let pools = Pool::all(&config, &backends);
-    let (_events, events_rx) = mpsc::channel(1);
-    let (_commands, commands_rx) = mpsc::channel(1);
-    let mut router = Router::new(backends, pools, Arc::default(), events_rx, commands_rx);
+    let (mut router, _) = galera_router("");
     let view = |backend, primary: bool, conf_id, from| {
         let mut o = galera_observed(backend, if primary { 4 } else { 0 }, from);
         if let Ok(report) = o.result.as_mut() {
