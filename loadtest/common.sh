@@ -31,6 +31,19 @@ cleanup() {
   rm -rf "$WORK"
 }
 
+# nginx_backend PORT — nginx on 127.0.0.1:PORT answering every request with a 128-byte
+# body (one worker, no access log), in PIDS.
+nginx_backend() {
+  local body
+  body=$(printf 'x%.0s' $(seq 128))
+  cat > "$WORK/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$1; location / { return 200 "$body"; } } }
+CONF
+  nginx -c "$WORK/backend.conf" & PIDS+=($!)
+}
+
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 ($2) never opened" >&2; tail -3 "$WORK"/*.log "$WORK"/*.err >&2 2>/dev/null; exit 1; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }

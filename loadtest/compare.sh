@@ -30,13 +30,7 @@ work_dir compare
 # --- backends: iperf3 server, nginx answering 128-byte bodies -------------------------
 IPERF=$(port); HTTP=$(port)
 iperf3 -s -B 127.0.0.1 -p "$IPERF" >/dev/null 2>&1 & PIDS+=($!)
-BODY=$(printf 'x%.0s' $(seq 128))
-cat > "$WORK/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$HTTP; location / { return 200 "$BODY"; } } }
-CONF
-nginx -c "$WORK/backend.conf" & PIDS+=($!)
+nginx_backend "$HTTP"
 
 # --- proxies -----------------------------------------------------------------------
 declare -A P1 P2 PID

@@ -65,6 +65,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod listener;
 pub mod local;
+pub mod logging;
 pub mod logs;
 pub mod metrics;
 pub mod notify;

@@ -166,12 +166,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal: not in log files or journald.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `run` logs as its config's `[log]` says; every other command, and a config that
+    // does not load, as the defaults do.
+    let mut loaded = match &cli.command {
+        Command::Run { config, .. } => Some(Config::load(config)),
+        _ => None,
+    };
+    let log = match &loaded {
+        Some(Ok(config)) => config.log.clone(),
+        _ => switchyard::config::LogConfig::default(),
+    };
+    // Flushes the queued lines when main returns.
+    let _log = switchyard::logging::install(&log);
     quiet_repeated_panics();
     let config = match cli.command {
         Command::CheckConfig { file } => {
@@ -198,13 +204,14 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Run { config, upgrade } => match Config::load(&config) {
-            Ok(config) if upgrade => return upgrade::run_upgrade(config),
-            Ok(config) => config,
-            Err(e) => {
+        Command::Run { upgrade, .. } => match loaded.take() {
+            Some(Ok(config)) if upgrade => return upgrade::run_upgrade(config),
+            Some(Ok(config)) => config,
+            Some(Err(e)) => {
                 error!("{e}");
                 return ExitCode::from(EX_USAGE);
             }
+            None => return ExitCode::from(EX_SOFTWARE),
         },
         Command::Forward {
             listen,

@@ -112,6 +112,8 @@ pub const FLEET_PROPAGATION_SECONDS: &str = "switchyard_fleet_propagation_second
 pub const DNS_LOOKUPS: &str = "switchyard_dns_lookups_total";
 /// Times a host-named backend's addresses changed and its members followed.
 pub const DNS_CHANGES: &str = "switchyard_dns_changes_total";
+/// Log lines dropped because the log's writer thread fell behind.
+pub const LOG_LINES_DROPPED: &str = "switchyard_log_lines_dropped_total";
 
 /// Histogram: connect latency to a backend, seconds. Labels: pool, backend.
 pub const CONNECT_SECONDS: &str = "switchyard_connect_seconds";
@@ -323,6 +325,10 @@ fn describe_checks_and_the_rest() {
     describe_counter!(
         DNS_CHANGES,
         "Times a host-named backend resolved to other addresses and its members followed."
+    );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped, not waited for, because the log's writer fell behind."
     );
     describe_histogram!(CONNECT_SECONDS, Unit::Seconds, "Connect latency to a backend.");
     describe_histogram!(CHECK_SECONDS, Unit::Seconds, "Health check round trip.");

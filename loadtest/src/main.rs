@@ -3,7 +3,8 @@
 //! - `loadtest demo`: installs what it needs, runs the demo scenario (kill -9 failover
 //!   and read_only switchover, 40 s) through switchyard and through HAProxy, prints
 //!   the side-by-side table and the path of the HTML report.
-//! - `loadtest run SCENARIO [--target switchyard|haproxy]...`: any scenario file.
+//! - `loadtest run SCENARIO [--target switchyard|haproxy]...`: any scenario file; a
+//!   Redis drill file (`[workload] kind = "redis"`) runs as `loadtest redis --plan`.
 //! - `loadtest soak [--duration 30m] [--every 30s]`: mixed load through one proxy
 //!   process with a fault every window; descriptors and memory checked.
 //! - `loadtest sysbench [--rounds N] [--secs S]`: sysbench oltp_read_write direct,
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use switchyard_loadtest::drill;
+use switchyard_loadtest::redis_drill;
 use switchyard_loadtest::report;
 use switchyard_loadtest::scenario::Scenario;
 use switchyard_loadtest::target::TargetKind;
@@ -131,11 +133,15 @@ enum Command {
     /// Redis failovers (kill -9, SENTINEL FAILOVER, SIGSTOP, an empty master's return,
     /// REPLICAOF by hand, CLIENT PAUSE) under redis-crate writers and kombu, switchyard
     /// with the Sentinels' word vs HAProxy's tcp-check recipe, side by side. Prints a
-    /// `redis scenario=...` line per target and client.
+    /// `redis scenario=...` line per target and client. The plan is
+    /// loadtest/scenarios/redis-sentinel.toml unless `--plan` names another.
     Redis {
-        /// Comma-separated; all by default.
-        #[arg(long, value_delimiter = ',', default_values_t = switchyard_loadtest::redis_drill::SCENARIOS.map(String::from))]
+        /// Comma-separated fault names of the plan to run; all by default.
+        #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
+        /// A Redis drill file (`[workload] kind = "redis"`).
+        #[arg(long)]
+        plan: Option<PathBuf>,
         /// The switchyard binary.
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
@@ -252,8 +258,17 @@ async fn bench(command: Command) -> Result<()> {
             switchovers,
             switchyard,
         } => switchyard_loadtest::switchover_drill::run(switchovers, &switchyard).await,
-        Command::Redis { scenarios, switchyard } => {
-            switchyard_loadtest::redis_drill::run(&scenarios, &switchyard).await
+        Command::Redis {
+            scenarios,
+            plan,
+            switchyard,
+        } => {
+            let text = match plan {
+                Some(path) => std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+                None => redis_drill::plan::SHIPPED.to_string(),
+            };
+            let plan = redis_drill::plan::Plan::parse(&text)?;
+            redis_drill::run(&plan, &scenarios, &switchyard).await
         }
         Command::Dns { ttls, switchyard } => switchyard_loadtest::dns_drill::run(&ttls, &switchyard).await,
         Command::Galera { scenarios, switchyard } => {
@@ -288,7 +303,17 @@ async fn main() -> Result<()> {
                 out,
             )
         }
-        Command::Run { scenario, targets, out } => (Scenario::load(&scenario)?, targets, out),
+        Command::Run { scenario, targets, out } => {
+            let text = std::fs::read_to_string(&scenario).with_context(|| format!("reading {}", scenario.display()))?;
+            if redis_drill::plan::is_redis(&text) {
+                // A Redis drill runs both targets side by side in each fault's lab.
+                let plan =
+                    redis_drill::plan::Plan::parse(&text).with_context(|| format!("in {}", scenario.display()))?;
+                return redis_drill::run(&plan, &[], &switchyard_loadtest::sysbench::default_binary()).await;
+            }
+            let parsed = Scenario::parse(&text).with_context(|| format!("in {}", scenario.display()))?;
+            (parsed, targets, out)
+        }
         other => return bench(other).await,
     };
     eprintln!(

@@ -4,16 +4,19 @@
 //! Sentinels, quorum 2, `down-after-milliseconds` 1000) with two proxies in front at
 //! once, each taking the same clients:
 //!
+//! The plan is a TOML file ([`plan`], shipped as `loadtest/scenarios/redis-sentinel.toml`):
+//!
 //! ```text
 //! switchyard  a primary pool with redis checks every 250 ms and the Sentinels' word
 //! haproxy     the common recipe: tcp-check send "info replication", expect
 //!             role:master, inter 250ms, on-marked-down shutdown-sessions
-//! clients     4 × the redis crate (kept connections, a new one every 200 writes,
-//!             each write `SET key` + `CONFIG GET port` pipelined: the node that took it)
-//!             kombu producer + consumer (Celery's transport library, lab/py/redis_celery.py)
-//! faults      kill9 · sentinel-failover · sigstop (4 s) · restart-empty (kill -9, then
-//!             back as an empty master) · replicaof-flip (REPLICAOF NO ONE on a replica
-//!             by hand) · client-pause (CLIENT PAUSE 3000 WRITE)
+//! clients     `writers` × the redis crate (kept connections, a new one every
+//!             `reconnect_every` writes, each write `SET key` + `CONFIG GET port`
+//!             pipelined: the node that took it), and with `kombu` a kombu producer +
+//!             consumer (Celery's transport library, lab/py/redis_celery.py)
+//! faults      kill9 · sentinel-failover · sigstop (`stop_for`) · restart-empty (kill -9,
+//!             then back as an empty master) · replicaof-flip (REPLICAOF NO ONE on a
+//!             replica by hand) · client-pause (CLIENT PAUSE `pause_for` WRITE)
 //! ```
 //!
 //! A monitor asks every Sentinel `get-master-addr-by-name` every 10 ms. A write is
@@ -29,6 +32,7 @@
 //! through each target (`first_write_after_announce_ms`).
 
 pub mod judge;
+pub mod plan;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -39,44 +43,31 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use judge::{Op, Sample};
+use plan::{Action, Fault, Plan, Workload};
 use switchyard_lab::redis::{RedisSet, MASTER_NAME};
 use switchyard_lab::system;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// The faults, by the names the command line takes.
-pub const SCENARIOS: [&str; 6] = [
-    "kill9",
-    "sentinel-failover",
-    "sigstop",
-    "restart-empty",
-    "replicaof-flip",
-    "client-pause",
-];
-
 const TARGETS: [&str; 2] = ["switchyard", "haproxy"];
-/// How long the clients run after the fault starts (longer after a replica promoted
-/// by hand: Sentinel corrects it after about 10 s).
-fn observe(scenario: &str) -> Duration {
-    match scenario {
-        "replicaof-flip" => Duration::from_secs(20),
-        _ => Duration::from_secs(14),
-    }
-}
 
-/// Runs each scenario of `scenarios` in a fresh lab.
-pub async fn run(scenarios: &[String], switchyard: &Path) -> Result<()> {
+/// Runs the faults of `plan` named in `only` (all when empty), each in a fresh lab.
+pub async fn run(plan: &Plan, only: &[String], switchyard: &Path) -> Result<()> {
+    let faults = plan.select(only)?;
     let packages = [("haproxy", "haproxy"), ("redis-sentinel", "redis-sentinel")];
-    crate::sysbench::preflight(&packages, switchyard, scenarios, &SCENARIOS)?;
-    for name in scenarios {
-        scenario(name, switchyard)
+    crate::sysbench::preflight(&packages, switchyard, &[], &[])?;
+    eprintln!("drill: {} ({} faults)", plan.name, faults.len());
+    for fault in faults {
+        let name = fault.action.name();
+        scenario(fault, plan.workload, switchyard)
             .await
             .with_context(|| format!("scenario {name}"))?;
     }
     Ok(())
 }
 
-async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
+async fn scenario(fault: Fault, load: Workload, switchyard: &Path) -> Result<()> {
+    let name = fault.action.name();
     let set = tokio::task::spawn_blocking(|| -> Result<RedisSet> {
         let mut set = RedisSet::start(3)?;
         set.start_sentinels(3)?;
@@ -109,26 +100,39 @@ async fn scenario(name: &str, switchyard: &Path) -> Result<()> {
     let ops: Arc<Mutex<Vec<(usize, Op)>>> = Arc::default();
     let mut writers = Vec::new();
     for (t, front) in fronts.iter().enumerate() {
-        for w in 0..4 {
-            writers.push(tokio::spawn(writer(*front, t, w, stop.clone(), ops.clone())));
+        for w in 0..load.writers as usize {
+            let client = Client {
+                front: *front,
+                target: t,
+                id: w,
+                load,
+            };
+            writers.push(tokio::spawn(client.write(stop.clone(), ops.clone())));
         }
     }
-    let kombu = Kombu::start(&fronts, &dir)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let fault_at = Instant::now();
-    let fault = {
-        let (set, name) = (set.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || inject(&set, &name))
+    let kombu = if load.kombu {
+        Some(Kombu::start(&fronts, &dir)?)
+    } else {
+        None
     };
-    tokio::time::sleep(observe(name)).await;
-    let corrected = fault.await??;
+    tokio::time::sleep(load.warmup).await;
+    let fault_at = Instant::now();
+    let injected = {
+        let set = set.clone();
+        tokio::task::spawn_blocking(move || inject(&set, fault))
+    };
+    tokio::time::sleep(fault.observe).await;
+    let corrected = injected.await??;
     let until = Instant::now();
     stop.cancel();
     for task in writers {
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     let _ = monitor.await;
-    let kombu = tokio::task::spawn_blocking(move || kombu.stop()).await??;
+    let kombu = match kombu {
+        Some(kombu) => Some(tokio::task::spawn_blocking(move || kombu.stop()).await??),
+        None => None,
+    };
     let (held, final_master) = {
         let set = set.clone();
         let keys: Vec<String> = ops.lock().unwrap().iter().map(|(_, o)| o.key.clone()).collect();
@@ -156,7 +160,8 @@ struct Seen {
     /// By target index.
     ops: Vec<(usize, Op)>,
     samples: Vec<Sample>,
-    kombu: KombuFigures,
+    /// `None` when the plan runs no kombu clients.
+    kombu: Option<KombuFigures>,
     /// The keys the final master holds, and its port.
     held: HashSet<String>,
     final_master: u16,
@@ -202,7 +207,9 @@ fn report(name: &str, seen: &Seen) {
             }
         }
         println!("{line}");
-        let (published, received) = &seen.kombu[t];
+        let Some((published, received)) = seen.kombu.as_ref().map(|k| &k[t]) else {
+            continue;
+        };
         println!(
             "redis scenario={name} target={target} client=kombu outage_ms={} errors={} acked_by_non_master=- missing_acked={} acked={}",
             judge::outage(published, since, seen.until).as_millis(),
@@ -213,35 +220,24 @@ fn report(name: &str, seen: &Seen) {
     }
 }
 
-/// The fault `name` against the lab's master (node 1), from a blocking thread. For
+/// `fault` against the lab's master (node 1), from a blocking thread. For
 /// `replicaof-flip`, how long Sentinel took to make the node a replica again.
-fn inject(set: &Mutex<RedisSet>, name: &str) -> Result<Option<Duration>> {
-    if name == "replicaof-flip" {
-        set.lock().unwrap().cli(1, &["REPLICAOF", "NO", "ONE"])?;
-        let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if set.lock().unwrap().info(1, "role").ok().as_deref() == Some("slave") {
-                return Ok(Some(started.elapsed()));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        return Ok(None);
-    }
+fn inject(set: &Mutex<RedisSet>, fault: Fault) -> Result<Option<Duration>> {
     let cli = |i: usize, args: &[&str]| set.lock().unwrap().cli(i, args).map(drop);
-    match name {
-        "kill9" => set.lock().unwrap().kill9(0),
-        "sentinel-failover" => set
+    match fault.action {
+        Action::Kill9 => set.lock().unwrap().kill9(0),
+        Action::SentinelFailover => set
             .lock()
             .unwrap()
             .sentinel_cli(0, &["SENTINEL", "FAILOVER", MASTER_NAME])
             .map(drop),
-        "sigstop" => {
+        Action::Sigstop => {
             let pid = set.lock().unwrap().pid(0).context("the master runs")?;
             system::signal(pid, "STOP")?;
-            std::thread::sleep(Duration::from_secs(4));
+            std::thread::sleep(fault.lasting);
             system::signal(pid, "CONT")
         }
-        "restart-empty" => {
+        Action::RestartEmpty => {
             set.lock().unwrap().kill9(0)?;
             let started = std::time::Instant::now();
             while set.lock().unwrap().sentinel_master().ok() == Some(0) {
@@ -252,10 +248,24 @@ fn inject(set: &Mutex<RedisSet>, name: &str) -> Result<Option<Duration>> {
             }
             set.lock().unwrap().restart_empty(0)
         }
-        "client-pause" => cli(0, &["CLIENT", "PAUSE", "3000", "WRITE"]),
-        other => bail!("unknown scenario {other}"),
+        Action::ClientPause => cli(0, &["CLIENT", "PAUSE", &fault.lasting.as_millis().to_string(), "WRITE"]),
+        Action::ReplicaofFlip => return flip_replica(set),
     }
     .map(|()| None)
+}
+
+/// `REPLICAOF NO ONE` on node 2, a replica; how long Sentinel took to make it a
+/// replica again (`None`: not within 30 s).
+fn flip_replica(set: &Mutex<RedisSet>) -> Result<Option<Duration>> {
+    set.lock().unwrap().cli(1, &["REPLICAOF", "NO", "ONE"])?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if set.lock().unwrap().info(1, "role").ok().as_deref() == Some("slave") {
+            return Ok(Some(started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(None)
 }
 
 /// Waits (bounded) until the Sentinels agree, then reads which of `keys` the master
@@ -335,64 +345,75 @@ fn connection_config(limit: Duration) -> redis::AsyncConnectionConfig {
         .set_response_timeout(limit)
 }
 
-/// One redis-crate client through `front` until `stop`: a kept connection, replaced
-/// every 200 writes and after an error.
-async fn writer(
+/// One redis-crate client of one target.
+struct Client {
     front: SocketAddr,
+    /// The target's index in [`TARGETS`].
     target: usize,
     id: usize,
-    stop: CancellationToken,
-    out: Arc<Mutex<Vec<(usize, Op)>>>,
-) {
-    let Ok(client) = redis::Client::open(format!("redis://{front}/")) else {
-        return;
-    };
-    let config = connection_config(Duration::from_secs(2));
-    let mut kept: Option<redis::aio::MultiplexedConnection> = None;
-    let mut uses = 0;
-    for n in 0..1_000_000u64 {
-        if stop.is_cancelled() {
-            break;
-        }
-        if uses == 200 {
-            (kept, uses) = (None, 0);
-        }
-        let key = format!("sy:{}:{id}:{n}", TARGETS[target]);
-        let started = Instant::now();
-        let result = async {
-            if kept.is_none() {
-                kept = Some(client.get_multiplexed_async_connection_with_config(&config).await?);
-            }
-            let conn = kept.as_mut().expect("connected");
-            let ((), port): ((), Vec<String>) = redis::pipe()
-                .cmd("SET")
-                .arg(&key)
-                .arg(n)
-                .cmd("CONFIG")
-                .arg("GET")
-                .arg("port")
-                .query_async(conn)
-                .await?;
-            Ok::<_, redis::RedisError>(port.get(1).and_then(|p| p.parse().ok()))
-        }
-        .await
-        .map_err(|e| e.to_string());
-        if result.is_err() {
-            (kept, uses) = (None, 0);
-        } else {
-            uses += 1;
-        }
-        let ended = Instant::now();
-        out.lock().unwrap().push((
+    load: Workload,
+}
+
+impl Client {
+    /// Writes through `front` until `stop`: a kept connection, replaced every
+    /// `reconnect_every` writes and after an error.
+    async fn write(self, stop: CancellationToken, out: Arc<Mutex<Vec<(usize, Op)>>>) {
+        let Client {
+            front,
             target,
-            Op {
-                key,
-                started,
-                ended,
-                result,
-            },
-        ));
-        tokio::time::sleep(Duration::from_millis(5)).await;
+            id,
+            load,
+        } = self;
+        let Ok(client) = redis::Client::open(format!("redis://{front}/")) else {
+            return;
+        };
+        let config = connection_config(Duration::from_secs(2));
+        let mut kept: Option<redis::aio::MultiplexedConnection> = None;
+        let mut uses = 0;
+        for n in 0..1_000_000u64 {
+            if stop.is_cancelled() {
+                break;
+            }
+            if load.reconnect_every > 0 && uses == load.reconnect_every {
+                (kept, uses) = (None, 0);
+            }
+            let key = format!("sy:{}:{id}:{n}", TARGETS[target]);
+            let started = Instant::now();
+            let result = async {
+                if kept.is_none() {
+                    kept = Some(client.get_multiplexed_async_connection_with_config(&config).await?);
+                }
+                let conn = kept.as_mut().expect("connected");
+                let ((), port): ((), Vec<String>) = redis::pipe()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(n)
+                    .cmd("CONFIG")
+                    .arg("GET")
+                    .arg("port")
+                    .query_async(conn)
+                    .await?;
+                Ok::<_, redis::RedisError>(port.get(1).and_then(|p| p.parse().ok()))
+            }
+            .await
+            .map_err(|e| e.to_string());
+            if result.is_err() {
+                (kept, uses) = (None, 0);
+            } else {
+                uses += 1;
+            }
+            let ended = Instant::now();
+            out.lock().unwrap().push((
+                target,
+                Op {
+                    key,
+                    started,
+                    ended,
+                    result,
+                },
+            ));
+            tokio::time::sleep(load.pause).await;
+        }
     }
 }
 

@@ -228,6 +228,7 @@ async fn events(State(state): State<Arc<AdminState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     state.metrics.run_upkeep();
+    ::metrics::counter!(crate::metrics::LOG_LINES_DROPPED).absolute(crate::logging::dropped_lines());
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
 }
 

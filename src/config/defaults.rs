@@ -12,6 +12,8 @@ use super::{ListenerMode, Policy, PoolRole, TwoWriters};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// `runtime.workers`: 0 means one data-plane thread per core.
 pub const WORKERS: u16 = 0;
+/// `log.level` (the access log is on at INFO).
+pub const LOG_LEVEL: &str = "info";
 
 /// `check.kind`.
 pub const CHECK_KIND: CheckKind = CheckKind::Tcp;

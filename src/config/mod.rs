@@ -19,6 +19,7 @@ pub mod defaults;
 mod dns;
 mod forward;
 mod listener;
+mod log;
 mod pool;
 pub mod raw;
 mod validate;
@@ -39,6 +40,7 @@ pub use cluster::{ClusterConfig, OnStoreLost, StoreTls};
 pub use dns::{member_name, DnsConfig, Resolve, ResolveMode, Resolved};
 pub use forward::forward;
 pub use listener::{AcceptProxy, ListenerConfig, ListenerMode, ListenerTlsConfig, LoginLimits, PoolRef, TcpOptions};
+pub use log::{AccessLog, LogConfig, LogFormat};
 pub use pool::{
     LeavePolicy, Members, Policy, PoolConfig, PoolRole, SentinelConfig, SwitchoverConfig, TwoWriters, MAX_HOLD,
 };
@@ -143,6 +145,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The resolver for backends named by host names.
     pub dns: DnsConfig,
+    /// `[log]`: format, filter and the access log.
+    pub log: LogConfig,
     /// The text it was parsed from, so that a moved host name can be applied by
     /// parsing it again with the new addresses ([`Config::parse_resolved`]).
     pub text: Text,

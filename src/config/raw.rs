@@ -49,6 +49,22 @@ pub struct RawConfig {
     pub cluster: Option<RawCluster>,
     /// `[dns]`: the resolver for backends named by host names.
     pub dns: Option<RawDns>,
+    /// `[log]`: the log's format, filter and access log.
+    pub log: Option<RawLog>,
+}
+
+/// `[log]`: how the log is written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `log.format`: `"text"` (default) or `"json"`.
+    pub format: Option<super::LogFormat>,
+    /// `log.level`: a filter in `RUST_LOG`'s syntax (default `defaults::LOG_LEVEL`).
+    pub level: Option<LogLevel>,
+    /// `log.access`: the session access log (default on).
+    pub access: Option<bool>,
+    /// `log.access_sample`: a fraction of normally ended sessions (default 1.0).
+    pub access_sample: Option<Sample>,
 }
 
 /// `[dns]`: where host names are resolved.

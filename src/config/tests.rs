@@ -404,6 +404,7 @@ fn mongo_mode_is_for_primary_pools_of_mongo_members() {
 mod cluster;
 mod dns;
 mod galera;
+mod log;
 mod model;
 mod proxy;
 mod sentinel;

@@ -112,6 +112,7 @@ pub fn validate(raw: RawConfig, file: &str, resolved: &Resolved) -> Result<Confi
     };
 
     let dns = dns::dns_config(&ctx, raw.dns)?;
+    let log = log_config(raw.log);
     let check_defaults = raw.check.unwrap_or_default();
     let mut backends = Vec::new();
     for (name, backend) in raw.backends {
@@ -187,8 +188,23 @@ pub fn validate(raw: RawConfig, file: &str, resolved: &Resolved) -> Result<Confi
         listeners,
         cluster,
         dns,
+        log,
         text: Text::default(),
     })
+}
+
+/// `[log]`: its values were checked as read; what it leaves out is the default.
+fn log_config(raw: Option<crate::config::raw::RawLog>) -> LogConfig {
+    let raw = raw.unwrap_or_default();
+    let default = LogConfig::default();
+    LogConfig {
+        format: raw.format.unwrap_or(default.format),
+        level: raw.level.map_or(default.level, |l| l.0),
+        access: AccessLog {
+            enabled: raw.access.unwrap_or(default.access.enabled),
+            sample: raw.access_sample.map_or(default.access.sample, |s| s.0),
+        },
+    }
 }
 
 /// `host:port` with a host and a port number; an IPv6 host in brackets (`[::1]:26379`).

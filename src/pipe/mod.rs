@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use socket2::SockRef;
@@ -116,10 +116,18 @@ pub struct Traffic {
     /// Set by the copy when it ended at a reply that said the member is no longer the
     /// primary (`mongo` mode; the reply was not forwarded).
     pub not_primary: AtomicBool,
+    /// Which side ended its direction first: 0 neither yet, [`CLIENT_FIRST`] or
+    /// [`BACKEND_FIRST`] (the access log's "client closed" or "backend closed").
+    pub first_end: AtomicU8,
     /// The member's checker: nudged when a `mysql`-mode reply says the node cannot
     /// serve (read-only, or a Galera node not ready), so the checks look at once.
     pub attention: Option<std::sync::Arc<crate::health::Attention>>,
 }
+
+/// [`Traffic::first_end`]: the client's direction ended first.
+pub const CLIENT_FIRST: u8 = 1;
+/// [`Traffic::first_end`]: the backend's direction ended first.
+pub const BACKEND_FIRST: u8 = 2;
 
 /// What a session's copy follows in the bytes it carries.
 #[derive(Debug)]
@@ -290,6 +298,12 @@ impl<L: Leg> Future for Duplex<'_, L> {
         // A reply said the member is no longer the primary; it was not forwarded.
         if this.replies.is_some() && traffic.not_primary.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(()));
+        }
+        // A done direction stays ready: the first poll that sees one ready tells who
+        // ended first (the client, when both ended between two polls).
+        if (up.is_ready() || down.is_ready()) && traffic.first_end.load(Ordering::Relaxed) == 0 {
+            let first = if up.is_ready() { CLIENT_FIRST } else { BACKEND_FIRST };
+            traffic.first_end.store(first, Ordering::Relaxed);
         }
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(()));

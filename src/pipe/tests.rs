@@ -32,12 +32,7 @@ async fn copies_both_ways_keeping_half_close(stream_path: bool) {
     let (mut client_end, proxy_client) = pair().await;
     let (proxy_upstream, mut server_end) = pair().await;
     let traffic = Traffic::default();
-    let (client, upstream) = (Stream::Plain(proxy_client), Stream::Plain(proxy_upstream));
-    let copying = if stream_path {
-        Transfer::Streams(Duplex::new(client, upstream, &traffic, &OPTIONS, None, None))
-    } else {
-        copy(client, upstream, &traffic, &OPTIONS, Follow::Bytes)
-    };
+    let copying = copy_on(stream_path, proxy_client, proxy_upstream, &traffic);
     assert_eq!(matches!(copying, Transfer::Streams(_)), stream_path);
     let big = vec![7u8; 300 * 1024];
     let talking = async {
@@ -57,6 +52,46 @@ async fn copies_both_ways_keeping_half_close(stream_path: bool) {
     copied.unwrap();
     assert_eq!(traffic.upstream.load(Ordering::Relaxed), big.len() as u64);
     assert_eq!(traffic.downstream.load(Ordering::Relaxed), 5);
+    assert_eq!(
+        traffic.first_end.load(Ordering::Relaxed),
+        CLIENT_FIRST,
+        "the client ended first"
+    );
+}
+
+/// The copy between two plain legs, through the plain path or the one TLS legs take.
+fn copy_on(stream_path: bool, client: TcpStream, upstream: TcpStream, traffic: &Traffic) -> Transfer<'_> {
+    let (client, upstream) = (Stream::Plain(client), Stream::Plain(upstream));
+    if stream_path {
+        Transfer::Streams(Duplex::new(client, upstream, traffic, &OPTIONS, None, None))
+    } else {
+        copy(client, upstream, traffic, &OPTIONS, Follow::Bytes)
+    }
+}
+
+/// The backend ends first, then the client: the copy says so, on either path.
+async fn backend_ends_first(stream_path: bool) {
+    let (mut client_end, proxy_client) = pair().await;
+    let (proxy_upstream, mut server_end) = pair().await;
+    let traffic = Traffic::default();
+    let copying = copy_on(stream_path, proxy_client, proxy_upstream, &traffic);
+    let talking = async {
+        server_end.write_all(b"bye").await.unwrap();
+        server_end.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client_end.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"bye");
+        client_end.shutdown().await.unwrap();
+    };
+    let (copied, ()) = tokio::join!(copying, talking);
+    copied.unwrap();
+    assert_eq!(traffic.first_end.load(Ordering::Relaxed), BACKEND_FIRST);
+}
+
+#[tokio::test]
+async fn a_backend_that_ends_first_is_recorded_on_both_paths() {
+    backend_ends_first(false).await;
+    backend_ends_first(true).await;
 }
 
 #[tokio::test]

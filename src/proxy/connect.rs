@@ -6,12 +6,13 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn, Span};
 
-use super::SessionContext;
+use super::{Ended, SessionContext};
 use crate::pool::Member;
 use crate::routing::select;
 use crate::tcp;
@@ -62,7 +63,7 @@ where
 }
 
 /// How often a session held for want of a member that is not suspect looks again.
-const SUSPECT_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+const SUSPECT_RETRY: Duration = Duration::from_millis(20);
 
 /// What the attempts so far found, for the log line of a session that gives up.
 struct Attempts {
@@ -78,8 +79,10 @@ struct Attempts {
 /// `hold_timeout` too, so a session waits at most the larger of the two. A connect
 /// that completes to a member fenced meanwhile (the routing table changed while it
 /// was in flight) is dropped and the next candidate tried: no new session starts on
-/// a demoted primary. `None` when the hold timed out or shutdown's grace ran out.
-pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Option<(Arc<Member>, C::Stream)> {
+/// a demoted primary. When the hold timed out: [`Ended::NoBackend`] if nothing was
+/// routable, [`Ended::ConnectFailed`] if every connect failed; [`Ended::Shutdown`]
+/// when shutdown's grace ran out.
+pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Result<Connected<C::Stream>, Ended> {
     let pool = &ctx.pool;
     let arrived = Instant::now();
     let hold_until = arrived + pool.config.hold_timeout;
@@ -92,20 +95,30 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Optio
         suspect: false,
     };
     let record_hold = |held: bool| {
+        let waited = arrived.elapsed();
         if held {
-            let waited = arrived.elapsed();
             pool.hold.record_duration(waited);
             pool.hold_seconds.record(waited.as_secs_f64());
         }
+        waited
     };
     loop {
         generation.borrow_and_update();
         match one_round(ctx, attempts_until, &mut attempts).await {
-            Round::Connected(member, stream) => {
-                record_hold(held);
-                return Some((member, stream));
+            Round::Connected(member, stream, connect) => {
+                let waited = record_hold(held);
+                return Ok(Connected {
+                    member,
+                    stream,
+                    held: if held {
+                        waited.saturating_sub(connect)
+                    } else {
+                        Duration::ZERO
+                    },
+                    connect,
+                });
             }
-            Round::Killed => return None,
+            Round::Killed => return Err(Ended::Shutdown),
             Round::NoneAnswered => {}
         }
         if !held {
@@ -122,7 +135,7 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Optio
         };
         let changed = tokio::select! {
             changed = timeout_at(wake, generation.changed()) => changed,
-            _ = ctx.kill.cancelled() => return None,
+            _ = ctx.kill.cancelled() => return Err(Ended::Shutdown),
         };
         if matches!(changed, Ok(Ok(()))) || Instant::now() < hold_until {
             continue;
@@ -132,12 +145,28 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Optio
         if crate::logs::kinds::HOLD_TIMEOUTS.allow() {
             warn!(tried = %attempts.tried.join(","), last_error = %attempts.last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
         }
-        return None;
+        return Err(if attempts.tried.is_empty() {
+            Ended::NoBackend
+        } else {
+            Ended::ConnectFailed
+        });
     }
 }
 
+/// A session's backend connection, and what it took.
+#[derive(Debug)]
+pub(super) struct Connected<S> {
+    pub(super) member: Arc<Member>,
+    pub(super) stream: S,
+    /// Waiting for a routable member that answered (zero when the first round did).
+    pub(super) held: Duration,
+    /// The connect that succeeded.
+    pub(super) connect: Duration,
+}
+
 enum Round<S> {
-    Connected(Arc<Member>, S),
+    /// With the successful connect's time.
+    Connected(Arc<Member>, S, Duration),
     NoneAnswered,
     Killed,
 }
@@ -181,8 +210,8 @@ async fn one_round<C: Connect>(
                 let latency = attempt.elapsed();
                 member.stats.connect.record_duration(latency);
                 member.connect_seconds.record(latency.as_secs_f64());
-                Span::current().record("backend", member.backend.name.as_str());
-                return Round::Connected(member, stream);
+                Span::current().record("backend", tracing::field::display(&member.backend.name));
+                return Round::Connected(member, stream, latency);
             }
             Ok(Err(e)) => {
                 attempts.last_error = format!("{}: {e}", member.backend.name);

@@ -99,8 +99,8 @@ fn route_all<C: Connect>(ctx: &SessionContext<C>, generation: u64) {
         .publish(RoutingTable::new(generation, vec![ctx.pool.members.clone()]));
 }
 
-fn name<S>(connected: &Option<(Arc<Member>, S)>) -> Option<&str> {
-    connected.as_ref().map(|(member, _)| member.backend.name.as_str())
+fn name<S>(connected: &Result<Connected<S>, Ended>) -> Option<&str> {
+    connected.as_ref().ok().map(|c| c.member.backend.name.as_str())
 }
 
 #[tokio::test(start_paused = true)]
@@ -111,7 +111,9 @@ async fn a_refused_member_is_skipped_for_the_next_and_its_checker_nudged() {
     let started = Instant::now();
     let connected = connect_routed(&ctx).await;
     assert_eq!(name(&connected), Some("b"));
-    assert_eq!(connected.unwrap().1, SocketAddr::from(([127, 0, 0, 1], 2)));
+    let connected = connected.unwrap();
+    assert_eq!(connected.stream, SocketAddr::from(([127, 0, 0, 1], 2)));
+    assert_eq!(connected.held, Duration::ZERO);
     assert_eq!(started.elapsed(), Duration::ZERO, "no hold");
     assert_eq!(ctx.pool.hold.merged().len(), 0, "not counted as held");
     let a = &ctx.pool.members[0].backend;
@@ -167,6 +169,11 @@ async fn a_session_is_held_until_a_generation_routes_a_member() {
     let (connected, ()) = tokio::join!(session, promote);
     assert_eq!(name(&connected), Some("a"));
     assert_eq!(
+        connected.unwrap().held,
+        Duration::from_millis(1500),
+        "the hold, for the access log"
+    );
+    assert_eq!(
         started.elapsed(),
         Duration::from_millis(1500),
         "held until the new generation"
@@ -187,9 +194,21 @@ async fn a_held_session_gives_up_at_the_hold_timeout() {
     };
     let started = Instant::now();
     let (connected, ()) = tokio::join!(session, unrelated);
-    assert!(connected.is_none());
+    assert_eq!(
+        connected.err(),
+        Some(Ended::ConnectFailed),
+        "routable, but nobody answered"
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(5), "the pool's hold_timeout");
     assert_eq!(ctx.pool.hold.merged().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_with_nothing_routable_ends_for_want_of_a_backend() {
+    let ctx = context(&script(&[]));
+    let started = Instant::now();
+    assert_eq!(connect_routed(&ctx).await.err(), Some(Ended::NoBackend));
+    assert_eq!(started.elapsed(), Duration::from_secs(5), "the pool's hold_timeout");
 }
 
 #[tokio::test(start_paused = true)]
@@ -202,6 +221,6 @@ async fn shutdown_ends_a_held_session() {
     };
     let started = Instant::now();
     let (connected, ()) = tokio::join!(session, kill);
-    assert!(connected.is_none());
+    assert_eq!(connected.err(), Some(Ended::Shutdown));
     assert_eq!(started.elapsed(), Duration::from_millis(700));
 }

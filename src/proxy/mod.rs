@@ -40,12 +40,14 @@ use crate::tcp;
 use crate::timeline::Timeline;
 use crate::tls::ServerTls;
 
+mod access;
 mod connect;
 pub mod mysql;
 pub mod proxy_header;
 mod watchdog;
 
-use connect::connect_routed;
+use access::{Micros, Phases};
+use connect::{connect_routed, Connected};
 pub use connect::{Connect, TcpConnect};
 use watchdog::watchdog;
 
@@ -100,11 +102,15 @@ pub struct Origin {
     pub reached: SocketAddr,
 }
 
-/// How a session ended.
+/// How a session ended (its access line's `cause`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// Both sides closed (or one failed) normally.
-    Closed,
+    /// The client ended its side first (the backend's end followed).
+    ClientClosed,
+    /// The backend ended its side first.
+    BackendClosed,
+    /// The copy failed (a reset, a broken pipe, a TLS error mid-session).
+    Failed,
     /// No byte moved either way for the pool's `idle_timeout`.
     Idle,
     /// Its member left the pool under the `close` or `drain` policy, or a drain's
@@ -118,8 +124,11 @@ pub enum Ended {
     NotPrimary,
     /// Shutdown's grace period ran out.
     Shutdown,
-    /// No backend within `hold_timeout`.
+    /// Nothing routable within `hold_timeout`.
     NoBackend,
+    /// Members were routable but every connect to them failed within
+    /// `hold_timeout` (or the PROXY header could not be sent).
+    ConnectFailed,
     /// The client's TLS handshake failed.
     Handshake,
     /// The TLS handshake to the backend failed.
@@ -157,7 +166,10 @@ pub async fn serve(ctx: Arc<SessionContext>, mut client: TcpStream, peer: Socket
             }
         },
     };
+    // On the access log's target: a filter that keeps the access log keeps the span
+    // its lines take the listener, pool, client and backend from.
     let span = info_span!(
+        target: "switchyard::access",
         "session",
         listener = %ctx.listener,
         pool = %ctx.pool.name(),
@@ -172,15 +184,16 @@ pub async fn serve(ctx: Arc<SessionContext>, mut client: TcpStream, peer: Socket
     }
     async move {
         ctx.pool.sessions_active.increment(1.0);
-        let ended = session(&ctx, client, origin).await;
+        let mut phases = Phases::new();
+        let ended = session(&ctx, client, origin, &mut phases).await;
         ctx.pool.sessions_active.decrement(1.0);
-        debug!(?ended, "session ended");
+        access::write(&phases, ended);
     }
     .instrument(span)
     .await
 }
 
-async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> Ended {
+async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin, phases: &mut Phases) -> Ended {
     // On Linux the client socket came with the listener's options (see `tcp`).
     if !tcp::ACCEPTED_INHERIT_OPTIONS {
         if let Err(e) = tcp::tune(&client, &ctx.tcp) {
@@ -196,29 +209,37 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
                 // Boxed, here and below: an async fn's state is as large as its largest
                 // await point, so inline TLS and MySQL-login states would make every
                 // session pay for them.
-                Some(tls) => match Box::pin(accept_tls(tls, client)).await {
-                    Some(stream) => Stream::Server(Box::new(stream)),
-                    None => return Ended::Handshake,
-                },
+                Some(tls) => {
+                    let started = Instant::now();
+                    let accepted = Box::pin(accept_tls(tls, client)).await;
+                    phases.tls = Micros::of(started.elapsed());
+                    match accepted {
+                        Some(stream) => Stream::Server(Box::new(stream)),
+                        None => return Ended::Handshake,
+                    }
+                }
             };
-            let Some((member, upstream)) = connect_routed(ctx).await else {
-                return Ended::NoBackend;
-            };
-            let Some(upstream) = announce(ctx, &member, upstream, origin).await else {
-                return Ended::Closed;
+            let (member, upstream) = match reach(ctx, origin, phases).await {
+                Ok(reached) => reached,
+                Err(ended) => return ended,
             };
             let upstream = match &member.backend.tls {
                 None => Stream::Plain(upstream),
-                Some(_) => match Box::pin(originate_tls(ctx, &member, upstream)).await {
-                    Some(stream) => Stream::Client(Box::new(stream)),
-                    None => return Ended::BackendTls,
-                },
+                Some(_) => {
+                    let started = Instant::now();
+                    let originated = Box::pin(originate_tls(ctx, &member, upstream)).await;
+                    phases.backend_tls = Micros::of(started.elapsed());
+                    match originated {
+                        Some(stream) => Stream::Client(Box::new(stream)),
+                        None => return Ended::BackendTls,
+                    }
+                }
             };
             let follow = match ctx.mode {
                 ListenerMode::Mongo => Follow::Mongo(Box::default()),
                 _ => Follow::Bytes,
             };
-            carry(ctx, &member, client, upstream, follow).await
+            carry(ctx, &member, client, upstream, follow, phases).await
         }
         ListenerMode::Mysql => {
             // A login slot before a backend connection is made for a client that has
@@ -226,24 +247,40 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin) -> End
             let Some(slot) = mysql::login_slot(ctx, Instant::now() + ctx.login.timeout).await else {
                 return Ended::Login;
             };
-            let Some((member, upstream)) = connect_routed(ctx).await else {
-                return Ended::NoBackend;
-            };
-            let Some(upstream) = announce(ctx, &member, upstream, origin).await else {
-                return Ended::Closed;
+            let (member, upstream) = match reach(ctx, origin, phases).await {
+                Ok(reached) => reached,
+                Err(ended) => return ended,
             };
             // The login's own time starts once a backend answered (a client may have
             // been held for it through a failover).
-            let deadline = Instant::now() + ctx.login.timeout;
+            let started = Instant::now();
+            let deadline = started + ctx.login.timeout;
             let logged_in = Box::pin(mysql::login(ctx, &member, client, upstream, deadline)).await;
+            phases.login = Micros::of(started.elapsed());
             drop(slot);
             match logged_in {
                 Ok((client, upstream, commands)) => {
-                    carry(ctx, &member, client, upstream, Follow::Mysql(commands)).await
+                    carry(ctx, &member, client, upstream, Follow::Mysql(commands), phases).await
                 }
                 Err(ended) => ended,
             }
         }
+    }
+}
+
+/// Connects to a routed member (holding while there is none) and sends it the PROXY
+/// header it wants; records the hold and connect times.
+async fn reach(ctx: &SessionContext, origin: Origin, phases: &mut Phases) -> Result<(Arc<Member>, TcpStream), Ended> {
+    let Connected {
+        member,
+        stream,
+        held,
+        connect,
+    } = connect_routed(ctx).await?;
+    (phases.hold, phases.connect) = (Micros::of(held), Micros::of(connect));
+    match announce(ctx, &member, stream, origin).await {
+        Some(stream) => Ok((member, stream)),
+        None => Err(Ended::ConnectFailed),
     }
 }
 
@@ -313,13 +350,21 @@ async fn originate_tls(
 /// Copies a connected session to its end and records what it did. `follow`: what the
 /// copy follows in the bytes (a `mysql`-mode session's tracker, a `mongo`-mode
 /// session's reply watch).
-async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstream: Stream, follow: Follow) -> Ended {
+async fn carry(
+    ctx: &SessionContext,
+    member: &Arc<Member>,
+    client: Stream,
+    upstream: Stream,
+    follow: Follow,
+    phases: &mut Phases,
+) -> Ended {
     let counted = member.enter();
     if ctx.pool.awaits_first_session() && ctx.timeline.first_session(ctx.pool.id, &member.backend.name) {
         ctx.pool.first_session_seen();
     }
     let started = Instant::now();
-    let (ended, bytes) = copy_to_end(client, upstream, member, ctx, follow).await;
+    let ended = copy_to_end(client, upstream, member, ctx, follow, phases).await;
+    let bytes = phases.from_client + phases.from_backend;
     drop(counted);
     let duration = started.elapsed();
     member.stats.duration.record_duration(duration);
@@ -342,14 +387,15 @@ async fn carry(ctx: &SessionContext, member: &Arc<Member>, client: Stream, upstr
 const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 /// Copies both ways until the session ends for one of the reasons in [`Ended`];
-/// returns the reason and the bytes moved (both directions).
+/// returns the reason, with the bytes moved each way in `phases`.
 async fn copy_to_end(
     client: Stream,
     upstream: Stream,
     member: &Member,
     ctx: &SessionContext,
     follow: Follow,
-) -> (Ended, u64) {
+    phases: &mut Phases,
+) -> Ended {
     // Only a `mysql`-mode tracker reads replies that could say the node cannot serve.
     let traffic = Traffic {
         attention: matches!(follow, Follow::Mysql(_)).then(|| member.backend.attention.clone()),
@@ -363,8 +409,9 @@ async fn copy_to_end(
         result = pipe::copy(client, upstream, &traffic, &ctx.tcp, follow) => {
             if let Err(e) = result {
                 debug!(error = %e, "session error");
-            }
-            if traffic.closed_idle.load(Ordering::Relaxed) {
+                phases.error = Some(e.kind());
+                Ended::Failed
+            } else if traffic.closed_idle.load(Ordering::Relaxed) {
                 // A fenced `mongo` session that finished its operation first.
                 if matches!(member.eviction_now(), crate::pool::Eviction::CloseAt(_)) {
                     Ended::Fenced
@@ -379,8 +426,10 @@ async fn copy_to_end(
                     m.backend.nudge();
                 }
                 Ended::NotPrimary
+            } else if traffic.first_end.load(Ordering::Relaxed) == pipe::BACKEND_FIRST {
+                Ended::BackendClosed
             } else {
-                Ended::Closed
+                Ended::ClientClosed
             }
         }
     };
@@ -391,5 +440,6 @@ async fn copy_to_end(
     member.bytes_upstream.increment(up);
     member.bytes_downstream.increment(down);
     member.bytes_spliced.increment(traffic.spliced.load(Ordering::Relaxed));
-    (ended, up + down)
+    (phases.from_client, phases.from_backend) = (up, down);
+    ended
 }

@@ -94,6 +94,33 @@ checked_value!(Jitter, f64, |value: f64| {
         .ok_or_else(|| format!("a fraction from 0.0 to 0.5, got {value}"))
 });
 
+/// `log.level`: a filter in `RUST_LOG`'s syntax, checked as `tracing` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLevel(pub String);
+checked_value!(LogLevel, String, |text: String| {
+    // A bare word is a level (tracing would take "loud" for a target name); every
+    // `target=level` names a level too.
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let level = |word: &str| LEVELS.contains(&word.trim().to_ascii_lowercase().as_str());
+    let directives_ok = text.split(',').all(|d| match d.rsplit_once('=') {
+        Some((target, word)) => !target.trim().is_empty() && level(word),
+        None => level(d),
+    });
+    match tracing_subscriber::EnvFilter::builder().parse(&text) {
+        Ok(_) if directives_ok => Ok(text),
+        _ => Err(format!(
+            "a filter like \"info\" or \"warn,switchyard::access=info\" (levels: off, error, warn, info, debug, trace), got {text:?}"
+        )),
+    }
+});
+
+/// `log.access_sample`: a fraction from 0.0 to 1.0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample(pub Fraction);
+checked_value!(Sample, f64, |value: f64| {
+    Fraction::new(value).ok_or_else(|| format!("a fraction from 0.0 to 1.0, got {value}"))
+});
+
 /// `runtime.workers`: 0 (one per core) to 256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Workers(pub u16);

@@ -21,7 +21,8 @@ pub struct Spawned {
 
 impl Spawned {
     /// Starts `binary` on `config`, whose `{admin}` is replaced by a free loopback
-    /// address, and waits until `/health/live` answers.
+    /// address, and waits until `/health/live` answers. It logs at INFO (`RUST_LOG`),
+    /// unless `config` has a `[log]` section: then as that says.
     pub async fn start(binary: &str, name: &str, config: &str) -> Spawned {
         Self::start_with(binary, &[], name, config).await
     }
@@ -55,11 +56,15 @@ impl Spawned {
             }
             None => Command::new(binary),
         };
+        // A config with a `[log]` section logs as it says; the others at INFO.
+        match config.contains("[log]") {
+            true => command.env_remove("RUST_LOG"),
+            false => command.env("RUST_LOG", "info"),
+        };
         let child = command
             .arg("run")
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -162,6 +167,11 @@ impl Spawned {
             .status()
             .expect("kill runs");
         assert!(status.success(), "SIGHUP to the proxy");
+    }
+
+    /// Its config file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
     }
 
     /// What the process has logged so far.
