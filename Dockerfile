@@ -2,7 +2,12 @@
 #   docker build -t switchyard .
 #   docker run --rm -p 8080:8080 -p 9900:9900 switchyard run --config /etc/switchyard/example.toml
 # (The example config binds the admin listener to 127.0.0.1; in a container, set
-#  [admin] listen = "0.0.0.0:9900" in your own config to reach it from outside.)
+#  [admin] listen = "0.0.0.0:9900" in your own config to reach it from outside. It
+#  ships no admin token, so drain, reload and the other verbs are refused: mount your
+#  config with token_file pointing at a mounted secret, e.g.
+#    docker run -v ./switchyard.toml:/etc/switchyard/switchyard.toml:ro \
+#      -v ./admin-token:/run/secrets/switchyard-admin-token:ro switchyard \
+#      run --config /etc/switchyard/switchyard.toml)
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

@@ -22,6 +22,10 @@ fi
 #     the tests create on first use (target/lab-venv); python3 with venv is needed ---
 python3 -c "import venv" || { echo "python3 with the venv module is required" >&2; exit 1; }
 
+# --- cargo-deb builds the Debian package that tests/package.rs installs (pinned: the
+#     test packages the debug binary, a use later releases may refuse) ---
+cargo deb --version >/dev/null 2>&1 || cargo install --locked -q cargo-deb --version 3.8.0
+
 # --- one crypto provider only (two make rustls panic at run time) ---
 for forbidden in aws-lc-rs openssl-sys; do
   if cargo tree -q -i "$forbidden" >/dev/null 2>&1; then
