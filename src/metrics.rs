@@ -95,6 +95,11 @@ pub const MYSQL_LOGIN_FAILURES: &str = "switchyard_mysql_login_failures_total";
 
 /// 1 while an operator holds a pool's new sessions (`POST /pools/NAME/hold`). Labels: pool.
 pub const POOL_HELD: &str = "switchyard_pool_held";
+/// Sessions waiting now for a routable member that answers. Labels: pool.
+pub const SESSIONS_HELD: &str = "switchyard_sessions_held";
+/// Changes of a primary pool's primary (a failover event opened; the first choice at
+/// start is one). Labels: pool.
+pub const FAILOVERS: &str = "switchyard_failovers_total";
 /// 1 while etcd answers this proxy of a fleet (`[cluster]`), 0 while it is out of reach.
 pub const FLEET_STORE_UP: &str = "switchyard_fleet_store_up";
 /// The epoch (etcd revision) of a primary pool's verdict. Labels: pool.
@@ -164,6 +169,8 @@ pub fn install() -> PrometheusHandle {
             // then ours still renders what is recorded through its own handle only.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Present from the start, so a dashboard and an alert rule see the 0.
+            metrics::gauge!(LOCAL_ALARM).set(0.0);
             handle
         })
         .clone()
@@ -224,6 +231,14 @@ fn describe() {
 fn describe_fleet() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!(POOL_HELD, "1 while an operator holds a pool's new sessions.");
+    describe_gauge!(
+        SESSIONS_HELD,
+        "Sessions waiting now for a routable backend that answers."
+    );
+    describe_counter!(
+        FAILOVERS,
+        "Changes of a primary pool's primary, the first choice at start included."
+    );
     describe_gauge!(
         FLEET_STORE_UP,
         "1 while etcd answers (a [cluster] proxy), 0 while it is out of reach."

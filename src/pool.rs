@@ -29,6 +29,8 @@ pub struct Pool {
     pub holds: Counter,
     /// Records `HOLD_TIMEOUTS` for this pool.
     pub hold_timeouts: Counter,
+    /// Records `SESSIONS_HELD` for this pool.
+    pub held_now: Gauge,
     /// Records `SESSIONS_ACTIVE` for this pool.
     pub sessions_active: Gauge,
     /// Records `ROUTABLE_BACKENDS` for this pool (set by the router).
@@ -161,6 +163,8 @@ impl Pool {
     /// in the same order.
     pub fn with_members(id: PoolId, config: PoolConfig, members: Vec<Arc<Member>>) -> Self {
         let pool = config.name.clone();
+        // Present from the start (a reload's `carry_over` sets an operator's hold again).
+        metrics::gauge!(m::POOL_HELD, "pool" => pool.clone()).set(0.0);
         Pool {
             id,
             config,
@@ -168,6 +172,7 @@ impl Pool {
             cursor: AtomicUsize::new(0),
             holds: metrics::counter!(m::HOLDS, "pool" => pool.clone()),
             hold_timeouts: metrics::counter!(m::HOLD_TIMEOUTS, "pool" => pool.clone()),
+            held_now: metrics::gauge!(m::SESSIONS_HELD, "pool" => pool.clone()),
             sessions_active: metrics::gauge!(m::SESSIONS_ACTIVE, "pool" => pool.clone()),
             routable_gauge: metrics::gauge!(m::ROUTABLE_BACKENDS, "pool" => pool.clone()),
             alarm_count: metrics::counter!(m::ALARMS, "pool" => pool.clone()),

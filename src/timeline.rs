@@ -218,6 +218,7 @@ impl Timeline {
 
     /// Records a new event (the router's call).
     pub fn open(&self, mut event: FailoverEvent) {
+        metrics::counter!(crate::metrics::FAILOVERS, "pool" => event.pool.clone()).increment(1);
         let mut events = self.lock();
         event.id = events.back().map_or(1, |e| e.id + 1);
         event.log_if_complete();

@@ -88,7 +88,9 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
     let hold_until = arrived + pool.config.hold_timeout;
     let attempts_until = hold_until.max(arrived + pool.config.connect_timeout);
     let mut generation = ctx.routing.subscribe();
-    let mut held = false;
+    // Held from the first round that found nobody: counted in `switchyard_sessions_held`
+    // until this function returns (or its future is dropped).
+    let mut holding: Option<Holding<'_>> = None;
     let mut attempts = Attempts {
         tried: Vec::new(),
         last_error: String::from("no routable backend"),
@@ -106,6 +108,7 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
         generation.borrow_and_update();
         match one_round(ctx, attempts_until, &mut attempts).await {
             Round::Connected(member, stream, connect) => {
+                let held = holding.is_some();
                 let waited = record_hold(held);
                 return Ok(Connected {
                     member,
@@ -121,8 +124,8 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
             Round::Killed => return Err(Ended::Shutdown),
             Round::NoneAnswered => {}
         }
-        if !held {
-            held = true;
+        if holding.is_none() {
+            holding = Some(Holding::new(&pool.held_now));
             pool.holds.increment(1);
             debug!(cause = %attempts.last_error, "no backend answered; holding");
         }
@@ -140,7 +143,7 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
         if matches!(changed, Ok(Ok(()))) || Instant::now() < hold_until {
             continue;
         }
-        record_hold(held);
+        record_hold(true);
         pool.hold_timeouts.increment(1);
         if crate::logs::kinds::HOLD_TIMEOUTS.allow() {
             warn!(tried = %attempts.tried.join(","), last_error = %attempts.last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
@@ -150,6 +153,22 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
         } else {
             Ended::ConnectFailed
         });
+    }
+}
+
+/// One session counted as held while this lives.
+struct Holding<'a>(&'a metrics::Gauge);
+
+impl<'a> Holding<'a> {
+    fn new(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Holding(gauge)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 
