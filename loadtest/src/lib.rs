@@ -34,6 +34,7 @@
 
 pub mod admin_flood;
 pub mod corpus;
+pub mod detect;
 pub mod dns_drill;
 pub mod drill;
 pub mod fault;

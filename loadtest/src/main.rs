@@ -130,6 +130,23 @@ enum Command {
         #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
         switchyard: PathBuf,
     },
+    /// How fast the check defaults take a refused or hung backend out (tcp, http,
+    /// mysql; the defaults and `--against` timings in the same run), and their CPU per
+    /// check in the proxy and in MariaDB. Prints `detect ...` and `check_cost ...` lines.
+    Detect {
+        /// Rounds per kind, fault and timings.
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+        /// Seconds per check-cost measurement.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+        /// `[check]` lines to compare with, comma-separated (the old defaults).
+        #[arg(long, default_value = "interval = \"1s\",timeout = \"1s\",fall = 2")]
+        against: String,
+        /// The switchyard binary.
+        #[arg(long, default_value_os_t = switchyard_loadtest::sysbench::default_binary())]
+        switchyard: PathBuf,
+    },
     /// Redis failovers (kill -9, SENTINEL FAILOVER, SIGSTOP, an empty master's return,
     /// REPLICAOF by hand, CLIENT PAUSE) under redis-crate writers and kombu, switchyard
     /// with the Sentinels' word vs HAProxy's tcp-check recipe, side by side. Prints a
@@ -269,6 +286,15 @@ async fn bench(command: Command) -> Result<()> {
             };
             let plan = redis_drill::plan::Plan::parse(&text)?;
             redis_drill::run(&plan, &scenarios, &switchyard).await
+        }
+        Command::Detect {
+            rounds,
+            secs,
+            against,
+            switchyard,
+        } => {
+            tokio::task::spawn_blocking(move || switchyard_loadtest::detect::run(rounds, secs, &against, &switchyard))
+                .await?
         }
         Command::Dns { ttls, switchyard } => switchyard_loadtest::dns_drill::run(&ttls, &switchyard).await,
         Command::Galera { scenarios, switchyard } => {

@@ -129,22 +129,30 @@ fn clock_ticks() -> Result<f64> {
         .with_context(|| format!("getconf CLK_TCK printed {out:?}"))
 }
 
+/// The CPU time (user + system, every thread) of process `pid` so far, in clock ticks.
+fn process_ticks(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("read /proc/{pid}/stat (has the process exited? see its log)"))?;
+    // Fields after the command name (which may hold spaces) in parentheses; utime and
+    // stime are the 14th and 15th of the whole line.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    field(11)
+        .zip(field(12))
+        .map(|(u, s)| u + s)
+        .context("/proc/PID/stat: no utime/stime")
+}
+
+/// The CPU time (user + system, every thread) of process `pid` so far, in seconds.
+pub(crate) fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    Ok(process_ticks(pid)? / clock_ticks()?)
+}
+
 /// The proxy's and the machine's CPU time so far (`/proc`, `ticks` a second).
 fn cpu_spent(proxy: Option<u32>, ticks: f64) -> Result<Spent> {
     let proxy = match proxy {
-        Some(pid) => {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .with_context(|| format!("read /proc/{pid}/stat (has the proxy exited? see its log)"))?;
-            // Fields after the command name (which may hold spaces) in parentheses;
-            // utime and stime are the 14th and 15th of the whole line.
-            let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-            field(11)
-                .zip(field(12))
-                .map(|(u, s)| u + s)
-                .context("/proc/PID/stat: no utime/stime")?
-        }
+        Some(pid) => process_ticks(pid)?,
         None => 0.0,
     };
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
