@@ -11,7 +11,7 @@
 # CPU time per GB, per request and per new connection in those runs, switchyard's CPU
 # for health-checking 1000 backends at a 1 s interval, and last `sysbench
 # oltp_read_write` direct vs switchyard vs HAProxy against a real MariaDB
-# (`loadtest sysbench`, 3 x SECONDS per run, with the proxy's and the whole machine's
+# (`switchyard-drill sysbench`, 3 x SECONDS per run, with the proxy's and the whole machine's
 # CPU time per query). Every process it starts is stopped by
 # PID at the end; everything listens on 127.0.0.1 only.
 set -euo pipefail
@@ -158,4 +158,4 @@ print(f"\nswitchyard CPU for checking 1000 backends every 1 s: {sys.argv[1]} % o
 PY
 
 # --- sysbench through a real MariaDB ------------------------------------------------------
-target/release/loadtest sysbench --rounds "$ROUNDS" --secs $((SECS * 3)) --switchyard "$SY"
+target/release/switchyard-drill sysbench --rounds "$ROUNDS" --secs $((SECS * 3)) --switchyard "$SY"

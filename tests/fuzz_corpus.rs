@@ -1,5 +1,5 @@
 //! Replays every fuzz target's committed seeds (`fuzz/corpus/<target>/`, recorded from
-//! real peers by `loadtest record-corpus`) and every input a fuzzer once crashed on
+//! real peers by `switchyard-drill record-corpus`) and every input a fuzzer once crashed on
 //! (`fuzz/regressions/<target>/`, kept after the fix) through the same bodies the
 //! cargo-fuzz targets run, on stable Rust.
 

@@ -265,34 +265,15 @@ async fn switchyard_status_prints_a_table_of_a_running_proxy() {
 }
 
 /// Renders the page in headless Chromium (the page's own JavaScript fetches /status)
-/// and returns the DOM after the scripts ran.
+/// and returns the DOM after the scripts ran; a script error fails the test.
 fn render_in_chromium(url: &str, screenshot: Option<&std::path::Path>) -> String {
-    let profile = temp_file(&format!("chromium-profile-{}", std::process::id()));
-    let mut command = Command::new("chromium");
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=4000",
-        "--window-size=1400,900",
-    ]);
-    command.arg(format!("--user-data-dir={}", profile.display()));
-    match screenshot {
-        Some(path) => command.arg(format!("--screenshot={}", path.display())),
-        None => command.arg("--dump-dom"),
-    };
-    let out = command.arg(url).output().expect("chromium runs");
+    let rendered = switchyard_lab::chromium::render(url, screenshot).expect("chromium renders the page");
     assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
+        rendered.script_errors.is_empty(),
+        "script errors: {:?}",
+        rendered.script_errors
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    rendered.dom
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 //! last fault, its descriptors came back to their baseline after every fault and,
 //! with the load over, to what it held before the load, its memory grew ≤ 5 % after
 //! the first minute, and no write was acknowledged by a non-primary or lost.
-//! `loadtest soak` runs the 30-minute one.
+//! `switchyard-drill soak` runs the 30-minute one.
 
 use std::time::Duration;
 

@@ -6,6 +6,7 @@
 //! venv that [`python`] creates. [`tls`] issues throw-away certificates; [`daemon`] runs
 //! HAProxy and nginx beside the proxy; [`etcd::Cluster`] a real etcd cluster for fleets.
 
+pub mod chromium;
 pub mod daemon;
 pub mod dns;
 pub mod etcd;

@@ -1,4 +1,4 @@
-//! `loadtest admin-flood`: does a scrape flood on the admin port move the checks or
+//! `switchyard-drill admin-flood`: does a scrape flood on the admin port move the checks or
 //! the routing swaps? One fresh proxy process, 20 HTTP-checked backends (every
 //! 100 ms), four of which flip between healthy and not every 500 ms so tables are
 //! swapped all along; two phases of the same length, idle and then with 2,000

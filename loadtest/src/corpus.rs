@@ -1,4 +1,4 @@
-//! `loadtest record-corpus`: seeds for the fuzz targets, recorded from the real peers
+//! `switchyard-drill record-corpus`: seeds for the fuzz targets, recorded from the real peers
 //! the tests run — a lab MariaDB (greeting, login replies, the monitor query's
 //! result sets, a refusal), the scripted MongoDB members and SecantusDB (`hello`
 //! replies), Python's HTTP server (response heads), the lab CA's certificates

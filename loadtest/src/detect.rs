@@ -1,5 +1,5 @@
 //! How fast the check defaults take a failed backend out, and what they cost:
-//! `loadtest detect`.
+//! `switchyard-drill detect`.
 //!
 //! ```text
 //! detection   per check kind (tcp, http, mysql) and fault (refused: kill -9; hung:

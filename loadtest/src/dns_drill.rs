@@ -1,4 +1,4 @@
-//! A managed database's endpoint that moves: `loadtest dns`.
+//! A managed database's endpoint that moves: `switchyard-drill dns`.
 //!
 //! Per TTL a fresh lab: `dnsmasq` serving `db.lab.test` with that TTL, and a MariaDB
 //! primary and replica on 127.0.0.2 and 127.0.0.3 (one port). Two proxies take the

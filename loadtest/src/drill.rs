@@ -68,6 +68,8 @@ pub struct DrillResult {
     pub ha: Vec<HaFigures>,
     /// HA pair drills: acknowledged writes by the proxy host that carried them.
     pub acks_via: BTreeMap<String, u64>,
+    /// Per fault: every operation within 2 s of it, for the report's close-ups.
+    pub zooms: Vec<crate::report::zoom::Zoom>,
 }
 
 /// Runs `scenario` through `kind` on fresh peers, printing progress. The HA pair
@@ -141,6 +143,16 @@ fn summarize(
     let knows_acker = matches!(scenario.workload.kind, WorkloadKind::Mysql | WorkloadKind::Mongo);
     let count = |kind: OpKind, ok: bool| ops.iter().filter(|o| o.kind == kind && o.result.is_ok() == ok).count() as u64;
     let duration_s = scenario.duration.as_secs() as u32;
+    let zooms = faults
+        .iter()
+        .map(|f| {
+            let at_ms = f.effective_ms.unwrap_or(f.injected_ms);
+            crate::report::zoom::Zoom {
+                at_ms,
+                points: crate::report::zoom::points(ops, at_ms),
+            }
+        })
+        .collect();
     DrillResult {
         target,
         scenario: scenario.name.clone(),
@@ -167,6 +179,7 @@ fn summarize(
         vip_moves: Vec::new(),
         ha: Vec::new(),
         acks_via: BTreeMap::new(),
+        zooms,
     }
 }
 

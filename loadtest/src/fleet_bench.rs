@@ -1,4 +1,4 @@
-//! `loadtest fleet`: a fleet of switchyard processes (the release binary, small
+//! `switchyard-drill fleet`: a fleet of switchyard processes (the release binary, small
 //! configs: one primary pool over a 3-node MariaDB cluster, checks every 250 ms) on
 //! one 3-member etcd, plus simulated watchers of the verdict key, measured in one run:
 //!

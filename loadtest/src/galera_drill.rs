@@ -1,4 +1,4 @@
-//! Galera faults under write load: `loadtest galera`.
+//! Galera faults under write load: `switchyard-drill galera`.
 //!
 //! Per scenario a fresh 3-node MariaDB Galera cluster (`switchyard_lab::galera`) with
 //! two proxies in front at once, each taking the same clients:

@@ -1,13 +1,14 @@
-//! `loadtest`: failover drills through switchyard (and HAProxy side by side).
+//! `switchyard-drill` (the `switchyard-loadtest` package's binary; `cargo install --path
+//! loadtest`): failover drills through switchyard (and HAProxy side by side).
 //!
-//! - `loadtest demo`: installs what it needs, runs the demo scenario (kill -9 failover
+//! - `switchyard-drill demo`: installs what it needs, runs the demo scenario (kill -9 failover
 //!   and read_only switchover, 40 s) through switchyard and through HAProxy, prints
 //!   the side-by-side table and the path of the HTML report.
-//! - `loadtest run SCENARIO [--target switchyard|haproxy]...`: any scenario file; a
-//!   Redis drill file (`[workload] kind = "redis"`) runs as `loadtest redis --plan`.
-//! - `loadtest soak [--duration 30m] [--every 30s]`: mixed load through one proxy
+//! - `switchyard-drill run SCENARIO [--target switchyard|haproxy]...`: any scenario file; a
+//!   Redis drill file (`[workload] kind = "redis"`) runs as `switchyard-drill redis --plan`.
+//! - `switchyard-drill soak [--duration 30m] [--every 30s]`: mixed load through one proxy
 //!   process with a fault every window; descriptors and memory checked.
-//! - `loadtest sysbench [--rounds N] [--secs S]`: sysbench oltp_read_write direct,
+//! - `switchyard-drill sysbench [--rounds N] [--secs S]`: sysbench oltp_read_write direct,
 //!   through switchyard's release binary and through HAProxy, alternating.
 
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use switchyard_loadtest::target::TargetKind;
 
 #[derive(Parser)]
 #[command(
-    name = "loadtest",
+    name = "switchyard-drill",
     about = "Failover drills: real client load, injected faults, a report"
 )]
 struct Cli {

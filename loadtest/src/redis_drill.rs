@@ -1,4 +1,4 @@
-//! Redis failovers under Celery-like load: `loadtest redis`.
+//! Redis failovers under Celery-like load: `switchyard-drill redis`.
 //!
 //! Per scenario a fresh lab (three `redis-server` nodes, node 1 the master, and three
 //! Sentinels, quorum 2, `down-after-milliseconds` 1000) with two proxies in front at

@@ -1,4 +1,4 @@
-//! `loadtest reload`: how long a config reload with 1,000 backends takes to apply,
+//! `switchyard-drill reload`: how long a config reload with 1,000 backends takes to apply,
 //! and whether sessions survive it. One fresh proxy process (the release binary),
 //! `backends` TCP-checked backends over ten echo servers, ten pools of a tenth each
 //! and a listener per pool; clients open, use and close sessions through one

@@ -1,11 +1,16 @@
 //! The drill report: JSON for machines, a summary table for the terminal, and one
-//! self-contained HTML page (inline SVG, no external assets) with a timeline per
-//! target — throughput, p99 latency and errors per second, with markers for fault
-//! injected, replica promoted, proxy detected, routing swapped and first success.
+//! self-contained HTML page (inline SVG and a few lines of script, no external
+//! assets): the headline table first, then per fault a close-up ±2 s around it for
+//! every target side by side on the same scales ([`zoom`]), then the whole drill per
+//! target — throughput, p99 latency and errors per second. Markers (fault injected,
+//! replica promoted, proxy detected, routing swapped, first session, first success)
+//! are numbered lines with their names in a legend.
 
 use std::fmt::Write;
 
 use crate::drill::DrillResult;
+
+pub mod zoom;
 
 fn opt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "never".into())
@@ -104,7 +109,7 @@ pub fn table(results: &[DrillResult]) -> String {
     out
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -132,10 +137,11 @@ impl Geometry {
     }
 }
 
-/// One SVG timeline for one drill: three panels of per-second bars, then a dashed
-/// line for every fault, promotion, first success and proxy moment.
-fn chart(result: &DrillResult) -> String {
-    let (w, h) = (960.0, 460.0);
+/// One SVG timeline for one drill: three panels of per-second bars, then a numbered
+/// dashed line for every fault, promotion, first success and proxy moment; the
+/// legend's entries, in time order.
+fn chart(result: &DrillResult) -> (String, Vec<String>) {
+    let (w, h) = (960.0, 450.0);
     let g = Geometry {
         left: 60.0,
         plot_w: w - 60.0 - 20.0,
@@ -146,22 +152,29 @@ fn chart(result: &DrillResult) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
     bars(&mut svg, result, &g);
-    for (i, (at, color, label)) in markers(result).iter().enumerate() {
-        if *at < 0.0 || *at > g.n * 1000.0 {
-            continue;
-        }
-        let mx = g.x(*at);
+    let mut shown: Vec<(f64, &str, String)> = markers(result)
+        .into_iter()
+        .filter(|(at, _, _)| *at >= 0.0 && *at <= g.n * 1000.0)
+        .collect();
+    shown.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let xs: Vec<f64> = shown.iter().map(|(at, _, _)| g.x(*at)).collect();
+    let rows = zoom::label_rows(&xs, 3);
+    let mut legend = Vec::new();
+    for (i, (at, color, label)) in shown.iter().enumerate() {
+        let mx = xs[i];
         let _ = write!(
             svg,
-            r#"<line x1="{mx:.1}" y1="16" x2="{mx:.1}" y2="392" stroke="{color}" stroke-width="1.5" stroke-dasharray="4 2"/>"#
+            r#"<line class="marker" data-n="{n}" x1="{mx:.1}" y1="16" x2="{mx:.1}" y2="392" stroke="{color}" stroke-width="1.4" stroke-dasharray="4 2"/><text x="{mx:.1}" y="{}" fill="{color}" text-anchor="middle" font-weight="bold">{n}</text>"#,
+            416 + rows[i] * 11,
+            n = i + 1
         );
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{}" fill="{color}">{}</text>"#,
-            mx + 3.0,
-            404 + (i % 2) * 12,
-            escape(label)
-        );
+        legend.push(format!(
+            r#"<li data-n="{}"><b style="color:{color}">{}</b> {} at {:.2} s</li>"#,
+            i + 1,
+            i + 1,
+            escape(label),
+            at / 1000.0
+        ));
     }
     for t in (0..=result.seconds.len()).step_by(5) {
         let _ = write!(
@@ -172,7 +185,7 @@ fn chart(result: &DrillResult) -> String {
         );
     }
     svg.push_str("</svg>");
-    svg
+    (svg, legend)
 }
 
 /// The three panels (successes, p99, failures per second) and their bars.
@@ -249,12 +262,62 @@ fn markers(result: &DrillResult) -> Vec<(f64, &'static str, String)> {
     markers
 }
 
+/// Hovering a legend entry (or its line) thickens the marker it names; the page
+/// counts its close-ups into `data-closeups` once it has wired them (the Chromium test
+/// reads it: the script ran to its end).
+const SCRIPT: &str = r#"<script>
+(function () {
+  var charts = document.querySelectorAll('.closeup');
+  charts.forEach(function (box) {
+    box.querySelectorAll('li[data-n]').forEach(function (item) {
+      var line = box.querySelector('line.marker[data-n="' + item.dataset.n + '"]');
+      if (!line) { return; }
+      item.addEventListener('mouseenter', function () { line.setAttribute('stroke-width', '3'); });
+      item.addEventListener('mouseleave', function () { line.setAttribute('stroke-width', '1.4'); });
+    });
+  });
+  document.body.dataset.closeups = String(charts.length);
+})();
+</script>"#;
+
+/// Per fault, the close-ups of every target side by side, each with its legend.
+fn closeups(page: &mut String, results: &[DrillResult]) {
+    let faults = results.iter().map(|r| r.zooms.len()).max().unwrap_or(0);
+    for i in 0..faults {
+        let action = results
+            .iter()
+            .find_map(|r| r.faults.get(i))
+            .map(|f| format!("{:?}", f.action))
+            .unwrap_or_default();
+        let _ = write!(
+            page,
+            "<h2>Fault {}: {} (±2 s)</h2><div class=\"row\">",
+            i + 1,
+            escape(&action)
+        );
+        let scales = zoom::scales(results.iter().filter_map(|r| r.zooms.get(i)));
+        for r in results {
+            let Some(z) = r.zooms.get(i) else { continue };
+            let (svg, legend) = zoom::chart(z, scales, &markers(r), &format!("zoom-{}-{i}", r.target));
+            let _ = write!(
+                page,
+                "<div class=\"closeup\"><h3>{}</h3>{svg}<ol class=\"legend\">{}</ol></div>",
+                r.target,
+                legend.join("")
+            );
+        }
+        page.push_str("</div>");
+    }
+}
+
 /// The whole report page.
 pub fn html(results: &[DrillResult]) -> String {
     let mut page = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>switchyard failover drill</title>\
          <style>body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d2430}table{border-collapse:collapse}\
-         th,td{border:1px solid #d5d9e0;padding:.3em .7em;text-align:left}th{background:#eef0f4}</style></head><body>",
+         th,td{border:1px solid #d5d9e0;padding:.3em .7em;text-align:left}th{background:#eef0f4}\
+         .row{display:flex;flex-wrap:wrap;gap:1.5em}.closeup h3{margin:.2em 0}\
+         ol.legend{list-style:none;padding:0;margin:.2em 0;font-size:12px;columns:2}</style></head><body>",
     );
     let title = results.first().map(|r| r.scenario.as_str()).unwrap_or("drill");
     let _ = write!(page, "<h1>Failover drill: {}</h1>", escape(title));
@@ -271,9 +334,19 @@ pub fn html(results: &[DrillResult]) -> String {
         page.push_str("</tr>");
     }
     page.push_str("</table>");
+    closeups(&mut page, results);
+    page.push_str("<h2>The whole drill</h2>");
     for r in results {
-        let _ = write!(page, "<h2>{}</h2>{}", r.target, chart(r));
+        let (svg, legend) = chart(r);
+        let _ = write!(
+            page,
+            "<div class=\"closeup whole\"><h3>{}</h3>{svg}<ol class=\"legend\">{}</ol></div>",
+            r.target,
+            legend.join("")
+        );
     }
-    page.push_str("<p>Markers: red fault injected, orange replica promoted, blue proxy detected / first session, purple routing swapped, green first successful write after the fault.</p></body></html>");
+    page.push_str("<p>Markers: red fault injected, orange replica promoted, blue proxy detected / first session, purple routing swapped, green first successful write after the fault.</p>");
+    page.push_str(SCRIPT);
+    page.push_str("</body></html>");
     page
 }

@@ -1,4 +1,4 @@
-//! `loadtest soak`: one switchyard process under mixed load for a long time, a
+//! `switchyard-drill soak`: one switchyard process under mixed load for a long time, a
 //! fault every window, and the process watched all along.
 //!
 //! Data flow: [`setup::Stage`] starts the peers and the proxy (a process of its own,

@@ -1,4 +1,4 @@
-//! Planned switchovers under load: `loadtest switchover`.
+//! Planned switchovers under load: `switchyard-drill switchover`.
 //!
 //! One three-node MariaDB GTID cluster; writers of two kinds, as web applications
 //! use MySQL: per-request (a new connection per write, as Django runs) and pooled

@@ -1,4 +1,4 @@
-//! `loadtest upgrade`: hot binary upgrades under load, counting what clients saw.
+//! `switchyard-drill upgrade`: hot binary upgrades under load, counting what clients saw.
 //!
 //! Two parts, each on one fresh switchyard process (the release binary) and then
 //! `upgrades` new ones in a row, each started with `run --upgrade` while the load

@@ -35,6 +35,42 @@ async fn short_drill_through_switchyard_acks_only_on_the_primary_and_loses_nothi
         result.outage_ms
     );
     assert!(result.writes_ok > 0);
+    the_report_renders_in_chromium(&result);
+}
+
+/// The HTML report of `result` in headless Chromium: no script error, its script ran
+/// to the end (it counts the close-ups), one close-up per fault with points in it, and
+/// a screenshot.
+fn the_report_renders_in_chromium(result: &drill::DrillResult) {
+    let dir = switchyard_lab::system::temp_dir("sy-report").unwrap();
+    let page = dir.join("report.html");
+    std::fs::write(&page, switchyard_loadtest::report::html(std::slice::from_ref(result))).unwrap();
+    let url = format!("file://{}", page.display());
+    let rendered = switchyard_lab::chromium::render(&url, None).expect("chromium renders the report");
+    assert!(
+        rendered.script_errors.is_empty(),
+        "script errors: {:?}",
+        rendered.script_errors
+    );
+    let closeups = result.faults.len() + 1;
+    assert!(
+        rendered.dom.contains(&format!("data-closeups=\"{closeups}\"")),
+        "the page's script ran over {closeups} charts:\n{}",
+        rendered.dom
+    );
+    for i in 0..result.faults.len() {
+        let id = format!("id=\"zoom-switchyard-{i}\"");
+        let chart = rendered.dom.split(&id).nth(1).expect("a close-up per fault");
+        let chart = chart.split("</svg>").next().unwrap();
+        assert!(chart.contains("<circle"), "fault {i}: operations as points");
+        assert!(chart.contains("class=\"marker\""), "fault {i}: its markers");
+    }
+    let headline = rendered.dom.find("<table").expect("the headline table");
+    assert!(headline < rendered.dom.find("<svg").unwrap(), "the table comes first");
+    let shot = dir.join("report.png");
+    switchyard_lab::chromium::render(&url, Some(&shot)).expect("a screenshot");
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn scenario(name: &str) -> Scenario {

@@ -20,7 +20,7 @@ pub const CHECK_KIND: CheckKind = CheckKind::Tcp;
 /// `check.interval`. With [`CHECK_TIMEOUT`], [`FALL`] and the fast interval
 /// (100 ms), a refused or reset backend is out within about 0.35 s and a hung one
 /// within about 1.4 s of the fault, with no traffic to nudge the checks (measured by
-/// `loadtest detect`; figures and cost in the README).
+/// `switchyard-drill detect`; figures and cost in the README).
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// `check.timeout`.
 pub const CHECK_TIMEOUT: Duration = Duration::from_millis(500);

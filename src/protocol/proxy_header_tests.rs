@@ -217,7 +217,7 @@ proptest! {
 #[test]
 fn haproxys_v2_header_with_crc32c_and_unique_id_decodes() {
     // Recorded from HAProxy 2.6 (`send-proxy-v2 proxy-v2-options crc32c,unique-id`,
-    // see `loadtest record-corpus`), with the client's "hello\r\n" after it.
+    // see `switchyard-drill record-corpus`), with the client's "hello\r\n" after it.
     let hex = "0d0a0d0a000d0a515549540a2111003f7f0000017f000001e6a036350300040dd59c1b05002937463030303030313a\
                453641305f37463030303030313a333633355f36423046374444335f3030303368656c6c6f0d0a";
     let bytes: Vec<u8> = (0..hex.len())

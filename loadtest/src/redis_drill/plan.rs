@@ -4,7 +4,7 @@
 //! ```toml
 //! name = "Redis + Sentinel under Celery-like load"
 //! [workload]
-//! kind = "redis"          # marks the file as a Redis drill for `loadtest run`
+//! kind = "redis"          # marks the file as a Redis drill for `switchyard-drill run`
 //! writers = 4             # redis-crate clients per target, each on a kept connection
 //! reconnect_every = 200   # a new connection after this many writes (0: only after an error)
 //! pause = "5ms"           # between one client's writes
@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use switchyard::duration;
 
-/// The shipped plan, which `loadtest redis` runs unless given another.
+/// The shipped plan, which `switchyard-drill redis` runs unless given another.
 pub const SHIPPED: &str = include_str!("../../scenarios/redis-sentinel.toml");
 
 #[derive(Debug, Deserialize)]
@@ -132,7 +132,7 @@ impl Action {
 }
 
 /// Whether `text` is a Redis drill (its `[workload]` says `kind = "redis"`), so that
-/// `loadtest run` can hand it over. Text that is no TOML at all is not.
+/// `switchyard-drill run` can hand it over. Text that is no TOML at all is not.
 pub fn is_redis(text: &str) -> bool {
     let Ok(value) = text.parse::<toml::Table>() else {
         return false;
