@@ -48,12 +48,13 @@ static ACCESS_SAMPLE: AtomicU32 = AtomicU32::new(u32::MAX);
 /// it until the process ends). A second call installs nothing and returns `None`.
 pub fn install(config: &LogConfig) -> Option<WorkerGuard> {
     let env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
-    let from_env = env.is_some();
-    // `log.level` was checked when the config was read; RUST_LOG may be anything.
-    let filter = env
-        .as_deref()
-        .and_then(|text| EnvFilter::try_new(text).ok())
-        .unwrap_or_else(|| EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info")));
+    // `log.level` was checked when the config was read; RUST_LOG may be anything, and
+    // one that does not parse is set aside (with a warning once the log is up).
+    let env_filter = env.as_deref().and_then(|text| EnvFilter::try_new(text).ok());
+    let from_env = env_filter.is_some();
+    let refused_env = if from_env { None } else { env };
+    let filter =
+        env_filter.unwrap_or_else(|| EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info")));
     let (filter, handle) = reload::Layer::new(filter);
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(QUEUED_LINES)
@@ -81,6 +82,9 @@ pub fn install(config: &LogConfig) -> Option<WorkerGuard> {
     };
     if installed.is_err() {
         return None;
+    }
+    if let Some(text) = refused_env {
+        tracing::warn!(rust_log = %crate::logs::peer(&text), level = %config.level, "RUST_LOG is not a filter tracing reads; logging as log.level says");
     }
     set_access(config);
     let _ = INSTALLED.set(Installed {
@@ -140,7 +144,8 @@ pub fn access_wanted(normally: bool) -> bool {
     if !ACCESS_ON.load(Ordering::Relaxed) {
         return false;
     }
-    !normally || kept(ACCESS_SAMPLE.load(Ordering::Relaxed), fastrand::u32(..))
+    let sample = ACCESS_SAMPLE.load(Ordering::Relaxed);
+    !normally || sample == u32::MAX || kept(sample, fastrand::u32(..))
 }
 
 /// Whether a draw from `0..u32::MAX` falls in a share `sample` of them (all of them

@@ -184,6 +184,13 @@ async fn every_panel_of_the_dashboard_returns_series_from_a_real_prometheus() {
         })
         .await;
     assert!(!failovers.is_empty());
+    // The held session reached Prometheus too, not only the proxy's own page.
+    prometheus
+        .await_series(
+            "max_over_time(switchyard_sessions_held{pool=\"dead\"}[5m]) >= 1",
+            |_| true,
+        )
+        .await;
     for (title, expr) in panel_expressions() {
         let quantile = expr.starts_with("histogram_quantile");
         let series = prometheus

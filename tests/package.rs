@@ -133,9 +133,21 @@ async fn the_deb_installs_a_user_a_tokenless_config_and_a_unit_that_checks_and_s
     );
     serve_and_reload_as_the_service(token.trim()).await;
 
-    // A reinstall (an upgrade in place) keeps the token and the operator's config.
+    // A reinstall (an upgrade in place) keeps the token and the operator's mode.
+    std::fs::set_permissions(CONFIG, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     run("dpkg", &["-i", deb.to_str().unwrap()]);
     assert_eq!(std::fs::read_to_string(TOKEN).unwrap(), token);
+    assert_eq!(
+        owned(CONFIG).0,
+        0o600,
+        "an upgrade leaves the administrator's mode alone"
+    );
+    // An empty token file (a disk that filled up) is written again.
+    std::fs::write(TOKEN, "").unwrap();
+    run("dpkg", &["-i", deb.to_str().unwrap()]);
+    let again = std::fs::read_to_string(TOKEN).unwrap();
+    assert_eq!(again.trim().len(), 64, "{again:?}");
+    assert_ne!(again, token);
 
     drop(installed);
     assert!(!Path::new(TOKEN).exists() && !Path::new(CONFIG).exists(), "purged");
@@ -153,20 +165,32 @@ fn as_service() -> Command {
     command
 }
 
+/// A process killed when dropped (also when an assertion fails first).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The installed binary runs the installed config as the service's user (as the unit's
 /// ExecStart does), answers on its admin address and applies a reload with the token.
 async fn serve_and_reload_as_the_service(token: &str) {
-    let mut child = as_service()
-        .args(["run", "--config", CONFIG])
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        as_service()
+            .args(["run", "--config", CONFIG])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let admin: std::net::SocketAddr = "127.0.0.1:9900".parse().unwrap();
     within(Duration::from_secs(30), "the installed proxy to answer", async {
         loop {
-            if let Ok(Some(status)) = child.try_wait() {
+            if let Ok(Some(status)) = child.0.try_wait() {
                 panic!("the installed proxy exited: {status}");
             }
             if tokio::net::TcpStream::connect(admin).await.is_ok() && http_get(admin, "/health/live").await.0 == 200 {
@@ -176,6 +200,13 @@ async fn serve_and_reload_as_the_service(token: &str) {
         }
     })
     .await;
+    let (_, status) = http_get(admin, "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["pid"],
+        child.0.id(),
+        "the installed proxy answers, not another process"
+    );
     let reloaded = Command::new("/usr/bin/switchyard")
         .args(["reload", "--admin", "127.0.0.1:9900", "--token", token])
         .output()
@@ -184,8 +215,7 @@ async fn serve_and_reload_as_the_service(token: &str) {
         .args(["reload", "--admin", "127.0.0.1:9900", "--token", "not-the-token"])
         .output()
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         reloaded.status.success(),
         "the generated token reloads: {}",

@@ -1,5 +1,7 @@
 //! Headless Chromium (Debian's `chromium`) for the tests of pages: the DOM after the
-//! page's scripts ran, a screenshot, and what the page's scripts logged as errors.
+//! page's scripts ran, a screenshot, and what the page's scripts logged as errors
+//! (Chromium's console lines on stderr: an uncaught `ReferenceError` in a report's
+//! script was seen there and failed its test).
 
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +24,9 @@ pub struct Rendered {
 pub fn render(url: &str, screenshot: Option<&Path>) -> Result<Rendered> {
     system::ensure_packages(&[("chromium", "chromium")])?;
     let profile = system::temp_dir("sy-chromium-profile")?;
-    let mut command = Command::new("chromium");
+    // Bounded: a Chromium that hangs ends the test, not the suite.
+    let mut command = Command::new("timeout");
+    command.args(["60", "chromium"]);
     command.args([
         "--headless",
         "--no-sandbox",

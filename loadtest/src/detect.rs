@@ -221,10 +221,14 @@ fn detection(binary: &Path, dir: &Path, kind: Kind, hung: bool, timings: Timings
     Ok(took)
 }
 
-/// The p50 and the max of `values` (sorted in place).
+/// The p50 (the upper median) and the max of `values` (sorted in place); zeros for
+/// none.
 fn p50_max(values: &mut [u64]) -> (u64, u64) {
     values.sort_unstable();
-    (values[values.len() / 2], values[values.len() - 1])
+    match values.len() {
+        0 => (0, 0),
+        n => (values[n / 2], values[n - 1]),
+    }
 }
 
 /// Runs detection for every kind and fault with the defaults and with `against`, then
@@ -272,6 +276,8 @@ fn cost(binary: &Path, dir: &Path, kind: Kind, count: usize, secs: u64) -> Resul
     let target = Target::start(kind)?;
     let server = target.pid()?;
     let idle = if kind == Kind::Mysql {
+        // Past its start-up work first, so the idle figure is idle.
+        std::thread::sleep(Duration::from_secs(5));
         let before = process_cpu_seconds(server)?;
         std::thread::sleep(Duration::from_secs(secs));
         Some(process_cpu_seconds(server)? - before)

@@ -432,9 +432,21 @@ fn print_table(results: &[Vec<(Run, Spent)>], rounds: u32, secs: u64, threads: u
     row("proxy CPU per query, µs", &proxy_us, 1);
 }
 
-/// The default path of the release binary.
+/// The switchyard binary drills run by default: this checkout's release build, else
+/// the `switchyard` on PATH.
 pub fn default_binary() -> PathBuf {
-    PathBuf::from("target/release/switchyard")
+    let built = PathBuf::from("target/release/switchyard");
+    if built.is_file() {
+        return built;
+    }
+    // An installed `switchyard-drill` run outside the repository: the `switchyard` on
+    // PATH (`cargo install --path .`, or the Debian package's).
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("switchyard"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or(built)
 }
 
 #[cfg(test)]

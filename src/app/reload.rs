@@ -167,6 +167,9 @@ impl Reloader {
         // died (the oneshot is dropped and the process stops).
         self.router.send(change).await.map_err(|_| ReloadError::Router)?;
         report.generation = applied.await.map_err(|_| ReloadError::Router)?;
+        if current.config.log != config.log {
+            report.applied.push("[log]".to_string());
+        }
         report.not_applied.extend(crate::logging::apply(&config.log));
         for slot in backends.stop {
             if let Some(checker) = self.checkers.remove(&slot) {

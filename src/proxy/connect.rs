@@ -68,6 +68,10 @@ const SUSPECT_RETRY: Duration = Duration::from_millis(20);
 /// What the attempts so far found, for the log line of a session that gives up.
 struct Attempts {
     tried: Vec<String>,
+    /// The last round tried a connect (it had a member that was not suspect).
+    tried_last_round: bool,
+    /// The last round stopped at a shortage of the proxy's own (a local error).
+    local_shortage: bool,
     last_error: String,
     /// A routable member was passed over for saying it is no longer the primary.
     suspect: bool,
@@ -93,6 +97,8 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
     let mut holding: Option<Holding<'_>> = None;
     let mut attempts = Attempts {
         tried: Vec::new(),
+        tried_last_round: false,
+        local_shortage: false,
         last_error: String::from("no routable backend"),
         suspect: false,
     };
@@ -113,11 +119,7 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
                 return Ok(Connected {
                     member,
                     stream,
-                    held: if held {
-                        waited.saturating_sub(connect)
-                    } else {
-                        Duration::ZERO
-                    },
+                    held: waited.saturating_sub(connect),
                     connect,
                 });
             }
@@ -148,10 +150,12 @@ pub(super) async fn connect_routed<C: Connect>(ctx: &SessionContext<C>) -> Resul
         if crate::logs::kinds::HOLD_TIMEOUTS.allow() {
             warn!(tried = %attempts.tried.join(","), last_error = %attempts.last_error, hold_timeout = ?pool.config.hold_timeout, "no backend within the hold timeout; closing the client");
         }
-        return Err(if attempts.tried.is_empty() {
-            Ended::NoBackend
-        } else {
+        return Err(if attempts.local_shortage {
+            Ended::LocalShortage
+        } else if attempts.tried_last_round {
             Ended::ConnectFailed
+        } else {
+            Ended::NoBackend
         });
     }
 }
@@ -177,7 +181,8 @@ impl Drop for Holding<'_> {
 pub(super) struct Connected<S> {
     pub(super) member: Arc<Member>,
     pub(super) stream: S,
-    /// Waiting for a routable member that answered (zero when the first round did).
+    /// From arrival to the start of the connect that succeeded: failed attempts and
+    /// waiting for a routable member (zero when the first connect answered).
     pub(super) held: Duration,
     /// The connect that succeeded.
     pub(super) connect: Duration,
@@ -203,12 +208,14 @@ async fn one_round<C: Connect>(
             fastrand::usize(..n)
         })
     });
+    (attempts.tried_last_round, attempts.local_shortage) = (false, false);
     for member in candidates {
         if member.is_suspect() {
             // It just said it is no longer the primary: not even a connect.
             attempts.suspect = true;
             continue;
         }
+        attempts.tried_last_round = true;
         let attempt = Instant::now();
         let deadline = (attempt + pool.config.connect_timeout).min(attempts_until);
         let connected = tokio::select! {
@@ -238,6 +245,7 @@ async fn one_round<C: Connect>(
                     // Our own shortage: no other backend would do better, and this
                     // one is not to blame.
                     crate::local::report(resource, "connect", &member.backend.name, &e.to_string());
+                    attempts.local_shortage = true;
                     return Round::NoneAnswered;
                 }
             }

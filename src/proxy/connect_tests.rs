@@ -113,7 +113,7 @@ async fn a_refused_member_is_skipped_for_the_next_and_its_checker_nudged() {
     assert_eq!(name(&connected), Some("b"));
     let connected = connected.unwrap();
     assert_eq!(connected.stream, SocketAddr::from(([127, 0, 0, 1], 2)));
-    assert_eq!(connected.held, Duration::ZERO);
+    assert_eq!(connected.held, Duration::ZERO, "the refusal took no time");
     assert_eq!(started.elapsed(), Duration::ZERO, "no hold");
     assert_eq!(ctx.pool.hold.merged().len(), 0, "not counted as held");
     let a = &ctx.pool.members[0].backend;
@@ -201,6 +201,25 @@ async fn a_held_session_gives_up_at_the_hold_timeout() {
     );
     assert_eq!(started.elapsed(), Duration::from_secs(5), "the pool's hold_timeout");
     assert_eq!(ctx.pool.hold.merged().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_then_unrouted_ends_for_want_of_a_backend_not_a_failed_connect() {
+    // A failover: the first connect is refused, then the checks route nothing.
+    let script = script(&[(1, Answer::Refuse), (2, Answer::Refuse)]);
+    let ctx = context(&script);
+    route_all(&ctx, 2);
+    let session = connect_routed(&ctx);
+    let unroute = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ctx.routing.publish(RoutingTable::new(3, vec![Vec::new()]));
+    };
+    let (connected, ()) = tokio::join!(session, unroute);
+    assert_eq!(
+        connected.err(),
+        Some(Ended::NoBackend),
+        "the last round had nothing to try"
+    );
 }
 
 #[tokio::test(start_paused = true)]

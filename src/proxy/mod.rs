@@ -126,9 +126,11 @@ pub enum Ended {
     Shutdown,
     /// Nothing routable within `hold_timeout`.
     NoBackend,
-    /// Members were routable but every connect to them failed within
-    /// `hold_timeout` (or the PROXY header could not be sent).
+    /// Members were routable in the last round but every connect to them failed
+    /// within `hold_timeout` (or the PROXY header could not be sent).
     ConnectFailed,
+    /// The proxy ran short of its own resources (descriptors, memory) connecting.
+    LocalShortage,
     /// The client's TLS handshake failed.
     Handshake,
     /// The TLS handshake to the backend failed.

@@ -2,7 +2,8 @@
 //! operation as a point (its latency over when it ended; green acknowledged, red
 //! failed) above successes and failures per 10 ms, the targets side by side on the
 //! same scales. Markers are numbered lines whose names and offsets sit in a legend
-//! under the chart, so labels never overlap however close the moments are.
+//! under the chart; the numbers above the plot take rows so that they do not touch
+//! (more than four within 10 px share a row; the legend lists each).
 
 use std::fmt::Write;
 

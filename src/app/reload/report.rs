@@ -60,6 +60,9 @@ pub struct ReloadReport {
     pub tls: Vec<serde_json::Value>,
     /// Changes that take a restart or a hot upgrade (the admin address, `workers`).
     pub not_applied: Vec<String>,
+    /// Other sections whose changes were applied (`[log]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied: Vec<String>,
     /// From the request to the new topology, milliseconds.
     pub took_ms: f64,
     /// [`ReloadReport::summary`].
@@ -105,6 +108,7 @@ impl ReloadReport {
         ]
         .into_iter()
         .flatten()
+        .chain(self.applied.iter().cloned())
         .chain(self.not_applied.iter().map(|n| format!("not applied: {n}")))
         .collect();
         if parts.is_empty() {
