@@ -18,7 +18,7 @@ pub const LOG_LEVEL: &str = "info";
 /// `check.kind`.
 pub const CHECK_KIND: CheckKind = CheckKind::Tcp;
 /// `check.interval`. With [`CHECK_TIMEOUT`], [`FALL`] and the fast interval
-/// (100 ms), a refused or reset backend is out within about 0.35 s and a hung one
+/// (100 ms), a refused or reset backend is out within about 0.36 s and a hung one
 /// within about 1.4 s of the fault, with no traffic to nudge the checks (measured by
 /// `switchyard-drill detect`; figures and cost in the README).
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(250);

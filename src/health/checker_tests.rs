@@ -7,16 +7,20 @@ use crate::health::Status;
 use std::collections::VecDeque;
 
 /// Outcomes in order (`+` passes, `-` fails, `!` panics, `m` fails with EMFILE, a
-/// local failure); once they run out, every
-/// further check hangs.
+/// local failure, `h` hangs until its deadline and fails, as a probe of a hung
+/// server does); once they run out, every further check hangs.
 struct Script(VecDeque<char>, Arc<std::sync::atomic::AtomicUsize>);
 
 impl Check for Script {
-    fn check(&mut self, _: SocketAddr, _: Instant) -> impl Future<Output = Result<Report, CheckError>> + Send {
+    fn check(&mut self, _: SocketAddr, deadline: Instant) -> impl Future<Output = Result<Report, CheckError>> + Send {
         let next = self.0.pop_front();
         async move {
             match next {
                 Some('+') => Ok(Report::reachable()),
+                Some('h') => {
+                    tokio::time::sleep_until(deadline).await;
+                    Err(CheckError::Connect("timed out (scripted)".into()))
+                }
                 Some('!') => panic!("a decoder met bytes it did not expect (scripted)"),
                 Some('m') => Err(CheckError::connect(&std::io::Error::from_raw_os_error(libc::EMFILE))),
                 Some(_) => Err(CheckError::Connect("refused (scripted)".into())),
@@ -46,6 +50,11 @@ struct Running {
 
 /// Starts a checker on `script` (see [`Script`]).
 fn start(script: &str) -> Running {
+    start_with(script, &config())
+}
+
+/// [`start`] with the check timings of `config`.
+fn start_with(script: &str, config: &CheckConfig) -> Running {
     let (tx, events) = mpsc::channel(16);
     let attention = Arc::new(Attention::default());
     let shutdown = CancellationToken::new();
@@ -53,7 +62,7 @@ fn start(script: &str) -> Running {
     let address = "127.0.0.1:1".parse().unwrap();
     let resets = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let script = Script(outcomes, resets.clone());
-    let checker = Checker::new(7, "b", address, attention.clone(), script, &config(), tx);
+    let checker = Checker::new(7, "b", address, attention.clone(), script, config, tx);
     let task = tokio::spawn(checker.run(shutdown.clone()));
     Running {
         events,
@@ -108,6 +117,43 @@ async fn rise_and_fall_set_the_cadence() {
         seen.iter().filter(|(_, _, flip)| flip.is_some()).count(),
         3,
         "each flip reported once"
+    );
+}
+
+/// A backend's check timings when the config gives none, jitter set aside so that the
+/// worst case below is exact.
+fn default_timings() -> CheckConfig {
+    let text = "[backends.b]\naddress = \"127.0.0.1:1\"\n[pools.p]\nbackends = [\"b\"]\n\
+                [listeners.l]\nlisten = \"127.0.0.1:0\"\npool = \"p\"\n";
+    let mut check = crate::config::Config::parse(text, "t.toml").unwrap().backends[0]
+        .check
+        .clone();
+    check.jitter = crate::config::Fraction::new(0.0).unwrap();
+    check
+}
+
+/// The defaults' promise (README, "Fast detection by default"): with the fault just
+/// after a passing check (the worst case, no traffic to nudge the checks), a refused
+/// backend is down within 0.5 s and a hung one within 1.5 s.
+#[tokio::test(start_paused = true)]
+async fn the_default_timings_take_a_refused_backend_out_by_350_ms_and_a_hung_one_by_1350() {
+    let down_at = |mut checker: Running| async move {
+        loop {
+            let (at, observation) = checker.next().await;
+            if observation.flip.map(|f| f.to) == Some(Status::Down) {
+                return at;
+            }
+        }
+    };
+    assert_eq!(
+        down_at(start_with("+--", &default_timings())).await,
+        350,
+        "250 ms interval, 100 ms fast"
+    );
+    assert_eq!(
+        down_at(start_with("+hh", &default_timings())).await,
+        1350,
+        "two 500 ms timeouts 100 ms apart, after the 250 ms interval"
     );
 }
 
