@@ -203,13 +203,21 @@ async fn one_round<C: Connect>(
     attempts: &mut Attempts,
 ) -> Round<C::Stream> {
     let pool = &ctx.pool;
-    let candidates = ctx.routing.pick(|table| {
-        select::order(pool.config.policy, table.routable(pool.id), &pool.cursor, |n| {
+    // One member at a time from the current table: no allocation per session, and a
+    // fallback after a failed connect comes from the newest table.
+    let (mut walk, mut first) = ctx.routing.pick(|table| {
+        let (walk, first) = select::Walk::first(pool.config.policy, table.routable(pool.id), &pool.cursor, |n| {
             fastrand::usize(..n)
-        })
+        });
+        (walk, first.cloned())
     });
     (attempts.tried_last_round, attempts.local_shortage) = (false, false);
-    for member in candidates {
+    loop {
+        let next = match first.take() {
+            Some(member) => Some(member),
+            None => ctx.routing.pick(|table| walk.next(table.routable(pool.id)).cloned()),
+        };
+        let Some(member) = next else { break };
         if member.is_suspect() {
             // It just said it is no longer the primary: not even a connect.
             attempts.suspect = true;
