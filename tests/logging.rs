@@ -13,12 +13,23 @@ use tokio::net::TcpStream;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 
-/// A proxy with an echo pool (listener `echo`) and a pool whose only member refuses
-/// connections and is down (listener `dead`, hold_timeout 300 ms); `log` is its
-/// `[log]` body.
-async fn proxy(name: &str, log: &str) -> (Spawned, SocketAddr, SocketAddr, Server) {
+/// A proxy and the addresses of its listeners.
+struct Lab {
+    proxy: Spawned,
+    /// An echo pool.
+    echo: SocketAddr,
+    /// A pool whose only member refuses connections and is down (hold_timeout 300 ms).
+    dead: SocketAddr,
+    /// A `mysql`-mode listener on the echo pool: its logins cannot succeed (login
+    /// timeout 300 ms).
+    mysql: SocketAddr,
+    _backend: Server,
+}
+
+/// A [`Lab`] whose `[log]` body is `log`.
+async fn proxy(name: &str, log: &str) -> Lab {
     let echo_backend = Server::start(Behavior::Echo("hi")).await;
-    let (echo, dead) = (refused_addr(), refused_addr());
+    let (echo, dead, mysql) = (refused_addr(), refused_addr(), refused_addr());
     let config = format!(
         "[admin]\nlisten = \"{{admin}}\"\n[shutdown]\ngrace = \"1s\"\n[log]\n{log}\n\
          [backends.app]\naddress = \"{}\"\ncheck = {{ interval = \"100ms\" }}\n\
@@ -26,14 +37,21 @@ async fn proxy(name: &str, log: &str) -> (Spawned, SocketAddr, SocketAddr, Serve
          [pools.echo]\nbackends = [\"app\"]\n\
          [pools.dead]\nbackends = [\"gone\"]\nhold_timeout = \"300ms\"\n\
          [listeners.echo]\nlisten = \"{echo}\"\npool = \"echo\"\n\
-         [listeners.dead]\nlisten = \"{dead}\"\npool = \"dead\"\n",
+         [listeners.dead]\nlisten = \"{dead}\"\npool = \"dead\"\n\
+         [listeners.mysql]\nlisten = \"{mysql}\"\npool = \"echo\"\nmode = \"mysql\"\nlogin_timeout = \"300ms\"\n",
         echo_backend.addr,
         refused_addr(),
     );
     let proxy = Spawned::start(BIN, name, &config).await;
     proxy.await_backend("app", "up").await;
     proxy.await_backend("gone", "down").await;
-    (proxy, echo, dead, echo_backend)
+    Lab {
+        proxy,
+        echo,
+        dead,
+        mysql,
+        _backend: echo_backend,
+    }
 }
 
 /// One session through `addr`: reads the banner, sends `payload`, reads its echo,
@@ -72,13 +90,22 @@ async fn await_lines(proxy: &Spawned, needle: &str, count: usize) -> Vec<String>
 
 #[tokio::test]
 async fn json_access_lines_carry_the_cause_phases_bytes_and_session_fields() {
-    let (proxy, echo, dead, _backend) = proxy("json", "format = \"json\"").await;
+    let Lab {
+        proxy,
+        echo,
+        dead,
+        mysql,
+        _backend,
+    } = proxy("json", "format = \"json\"").await;
     exchange(echo, b"twelve bytes").await;
     // Nothing answers in the dead pool: held, then closed.
     let mut refused = TcpStream::connect(dead).await.unwrap();
     let mut rest = Vec::new();
     let _ = refused.read_to_end(&mut rest).await;
-    let lines = await_lines(&proxy, "switchyard::access", 2).await;
+    // A mysql-mode login that never gets a greeting it can read: cut at its timeout.
+    let mut login = TcpStream::connect(mysql).await.unwrap();
+    let _ = login.read_to_end(&mut Vec::new()).await;
+    let lines = await_lines(&proxy, "switchyard::access", 3).await;
     let parsed: Vec<serde_json::Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
@@ -105,6 +132,15 @@ async fn json_access_lines_carry_the_cause_phases_bytes_and_session_fields() {
         .find(|v| v["cause"] == "no-backend-within-hold")
         .expect("the dead pool's line");
     assert_eq!(held["spans"][0]["pool"], "dead", "{held}");
+    let login = parsed
+        .iter()
+        .find(|v| v["cause"] == "login-refused")
+        .expect("the mysql listener's line");
+    assert_eq!(
+        login["reason"], "timeout",
+        "an echo server never finishes a greeting: {login}"
+    );
+    assert!(login["login_ms"].as_f64().is_some_and(|ms| ms >= 300.0), "{login}");
     assert!(held.get("connect_ms").is_none(), "no connect succeeded: {held}");
     // Every other line is JSON too (start-up, checks).
     for line in proxy.log_text().lines() {
@@ -115,7 +151,13 @@ async fn json_access_lines_carry_the_cause_phases_bytes_and_session_fields() {
 #[tokio::test]
 async fn the_config_level_filters_and_a_reload_turns_the_access_log_off() {
     let log = "level = \"warn,switchyard::access=info\"";
-    let (proxy, echo, dead, _backend) = proxy("text", log).await;
+    let Lab {
+        proxy,
+        echo,
+        dead,
+        _backend,
+        ..
+    } = proxy("text", log).await;
     exchange(echo, b"one").await;
     let first = await_lines(&proxy, "switchyard::access", 1).await;
     assert!(first[0].contains("cause=client-closed"), "{}", first[0]);

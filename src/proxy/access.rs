@@ -18,6 +18,8 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::Ended;
+#[cfg(test)]
+use super::LoginEnd;
 
 /// Microseconds, saturating; [`Micros::NONE`] for a phase the session did not pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +92,7 @@ impl Ended {
             Ended::LocalShortage => "proxy-short-of-resources",
             Ended::Handshake => "client-tls-failed",
             Ended::BackendTls => "backend-tls-failed",
-            Ended::Login => "login-refused",
+            Ended::Login(_) => "login-refused",
         }
     }
 
@@ -119,6 +121,10 @@ pub(super) fn write(phases: &Phases, ended: Ended) {
         from_client = phases.from_client,
         from_backend = phases.from_backend,
         error = phases.error.map(tracing::field::display),
+        reason = match ended {
+            Ended::Login(why) => Some(why.reason()),
+            _ => None,
+        },
         "session"
     );
 }
@@ -154,7 +160,7 @@ mod tests {
             Ended::LocalShortage,
             Ended::Handshake,
             Ended::BackendTls,
-            Ended::Login,
+            Ended::Login(LoginEnd::Timeout),
         ];
         let normal: Vec<&str> = all.iter().filter(|e| e.normal()).map(|e| e.cause()).collect();
         assert_eq!(normal, ["client-closed", "backend-closed", "idle-timeout"]);

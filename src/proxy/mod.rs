@@ -136,8 +136,42 @@ pub enum Ended {
     /// The TLS handshake to the backend failed.
     BackendTls,
     /// `mysql` mode: the login could not be carried through, or a client without
-    /// TLS was refused.
-    Login,
+    /// TLS was refused; why, in a word.
+    Login(LoginEnd),
+}
+
+/// Why a `mysql`-mode connection phase ended before the command phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginEnd {
+    /// No login slot within the login timeout (`max_logins` under way).
+    NoSlot,
+    /// The backend answered the login with an error (a wrong password, an unknown user).
+    BackendRefused,
+    /// A client without TLS on a `require_tls` listener.
+    TlsRequired,
+    /// An auth plugin that would send the password in clear to a plaintext backend.
+    Cleartext,
+    /// Bytes this exchange cannot accept, from the client or the backend.
+    Protocol,
+    /// A leg's connection was lost.
+    Lost,
+    /// The login did not finish within the login timeout.
+    Timeout,
+}
+
+impl LoginEnd {
+    /// The access log's word for it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            LoginEnd::NoSlot => "too-many-logins",
+            LoginEnd::BackendRefused => "backend-refused",
+            LoginEnd::TlsRequired => "tls-required",
+            LoginEnd::Cleartext => "cleartext-password",
+            LoginEnd::Protocol => "protocol",
+            LoginEnd::Lost => "connection-lost",
+            LoginEnd::Timeout => "timeout",
+        }
+    }
 }
 
 /// Serves one accepted client connection to its end: first its PROXY header, when
@@ -247,7 +281,7 @@ async fn session(ctx: &SessionContext, client: TcpStream, origin: Origin, phases
             // A login slot before a backend connection is made for a client that has
             // not sent a byte yet: garbage clients get at most `max_logins` of them.
             let Some(slot) = mysql::login_slot(ctx, Instant::now() + ctx.login.timeout).await else {
-                return Ended::Login;
+                return Ended::Login(LoginEnd::NoSlot);
             };
             let (member, upstream) = match reach(ctx, origin, phases).await {
                 Ok(reached) => reached,

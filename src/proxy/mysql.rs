@@ -46,7 +46,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info, warn};
 
-use super::{accept_tls, originate_tls, Ended, SessionContext};
+use super::{accept_tls, originate_tls, Ended, LoginEnd, SessionContext};
 use crate::logs;
 use crate::metrics as m;
 use crate::pool::Member;
@@ -105,19 +105,19 @@ pub async fn login(
                     "MySQL login could not be carried through; closing the client"
                 );
             }
-            Err(Ended::Login)
+            Err(Ended::Login(LoginEnd::Protocol))
         }
         Ok(Err(LoginError::Io(e))) => {
             failed(ctx, "io");
             debug!(error = %e, "connection lost during the MySQL login");
-            Err(Ended::Login)
+            Err(Ended::Login(LoginEnd::Lost))
         }
         Err(_) => {
             failed(ctx, "timeout");
             if logs::kinds::LOGIN_FAILURES.allow() {
                 info!(timeout = ?ctx.login.timeout, "MySQL login did not finish in time; closing the client");
             }
-            Err(Ended::Login)
+            Err(Ended::Login(LoginEnd::Timeout))
         }
     }
 }
@@ -251,7 +251,7 @@ async fn client_login(ctx: &SessionContext, mut client: TcpStream) -> Result<(St
                 "switchyard: connections using insecure transport are prohibited (require_tls)",
             )
             .await;
-            return Err(LoginError::Ended(Ended::Login));
+            return Err(LoginError::Ended(Ended::Login(LoginEnd::TlsRequired)));
         }
         (Stream::Plain(client), first)
     };
@@ -323,7 +323,7 @@ async fn cleartext_refused(ctx: &SessionContext, client: &mut Stream, seq: u8, p
         "switchyard: auth plugin {plugin} would send the password in clear over the unencrypted backend connection; the backend needs TLS"
     );
     refuse(client, seq, wire::ER_ACCESS_DENIED_ERROR, "28000", &message).await;
-    LoginError::Ended(Ended::Login)
+    LoginError::Ended(Ended::Login(LoginEnd::Cleartext))
 }
 
 /// Relays packets both ways, shifting sequence ids, until the backend ends the login
@@ -393,7 +393,7 @@ async fn relay_auth(
                 if done {
                     if packet.is_err() {
                         debug!("the backend refused the login");
-                        return Err(LoginError::Ended(Ended::Login));
+                        return Err(LoginError::Ended(Ended::Login(LoginEnd::BackendRefused)));
                     }
                     if !from_client.buf.is_empty() {
                         upstream.write_all(&from_client.buf).await?;
