@@ -17,7 +17,8 @@
 //!   [`worker`]: one data-plane thread (its runtime, accept loops, inbox).
 //! - [`proxy`]: one client session: (TLS handshake), pick from the routing snapshot,
 //!   hold while the pool is empty, connect with a timeout, (backend TLS, or the MySQL
-//!   login with in-protocol TLS in [`proxy::mysql`]), copy both ways, obey fencing.
+//!   login with in-protocol TLS in [`proxy::mysql`]), copy both ways, obey fencing,
+//!   and at its end one access line (`proxy::access`: cause, phase times, bytes).
 //! - [`pipe`]: the copy loop, with a buffer only while bytes are in flight, and
 //!   splice(2) for bulk on Linux.
 //! - [`pool`] and [`backend`]: the runtime objects the routing table points at.
@@ -49,7 +50,8 @@
 //! - [`duration`]: the human duration syntax of the config (`250ms`, `2s`, `5m`).
 //! - [`local`]: the proxy's own shortages (EMFILE and the like), kept apart from
 //!   backend faults, and the descriptor budget; [`logs`]: rate-limited warnings and
-//!   escaped peer text.
+//!   escaped peer text; [`logging`]: `[log]` installed (text or JSON lines, a filter a
+//!   reload changes, written by a thread of its own) and the access log's switches.
 //! - [`fuzzing`]: the fuzz targets' bodies, replayed by `cargo test`.
 
 #![deny(unsafe_code, rust_2018_idioms, missing_docs)]

@@ -21,9 +21,11 @@ const CARGO_DEB: &str = "3.8.0";
 const TOKEN: &str = "/etc/switchyard/admin-token";
 const CONFIG: &str = "/etc/switchyard/switchyard.toml";
 
-/// Runs `program args`, panicking with its output when it fails; its stdout.
+/// Runs `program args` (at most 10 minutes: a cargo install, dpkg waiting on a lock),
+/// panicking with its output when it fails; its stdout.
 fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
+    let out = Command::new("timeout")
+        .args(["600", program])
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program} runs: {e}"));

@@ -25,8 +25,8 @@ use anyhow::{bail, Context, Result};
 use switchyard_lab::mariadb::{Cluster, MONITOR_PASSWORD, MONITOR_USER};
 use switchyard_lab::system;
 
+use crate::admin_http::get_json;
 use crate::sysbench::{process_cpu_seconds, spawn, Proc};
-use crate::upgrade_bench::get_json;
 
 /// A check kind under test.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -321,7 +321,7 @@ fn cost(binary: &Path, dir: &Path, kind: Kind, count: usize, secs: u64) -> Resul
 
 /// The sum of `switchyard_checks_total` over every backend.
 fn checks_run(admin: SocketAddr) -> Option<f64> {
-    let text = crate::upgrade_bench::get_text(admin, "/metrics")?;
+    let text = crate::admin_http::get_text(admin, "/metrics")?;
     Some(
         text.lines()
             .filter(|l| l.starts_with("switchyard_checks_total{"))

@@ -33,6 +33,7 @@
 //!   last part of `loadtest/compare.sh`).
 
 pub mod admin_flood;
+pub mod admin_http;
 pub mod corpus;
 pub mod detect;
 pub mod dns_drill;

@@ -16,6 +16,15 @@ fn opt_ms(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "never".into())
 }
 
+/// The action of fault `i`, from the first result that has one.
+fn fault_action(results: &[DrillResult], i: usize) -> String {
+    results
+        .iter()
+        .find_map(|r| r.faults.get(i))
+        .map(|f| format!("{:?}", f.action))
+        .unwrap_or_default()
+}
+
 /// Rows: one per measure; columns: one per target.
 fn rows(results: &[DrillResult]) -> Vec<(String, Vec<String>)> {
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
@@ -27,11 +36,7 @@ fn rows(results: &[DrillResult]) -> Vec<(String, Vec<String>)> {
     row("reads ok / failed", &|r| format!("{} / {}", r.reads_ok, r.reads_failed));
     let faults = results.iter().map(|r| r.faults.len()).max().unwrap_or(0);
     for i in 0..faults {
-        let label = results
-            .iter()
-            .find_map(|r| r.faults.get(i))
-            .map(|f| format!("{:?}", f.action))
-            .unwrap_or_default();
+        let label = fault_action(results, i);
         row(&format!("outage after fault {} ({label})", i + 1), &|r| {
             opt_ms(r.outage_ms.get(i).copied().flatten())
         });
@@ -152,30 +157,24 @@ fn chart(result: &DrillResult) -> (String, Vec<String>) {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#
     );
     bars(&mut svg, result, &g);
-    let mut shown: Vec<(f64, &str, String)> = markers(result)
-        .into_iter()
+    let all = markers(result);
+    let shown = all
+        .iter()
         .filter(|(at, _, _)| *at >= 0.0 && *at <= g.n * 1000.0)
+        .map(|(at, color, label)| zoom::Marker {
+            x: g.x(*at),
+            color,
+            label,
+            when: format!("{:.2} s", at / 1000.0),
+        })
         .collect();
-    shown.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let xs: Vec<f64> = shown.iter().map(|(at, _, _)| g.x(*at)).collect();
-    let rows = zoom::label_rows(&xs, 3);
-    let mut legend = Vec::new();
-    for (i, (at, color, label)) in shown.iter().enumerate() {
-        let mx = xs[i];
-        let _ = write!(
-            svg,
-            r#"<line class="marker" data-n="{n}" x1="{mx:.1}" y1="16" x2="{mx:.1}" y2="392" stroke="{color}" stroke-width="1.4" stroke-dasharray="4 2"/><text x="{mx:.1}" y="{}" fill="{color}" text-anchor="middle" font-weight="bold">{n}</text>"#,
-            416 + rows[i] * 11,
-            n = i + 1
-        );
-        legend.push(format!(
-            r#"<li data-n="{}"><b style="color:{color}">{}</b> {} at {:.2} s</li>"#,
-            i + 1,
-            i + 1,
-            escape(label),
-            at / 1000.0
-        ));
-    }
+    let lane = zoom::Lane {
+        top: 16.0,
+        bottom: 392.0,
+        first_row: 416.0,
+        rows: 3,
+    };
+    let legend = zoom::numbered(&mut svg, shown, lane);
     for t in (0..=result.seconds.len()).step_by(5) {
         let _ = write!(
             svg,
@@ -284,11 +283,7 @@ const SCRIPT: &str = r#"<script>
 fn closeups(page: &mut String, results: &[DrillResult]) {
     let faults = results.iter().map(|r| r.zooms.len()).max().unwrap_or(0);
     for i in 0..faults {
-        let action = results
-            .iter()
-            .find_map(|r| r.faults.get(i))
-            .map(|f| format!("{:?}", f.action))
-            .unwrap_or_default();
+        let action = fault_action(results, i);
         let _ = write!(
             page,
             "<h2>Fault {}: {} (±2 s)</h2><div class=\"row\">",

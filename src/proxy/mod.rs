@@ -19,6 +19,8 @@
 //!    nothing (`tcp`), the MySQL command phase (`mysql`: a drain ends the session at
 //!    an idle point), or the MongoDB replies (`mongo`: a "not primary" reply ends it
 //!    instead of reaching the client, and keeps new sessions off that member).
+//! 4. At its end the session writes one access line (`access.rs`): how it [`Ended`],
+//!    the time of each phase above, and the bytes each way.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -215,34 +215,65 @@ pub(crate) fn label_rows(xs: &[f64], rows: usize) -> Vec<usize> {
         .collect()
 }
 
-/// The markers inside the window as numbered dashed lines (numbers in rows above the
-/// plot, placed so that they do not touch); the legend's entries in the same order.
+/// The markers inside the window as numbered dashed lines; the legend's entries.
 fn marker_lines(svg: &mut String, zoom: &Zoom, markers: &[(f64, &str, String)]) -> Vec<String> {
-    let mut inside: Vec<&(f64, &str, String)> = markers
+    let inside = markers
         .iter()
         .filter(|(at, _, _)| (at - zoom.at_ms).abs() <= HALF_WINDOW_MS)
+        .map(|(at, color, label)| Marker {
+            x: x(at - zoom.at_ms),
+            color,
+            label,
+            when: format!("{:+.0} ms", at - zoom.at_ms),
+        })
         .collect();
-    inside.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let xs: Vec<f64> = inside.iter().map(|(at, _, _)| x(at - zoom.at_ms)).collect();
-    let rows = label_rows(&xs, 4);
+    let lane = Lane {
+        top: LAT_TOP,
+        bottom: BIN_TOP + BIN_H,
+        first_row: 9.0,
+        rows: 4,
+    };
+    numbered(svg, inside, lane)
+}
+
+/// One marker to draw: where, in what colour, its name and when it was.
+pub(crate) struct Marker<'a> {
+    pub(crate) x: f64,
+    pub(crate) color: &'a str,
+    pub(crate) label: &'a str,
+    pub(crate) when: String,
+}
+
+/// Where a chart's marker lines run and their numbers go.
+pub(crate) struct Lane {
+    /// The lines' ends.
+    pub(crate) top: f64,
+    pub(crate) bottom: f64,
+    /// The baseline of the first row of numbers (rows are 9 px apart).
+    pub(crate) first_row: f64,
+    pub(crate) rows: usize,
+}
+
+/// Draws `markers` as dashed lines numbered in the order of their x (the numbers in
+/// rows placed by [`label_rows`], so that they do not touch); the legend's entries,
+/// `N name at when`, in the same order.
+pub(crate) fn numbered(svg: &mut String, mut markers: Vec<Marker<'_>>, lane: Lane) -> Vec<String> {
+    markers.sort_by(|a, b| a.x.total_cmp(&b.x));
+    let xs: Vec<f64> = markers.iter().map(|m| m.x).collect();
+    let rows = label_rows(&xs, lane.rows);
     let mut legend = Vec::new();
-    for (n, (at, color, label)) in inside.into_iter().enumerate() {
-        let mx = xs[n];
-        let row = 9.0 + 9.0 * rows[n] as f64;
+    for (i, m) in markers.iter().enumerate() {
+        let (n, mx, color) = (i + 1, m.x, m.color);
+        let row = lane.first_row + 9.0 * rows[i] as f64;
         let _ = write!(
             svg,
-            r#"<line class="marker" data-n="{}" x1="{mx:.1}" y1="{}" x2="{mx:.1}" y2="{}" stroke="{color}" stroke-width="1.4" stroke-dasharray="4 2"/><text x="{mx:.1}" y="{row}" fill="{color}" text-anchor="middle" font-weight="bold">{}</text>"#,
-            n + 1,
-            LAT_TOP,
-            BIN_TOP + BIN_H,
-            n + 1
+            r#"<line class="marker" data-n="{n}" x1="{mx:.1}" y1="{}" x2="{mx:.1}" y2="{}" stroke="{color}" stroke-width="1.4" stroke-dasharray="4 2"/><text x="{mx:.1}" y="{row}" fill="{color}" text-anchor="middle" font-weight="bold">{n}</text>"#,
+            lane.top, lane.bottom
         );
         legend.push(format!(
-            r#"<li data-n="{}"><b style="color:{color}">{}</b> {} at {:+.0} ms</li>"#,
-            n + 1,
-            n + 1,
-            escape(label),
-            at - zoom.at_ms
+            r#"<li data-n="{n}"><b style="color:{color}">{n}</b> {} at {}</li>"#,
+            escape(m.label),
+            m.when
         ));
     }
     legend
